@@ -1,0 +1,77 @@
+"""Conversion and checks at the Python boundary: numpy or torch in, C-contiguous float32 out.
+
+Every public entry point passes its arguments through here once; errors name the argument and
+its actual shape or value.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["as_matrix", "as_positive_int", "as_num_threads", "as_int64"]
+
+
+def _to_numpy(x, name: str) -> np.ndarray:
+    if type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}: {e}") from None
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    return arr
+
+
+def as_matrix(x, name: str, *, dim: int | None = None, allow_empty: bool = True) -> np.ndarray:
+    """Return ``x`` as a C-contiguous float32 array of shape (n, d), copying only if needed.
+
+    Raises TypeError for non-numeric input and ValueError for a wrong number of dimensions, a
+    dimension other than ``dim``, no rows when ``allow_empty`` is false, or NaN / Inf values
+    (float64 values beyond float32 range count as Inf).
+    """
+    arr = _to_numpy(x, name)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, d), got shape {arr.shape}")
+    if dim is not None and arr.shape[1] != dim:
+        raise ValueError(f"{name} must have dimension {dim}, got shape {arr.shape}")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one column, got shape {arr.shape}")
+    if not allow_empty and arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: shape {arr.shape}")
+    with np.errstate(over="ignore"):
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not _core.all_finite(arr):
+        raise ValueError(f"{name} contains NaN or Inf (shape {arr.shape})")
+    return arr
+
+
+def as_positive_int(value, name: str) -> int:
+    """Return ``value`` as a positive Python int (TypeError for non-integers, ValueError for <= 0)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return int(value)
+
+
+def as_num_threads(value) -> int:
+    """Thread count: None means every core this process may run on."""
+    if value is None:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return as_positive_int(value, "num_threads")
+
+
+def as_int64(x, name: str, *, ndim: int) -> np.ndarray:
+    """Return an integer array as C-contiguous int64 with ``ndim`` dimensions."""
+    arr = _to_numpy(x, name)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=np.int64)

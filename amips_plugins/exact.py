@@ -1,0 +1,156 @@
+"""Exact maximum inner product search on the C++ core.
+
+Results follow faiss: scores float32 (higher is better) best first, ids int64, ties broken by the
+lower id, and rows padded with score ``-inf`` and id ``-1`` where fewer than k keys exist.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from . import _core
+from ._validation import as_int64, as_matrix, as_num_threads, as_positive_int
+
+__all__ = ["simd_level", "topk_dot", "segment_max_dot", "rescore", "ExactIndex"]
+
+
+def simd_level() -> str:
+    """Instruction set the kernels use: ``"avx512"``, ``"avx2"`` or ``"scalar"``.
+
+    The best one the CPU supports, capped by the environment variable ``AMIPS_SIMD`` (read on
+    every call).
+    """
+    return _core.simd_level()
+
+
+def _queries_and_keys(queries, keys) -> tuple[np.ndarray, np.ndarray]:
+    x = as_matrix(keys, "keys", allow_empty=False)
+    q = as_matrix(queries, "queries", dim=x.shape[1])
+    return q, x
+
+
+def topk_dot(queries, keys, k: int, *, num_threads: int | None = None):
+    """Exact top-k keys by inner product.
+
+    Parameters
+    ----------
+    queries : array (nq, d)
+    keys : array (n, d), n >= 1
+    k : int >= 1; when k > n the rows are padded with ``-inf`` / ``-1``.
+    num_threads : int, optional (default: all cores this process may use)
+
+    Returns
+    -------
+    scores : float32 (nq, k), descending
+    ids : int64 (nq, k)
+
+    Notes
+    -----
+    Keys are checked for NaN / Inf on every call (one extra pass over them); to search the same
+    keys repeatedly, add them once to an :class:`ExactIndex`.
+    """
+    q, x = _queries_and_keys(queries, keys)
+    return _core.topk_dot(q, x, as_positive_int(k, "k"), as_num_threads(num_threads))
+
+
+def segment_max_dot(queries, keys, offsets, *, num_threads: int | None = None):
+    """Best key of every segment for each query (per-cluster support values).
+
+    Parameters
+    ----------
+    queries : array (nq, d)
+    keys : array (n, d), grouped so that segment c is rows ``offsets[c]:offsets[c + 1]``
+    offsets : int array (C + 1,), non-decreasing, from 0 to n
+
+    Returns
+    -------
+    scores : float32 (nq, C), ``max_{x in segment c} q . x`` (``-inf`` for an empty segment)
+    ids : int64 (nq, C), row of that key in ``keys`` (``-1`` for an empty segment); ties go to
+        the lower id
+    """
+    q, x = _queries_and_keys(queries, keys)
+    off = as_int64(offsets, "offsets", ndim=1)
+    return _core.segment_max_dot(q, x, off, as_num_threads(num_threads))
+
+
+def rescore(queries, keys, candidate_ids, *, num_threads: int | None = None) -> np.ndarray:
+    """Exact inner products of each query with its candidate keys.
+
+    Parameters
+    ----------
+    queries : array (nq, d)
+    keys : array (n, d)
+    candidate_ids : int array (nq, m), values in [-1, n); -1 marks no candidate
+
+    Returns
+    -------
+    scores : float32 (nq, m), ``queries[i] . keys[candidate_ids[i, j]]``, ``-inf`` where the id is -1
+    """
+    q, x = _queries_and_keys(queries, keys)
+    ids = as_int64(candidate_ids, "candidate_ids", ndim=2)
+    return _core.rescore(q, x, ids, as_num_threads(num_threads))
+
+
+class ExactIndex:
+    """Exact inner-product index with the interface of ``faiss.IndexFlatIP``.
+
+    ``add(x)``, ``search(x, k) -> (D, I)``, ``ntotal``, ``d``, ``is_trained``, ``reset()``.
+    Keys are validated once when added and stored once, in a buffer that grows geometrically;
+    searches read it in place. Safe to search from several threads, also while another adds.
+
+    Difference from faiss: rows are padded with ``-inf`` (faiss uses ``-FLT_MAX``) and id ``-1``
+    when k exceeds ``ntotal``; searching an empty index gives a fully padded result, as in faiss.
+    """
+
+    is_trained = True
+
+    def __init__(self, d: int):
+        self.d = as_positive_int(d, "d")
+        self._buffer = np.empty((0, self.d), dtype=np.float32)
+        self._ntotal = 0
+        self._lock = threading.Lock()
+
+    @property
+    def ntotal(self) -> int:
+        """Number of keys added."""
+        return self._ntotal
+
+    @property
+    def keys(self) -> np.ndarray:
+        """Read-only view of the stored keys, (ntotal, d) float32."""
+        with self._lock:
+            view = self._buffer[: self._ntotal]
+        view = view.view()
+        view.flags.writeable = False
+        return view
+
+    def add(self, x) -> None:
+        """Append keys ``x`` (n, d); they get ids ntotal .. ntotal + n - 1."""
+        x = as_matrix(x, "x", dim=self.d)
+        with self._lock:
+            end = self._ntotal + len(x)
+            if end > len(self._buffer):
+                grown = np.empty((max(end, 2 * len(self._buffer)), self.d), dtype=np.float32)
+                grown[: self._ntotal] = self._buffer[: self._ntotal]
+                self._buffer = grown
+            self._buffer[self._ntotal : end] = x
+            self._ntotal = end
+
+    def search(self, x, k: int, *, num_threads: int | None = None):
+        """Top-k keys for each query of ``x`` (nq, d): ``(D, I)`` float32 / int64 of shape (nq, k)."""
+        q = as_matrix(x, "x", dim=self.d)
+        k = as_positive_int(k, "k")
+        threads = as_num_threads(num_threads)
+        with self._lock:
+            keys = self._buffer[: self._ntotal]
+        if len(keys) == 0:
+            return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+        return _core.topk_dot(q, keys, k, threads)
+
+    def reset(self) -> None:
+        """Remove every key."""
+        with self._lock:
+            self._buffer = np.empty((0, self.d), dtype=np.float32)
+            self._ntotal = 0

@@ -1,0 +1,171 @@
+// Python bindings: argument checks, output allocation and GIL release only. The Python layer
+// (amips_plugins/_validation.py) converts and validates first; the checks here are cheap repeats
+// for callers of _core itself. std::invalid_argument surfaces as ValueError.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "kernels.h"
+#include "search.h"
+#include "xbox.h"
+
+namespace py = pybind11;
+
+namespace amips {
+namespace {
+
+template <class T>
+using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+void require(bool ok, const std::string& message) {
+    if (!ok) throw std::invalid_argument(message);
+}
+
+std::string shape_of(const py::array& a) {
+    std::string s = "(";
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+    return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+void require_matrix(const py::array& a, const std::string& name) {
+    require(a.ndim() == 2, name + " must be 2-D, got shape " + shape_of(a));
+}
+
+// queries (nq, d) and keys (n, d), n > 0.
+void require_pair(const py::array& queries, const py::array& keys) {
+    require_matrix(queries, "queries");
+    require_matrix(keys, "keys");
+    require(keys.shape(0) > 0, "keys is empty: shape " + shape_of(keys));
+    require(queries.shape(1) == keys.shape(1), "queries " + shape_of(queries) + " and keys " +
+                                                   shape_of(keys) + " differ in dimension");
+}
+
+py::tuple topk_dot_py(const Array<float>& queries, const Array<float>& keys, std::int64_t k,
+                      int num_threads) {
+    require_pair(queries, keys);
+    require(k > 0, "k must be positive, got " + std::to_string(k));
+    const std::size_t nq = queries.shape(0), n = keys.shape(0), d = keys.shape(1);
+    py::array_t<float> scores({nq, std::size_t(k)});
+    py::array_t<std::int64_t> ids({nq, std::size_t(k)});
+    {
+        py::gil_scoped_release release;
+        topk_dot(queries.data(), nq, keys.data(), n, d, std::size_t(k), num_threads,
+                 scores.mutable_data(), ids.mutable_data());
+    }
+    return py::make_tuple(scores, ids);
+}
+
+py::tuple segment_max_dot_py(const Array<float>& queries, const Array<float>& keys,
+                             const Array<std::int64_t>& offsets, int num_threads) {
+    require_pair(queries, keys);
+    const std::int64_t n = keys.shape(0);
+    require(offsets.ndim() == 1 && offsets.shape(0) >= 2,
+            "offsets must be 1-D with at least 2 entries, got shape " + shape_of(offsets));
+    const std::int64_t* off = offsets.data();
+    const std::size_t C = offsets.shape(0) - 1;
+    require(off[0] == 0 && off[C] == n, "offsets must start at 0 and end at the number of keys (" +
+                                            std::to_string(n) + "), got " + std::to_string(off[0]) +
+                                            " ... " + std::to_string(off[C]));
+    for (std::size_t c = 0; c < C; ++c) require(off[c] <= off[c + 1], "offsets must not decrease");
+    const std::size_t nq = queries.shape(0), d = keys.shape(1);
+    py::array_t<float> scores({nq, C});
+    py::array_t<std::int64_t> ids({nq, C});
+    {
+        py::gil_scoped_release release;
+        segment_max_dot(queries.data(), nq, keys.data(), std::size_t(n), d, off, C, num_threads,
+                        scores.mutable_data(), ids.mutable_data());
+    }
+    return py::make_tuple(scores, ids);
+}
+
+py::array_t<float> rescore_py(const Array<float>& queries, const Array<float>& keys,
+                              const Array<std::int64_t>& candidate_ids, int num_threads) {
+    require_pair(queries, keys);
+    require_matrix(candidate_ids, "candidate_ids");
+    require(candidate_ids.shape(0) == queries.shape(0),
+            "candidate_ids " + shape_of(candidate_ids) + " must have one row per query " +
+                shape_of(queries));
+    const std::int64_t n = keys.shape(0);
+    const std::int64_t* id = candidate_ids.data();
+    for (py::ssize_t i = 0; i < candidate_ids.size(); ++i) {
+        require(id[i] >= -1 && id[i] < n, "candidate_ids must lie in [-1, " + std::to_string(n) +
+                                              "), found " + std::to_string(id[i]));
+    }
+    const std::size_t nq = queries.shape(0), m = candidate_ids.shape(1), d = keys.shape(1);
+    py::array_t<float> scores({nq, m});
+    {
+        py::gil_scoped_release release;
+        rescore(queries.data(), nq, keys.data(), d, id, m, num_threads, scores.mutable_data());
+    }
+    return scores;
+}
+
+bool all_finite_py(const Array<float>& x) {
+    const std::uint32_t* bits = reinterpret_cast<const std::uint32_t*>(x.data());
+    const std::size_t size = x.size();
+    py::gil_scoped_release release;
+    // An exponent of all ones is Inf or NaN; OR-ing flags keeps the loop branch-free and vectorised.
+    std::uint32_t bad = 0;
+    for (std::size_t i = 0; i < size; ++i) bad |= (bits[i] & 0x7f800000u) == 0x7f800000u;
+    return bad == 0;
+}
+
+py::array_t<float> xbox_rows(const XboxTransform& t, const Array<float>& x, const char* name) {
+    require_matrix(x, name);
+    require(std::size_t(x.shape(1)) == t.dim(), std::string(name) + " must have " +
+                                                    std::to_string(t.dim()) + " columns, got shape " +
+                                                    shape_of(x));
+    return py::array_t<float>({std::size_t(x.shape(0)), t.dim() + 1});
+}
+
+}  // namespace
+}  // namespace amips
+
+PYBIND11_MODULE(_core, m) {
+    using namespace amips;
+    m.doc() = "amips_plugins C++ core: exact inner-product search and the Xbox transform.";
+
+    m.def("simd_level", [] { return isa_name(active_isa()); },
+          "Instruction set in use: the best supported, capped by AMIPS_SIMD.");
+    m.def("detected_simd_level", [] { return isa_name(detected_isa()); },
+          "Best instruction set the CPU and OS support, ignoring AMIPS_SIMD.");
+    m.def("topk_dot", &topk_dot_py, py::arg("queries"), py::arg("keys"), py::arg("k"),
+          py::arg("num_threads") = 0);
+    m.def("segment_max_dot", &segment_max_dot_py, py::arg("queries"), py::arg("keys"),
+          py::arg("offsets"), py::arg("num_threads") = 0);
+    m.def("rescore", &rescore_py, py::arg("queries"), py::arg("keys"), py::arg("candidate_ids"),
+          py::arg("num_threads") = 0);
+    m.def("all_finite", &all_finite_py, py::arg("x"), "True when no element is NaN or Inf.");
+
+    py::class_<XboxTransform>(m, "XboxTransform")
+        .def(py::init<std::size_t>(), py::arg("dim"))
+        .def("add_keys",
+             [](XboxTransform& t, const Array<float>& x) {
+                 auto out = xbox_rows(t, x, "keys");
+                 float* o = out.mutable_data();
+                 {
+                     py::gil_scoped_release release;
+                     t.add_keys(x.data(), x.shape(0), o);
+                 }
+                 return out;
+             },
+             py::arg("keys"))
+        .def("transform_queries",
+             [](const XboxTransform& t, const Array<float>& q) {
+                 auto out = xbox_rows(t, q, "queries");
+                 float* o = out.mutable_data();
+                 {
+                     py::gil_scoped_release release;
+                     t.transform_queries(q.data(), q.shape(0), o);
+                 }
+                 return out;
+             },
+             py::arg("queries"))
+        .def_property_readonly("dim", &XboxTransform::dim)
+        .def_property_readonly("max_norm", &XboxTransform::max_norm)
+        .def_property_readonly("count", &XboxTransform::count)
+        .def("set_state", &XboxTransform::set_state, py::arg("max_norm"), py::arg("count"));
+}

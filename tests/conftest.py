@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+
+from amips_plugins import _core
+
+LEVELS = ["scalar", "avx2", "avx512"]
+
+
+def supported_levels() -> list[str]:
+    best = LEVELS.index(_core.detected_simd_level())
+    return LEVELS[: best + 1]
+
+
+@pytest.fixture(params=LEVELS)
+def simd(request, monkeypatch):
+    """Runs the test once per instruction set, skipping those the CPU lacks."""
+    if request.param not in supported_levels():
+        pytest.skip(f"CPU lacks {request.param}")
+    monkeypatch.setenv("AMIPS_SIMD", request.param)
+    return request.param
+
+
+def reference_topk(queries, keys, k):
+    """float64 numpy top-k: higher score first, then lower id; padded with -inf / -1."""
+    scores = np.asarray(queries, np.float64) @ np.asarray(keys, np.float64).T
+    kk = min(k, keys.shape[0])
+    ids = np.argsort(-scores, axis=1, kind="stable")[:, :kk]
+    top = np.take_along_axis(scores, ids, axis=1)
+    pad = k - kk
+    return (
+        np.pad(top, ((0, 0), (0, pad)), constant_values=-np.inf),
+        np.pad(ids, ((0, 0), (0, pad)), constant_values=-1),
+    )
+
+
+def assert_topk_matches(scores, ids, ref_scores, ref_ids, atol=1e-4):
+    """Scores close to the reference; ids equal wherever the reference order is not a near-tie."""
+    np.testing.assert_allclose(scores, ref_scores, rtol=1e-5, atol=atol)
+    gaps = np.abs(np.diff(ref_scores, axis=1))
+    clear = np.ones_like(ids, dtype=bool)
+    clear[:, 1:] &= ~(gaps <= atol)
+    clear[:, :-1] &= ~(gaps <= atol)
+    np.testing.assert_array_equal(ids[clear], ref_ids[clear])

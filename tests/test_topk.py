@@ -1,0 +1,143 @@
+import threading
+
+import numpy as np
+import pytest
+
+import amips_plugins as ap
+from conftest import assert_topk_matches, reference_topk
+
+
+def test_simd_level_reports_cap(simd):
+    assert ap.simd_level() == simd
+
+
+@pytest.mark.parametrize("d", range(1, 71))
+def test_topk_matches_numpy_every_dim(simd, d):
+    rng = np.random.default_rng(d)
+    keys = rng.standard_normal((301, d)).astype(np.float32)
+    queries = rng.standard_normal((9, d)).astype(np.float32)
+    scores, ids = ap.topk_dot(queries, keys, 7)
+    assert scores.dtype == np.float32 and ids.dtype == np.int64 and scores.shape == (9, 7)
+    assert_topk_matches(scores, ids, *reference_topk(queries, keys, 7))
+
+
+@pytest.mark.parametrize(
+    "n, nq, k, d",
+    [
+        (1, 1, 1, 5),
+        (20_000, 8, 10, 64),  # few queries: keys split across threads, then merged
+        (4_000, 2_100, 3, 8),  # many queries: queries split across threads
+        (999, 33, 100, 17),
+    ],
+)
+def test_topk_shapes_and_thread_splits(simd, n, nq, k, d):
+    rng = np.random.default_rng(n + nq)
+    keys = rng.standard_normal((n, d)).astype(np.float32)
+    queries = rng.standard_normal((nq, d)).astype(np.float32)
+    scores, ids = ap.topk_dot(queries, keys, k, num_threads=2)
+    assert_topk_matches(scores, ids, *reference_topk(queries, keys, k))
+    one = ap.topk_dot(queries, keys, k, num_threads=1)
+    np.testing.assert_array_equal(one[0], scores)  # bit for bit, whatever the thread count
+    np.testing.assert_array_equal(one[1], ids)
+
+
+def test_k_larger_than_n_is_padded(simd):
+    rng = np.random.default_rng(0)
+    keys = rng.standard_normal((3, 4)).astype(np.float32)
+    scores, ids = ap.topk_dot(keys, keys, 5)
+    assert (ids[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()
+    assert sorted(ids[0, :3]) == [0, 1, 2]
+
+
+def test_ties_go_to_lower_id(simd):
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((5, 19)).astype(np.float32)
+    keys = np.concatenate([base, base, base])  # key i ties with i + 5 and i + 10, at every position
+    queries = rng.standard_normal((6, 19)).astype(np.float32)
+    scores, ids = ap.topk_dot(queries, keys, 15, num_threads=2)
+    for row_scores, row_ids in zip(scores, ids):
+        for a in range(14):
+            if row_scores[a] == row_scores[a + 1]:
+                assert row_ids[a] < row_ids[a + 1]
+        assert np.all(np.diff(row_scores) <= 0)
+    # Each group of three equal scores is an exact tie (same bits) listed as i, i + 5, i + 10.
+    np.testing.assert_array_equal(ids[:, 1::3] - ids[:, 0::3], 5)
+
+
+def test_scalar_avx2_avx512_agree(monkeypatch):
+    from conftest import supported_levels
+
+    rng = np.random.default_rng(2)
+    keys = rng.standard_normal((5000, 45)).astype(np.float32)
+    queries = rng.standard_normal((50, 45)).astype(np.float32)
+    results = {}
+    for level in supported_levels():
+        monkeypatch.setenv("AMIPS_SIMD", level)
+        results[level] = ap.topk_dot(queries, keys, 10)
+    ref = reference_topk(queries, keys, 10)
+    for scores, ids in results.values():
+        assert_topk_matches(scores, ids, *ref)
+    if len(results) < 2:
+        pytest.skip("only one instruction set on this CPU")
+
+
+def test_concurrent_calls_from_threads():
+    rng = np.random.default_rng(3)
+    keys = rng.standard_normal((20_000, 32)).astype(np.float32)
+    batches = [rng.standard_normal((17, 32)).astype(np.float32) for _ in range(8)]
+    expected = [ap.topk_dot(b, keys, 5) for b in batches]
+    got = [None] * len(batches)
+
+    def work(i):
+        for _ in range(5):
+            got[i] = ap.topk_dot(batches[i], keys, 5)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(batches))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for (es, ei), (gs, gi) in zip(expected, got):
+        np.testing.assert_array_equal(es, gs)
+        np.testing.assert_array_equal(ei, gi)
+
+
+def test_rescore_matches_topk_bit_for_bit(simd):
+    rng = np.random.default_rng(4)
+    keys = rng.standard_normal((700, 37)).astype(np.float32)
+    queries = rng.standard_normal((21, 37)).astype(np.float32)
+    scores, ids = ap.topk_dot(queries, keys, 9)
+    np.testing.assert_array_equal(ap.rescore(queries, keys, ids), scores)
+
+
+def test_rescore_pads_missing_candidates(simd):
+    rng = np.random.default_rng(5)
+    keys = rng.standard_normal((10, 6)).astype(np.float32)
+    queries = rng.standard_normal((2, 6)).astype(np.float32)
+    cand = np.array([[3, -1, 9], [-1, 0, 0]])
+    got = ap.rescore(queries, keys, cand)
+    expected = np.where(cand >= 0, np.einsum("qd,qmd->qm", queries, keys[cand]), -np.inf)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert np.isneginf(got[0, 1]) and np.isneginf(got[1, 0])
+
+
+@pytest.mark.parametrize("nq", [3, 3000])  # few queries split the segments, many split the queries
+def test_segment_max_dot_matches_numpy(simd, nq):
+    rng = np.random.default_rng(nq)
+    sizes = np.array([0, 50, 1, 0, 700, 2000, 3, 0])
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    keys = rng.standard_normal((offsets[-1], 11)).astype(np.float32)
+    keys[60:62] = keys[51]  # a tie inside segment 4 (starts at 51)
+    queries = rng.standard_normal((nq, 11)).astype(np.float32)
+    scores, ids = ap.segment_max_dot(queries, keys, offsets, num_threads=2)
+    assert scores.shape == ids.shape == (nq, len(sizes))
+    full = queries.astype(np.float64) @ keys.astype(np.float64).T
+    for c, (a, b) in enumerate(zip(offsets[:-1], offsets[1:])):
+        if a == b:
+            assert np.isneginf(scores[:, c]).all() and (ids[:, c] == -1).all()
+            continue
+        np.testing.assert_allclose(scores[:, c], full[:, a:b].max(axis=1), rtol=1e-5, atol=1e-5)
+        assert ((ids[:, c] >= a) & (ids[:, c] < b)).all()
+    # Scores are those of the returned keys, and the tie in segment 4 goes to the lowest id.
+    np.testing.assert_array_equal(ap.rescore(queries, keys, np.maximum(ids, 0))[:, 4], scores[:, 4])
+    assert not np.isin(ids[:, 4], [60, 61]).any()
