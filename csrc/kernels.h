@@ -11,8 +11,10 @@ enum class Isa { scalar = 0, avx2 = 1, avx512 = 2 };
 constexpr std::size_t kTileQueries = 4;
 
 // out[i * ldo + j] = <q_i, x_j> for i < nq (nq <= kTileQueries), j < nx; rows of length d.
+// single_pass: these keys are read this once (no other query tile reuses them from cache), so the
+// kernel reads rows in order, which streams from memory faster.
 using DotTileFn = void (*)(const float* q, std::size_t nq, const float* x, std::size_t nx,
-                           std::size_t d, float* out, std::size_t ldo);
+                           std::size_t d, float* out, std::size_t ldo, bool single_pass);
 // <a, b> with the same summation order as DotTileFn, so scores agree bit for bit.
 using DotFn = float (*)(const float* a, const float* b, std::size_t d);
 
@@ -30,12 +32,12 @@ Isa active_isa();
 const char* isa_name(Isa isa);
 Kernels kernels_for(Isa isa);
 
-void dot_tile_scalar(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t);
+void dot_tile_scalar(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t, bool);
 float dot_scalar(const float*, const float*, std::size_t);
 #if defined(__x86_64__)
-void dot_tile_avx2(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t);
+void dot_tile_avx2(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t, bool);
 float dot_avx2(const float*, const float*, std::size_t);
-void dot_tile_avx512(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t);
+void dot_tile_avx512(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t, bool);
 float dot_avx512(const float*, const float*, std::size_t);
 #endif
 

@@ -1,4 +1,4 @@
-// AVX2 + FMA kernels. 16 ymm registers: tiles of 4 queries x 2 keys (8 accumulators).
+// AVX2 + FMA kernels. 16 ymm registers: tiles of up to 8 accumulators (4 queries x 2 keys).
 #if defined(__x86_64__)
 #pragma GCC target("avx2,fma")
 #include "tile_kernel.h"
@@ -41,9 +41,9 @@ struct Avx2 {
 
 }  // namespace
 
-void dot_tile_avx2(const float* q, std::size_t nq, const float* x, std::size_t nx, std::size_t d,
-                   float* out, std::size_t ldo) {
-    dot_tile_impl<Avx2, 2>(q, nq, x, nx, d, out, ldo);
+void dot_tile_avx2(const float* q, std::size_t nq, const float* x, std::size_t nx,
+                   std::size_t d, float* out, std::size_t ldo, bool single_pass) {
+    dot_tile_impl<Avx2>(q, nq, x, nx, d, out, ldo, single_pass);
 }
 
 float dot_avx2(const float* a, const float* b, std::size_t d) { return dot_impl<Avx2>(a, b, d); }

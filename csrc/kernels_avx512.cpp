@@ -1,4 +1,4 @@
-// AVX-512F kernels. 32 zmm registers: tiles of 4 queries x 4 keys (16 accumulators); the tail of
+// AVX-512F kernels. 32 zmm registers: tiles of up to 16 accumulators (4 queries x 4 keys); the tail of
 // each row is read with a masked load, so no scalar remainder loop.
 #if defined(__x86_64__)
 #pragma GCC target("avx512f")
@@ -54,8 +54,8 @@ private:
 }  // namespace
 
 void dot_tile_avx512(const float* q, std::size_t nq, const float* x, std::size_t nx,
-                     std::size_t d, float* out, std::size_t ldo) {
-    dot_tile_impl<Avx512, 4>(q, nq, x, nx, d, out, ldo);
+                   std::size_t d, float* out, std::size_t ldo, bool single_pass) {
+    dot_tile_impl<Avx512>(q, nq, x, nx, d, out, ldo, single_pass);
 }
 
 float dot_avx512(const float* a, const float* b, std::size_t d) { return dot_impl<Avx512>(a, b, d); }

@@ -15,8 +15,9 @@ namespace amips {
 // Threads worth starting for `multiply_adds` of work, at most `requested` (<= 0: all hardware threads).
 inline int threads_for(int requested, double multiply_adds) {
     if (requested <= 0) requested = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    // Starting a thread costs about as much as a million multiply-adds.
-    const double by_work = std::max(1.0, multiply_adds / 4e6);
+    // Starting a thread costs tens of microseconds; a million multiply-adds (4 MB of keys for one
+    // query) takes about a hundred.
+    const double by_work = std::max(1.0, multiply_adds / 1e6);
     return static_cast<int>(std::min<double>(requested, by_work));
 }
 

@@ -51,7 +51,7 @@ void scan(const Kernels& kern, const float* queries, std::size_t q0, std::size_t
             for (std::size_t end = std::min(next_bytes, prefetched + share); prefetched < end; prefetched += 64) {
                 __builtin_prefetch(next + prefetched, 0, 1);
             }
-            kern.dot_tile(queries + qt * d, nt, keys + xb * d, nb, d, buf.data(), block);
+            kern.dot_tile(queries + qt * d, nt, keys + xb * d, nb, d, buf.data(), block, tiles == 1);
             visit(qt, nt, xb, nb, buf.data(), block);
         }
     }

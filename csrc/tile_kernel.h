@@ -18,7 +18,10 @@ namespace {
 
 // QT query rows against KT key rows. Every (query, key) pair goes through the same sequence of
 // operations whatever the tile shape, so a pair's score never depends on where it falls.
-template <class V, int QT, int KT>
+// kRowOrder reads each key row straight through instead of KT rows side by side: better when the
+// keys come from memory once (KT interleaved rows are more streams than the hardware prefetcher
+// follows well), worse when they are reused from cache (more loads per multiply-add).
+template <class V, int QT, int KT, bool kRowOrder>
 inline void tile(const float* q, const float* x, std::size_t d, float* out, std::size_t ldo) {
     constexpr int kAcc = QT * KT;
     typename V::Vec acc[kAcc];
@@ -26,6 +29,20 @@ inline void tile(const float* q, const float* x, std::size_t d, float* out, std:
     for (int a = 0; a < kAcc; ++a) acc[a] = V::zero();
 
     std::size_t i = 0;
+    if constexpr (kRowOrder) {
+        const std::size_t full = d / V::kLanes * V::kLanes;
+#pragma GCC unroll 16
+        for (int j = 0; j < KT; ++j) {
+            for (std::size_t t = 0; t < full; t += V::kLanes) {
+                const typename V::Vec xv = V::load(x + j * d + t);
+#pragma GCC unroll 4
+                for (int r = 0; r < QT; ++r) {
+                    acc[r * KT + j] = V::fma(V::load(q + r * d + t), xv, acc[r * KT + j]);
+                }
+            }
+        }
+        i = full;
+    }
     for (; i + V::kLanes <= d; i += V::kLanes) {
         typename V::Vec xv[KT];
 #pragma GCC unroll 8
@@ -75,31 +92,44 @@ inline void tile(const float* q, const float* x, std::size_t d, float* out, std:
 }
 
 // QT queries against all nx keys, KT keys at a time.
-template <class V, int QT, int KT>
+template <class V, int QT, int KT, bool kRowOrder>
 inline void dot_rows(const float* q, const float* x, std::size_t nx, std::size_t d, float* out,
                      std::size_t ldo) {
     std::size_t j = 0;
-    for (; j + KT <= nx; j += KT) tile<V, QT, KT>(q, x + j * d, d, out + j, ldo);
-    for (; j < nx; ++j) tile<V, QT, 1>(q, x + j * d, d, out + j, ldo);
+    for (; j + KT <= nx; j += KT) tile<V, QT, KT, kRowOrder>(q, x + j * d, d, out + j, ldo);
+    for (; j < nx; ++j) tile<V, QT, 1, kRowOrder>(q, x + j * d, d, out + j, ldo);
 }
 
-template <class V, int KT>
-inline void dot_tile_impl(const float* q, std::size_t nq, const float* x, std::size_t nx,
-                          std::size_t d, float* out, std::size_t ldo) {
-    static_assert(kTileQueries == 4, "dot_tile_impl dispatches on up to four queries");
+// Up to kTileQueries queries against nx keys. Each shape takes as many keys per step as fill one
+// reduction group (QT * KT <= kLanes), so no tile pays a full reduction for a few sums.
+template <class V, bool kRowOrder>
+inline void dot_tile_shaped(const float* q, std::size_t nq, const float* x, std::size_t nx,
+                            std::size_t d, float* out, std::size_t ldo) {
+    static_assert(kTileQueries == 4, "dot_tile_shaped dispatches on up to four queries");
+    constexpr int L = int(V::kLanes);
     switch (nq) {
-        case 4: dot_rows<V, 4, KT>(q, x, nx, d, out, ldo); break;
-        case 3: dot_rows<V, 3, KT>(q, x, nx, d, out, ldo); break;
-        case 2: dot_rows<V, 2, KT>(q, x, nx, d, out, ldo); break;
-        case 1: dot_rows<V, 1, KT>(q, x, nx, d, out, ldo); break;
+        case 4: dot_rows<V, 4, L / 4, kRowOrder>(q, x, nx, d, out, ldo); break;
+        case 3: dot_rows<V, 3, L / 3, kRowOrder>(q, x, nx, d, out, ldo); break;
+        case 2: dot_rows<V, 2, L / 2, kRowOrder>(q, x, nx, d, out, ldo); break;
+        case 1: dot_rows<V, 1, L, kRowOrder>(q, x, nx, d, out, ldo); break;
         default: break;
+    }
+}
+
+template <class V>
+inline void dot_tile_impl(const float* q, std::size_t nq, const float* x, std::size_t nx,
+                          std::size_t d, float* out, std::size_t ldo, bool single_pass) {
+    if (single_pass) {
+        dot_tile_shaped<V, true>(q, nq, x, nx, d, out, ldo);
+    } else {
+        dot_tile_shaped<V, false>(q, nq, x, nx, d, out, ldo);
     }
 }
 
 template <class V>
 inline float dot_impl(const float* a, const float* b, std::size_t d) {
     float s;
-    tile<V, 1, 1>(a, b, d, &s, 1);
+    tile<V, 1, 1, true>(a, b, d, &s, 1);
     return s;
 }
 

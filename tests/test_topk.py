@@ -11,13 +11,14 @@ def test_simd_level_reports_cap(simd):
     assert ap.simd_level() == simd
 
 
+@pytest.mark.parametrize("nq", [3, 9])  # one query tile (keys read once, in row order) or several
 @pytest.mark.parametrize("d", range(1, 71))
-def test_topk_matches_numpy_every_dim(simd, d):
+def test_topk_matches_numpy_every_dim(simd, d, nq):
     rng = np.random.default_rng(d)
     keys = rng.standard_normal((301, d)).astype(np.float32)
-    queries = rng.standard_normal((9, d)).astype(np.float32)
+    queries = rng.standard_normal((nq, d)).astype(np.float32)
     scores, ids = ap.topk_dot(queries, keys, 7)
-    assert scores.dtype == np.float32 and ids.dtype == np.int64 and scores.shape == (9, 7)
+    assert scores.dtype == np.float32 and ids.dtype == np.int64 and scores.shape == (nq, 7)
     assert_topk_matches(scores, ids, *reference_topk(queries, keys, 7))
 
 
@@ -102,10 +103,11 @@ def test_concurrent_calls_from_threads():
         np.testing.assert_array_equal(ei, gi)
 
 
-def test_rescore_matches_topk_bit_for_bit(simd):
+@pytest.mark.parametrize("nq", [2, 21])
+def test_rescore_matches_topk_bit_for_bit(simd, nq):
     rng = np.random.default_rng(4)
     keys = rng.standard_normal((700, 37)).astype(np.float32)
-    queries = rng.standard_normal((21, 37)).astype(np.float32)
+    queries = rng.standard_normal((nq, 37)).astype(np.float32)
     scores, ids = ap.topk_dot(queries, keys, 9)
     np.testing.assert_array_equal(ap.rescore(queries, keys, ids), scores)
 
