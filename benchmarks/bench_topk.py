@@ -3,8 +3,8 @@
     python benchmarks/bench_topk.py                 # the full grid (about 6 minutes on 2 cores)
     python benchmarks/bench_topk.py --n 100000 --d 50 --nq 1 10
 
-Every cell uses the same keys, queries, k and thread count for the three methods; each repetition
-runs the methods in turn and the table shows medians. For nq = 1 it also prints the time one
+Every cell uses the same keys, queries, k and thread count for the three methods; the table shows
+medians. For nq = 1 it also prints the time one
 streaming read of the keys takes (the memory-bandwidth bound for a single query).
 """
 
@@ -66,15 +66,20 @@ def streaming_read_seconds(keys, threads, reps):
 
 
 def time_methods(methods, reps):
-    """Median seconds per method, running the methods in turn within each repetition."""
-    times = {name: [] for name in methods}
-    results = {name: fn() for name, fn in methods.items()}  # warm-up
-    for _ in range(reps):
-        for name, fn in methods.items():
+    """Median seconds per method. Each method runs its repetitions in a block, after a pause and
+    one warm-up call: faiss's OpenMP and numpy's BLAS threads spin for up to ~0.1 s after a call,
+    which would tax whichever method ran next."""
+    times, results = {}, {}
+    for name, fn in methods.items():
+        time.sleep(0.3)
+        results[name] = fn()
+        runs = []
+        for _ in range(reps):
             t0 = time.perf_counter()
             fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}, results
+            runs.append(time.perf_counter() - t0)
+        times[name] = statistics.median(runs)
+    return times, results
 
 
 def main():
