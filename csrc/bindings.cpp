@@ -113,12 +113,21 @@ bool all_finite_py(const Array<float>& x) {
     return bad == 0;
 }
 
-py::array_t<float> xbox_rows(const XboxTransform& t, const Array<float>& x, const char* name) {
+// Checks x (n, dim), allocates the (n, dim + 1) result and fills it with fill(x, n, out), GIL released.
+template <class Fill>
+py::array_t<float> xbox_rows(const XboxTransform& t, const Array<float>& x, const char* name,
+                             Fill fill) {
     require_matrix(x, name);
     require(std::size_t(x.shape(1)) == t.dim(), std::string(name) + " must have " +
                                                     std::to_string(t.dim()) + " columns, got shape " +
                                                     shape_of(x));
-    return py::array_t<float>({std::size_t(x.shape(0)), t.dim() + 1});
+    py::array_t<float> out({std::size_t(x.shape(0)), t.dim() + 1});
+    float* o = out.mutable_data();
+    {
+        py::gil_scoped_release release;
+        fill(x.data(), std::size_t(x.shape(0)), o);
+    }
+    return out;
 }
 
 }  // namespace
@@ -144,24 +153,16 @@ PYBIND11_MODULE(_core, m) {
         .def(py::init<std::size_t>(), py::arg("dim"))
         .def("add_keys",
              [](XboxTransform& t, const Array<float>& x) {
-                 auto out = xbox_rows(t, x, "keys");
-                 float* o = out.mutable_data();
-                 {
-                     py::gil_scoped_release release;
-                     t.add_keys(x.data(), x.shape(0), o);
-                 }
-                 return out;
+                 return xbox_rows(t, x, "keys", [&t](const float* p, std::size_t n, float* o) {
+                     t.add_keys(p, n, o);
+                 });
              },
              py::arg("keys"))
         .def("transform_queries",
              [](const XboxTransform& t, const Array<float>& q) {
-                 auto out = xbox_rows(t, q, "queries");
-                 float* o = out.mutable_data();
-                 {
-                     py::gil_scoped_release release;
-                     t.transform_queries(q.data(), q.shape(0), o);
-                 }
-                 return out;
+                 return xbox_rows(t, q, "queries", [&t](const float* p, std::size_t n, float* o) {
+                     t.transform_queries(p, n, o);
+                 });
              },
              py::arg("queries"))
         .def_property_readonly("dim", &XboxTransform::dim)
