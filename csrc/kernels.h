@@ -11,10 +11,10 @@ enum class Isa { scalar = 0, avx2 = 1, avx512 = 2 };
 constexpr std::size_t kTileQueries = 4;
 
 // out[i * ldo + j] = <q_i, x_j> for i < nq (nq <= kTileQueries), j < nx; rows of length d.
-// single_pass: these keys are read this once (no other query tile reuses them from cache), so the
-// kernel reads rows in order, which streams from memory faster.
+// from_memory: these keys are not in cache yet, so the kernel reads rows in order, which the
+// hardware prefetcher streams faster (for keys already in cache, rows side by side need fewer loads).
 using DotTileFn = void (*)(const float* q, std::size_t nq, const float* x, std::size_t nx,
-                           std::size_t d, float* out, std::size_t ldo, bool single_pass);
+                           std::size_t d, float* out, std::size_t ldo, bool from_memory);
 // <a, b> with the same summation order as DotTileFn, so scores agree bit for bit.
 using DotFn = float (*)(const float* a, const float* b, std::size_t d);
 

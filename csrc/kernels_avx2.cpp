@@ -42,8 +42,8 @@ struct Avx2 {
 }  // namespace
 
 void dot_tile_avx2(const float* q, std::size_t nq, const float* x, std::size_t nx,
-                   std::size_t d, float* out, std::size_t ldo, bool single_pass) {
-    dot_tile_impl<Avx2>(q, nq, x, nx, d, out, ldo, single_pass);
+                   std::size_t d, float* out, std::size_t ldo, bool from_memory) {
+    dot_tile_impl<Avx2>(q, nq, x, nx, d, out, ldo, from_memory);
 }
 
 float dot_avx2(const float* a, const float* b, std::size_t d) { return dot_impl<Avx2>(a, b, d); }

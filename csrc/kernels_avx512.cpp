@@ -54,8 +54,8 @@ private:
 }  // namespace
 
 void dot_tile_avx512(const float* q, std::size_t nq, const float* x, std::size_t nx,
-                   std::size_t d, float* out, std::size_t ldo, bool single_pass) {
-    dot_tile_impl<Avx512>(q, nq, x, nx, d, out, ldo, single_pass);
+                   std::size_t d, float* out, std::size_t ldo, bool from_memory) {
+    dot_tile_impl<Avx512>(q, nq, x, nx, d, out, ldo, from_memory);
 }
 
 float dot_avx512(const float* a, const float* b, std::size_t d) { return dot_impl<Avx512>(a, b, d); }

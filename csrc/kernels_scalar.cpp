@@ -15,7 +15,7 @@ float dot_scalar(const float* a, const float* b, std::size_t d) {
 }
 
 void dot_tile_scalar(const float* q, std::size_t nq, const float* x, std::size_t nx, std::size_t d,
-                     float* out, std::size_t ldo, bool /*single_pass*/) {
+                     float* out, std::size_t ldo, bool /*from_memory*/) {
     for (std::size_t i = 0; i < nq; ++i) {
         for (std::size_t j = 0; j < nx; ++j) out[i * ldo + j] = dot_scalar(q + i * d, x + j * d, d);
     }

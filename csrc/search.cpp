@@ -4,6 +4,10 @@
 #include <limits>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "kernels.h"
 #include "parallel.h"
 
@@ -37,21 +41,12 @@ template <class Visit>
 void scan(const Kernels& kern, const float* queries, std::size_t q0, std::size_t q1, const float* keys,
           std::size_t x0, std::size_t x1, std::size_t d, std::size_t block, Visit&& visit) {
     std::vector<float> buf(kTileQueries * block);
-    const std::size_t tiles = (q1 - q0 + kTileQueries - 1) / kTileQueries;
     for (std::size_t xb = x0; xb < x1; xb += block) {
         const std::size_t nb = std::min(block, x1 - xb);
-        // With several query tiles per block, only the first waits on memory: request the next
-        // block a share per tile, so that it streams in while this one is computed.
-        const char* next = reinterpret_cast<const char*>(keys + (xb + nb) * d);
-        const std::size_t next_bytes = std::min(block, x1 - xb - nb) * d * sizeof(float);
-        const std::size_t share = tiles > 1 ? (next_bytes / (tiles - 1) + 63) / 64 * 64 : 0;
-        std::size_t prefetched = 0;
         for (std::size_t qt = q0; qt < q1; qt += kTileQueries) {
             const std::size_t nt = std::min(kTileQueries, q1 - qt);
-            for (std::size_t end = std::min(next_bytes, prefetched + share); prefetched < end; prefetched += 64) {
-                __builtin_prefetch(next + prefetched, 0, 1);
-            }
-            kern.dot_tile(queries + qt * d, nt, keys + xb * d, nb, d, buf.data(), block, tiles == 1);
+            // The first tile brings the block in from memory; the others find it in cache.
+            kern.dot_tile(queries + qt * d, nt, keys + xb * d, nb, d, buf.data(), block, qt == q0);
             visit(qt, nt, xb, nb, buf.data(), block);
         }
     }
@@ -87,9 +82,9 @@ inline void replace_worst(Hit* heap, std::size_t k, Hit h) {
 // Offers scores[0..n) of keys first_id.. to a heap of size k.
 inline void offer(Hit* heap, std::size_t k, const float* scores, std::size_t n, std::int64_t first_id) {
     float threshold = heap[0].score;
-    for (std::size_t j = 0; j < n; ++j) {
-        // Keys arrive in increasing id order, so a tie with the root never displaces it; >= lets
-        // the exact comparison in better() decide anyway.
+    // Keys arrive in increasing id order, so a tie with the root never displaces it; >= lets the
+    // exact comparison in better() decide anyway.
+    auto consider = [&](std::size_t j) {
         if (scores[j] >= threshold) {
             const Hit h{scores[j], first_id + static_cast<std::int64_t>(j)};
             if (better(h, heap[0])) {
@@ -97,7 +92,17 @@ inline void offer(Hit* heap, std::size_t k, const float* scores, std::size_t n, 
                 threshold = heap[0].score;
             }
         }
+    };
+    std::size_t j = 0;
+#if defined(__SSE2__)
+    // Most scores fall below the threshold: test four at a time, look closer only at a hit.
+    for (; j + 4 <= n; j += 4) {
+        if (_mm_movemask_ps(_mm_cmpge_ps(_mm_loadu_ps(scores + j), _mm_set1_ps(threshold)))) {
+            for (std::size_t t = j; t < j + 4; ++t) consider(t);
+        }
     }
+#endif
+    for (; j < n; ++j) consider(j);
 }
 
 }  // namespace

@@ -118,8 +118,8 @@ inline void dot_tile_shaped(const float* q, std::size_t nq, const float* x, std:
 
 template <class V>
 inline void dot_tile_impl(const float* q, std::size_t nq, const float* x, std::size_t nx,
-                          std::size_t d, float* out, std::size_t ldo, bool single_pass) {
-    if (single_pass) {
+                          std::size_t d, float* out, std::size_t ldo, bool from_memory) {
+    if (from_memory) {
         dot_tile_shaped<V, true>(q, nq, x, nx, d, out, ldo);
     } else {
         dot_tile_shaped<V, false>(q, nq, x, nx, d, out, ldo);
