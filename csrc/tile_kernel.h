@@ -22,7 +22,8 @@ namespace {
 // keys come from memory once (KT interleaved rows are more streams than the hardware prefetcher
 // follows well), worse when they are reused from cache (more loads per multiply-add).
 template <class V, int QT, int KT, bool kRowOrder>
-inline void tile(const float* q, const float* x, std::size_t d, float* out, std::size_t ldo) {
+__attribute__((always_inline)) inline void tile(const float* q, const float* x, std::size_t d,
+                                                float* out, std::size_t ldo) {
     constexpr int kAcc = QT * KT;
     typename V::Vec acc[kAcc];
 #pragma GCC unroll 32
