@@ -115,9 +115,12 @@ def load_vectors(path: str | os.PathLike, name: str = "vectors", *, dim: int | N
 
 def _read_fvecs(path: Path, name: str) -> np.ndarray:
     """fvecs: every vector is an int32 dimension followed by that many float32 values."""
-    raw = np.fromfile(path, dtype=np.int32)
-    if raw.size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise ValueError(f"{name}: {path} is empty")
+    if size % 4:
+        raise ValueError(f"{name}: {path} is not a valid .fvecs file ({size} bytes, not whole 4-byte words)")
+    raw = np.fromfile(path, dtype=np.int32)
     d = int(raw[0])
     if d <= 0 or raw.size % (d + 1):
         raise ValueError(f"{name}: {path} is not a valid .fvecs file (first dimension {d}, {raw.size * 4} bytes)")

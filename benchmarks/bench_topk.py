@@ -40,6 +40,7 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 import amips_plugins as ap  # noqa: E402
+from amips_plugins.evaluation import time_each  # noqa: E402
 
 
 def numpy_topk(queries, keys, k, chunk=256):
@@ -63,23 +64,6 @@ def streaming_read_seconds(keys, threads, reps):
             list(pool.map(np.max, parts))
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-def time_methods(methods, reps):
-    """Median seconds per method. Each method runs its repetitions in a block, after a pause and
-    one warm-up call: faiss's OpenMP and numpy's BLAS threads spin for up to ~0.1 s after a call,
-    which would tax whichever method ran next."""
-    times, results = {}, {}
-    for name, fn in methods.items():
-        time.sleep(0.3)
-        results[name] = fn()
-        runs = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            runs.append(time.perf_counter() - t0)
-        times[name] = statistics.median(runs)
-    return times, results
 
 
 def main():
@@ -108,7 +92,7 @@ def main():
                 batch_sizes.append(ARGS.big_nq)
             for nq in batch_sizes:
                 queries = rng.standard_normal((nq, d), dtype=np.float32)
-                secs, res = time_methods(
+                secs, res = time_each(
                     {
                         "ours": lambda: ours.search(queries, ARGS.k)[1],
                         "faiss": lambda: theirs.search(queries, ARGS.k)[1],

@@ -1,0 +1,166 @@
+"""The ``amips`` command: ``demo`` (the built-in GloVe benchmark), ``eval`` and ``bench topk`` on
+your own files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+METHODS = ("exact", "ivf", "xbox-ivf", "faiss-hnsw", "hnswlib")
+
+
+def _threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _add_eval_options(p: argparse.ArgumentParser, default_out: str) -> None:
+    p.add_argument("--out", default=default_out, help="folder for results.json and match_rate.png (default: %(default)s)")
+    p.add_argument("--k", type=int, default=10, help="neighbours returned per query; recall is measured at k (default: %(default)s)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                   help="which methods to build and sweep (default: all)")
+    p.add_argument("--threads", type=int, default=_threads(), help="threads for every method (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the key / query split (default: %(default)s)")
+    p.add_argument("--cache-dir", default=None,
+                   help="where ground truth is cached (default: $AMIPS_CACHE_DIR or ~/.cache/amips_plugins)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="amips", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="benchmark every method on GloVe 6B 50d (the built-in data)",
+                          description="Split GloVe 6B 50d into keys and held-out query words, build "
+                          "every index, sweep nprobe / ef, print the table, write results.json and a plot.")
+    demo.add_argument("--num-keys", type=int, default=300_000, help="keys taken from the 400k words (default: %(default)s)")
+    demo.add_argument("--num-test", type=int, default=2_000, help="held-out words used as test queries (default: %(default)s)")
+    _add_eval_options(demo, "amips-demo")
+    demo.set_defaults(func=cmd_demo)
+
+    ev = sub.add_parser("eval", help="benchmark every method on your own keys and queries",
+                        description="Like demo, on .npy / .fvecs files of your own.")
+    ev.add_argument("--keys", required=True, help=".npy or .fvecs file of keys (n, d)")
+    ev.add_argument("--queries", required=True, help=".npy or .fvecs file of queries (m, d)")
+    ev.add_argument("--test-queries", help="separate test queries; otherwise --test-fraction of --queries is held out")
+    ev.add_argument("--test-fraction", type=float, default=0.1, help="share of --queries held out for testing (default: %(default)s)")
+    _add_eval_options(ev, "amips-eval")
+    ev.set_defaults(func=cmd_eval)
+
+    bench = sub.add_parser("bench", help="timings against the peers").add_subparsers(dest="what", required=True)
+    topk = bench.add_parser("topk", help="exact top-k: amips_plugins.ExactIndex against faiss.IndexFlatIP",
+                            description="Time exact top-k search of the queries over the keys, ours "
+                            "against faiss.IndexFlatIP, same threads, median of --reps.")
+    topk.add_argument("--keys", required=True, help=".npy or .fvecs file of keys (n, d)")
+    topk.add_argument("--queries", required=True, help=".npy or .fvecs file of queries (m, d)")
+    topk.add_argument("--k", type=int, default=10, help="neighbours per query (default: %(default)s)")
+    topk.add_argument("--reps", type=int, default=5, help="timed repetitions (default: %(default)s)")
+    topk.add_argument("--threads", type=int, default=_threads(), help="threads for both (default: %(default)s)")
+    topk.set_defaults(func=cmd_bench_topk)
+    return parser
+
+
+def _methods(names, n: int, threads: int):
+    from . import peers
+
+    nlist = max(1, math.isqrt(n))
+    make = {
+        "exact": lambda: peers.ExactSearch(threads),
+        "ivf": lambda: peers.FaissIVF(nlist),
+        "xbox-ivf": lambda: peers.FaissIVF(nlist, xbox=True),
+        "faiss-hnsw": lambda: peers.FaissHNSW(),
+        "hnswlib": lambda: peers.HnswlibIP(threads),
+    }
+    return [make[name]() for name in names]
+
+
+def _evaluate(ds, args) -> int:
+    import faiss
+
+    from .evaluation import format_table, plot_curves, sweep
+    from .ground_truth import default_cache_dir, ground_truth
+
+    faiss.omp_set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{ds.name}: {len(ds.keys)} keys, {len(ds.test_queries)} test queries, d = {ds.d}")
+    _, true_ids = ground_truth(ds.keys, ds.test_queries, args.k, progress=not args.no_progress,
+                               cache_dir=args.cache_dir or default_cache_dir())
+    rows = sweep(_methods(args.methods, len(ds.keys), args.threads), ds.keys, ds.test_queries,
+                 true_ids, k=args.k, progress=not args.no_progress)
+    print(format_table(rows))
+    title = f"{ds.name}: {len(ds.keys)} keys, {len(ds.test_queries)} queries, {args.threads} threads"
+    plot_curves(rows, out / "match_rate.png", title)
+    report = {
+        "dataset": {"name": ds.name, "num_keys": len(ds.keys), "num_test": len(ds.test_queries), "d": ds.d},
+        "k": args.k,
+        "threads": args.threads,
+        "machine": platform.platform(),
+        "rows": [{key: (None if isinstance(v, float) and math.isnan(v) else v) for key, v in r.items()} for r in rows],
+    }
+    (out / "results.json").write_text(json.dumps(report, indent=1))
+    print(f"wrote {out / 'results.json'} and {out / 'match_rate.png'}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .datasets import glove50
+
+    return _evaluate(glove50(num_keys=args.num_keys, num_train=0, num_test=args.num_test, seed=args.seed), args)
+
+
+def cmd_eval(args) -> int:
+    from .datasets import from_files
+
+    ds = from_files(args.keys, args.queries, test_queries=args.test_queries,
+                    test_fraction=args.test_fraction, seed=args.seed)
+    return _evaluate(ds, args)
+
+
+def cmd_bench_topk(args) -> int:
+    import faiss
+
+    from .datasets import load_vectors
+    from .evaluation import time_each
+    from .exact import ExactIndex, simd_level
+
+    keys = load_vectors(args.keys, "keys")
+    queries = load_vectors(args.queries, "queries", dim=keys.shape[1])
+    faiss.omp_set_num_threads(args.threads)
+    ours, theirs = ExactIndex(keys.shape[1]), faiss.IndexFlatIP(keys.shape[1])
+    ours.add(keys)
+    theirs.add(keys)
+    secs, res = time_each(
+        {"amips_plugins": lambda: ours.search(queries, args.k, num_threads=args.threads)[1],
+         "faiss": lambda: theirs.search(queries, args.k)[1]},
+        args.reps,
+    )
+    print(f"{len(keys)} keys x {len(queries)} queries, d = {keys.shape[1]}, k = {args.k}, "
+          f"{args.threads} threads, {simd_level()}")
+    for name, s in secs.items():
+        print(f"{name:>14}: {s * 1e3:10.2f} ms  ({len(queries) / s:,.0f} queries/s)")
+    print(f"speed-up over faiss: {secs['faiss'] / secs['amips_plugins']:.2f}x; "
+          f"same ids: {(res['amips_plugins'] == res['faiss']).mean():.1%}")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, OSError, ImportError) as e:
+        print(f"amips: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("amips: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

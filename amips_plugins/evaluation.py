@@ -1,0 +1,132 @@
+"""Match rate and recall against compute: sweeps, tables and plots."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+__all__ = ["match_rate", "recall_at_k", "time_each", "sweep", "format_table", "plot_curves"]
+
+
+def match_rate(ids, true_top1) -> float:
+    """Fraction of queries whose exact top-1 key is among the returned ids.
+
+    ids : int (nq, k) returned by a method (-1 for none); true_top1 : int (nq,)
+    """
+    ids, true_top1 = np.asarray(ids), np.asarray(true_top1)
+    if ids.ndim != 2 or true_top1.shape != (ids.shape[0],):
+        raise ValueError(f"ids {ids.shape} and true_top1 {true_top1.shape} do not match")
+    return float((ids == true_top1[:, None]).any(axis=1).mean())
+
+
+def recall_at_k(ids, true_ids) -> float:
+    """Mean fraction of the exact top-k (true_ids, (nq, k)) found among the returned ids (nq, k)."""
+    ids, true_ids = np.asarray(ids), np.asarray(true_ids)
+    if ids.shape != true_ids.shape or ids.ndim != 2:
+        raise ValueError(f"ids {ids.shape} and true_ids {true_ids.shape} must have the same (nq, k) shape")
+    hits = sum(np.isin(row, truth[truth >= 0]).sum() for row, truth in zip(ids, true_ids))
+    return float(hits / max(1, (true_ids >= 0).sum()))
+
+
+def time_each(methods: dict, reps: int = 5):
+    """Median seconds of each zero-argument callable in ``methods``, and each one's last result.
+
+    Each runs its repetitions in a block, after a pause and one warm-up call: faiss's OpenMP and
+    numpy's BLAS threads spin for up to ~0.1 s after a call, which would tax whichever ran next.
+    """
+    import statistics
+
+    times, results = {}, {}
+    for name, fn in methods.items():
+        time.sleep(0.3)
+        results[name] = fn()
+        runs = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            results[name] = fn()
+            runs.append(time.perf_counter() - start)
+        times[name] = statistics.median(runs)
+    return times, results
+
+
+def sweep(methods, keys, queries, true_ids, *, k: int = 10, progress: bool = True) -> list[dict]:
+    """Build every method on ``keys`` and search ``queries`` at each of its sweep parameters.
+
+    Returns one dict per (method, parameter): method, param_name, param, k, match_rate (top-1),
+    recall (at k), ms_per_query (wall-clock for the whole batch / nq), distances_per_query,
+    flops_per_query (2 d per distance; NaN when the library reports no count) and build_s.
+    """
+    from tqdm.auto import tqdm
+
+    d = keys.shape[1]
+    rows = []
+    for method in tqdm(methods, desc="methods", disable=not progress):
+        start = time.perf_counter()
+        method.build(keys)
+        build_s = time.perf_counter() - start
+        for param in method.params:
+            method.search(queries[: min(len(queries), 64)], k, param)  # warm-up
+            start = time.perf_counter()
+            ids, distances = method.search(queries, k, param)
+            elapsed = time.perf_counter() - start
+            dim = d + 1 if getattr(method, "xbox", False) else d
+            rows.append(
+                {
+                    "method": method.name,
+                    "param_name": method.param_name,
+                    "param": param,
+                    "k": k,
+                    "match_rate": match_rate(ids, true_ids[:, 0]),
+                    "recall": recall_at_k(ids, true_ids[:, :k]),
+                    "ms_per_query": 1e3 * elapsed / len(queries),
+                    "distances_per_query": distances,
+                    "flops_per_query": 2.0 * dim * distances,
+                    "build_s": build_s,
+                }
+            )
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """The sweep as an aligned text table."""
+    header = (f"{'method':<34} {'param':>12} {'top-1 match':>11} {'recall@k':>9} "
+              f"{'ms/query':>9} {'dist/query':>10} {'build s':>8}")
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        param = "" if r["param_name"] is None else f"{r['param_name']} {r['param']}"
+        dist = "n/a" if math.isnan(r["distances_per_query"]) else f"{r['distances_per_query']:.0f}"
+        lines.append(
+            f"{r['method']:<34} {param:>12} {r['match_rate']:>11.1%} {r['recall']:>9.1%} "
+            f"{r['ms_per_query']:>9.4f} {dist:>10} {r['build_s']:>8.1f}"
+        )
+    return "\n".join(lines)
+
+
+def plot_curves(rows: list[dict], path, title: str = "") -> None:
+    """PNG with two panels: top-1 match rate against wall-clock per query and against distance
+    computations per query, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == name]
+        match = [100 * r["match_rate"] for r in mine]
+        style = dict(marker="o", label=name)
+        axes[0].plot([r["ms_per_query"] for r in mine], match, **style)
+        if not any(math.isnan(r["distances_per_query"]) for r in mine):
+            axes[1].plot([r["distances_per_query"] for r in mine], match, **style)
+    for ax, xlabel in zip(axes, ["wall-clock per query (ms, batch)", "distance computations per query"]):
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("top-1 match rate (%)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

