@@ -3,7 +3,8 @@
 Every method has ``build(keys)`` and ``search(queries, k, param) -> (ids, distances_per_query)``,
 where ``param`` is the method's sweep knob (``nprobe`` or ``ef``) and ``distances_per_query`` the
 number of inner products / distances computed per query (coarse step included), or NaN where the
-library does not report it.
+library does not report it; after ``build``, ``distance_dim`` is the length of the vectors those
+distances are computed on.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ class ExactSearch:
         self.num_threads = num_threads
 
     def build(self, keys):
-        self.dim = keys.shape[1]
-        self.index = ExactIndex(self.dim)
+        self.distance_dim = keys.shape[1]
+        self.index = ExactIndex(self.distance_dim)
         self.index.add(keys)
 
     def search(self, queries, k, param):
@@ -52,6 +53,7 @@ class FaissIVF:
 
     def build(self, keys):
         d = keys.shape[1]
+        self.distance_dim = d + 1 if self.xbox else d
         if self.xbox:
             self.transform = XboxTransform(d)
             keys = self.transform.add_keys(keys)
@@ -81,6 +83,7 @@ class FaissHNSW:
         self.name = f"faiss HNSW IP (M {M})"
 
     def build(self, keys):
+        self.distance_dim = keys.shape[1]
         self.index = faiss.IndexHNSWFlat(keys.shape[1], self.M, faiss.METRIC_INNER_PRODUCT)
         self.index.hnsw.efConstruction = self.ef_construction
         self.index.add(keys)
@@ -106,6 +109,7 @@ class HnswlibIP:
     def build(self, keys):
         import hnswlib
 
+        self.distance_dim = keys.shape[1]
         self.index = hnswlib.Index(space="ip", dim=keys.shape[1])
         self.index.init_index(len(keys), M=self.M, ef_construction=self.ef_construction,
                               random_seed=self.seed)

@@ -37,7 +37,9 @@ def test_sweep_measures_every_method(tmp_path):
     assert by[("exact (amips_plugins)", None)]["match_rate"] == 1.0
     # Probing every list is exhaustive: both IVF variants must then be exact.
     assert by[("faiss IVF IP (nlist 54)", 54)]["match_rate"] == 1.0
-    assert by[("faiss IVF Xbox-L2 (nlist 54)", 54)]["recall"] == 1.0
+    xbox = by[("faiss IVF Xbox-L2 (nlist 54)", 54)]
+    assert xbox["recall"] == 1.0
+    assert xbox["flops_per_query"] == 2 * 13 * xbox["distances_per_query"]  # d + 1 coordinates
     assert by[("faiss IVF IP (nlist 54)", 1)]["distances_per_query"] < by[("faiss IVF IP (nlist 54)", 54)]["distances_per_query"]
     assert by[("faiss HNSW IP (M 16)", 200)]["recall"] > 0.9
     assert math.isnan(by[("hnswlib ip (M 16)", 200)]["distances_per_query"])
