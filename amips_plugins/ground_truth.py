@@ -10,9 +10,9 @@ import numpy as np
 
 from . import _core
 from ._io import atomic_path
-from ._validation import as_matrix, as_num_threads, as_positive_int
+from ._validation import as_int64, as_matrix, as_num_threads, as_positive_int
 
-__all__ = ["ground_truth", "default_cache_dir"]
+__all__ = ["ground_truth", "segment_ground_truth", "default_cache_dir"]
 
 _FORMAT_VERSION = 1
 
@@ -22,12 +22,46 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("AMIPS_CACHE_DIR", Path.home() / ".cache" / "amips_plugins"))
 
 
-def _fingerprint(keys: np.ndarray, queries: np.ndarray, k: int) -> str:
+def _fingerprint(tag: str, *arrays: np.ndarray) -> str:
     h = hashlib.blake2b(digest_size=16)
-    h.update(f"gt{_FORMAT_VERSION}:{keys.shape}:{queries.shape}:{k}".encode())
-    h.update(memoryview(keys).cast("B"))
-    h.update(memoryview(queries).cast("B"))
+    h.update(f"{tag}:{_FORMAT_VERSION}:{[a.shape for a in arrays]}".encode())
+    for a in arrays:
+        h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
     return h.hexdigest()
+
+
+def _cached(cache_dir, tag: str, inputs: tuple, shape: tuple, compute):
+    """(scores, ids) from the cache entry for ``inputs``, or ``compute()`` stored there."""
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir).expanduser() / f"{tag}-{_fingerprint(tag, *inputs)}.npz"
+        if path.is_file():
+            try:
+                with np.load(path) as f:
+                    scores, ids = f["scores"], f["ids"]
+                if scores.shape == ids.shape == shape:
+                    return scores, ids
+            except (OSError, ValueError, KeyError):
+                pass  # unreadable cache entry: compute again and replace it
+    scores, ids = compute()
+    if path is not None:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, scores=scores, ids=ids)
+    return scores, ids
+
+
+def _chunked(fn, queries: np.ndarray, width: int, chunk_size: int, progress: bool, desc: str):
+    """Runs fn(query chunk) -> (scores, ids) over chunks, so Ctrl-C stops between chunks."""
+    from tqdm.auto import tqdm
+
+    scores = np.empty((len(queries), width), np.float32)
+    ids = np.empty((len(queries), width), np.int64)
+    with tqdm(total=len(queries), desc=desc, unit="query", disable=not progress) as bar:
+        for a in range(0, len(queries), chunk_size):
+            scores[a : a + chunk_size], ids[a : a + chunk_size] = fn(queries[a : a + chunk_size])
+            bar.update(min(chunk_size, len(queries) - a))
+    return scores, ids
 
 
 def ground_truth(
@@ -56,30 +90,37 @@ def ground_truth(
     chunk_size = as_positive_int(chunk_size, "chunk_size")
     threads = as_num_threads(num_threads)
 
-    path = None
-    if cache_dir is not None:
-        path = Path(cache_dir).expanduser() / f"ground_truth-{_fingerprint(x, q, k)}.npz"
-        if path.is_file():
-            try:
-                with np.load(path) as f:
-                    scores, ids = f["scores"], f["ids"]
-                if scores.shape == ids.shape == (len(q), k):
-                    return scores, ids
-            except (OSError, ValueError, KeyError):
-                pass  # unreadable cache entry: compute again and replace it
+    return _cached(
+        cache_dir, "ground_truth", (x, q, np.array([k])), (len(q), k),
+        lambda: _chunked(lambda c: _core.topk_dot(c, x, k, threads), q, k, chunk_size, progress, "ground truth"),
+    )
 
-    from tqdm.auto import tqdm
 
-    scores = np.empty((len(q), k), np.float32)
-    ids = np.empty((len(q), k), np.int64)
-    with tqdm(total=len(q), desc="ground truth", unit="query", disable=not progress) as bar:
-        for a in range(0, len(q), chunk_size):
-            scores[a : a + chunk_size], ids[a : a + chunk_size] = _core.topk_dot(
-                q[a : a + chunk_size], x, k, threads
-            )
-            bar.update(min(chunk_size, len(q) - a))
-    if path is not None:
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, scores=scores, ids=ids)
-    return scores, ids
+def segment_ground_truth(
+    keys,
+    queries,
+    offsets,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    chunk_size: int = 2048,
+    num_threads: int | None = None,
+    progress: bool = True,
+):
+    """Best key of every segment for each query (see :func:`amips_plugins.segment_max_dot`),
+    computed in chunks and cached like :func:`ground_truth`.
+
+    Returns
+    -------
+    scores : float32 (nq, C); ids : int64 (nq, C), -inf / -1 for empty segments
+    """
+    x = as_matrix(keys, "keys", allow_empty=False)
+    q = as_matrix(queries, "queries", dim=x.shape[1])
+    off = as_int64(offsets, "offsets", ndim=1)
+    chunk_size = as_positive_int(chunk_size, "chunk_size")
+    threads = as_num_threads(num_threads)
+    C = len(off) - 1
+    return _cached(
+        cache_dir, "segment_ground_truth", (x, q, off), (len(q), C),
+        lambda: _chunked(lambda c: _core.segment_max_dot(c, x, off, threads), q, C, chunk_size, progress,
+                         "segment ground truth"),
+    )

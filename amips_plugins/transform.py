@@ -1,0 +1,60 @@
+"""Numpy in, numpy out inference for a trained SupportNet or KeyNet."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ._validation import as_matrix, as_positive_int
+from .models import SupportNet
+
+__all__ = ["QueryTransform"]
+
+
+class QueryTransform:
+    """Applies a trained model to batches of queries.
+
+    ``keys(queries)`` returns the predicted best keys (n, d) of a one-output model;
+    ``scores(queries)`` the predicted support values (n, C), e.g. per-cluster routing scores.
+    The model runs in eval mode under ``torch.inference_mode`` (``no_grad`` where a SupportNet
+    key needs its gradient), ``batch_size`` queries at a time.
+    """
+
+    def __init__(self, model, *, batch_size: int = 4096, device: str = "cpu"):
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.batch_size = as_positive_int(batch_size, "batch_size")
+        self.dim, self.num_outputs = model.dim, model.num_outputs
+
+    def _run(self, queries, fn, context) -> np.ndarray:
+        q = as_matrix(queries, "queries", dim=self.dim)
+        out = []
+        with context():
+            for a in range(0, len(q), self.batch_size):
+                out.append(fn(torch.from_numpy(q[a : a + self.batch_size]).to(self.device)).cpu().numpy())
+        if not out:
+            return np.empty((0, self.num_outputs), np.float32)
+        return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
+
+    def keys(self, queries) -> np.ndarray:
+        """Predicted best keys, (n, d) float32 (one-output models only)."""
+        if self.num_outputs != 1:
+            raise ValueError(f"keys() needs a one-output model; this one has {self.num_outputs} outputs")
+        context = torch.no_grad if isinstance(self.model, SupportNet) else torch.inference_mode
+        return self._run(queries, self.model.key, context)
+
+    def scores(self, queries) -> np.ndarray:
+        """Predicted support values, (n, C) float32."""
+        return self._run(queries, self.model.score, torch.inference_mode)
+
+    __call__ = keys
+
+    @property
+    def key_flops_per_query(self) -> int:
+        """FLOPs (2 per multiply-add) of one ``keys`` evaluation."""
+        return 2 * self.model.key_multiply_adds()
+
+    @property
+    def score_flops_per_query(self) -> int:
+        """FLOPs (2 per multiply-add) of one ``scores`` evaluation."""
+        return 2 * self.model.multiply_adds()

@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import amips_plugins as ap  # noqa: E402
+from amips_plugins.training import key_recovery, routing_accuracy  # noqa: E402
+
+rng = np.random.default_rng(0)
+KEYS = (rng.standard_normal((300, 8)) * rng.lognormal(0, 0.4, (300, 1))).astype(np.float32)
+QUERIES = rng.standard_normal((3000, 8)).astype(np.float32)
+TEST = rng.standard_normal((500, 8)).astype(np.float32)
+
+
+def recovery(model):
+    keys = ap.QueryTransform(model).keys(TEST)
+    return key_recovery(keys, KEYS, ap.topk_dot(TEST, KEYS, 1)[1][:, 0])
+
+
+@pytest.mark.parametrize(
+    "make, floor",
+    [(lambda: ap.KeyNet(8, width=64, depth=3), 0.45), (lambda: ap.SupportNet(8, width=64, depth=3), 0.2)],
+)
+def test_training_beats_the_untrained_model(make, floor):
+    torch.manual_seed(0)
+    model = make()
+    before = recovery(model)
+    history = ap.fit(model, KEYS, QUERIES, steps=1200, batch_size=256, lr=3e-3, eval_every=300,
+                     progress=False, device="cpu")
+    after = recovery(model)
+    assert after >= floor and after > before + 0.15, (before, after)
+    assert history[-1]["stopped"] in ("steps", "early") and not model.training
+    assert model.key_fingerprint["n"] == 300
+
+
+def test_router_learns_cluster_support_values():
+    offsets = np.arange(0, 301, 30)  # 10 clusters of 30 keys
+    torch.manual_seed(0)
+    model = ap.SupportNet(8, num_outputs=10, width=64, depth=2)
+    truth = ap.compute_targets(KEYS, TEST, offsets=offsets).scores
+    before = routing_accuracy(ap.QueryTransform(model).scores(TEST), truth)
+    history = ap.fit(model, KEYS, QUERIES, offsets=offsets, key_weight=0.0, score_weight=1.0, steps=800,
+                     batch_size=256, lr=3e-3, eval_every=200, progress=False, device="cpu")
+    after = routing_accuracy(ap.QueryTransform(model).scores(TEST), truth)
+    # Ten arbitrary (not clustered) segments: chance is 10%; 40% measured after 800 steps.
+    assert after > max(0.3, before + 0.2), (before, after)
+    assert "routing_top1" in history[-1]
+
+
+def test_targets_and_augmentation():
+    t = ap.compute_targets(KEYS, TEST)
+    np.testing.assert_array_equal(t.ids, ap.topk_dot(TEST, KEYS, 1)[1][:, 0])
+    aug = ap.augment_queries(TEST, copies=3, noise=0.05, seed=1)
+    assert aug.shape == (2000, 8)
+    np.testing.assert_array_equal(aug[:500], TEST)
+    rel = np.linalg.norm(aug[500:1000] - TEST, axis=1) / np.linalg.norm(TEST, axis=1)
+    assert 0.05 * np.sqrt(8) * 0.5 < rel.mean() < 0.05 * np.sqrt(8) * 1.5
+    seg = ap.compute_targets(KEYS, TEST, offsets=[0, 100, 300])
+    np.testing.assert_array_equal(seg.ids, ap.segment_max_dot(TEST, KEYS, [0, 100, 300])[1])
+
+
+def test_ctrl_c_keeps_the_best_weights():
+    torch.manual_seed(0)
+    model = ap.KeyNet(8, width=32, depth=2)
+    real_key, calls = model.key, {"n": 0}
+
+    def key(q):
+        calls["n"] += 1
+        if calls["n"] == 400:
+            raise KeyboardInterrupt
+        return real_key(q)
+
+    model.key = key
+    history = ap.fit(model, KEYS, QUERIES, steps=1000, eval_every=100, progress=False, device="cpu")
+    assert history[-1]["stopped"] == "interrupted"
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_diverging_loss_stops_with_a_clear_error():
+    model = ap.KeyNet(8, width=16, depth=1)
+    model.key = lambda q: q * float("nan")
+    with pytest.raises(FloatingPointError, match="became nan"):
+        ap.fit(model, KEYS, QUERIES, steps=10, progress=False, device="cpu")
+
+
+def test_bad_training_input():
+    with pytest.raises(ValueError, match="dimension 8"):
+        ap.fit(ap.KeyNet(8), KEYS[:, :5], QUERIES, steps=1, progress=False)
+    with pytest.raises(ValueError, match="outputs"):
+        ap.fit(ap.SupportNet(8, num_outputs=3), KEYS, QUERIES, offsets=[0, 100, 300], steps=1, progress=False)
+    with pytest.raises(ValueError, match="NaN"):
+        ap.fit(ap.KeyNet(8), KEYS, np.full((10, 8), np.nan), steps=1, progress=False)
+    with pytest.raises(ValueError, match="one-output"):
+        ap.QueryTransform(ap.KeyNet(8, num_outputs=2)).keys(TEST)
+    with pytest.raises(ValueError, match=r"dimension 8.*\(4, 3\)"):
+        ap.QueryTransform(ap.KeyNet(8)).keys(np.ones((4, 3)))
