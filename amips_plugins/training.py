@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -155,19 +156,21 @@ def fit(model, keys, queries, *, offsets=None, val_queries=None, val_fraction: f
         steps: int = 2000, batch_size: int = 512, lr: float = 1e-3, weight_decay: float = 1e-4,
         warmup: int = 100, key_weight: float = 1.0, score_weight: float = 0.01, ema_decay: float = 0.99,
         clip: float = 1.0, augment_copies: int = 0, noise: float = 0.02, eval_every: int = 200,
-        patience: int = 5, device: str = "auto", seed: int = 0, cache_dir=None, num_threads=None,
-        progress: bool = True) -> list[dict]:
+        patience: int = 5, time_budget: float | None = None, device: str = "auto", seed: int = 0,
+        cache_dir=None, num_threads=None, progress: bool = True) -> list[dict]:
     """Train ``model`` (SupportNet or KeyNet) to predict the best keys of ``keys`` for ``queries``.
 
     Validation queries are ``val_queries``, or a seeded ``val_fraction`` of the *source* queries
     held out before augmentation (no noisy copy of a validation query is trained on). Every
     ``eval_every`` steps the EMA model is scored on them (validation loss; key recovery and
     relative error for one output; routing accuracy for several); training stops after
-    ``patience`` evaluations without a better validation loss, or on Ctrl-C. The model ends with
-    the best EMA weights, in eval mode.
+    ``patience`` evaluations without a better validation loss, after ``time_budget`` seconds of
+    training (targets excluded), or on Ctrl-C. The model ends with the best EMA weights, in eval
+    mode. The learning-rate schedule spans ``steps``; with a time budget, set ``steps`` to about
+    what fits in it.
 
-    Returns the history: one dict per evaluation (step, train loss, validation metrics), the last
-    one holding ``stopped`` ("steps", "early", "interrupted").
+    Returns the history: one dict per evaluation (step, seconds, train loss, validation metrics),
+    the last one holding ``stopped`` ("steps", "early", "time", "interrupted").
     """
     from tqdm.auto import tqdm
 
@@ -203,7 +206,7 @@ def fit(model, keys, queries, *, offsets=None, val_queries=None, val_fraction: f
         opt, lambda s: min(1.0, (s + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
     )
     history, best, best_state, since_best, running = [], math.inf, copy.deepcopy(ema.state_dict()), 0, None
-    stopped = "steps"
+    stopped, start = "steps", time.perf_counter()
     bar = tqdm(range(steps), desc=f"train {type(model).__name__}", disable=not progress)
     try:
         for step in bar:
@@ -220,8 +223,9 @@ def fit(model, keys, queries, *, offsets=None, val_queries=None, val_fraction: f
                 for pe, pm in zip(ema.parameters(), model.parameters()):
                     pe.lerp_(pm, 1 - ema_decay)
             running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-            if (step + 1) % eval_every == 0 or step + 1 == steps:
-                row = {"step": step + 1, "loss": running,
+            out_of_time = time_budget is not None and time.perf_counter() - start > time_budget
+            if (step + 1) % eval_every == 0 or step + 1 == steps or out_of_time:
+                row = {"step": step + 1, "seconds": time.perf_counter() - start, "loss": running,
                        **_evaluate(ema, val, x, val_targets, key_weight, score_weight, threads)}
                 history.append(row)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"})
@@ -232,6 +236,9 @@ def fit(model, keys, queries, *, offsets=None, val_queries=None, val_fraction: f
                     if since_best >= patience:
                         stopped = "early"
                         break
+                if out_of_time:
+                    stopped = "time"
+                    break
     except KeyboardInterrupt:
         stopped = "interrupted"
     finally:

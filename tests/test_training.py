@@ -76,6 +76,13 @@ def test_ctrl_c_keeps_the_best_weights():
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+def test_time_budget_stops_training():
+    model = ap.KeyNet(8, width=32, depth=2)
+    history = ap.fit(model, KEYS, QUERIES, steps=10**6, eval_every=10**5, time_budget=1.0,
+                     progress=False, device="cpu")
+    assert history[-1]["stopped"] == "time" and history[-1]["seconds"] < 5
+
+
 def test_diverging_loss_stops_with_a_clear_error():
     model = ap.KeyNet(8, width=16, depth=1)
     model.key = lambda q: q * float("nan")
