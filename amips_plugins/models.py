@@ -64,8 +64,7 @@ class _LearnedMIPS(nn.Module):
 
     def multiply_adds(self) -> int:
         """Multiply-adds of one ``score`` evaluation per query."""
-        extra = sum(p.numel() for p in getattr(self, "hidden_raw", []))
-        return sum(m.in_features * m.out_features for m in self._linears()) + extra
+        return sum(m.in_features * m.out_features for m in self._linears())
 
     def key_multiply_adds(self) -> int:
         """Multiply-adds of one ``key`` evaluation per query."""
@@ -151,6 +150,9 @@ class SupportNet(_LearnedMIPS):
                 for c in range(f.shape[1])
             ]
         return grads[0] if len(grads) == 1 else torch.stack(grads, dim=1)
+
+    def multiply_adds(self) -> int:
+        return super().multiply_adds() + sum(p.numel() for p in self.hidden_raw)
 
     def key_multiply_adds(self) -> int:
         # One backward pass per output costs about twice the forward pass.
