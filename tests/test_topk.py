@@ -143,3 +143,17 @@ def test_segment_max_dot_matches_numpy(simd, nq):
     # Scores are those of the returned keys, and the tie in segment 4 goes to the lowest id.
     np.testing.assert_array_equal(ap.rescore(queries, keys, np.maximum(ids, 0))[:, 4], scores[:, 4])
     assert not np.isin(ids[:, 4], [60, 61]).any()
+
+
+def test_forked_child_can_search():
+    """The worker pool does not survive fork: a child must fall back to threads of its own."""
+    import multiprocessing
+
+    rng = np.random.default_rng(6)
+    keys = rng.standard_normal((50_000, 32)).astype(np.float32)
+    queries = rng.standard_normal((8, 32)).astype(np.float32)
+    expected = ap.topk_dot(queries, keys, 3, num_threads=2)  # the parent's pool now exists
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(ap.topk_dot, (queries, keys, 3), {"num_threads": 2}).get(timeout=60)
+    np.testing.assert_array_equal(got[1], expected[1])
