@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash or Ctrl-C never leaves a half-written artefact under the final name."""
+"""Files: atomic writes (a crash or Ctrl-C never leaves a half-written artefact under the final
+name) and the on-disk cache of computed arrays."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path"]
+import numpy as np
+
+__all__ = ["atomic_path", "default_cache_dir", "cached_arrays"]
 
 
 @contextmanager
@@ -23,3 +26,27 @@ def atomic_path(path: str | os.PathLike):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def default_cache_dir() -> Path:
+    """``$AMIPS_CACHE_DIR``, else ``~/.cache/amips_plugins``."""
+    return Path(os.environ.get("AMIPS_CACHE_DIR", Path.home() / ".cache" / "amips_plugins"))
+
+
+def cached_arrays(path: Path | None, compute, is_valid) -> list[np.ndarray]:
+    """The arrays stored at ``path`` (.npz) when readable and ``is_valid(arrays)``; otherwise
+    ``compute()``'s, stored there atomically. ``path=None`` only computes."""
+    if path is not None and path.is_file():
+        try:
+            with np.load(path) as f:
+                arrays = [f[name] for name in f.files]  # in the order they were written
+            if is_valid(arrays):
+                return arrays
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable entry: compute again and replace it
+    arrays = list(compute())
+    if path is not None:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **{f"a{i}": a for i, a in enumerate(arrays)})
+    return arrays

@@ -6,18 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
 import sys
 from pathlib import Path
 
+from ._validation import as_num_threads
+
 __all__ = ["main"]
 
 METHODS = ("exact", "ivf", "xbox-ivf", "faiss-hnsw", "hnswlib")
-
-
-def _threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _add_eval_options(p: argparse.ArgumentParser, default_out: str) -> None:
@@ -25,7 +22,7 @@ def _add_eval_options(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--k", type=int, default=10, help="neighbours returned per query; recall is measured at k (default: %(default)s)")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                    help="which methods to build and sweep (default: all)")
-    p.add_argument("--threads", type=int, default=_threads(), help="threads for every method (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=as_num_threads(None), help="threads for every method (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the key / query split (default: %(default)s)")
     p.add_argument("--cache-dir", default=None,
                    help="where ground truth is cached (default: $AMIPS_CACHE_DIR or ~/.cache/amips_plugins)")
@@ -89,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     topk.add_argument("--queries", required=True, help=".npy or .fvecs file of queries (m, d)")
     topk.add_argument("--k", type=int, default=10, help="neighbours per query (default: %(default)s)")
     topk.add_argument("--reps", type=int, default=5, help="timed repetitions (default: %(default)s)")
-    topk.add_argument("--threads", type=int, default=_threads(), help="threads for both (default: %(default)s)")
+    topk.add_argument("--threads", type=int, default=as_num_threads(None), help="threads for both (default: %(default)s)")
     topk.set_defaults(func=cmd_bench_topk)
     return parser
 

@@ -145,28 +145,19 @@ def wordnet_minilm(
 
 def _embed_cached(groups: list[list[str]], cache_dir, batch_size: int, progress: bool) -> list[np.ndarray]:
     """all-MiniLM-L6-v2 embeddings (without the final normalisation) of each group of texts."""
-    from ._io import atomic_path
-    from .ground_truth import default_cache_dir
+    from ._io import cached_arrays, default_cache_dir
 
     h = hashlib.blake2b(b"all-MiniLM-L6-v2 unnormalized v1", digest_size=16)
     for group in groups:
         h.update(("\x1e".join(group) + "\x1d").encode())
     path = Path(cache_dir or default_cache_dir()).expanduser() / f"wordnet_minilm-{h.hexdigest()}.npz"
-    if path.is_file():
-        try:
-            with np.load(path) as f:
-                arrays = [f[f"g{i}"] for i in range(len(groups))]
-            if all(len(a) == len(g) for a, g in zip(arrays, groups)):
-                return arrays
-        except (OSError, ValueError, KeyError):
-            pass  # unreadable cache entry: embed again and replace it
-    model = _minilm_without_normalize()
-    arrays = [model.encode(g, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=progress)
-              for g in groups]
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **{f"g{i}": a for i, a in enumerate(arrays)})
-    return arrays
+
+    def embed():
+        model = _minilm_without_normalize()
+        return [model.encode(g, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=progress)
+                for g in groups]
+
+    return cached_arrays(path, embed, lambda a: [len(x) for x in a] == [len(g) for g in groups])
 
 
 def _minilm_without_normalize():

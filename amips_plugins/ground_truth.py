@@ -9,17 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from . import _core
-from ._io import atomic_path
+from ._io import cached_arrays, default_cache_dir
 from ._validation import as_int64, as_matrix, as_num_threads, as_positive_int
 
 __all__ = ["ground_truth", "segment_ground_truth", "default_cache_dir"]
 
 _FORMAT_VERSION = 1
-
-
-def default_cache_dir() -> Path:
-    """``$AMIPS_CACHE_DIR``, else ``~/.cache/amips_plugins``."""
-    return Path(os.environ.get("AMIPS_CACHE_DIR", Path.home() / ".cache" / "amips_plugins"))
 
 
 def _fingerprint(tag: str, *arrays: np.ndarray) -> str:
@@ -35,19 +30,7 @@ def _cached(cache_dir, tag: str, inputs: tuple, shape: tuple, compute):
     path = None
     if cache_dir is not None:
         path = Path(cache_dir).expanduser() / f"{tag}-{_fingerprint(tag, *inputs)}.npz"
-        if path.is_file():
-            try:
-                with np.load(path) as f:
-                    scores, ids = f["scores"], f["ids"]
-                if scores.shape == ids.shape == shape:
-                    return scores, ids
-            except (OSError, ValueError, KeyError):
-                pass  # unreadable cache entry: compute again and replace it
-    scores, ids = compute()
-    if path is not None:
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, scores=scores, ids=ids)
+    scores, ids = cached_arrays(path, compute, lambda a: len(a) == 2 and a[0].shape == a[1].shape == shape)
     return scores, ids
 
 

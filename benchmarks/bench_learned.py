@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import time
 
 import faiss
 import numpy as np
