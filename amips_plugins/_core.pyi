@@ -20,6 +20,9 @@ def rescore(
     candidate_ids: npt.NDArray[np.int64],
     num_threads: int = 0,
 ) -> npt.NDArray[np.float32]: ...
+def topk_rows(
+    scores: npt.NDArray[np.float32], k: int, num_threads: int = 0
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
 def all_finite(x: npt.NDArray[np.float32]) -> bool: ...
 
 class XboxTransform:

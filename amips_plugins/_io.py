@@ -3,6 +3,7 @@ name) and the on-disk cache of computed arrays."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_path", "default_cache_dir", "cached_arrays"]
+__all__ = ["atomic_path", "default_cache_dir", "cached_arrays", "key_fingerprint"]
 
 
 @contextmanager
@@ -50,3 +51,10 @@ def cached_arrays(path: Path | None, compute, is_valid) -> list[np.ndarray]:
             with open(tmp, "wb") as f:
                 np.savez(f, **{f"a{i}": a for i, a in enumerate(arrays)})
     return arrays
+
+
+def key_fingerprint(keys) -> dict:
+    """Identifies a key set: {"n", "d", "blake2b"} of its float32 contents."""
+    x = np.ascontiguousarray(keys, dtype=np.float32)
+    digest = hashlib.blake2b(memoryview(x).cast("B"), digest_size=16).hexdigest()
+    return {"n": int(x.shape[0]), "d": int(x.shape[1]), "blake2b": digest}

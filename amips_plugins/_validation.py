@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["as_matrix", "as_positive_int", "as_num_threads", "as_int64"]
+__all__ = ["as_matrix", "as_positive_int", "as_num_threads", "as_int64", "as_offsets"]
 
 
 def _to_numpy(x, name: str) -> np.ndarray:
@@ -75,3 +75,12 @@ def as_int64(x, name: str, *, ndim: int) -> np.ndarray:
     if arr.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
     return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def as_offsets(offsets, n: int) -> np.ndarray:
+    """Segment offsets (C + 1,) int64, non-decreasing from 0 to ``n``, with C >= 1."""
+    off = as_int64(offsets, "offsets", ndim=1)
+    if len(off) < 2 or off[0] != 0 or off[-1] != n or np.any(np.diff(off) < 0):
+        raise ValueError(f"offsets must rise from 0 to {n} over at least one segment, "
+                         f"got length {len(off)}: {off[:4]}...{off[-2:]}")
+    return off

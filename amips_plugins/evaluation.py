@@ -55,9 +55,9 @@ def sweep(methods, keys, queries, true_ids, *, k: int = 10, progress: bool = Tru
     """Build every method on ``keys`` and search ``queries`` at each of its sweep parameters.
 
     Returns one dict per (method, parameter): method, param_name, param, k, match_rate (top-1),
-    recall (at k), ms_per_query (wall-clock for the whole batch / nq), distances_per_query,
-    flops_per_query (2 multiply-adds' worth per vector element of each distance; NaN when the
-    library reports no count) and build_s.
+    recall (at k), ms_per_query (wall-clock for the whole batch / nq, a learned model's inference
+    included), distances_per_query, flops_per_query (2 per multiply-add of every distance, plus the
+    network's; NaN when the library reports no count) and build_s (training included).
     """
     from tqdm.auto import tqdm
 
@@ -81,7 +81,7 @@ def sweep(methods, keys, queries, true_ids, *, k: int = 10, progress: bool = Tru
                     "recall": recall_at_k(ids, true_ids[:, :k]),
                     "ms_per_query": 1e3 * elapsed / len(queries),
                     "distances_per_query": distances,
-                    "flops_per_query": 2.0 * method.distance_dim * distances,
+                    "flops_per_query": 2.0 * method.distance_dim * distances + method.network_flops,
                     "build_s": build_s,
                 }
             )
@@ -90,22 +90,23 @@ def sweep(methods, keys, queries, true_ids, *, k: int = 10, progress: bool = Tru
 
 def format_table(rows: list[dict]) -> str:
     """The sweep as an aligned text table."""
-    header = (f"{'method':<34} {'param':>12} {'top-1 match':>11} {'recall@k':>9} "
-              f"{'ms/query':>9} {'dist/query':>10} {'build s':>8}")
+    header = (f"{'method':<40} {'param':>12} {'top-1 match':>11} {'recall@k':>9} "
+              f"{'ms/query':>9} {'queries/s':>9} {'dist/query':>10} {'MFLOP/q':>8} {'build s':>8}")
     lines = [header, "-" * len(header)]
     for r in rows:
         param = "" if r["param_name"] is None else f"{r['param_name']} {r['param']}"
         dist = "n/a" if math.isnan(r["distances_per_query"]) else f"{r['distances_per_query']:.0f}"
+        mflops = "n/a" if math.isnan(r["flops_per_query"]) else f"{r['flops_per_query'] / 1e6:.3f}"
         lines.append(
-            f"{r['method']:<34} {param:>12} {r['match_rate']:>11.1%} {r['recall']:>9.1%} "
-            f"{r['ms_per_query']:>9.4f} {dist:>10} {r['build_s']:>8.1f}"
+            f"{r['method']:<40} {param:>12} {r['match_rate']:>11.1%} {r['recall']:>9.1%} "
+            f"{r['ms_per_query']:>9.4f} {1e3 / r['ms_per_query']:>9.0f} {dist:>10} {mflops:>8} {r['build_s']:>8.1f}"
         )
     return "\n".join(lines)
 
 
 def plot_curves(rows: list[dict], path, title: str = "") -> None:
-    """PNG with two panels: top-1 match rate against wall-clock per query and against distance
-    computations per query, one line per method."""
+    """PNG with two panels: top-1 match rate against wall-clock per query and against FLOPs per
+    query (distances and network), one line per method."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,9 +118,9 @@ def plot_curves(rows: list[dict], path, title: str = "") -> None:
         match = [100 * r["match_rate"] for r in mine]
         style = dict(marker="o", label=name)
         axes[0].plot([r["ms_per_query"] for r in mine], match, **style)
-        if not any(math.isnan(r["distances_per_query"]) for r in mine):
-            axes[1].plot([r["distances_per_query"] for r in mine], match, **style)
-    for ax, xlabel in zip(axes, ["wall-clock per query (ms, batch)", "distance computations per query"]):
+        if not any(math.isnan(r["flops_per_query"]) for r in mine):
+            axes[1].plot([r["flops_per_query"] for r in mine], match, **style)
+    for ax, xlabel in zip(axes, ["wall-clock per query (ms, batch)", "FLOPs per query (network included)"]):
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("top-1 match rate (%)")

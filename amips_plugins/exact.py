@@ -13,7 +13,7 @@ import numpy as np
 from . import _core
 from ._validation import as_int64, as_matrix, as_num_threads, as_positive_int
 
-__all__ = ["simd_level", "topk_dot", "segment_max_dot", "rescore", "ExactIndex"]
+__all__ = ["simd_level", "topk_dot", "segment_max_dot", "rescore", "topk_rows", "ExactIndex"]
 
 
 def simd_level() -> str:
@@ -91,6 +91,20 @@ def rescore(queries, keys, candidate_ids, *, num_threads: int | None = None) -> 
     q, x = _queries_and_keys(queries, keys)
     ids = as_int64(candidate_ids, "candidate_ids", ndim=2)
     return _core.rescore(q, x, ids, as_num_threads(num_threads))
+
+
+def topk_rows(scores, k: int, *, num_threads: int | None = None):
+    """The k largest entries of every row of ``scores`` (n, C), e.g. the lists a router ranks first.
+
+    Returns ``(top_scores, columns)``: float32 and int64 (n, k), best first, ties by the lower
+    column; -inf entries (empty lists) are allowed and NaN ranks as -inf; columns beyond C are
+    padded with -inf / -1.
+    """
+    arr = np.asarray(scores)
+    if arr.ndim != 2:
+        raise ValueError(f"scores must be 2-D (n, C), got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    return _core.topk_rows(arr, as_positive_int(k, "k"), as_num_threads(num_threads))
 
 
 class ExactIndex:

@@ -13,16 +13,15 @@ Both offer ``score(q) -> (n, C)`` and ``key(q) -> (n, d)`` (or ``(n, C, d)`` whe
 
 from __future__ import annotations
 
-import hashlib
+import io
 import math
 import os
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._io import atomic_path
+from ._io import atomic_path, key_fingerprint
 
 __all__ = ["SupportNet", "KeyNet", "width_for_budget", "key_fingerprint", "load_model"]
 
@@ -32,13 +31,6 @@ _VERSION = 1
 
 def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
     return y + torch.log(-torch.expm1(-y))
-
-
-def key_fingerprint(keys) -> dict:
-    """Identifies a key set: {"n", "d", "blake2b"} of its float32 contents."""
-    x = np.ascontiguousarray(keys, dtype=np.float32)
-    digest = hashlib.blake2b(memoryview(x).cast("B"), digest_size=16).hexdigest()
-    return {"n": int(x.shape[0]), "d": int(x.shape[1]), "blake2b": digest}
 
 
 def width_for_budget(dim: int, num_params: int, depth: int, num_outputs: int = 1) -> int:
@@ -73,9 +65,8 @@ class _LearnedMIPS(nn.Module):
     #: Fingerprint of the keys the model was trained for (set by ``fit``), saved with it.
     key_fingerprint: dict | None = None
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write config, weights, format version and the key-set fingerprint, atomically."""
-        blob = {
+    def _blob(self) -> dict:
+        return {
             "format": _FORMAT,
             "version": _VERSION,
             "class": type(self).__name__,
@@ -83,8 +74,17 @@ class _LearnedMIPS(nn.Module):
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
             "key_fingerprint": self.key_fingerprint,
         }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write config, weights, format version and the key-set fingerprint, atomically."""
         with atomic_path(path) as tmp:
-            torch.save(blob, tmp)
+            torch.save(self._blob(), tmp)
+
+    def to_bytes(self) -> bytes:
+        """What ``save`` writes, in memory (``load_model`` reads it back)."""
+        buf = io.BytesIO()
+        torch.save(self._blob(), buf)
+        return buf.getvalue()
 
 
 class SupportNet(_LearnedMIPS):
@@ -198,12 +198,14 @@ class KeyNet(_LearnedMIPS):
 _CLASSES = {"SupportNet": SupportNet, "KeyNet": KeyNet}
 
 
-def load_model(path: str | os.PathLike, *, keys=None) -> _LearnedMIPS:
-    """Read a model written by ``save``, in eval mode on the CPU.
+def load_model(path: str | os.PathLike | bytes, *, keys=None) -> _LearnedMIPS:
+    """Read a model written by ``save`` (a path) or ``to_bytes`` (bytes), in eval mode on the CPU.
 
     With ``keys``, a model trained for another key set is refused (ValueError); so is a corrupt,
     foreign or newer file.
     """
+    if isinstance(path, (bytes, bytearray)):
+        path = io.BytesIO(path)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

@@ -1,10 +1,10 @@
-"""The methods measured side by side: our exact search and the libraries' own indexes.
+"""The methods measured side by side: the libraries' own indexes and ours.
 
 Every method has ``build(keys)`` and ``search(queries, k, param) -> (ids, distances_per_query)``,
 where ``param`` is the method's sweep knob (``nprobe`` or ``ef``) and ``distances_per_query`` the
 number of inner products / distances computed per query (coarse step included), or NaN where the
 library does not report it; after ``build``, ``distance_dim`` is the length of the vectors those
-distances are computed on.
+distances are computed on, and ``network_flops`` the FLOPs per query of a learned model (0 without).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 from .exact import ExactIndex
 from .xbox import XboxTransform
 
-__all__ = ["ExactSearch", "FaissIVF", "FaissHNSW", "HnswlibIP"]
+__all__ = ["ExactSearch", "FaissIVF", "FaissHNSW", "HnswlibIP", "LearnedIVF"]
 
 
 class ExactSearch:
@@ -26,6 +26,7 @@ class ExactSearch:
     name = "exact (amips_plugins)"
     param_name = None
     params = (None,)
+    network_flops = 0
 
     def __init__(self, num_threads: int):
         self.num_threads = num_threads
@@ -45,6 +46,7 @@ class FaissIVF:
     Xbox-augmented keys and queries."""
 
     param_name = "nprobe"
+    network_flops = 0
 
     def __init__(self, nlist: int, *, xbox: bool = False, params=(1, 2, 4, 8, 16, 27, 64, 128)):
         self.nlist, self.xbox = nlist, xbox
@@ -77,6 +79,7 @@ class FaissHNSW:
     """``faiss.IndexHNSWFlat`` with ``METRIC_INNER_PRODUCT``."""
 
     param_name = "ef"
+    network_flops = 0
 
     def __init__(self, M: int = 16, ef_construction: int = 200, params=(10, 20, 40, 100, 200, 400)):
         self.M, self.ef_construction, self.params = M, ef_construction, tuple(params)
@@ -99,6 +102,7 @@ class HnswlibIP:
     """``hnswlib.Index(space="ip")`` on the raw vectors (reports no distance counts)."""
 
     param_name = "ef"
+    network_flops = 0
 
     def __init__(self, num_threads: int, M: int = 16, ef_construction: int = 200, seed: int = 100,
                  params=(10, 20, 40, 100, 200, 400)):
@@ -119,3 +123,33 @@ class HnswlibIP:
         self.index.set_ef(max(param, k))
         labels, _ = self.index.knn_query(queries, k=k, num_threads=self.num_threads)
         return labels.astype(np.int64), math.nan
+
+
+class LearnedIVF:
+    """``AmortizedIVF`` (inner-product lists, or Xbox-L2 ones with ``xbox``) whose learned part is
+    trained at build time by ``learn(index)``, e.g. ``lambda ivf: ivf.fit_router(train_queries)``.
+    Its network's time is part of every search; its FLOPs are ``network_flops``."""
+
+    param_name = "nprobe"
+
+    def __init__(self, name: str, nlist: int, learn, *, xbox: bool = False,
+                 params=(1, 2, 4, 8, 16, 27, 64, 128)):
+        self.name, self.nlist, self.learn, self.xbox = name, nlist, learn, xbox
+        self.params = tuple(p for p in params if p <= nlist)
+        self.network_flops = 0
+
+    def build(self, keys):
+        from .ivf import AmortizedIVF
+
+        self.index = AmortizedIVF(None, keys.shape[1], self.nlist, xbox=self.xbox)
+        self.distance_dim = self.index.index.d
+        self.index.train(keys)
+        self.index.add(keys)
+        self.learn(self.index)
+
+    def search(self, queries, k, param):
+        self.index.nprobe = param
+        _, ids = self.index.search(queries, k)
+        stats = self.index.last_search_stats
+        self.network_flops = stats["network_flops"]
+        return ids, stats["distances"]

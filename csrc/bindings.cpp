@@ -103,6 +103,20 @@ py::array_t<float> rescore_py(const Array<float>& queries, const Array<float>& k
     return scores;
 }
 
+py::tuple topk_rows_py(const Array<float>& scores, std::int64_t k, int num_threads) {
+    require_matrix(scores, "scores");
+    require(k > 0, "k must be positive, got " + std::to_string(k));
+    const std::size_t n = scores.shape(0), C = scores.shape(1);
+    py::array_t<float> top_scores({n, std::size_t(k)});
+    py::array_t<std::int64_t> top_ids({n, std::size_t(k)});
+    {
+        py::gil_scoped_release release;
+        topk_rows(scores.data(), n, C, std::size_t(k), num_threads, top_scores.mutable_data(),
+                  top_ids.mutable_data());
+    }
+    return py::make_tuple(top_scores, top_ids);
+}
+
 bool all_finite_py(const Array<float>& x) {
     const std::uint32_t* bits = reinterpret_cast<const std::uint32_t*>(x.data());
     const std::size_t size = x.size();
@@ -147,6 +161,8 @@ PYBIND11_MODULE(_core, m) {
           py::arg("offsets"), py::arg("num_threads") = 0);
     m.def("rescore", &rescore_py, py::arg("queries"), py::arg("keys"), py::arg("candidate_ids"),
           py::arg("num_threads") = 0);
+    m.def("topk_rows", &topk_rows_py, py::arg("scores"), py::arg("k"), py::arg("num_threads") = 0,
+          "The k largest entries of every row, best first (ties: lower column; NaN as -inf).");
     m.def("all_finite", &all_finite_py, py::arg("x"), "True when no element is NaN or Inf.");
 
     py::class_<XboxTransform>(m, "XboxTransform")

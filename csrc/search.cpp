@@ -1,6 +1,8 @@
 #include "search.h"
 
 #include <algorithm>
+#include <cmath>
+#include <utility>
 #include <limits>
 #include <vector>
 
@@ -186,20 +188,22 @@ void segment_max_dot(const float* queries, std::size_t nq, const float* keys, st
                  std::size_t ld) {
                  const std::int64_t lo = std::int64_t(xb), hi = std::int64_t(xb + nb);
                  // The last segment starting at or before this block's first key.
-                 std::size_t c = std::upper_bound(offsets, offsets + C, lo) - offsets - 1;
-                 for (; c < C && offsets[c] < hi; ++c) {
-                     const std::int64_t a = std::max(offsets[c], lo), b = std::min(offsets[c + 1], hi);
-                     for (std::size_t i = 0; i < nt; ++i) {
-                         const float* row = s + i * ld;
-                         float& best = scores[(qt + i) * C + c];
-                         std::int64_t& best_id = ids[(qt + i) * C + c];
+                 const std::size_t first = std::upper_bound(offsets, offsets + C, lo) - offsets - 1;
+                 for (std::size_t i = 0; i < nt; ++i) {
+                     const float* row = s + i * ld - lo;
+                     for (std::size_t c = first; c < C && offsets[c] < hi; ++c) {
+                         const std::int64_t a = std::max(offsets[c], lo), b = std::min(offsets[c + 1], hi);
+                         float best = scores[(qt + i) * C + c];
+                         std::int64_t best_id = ids[(qt + i) * C + c];
+                         // Branch-free (segments are short, so a branch would mispredict);
+                         // strict, so on ties the earlier (lower) id stays.
                          for (std::int64_t j = a; j < b; ++j) {
-                             // Strict: on ties the earlier (lower) id stays.
-                             if (row[j - lo] > best) {
-                                 best = row[j - lo];
-                                 best_id = j;
-                             }
+                             const bool better = row[j] > best;
+                             best = better ? row[j] : best;
+                             best_id = better ? j : best_id;
                          }
+                         scores[(qt + i) * C + c] = best;
+                         ids[(qt + i) * C + c] = best_id;
                      }
                  }
              });
@@ -216,6 +220,41 @@ void rescore(const float* queries, std::size_t nq, const float* keys, std::size_
             for (std::size_t j = 0; j < m; ++j) {
                 const std::int64_t id = ids[q * m + j];
                 scores[q * m + j] = id < 0 ? kNegInf : kern.dot(queries + q * d, keys + id * d, d);
+            }
+        }
+    });
+}
+
+void topk_rows(const float* scores, std::size_t n, std::size_t C, std::size_t k, int num_threads,
+               float* top_scores, std::int64_t* top_ids) {
+    const std::size_t kk = std::min(k, C), rows_per_task = 256;
+    // A comparison costs about as much as a multiply-add; a partial sort makes ~C log k of them.
+    const int threads = threads_for(num_threads, double(n) * double(C) * std::log2(double(kk) + 1));
+    parallel_for((n + rows_per_task - 1) / rows_per_task, threads, [&](std::size_t task) {
+        using Entry = std::pair<float, std::int64_t>;
+        const auto better = [](const Entry& a, const Entry& b) {
+            return a.first > b.first || (a.first == b.first && a.second < b.second);
+        };
+        std::vector<Entry> entries;  // a heap with the worst kept entry in front
+        entries.reserve(kk);
+        for (std::size_t r = task * rows_per_task; r < std::min(n, (task + 1) * rows_per_task); ++r) {
+            entries.clear();
+            for (std::size_t c = 0; c < C; ++c) {
+                const float v = scores[r * C + c];
+                const Entry e{std::isnan(v) ? kNegInf : v, std::int64_t(c)};
+                if (entries.size() < kk) {
+                    entries.push_back(e);
+                    std::push_heap(entries.begin(), entries.end(), better);
+                } else if (better(e, entries.front())) {
+                    std::pop_heap(entries.begin(), entries.end(), better);
+                    entries.back() = e;
+                    std::push_heap(entries.begin(), entries.end(), better);
+                }
+            }
+            std::sort_heap(entries.begin(), entries.end(), better);
+            for (std::size_t j = 0; j < k; ++j) {
+                top_scores[r * k + j] = j < kk ? entries[j].first : kNegInf;
+                top_ids[r * k + j] = j < kk ? entries[j].second : -1;
             }
         }
     });

@@ -22,4 +22,9 @@ void segment_max_dot(const float* queries, std::size_t nq, const float* keys, st
 void rescore(const float* queries, std::size_t nq, const float* keys, std::size_t d,
              const std::int64_t* ids, std::size_t m, int num_threads, float* scores);
 
+// The k largest entries of every row of scores (n, C), best first, ties by lower column; NaN
+// counts as -inf; positions beyond C hold -inf and -1.
+void topk_rows(const float* scores, std::size_t n, std::size_t C, std::size_t k, int num_threads,
+               float* top_scores, std::int64_t* top_ids);
+
 }  // namespace amips

@@ -1,0 +1,417 @@
+"""AmortizedIVF: ``faiss.IndexIVFFlat`` whose lists are chosen by a learned model.
+
+The search itself stays faiss's: the lists to probe are computed here and handed to
+``search_preassigned``, which scans them with the original query, so the scores are faiss's own
+inner products with q. Choosing the lists:
+
+- no learned part: faiss's quantizer ranks the centroids for q (results equal faiss's own search);
+- ``router`` (a :class:`MaxAffineRouter`, or a model with one output per list): lists ranked by
+  the predicted support value of each list; no coarse quantizer step;
+- ``query_transform`` (a one-output KeyNet or SupportNet): the quantizer ranks the centroids for
+  the predicted best key instead of q. The chosen lists are then scanned with q itself, which finds
+  every key that gathering candidates with the predicted key and rescoring them with q would find,
+  at the same cost.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+
+import faiss
+import numpy as np
+
+from ._io import atomic_path, key_fingerprint
+from ._validation import as_int64, as_matrix, as_positive_int
+from .exact import topk_rows
+from .routing import MaxAffineRouter
+from .xbox import XboxTransform
+
+__all__ = ["AmortizedIVF"]
+
+_FORMAT = "amips_plugins.AmortizedIVF"
+_VERSION = 1
+_MIN_QUERIES_PER_THREAD = 16  # below this, starting a thread costs more than it saves
+
+
+def _is_torch_model(obj) -> bool:
+    return hasattr(obj, "key_multiply_adds") and hasattr(obj, "state_dict")
+
+
+class AmortizedIVF:
+    """A drop-in for ``faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)``.
+
+    Parameters
+    ----------
+    quantizer : faiss index or None
+        The coarse quantizer, as for faiss (dimension d, or d + 1 with ``xbox``); None creates
+        ``IndexFlatIP(d)`` (``IndexFlatL2(d + 1)`` with ``xbox``).
+    d, nlist : dimension of keys and queries, number of inverted lists
+    metric : only ``faiss.METRIC_INNER_PRODUCT``
+    xbox : cluster the Xbox-augmented keys [x, sqrt(M^2 - |x|^2)] under L2 (queries [q, 0]); the
+        lists are still scanned by inner product, so scores stay q . x
+    query_transform : one-output model predicting the best key (see :meth:`fit_query_transform`)
+    router : :class:`MaxAffineRouter` or a model with ``nlist`` outputs (see :meth:`fit_router`)
+
+    faiss behaviour is kept: ``train``, ``add``, ``add_with_ids``, ``search(x, k) -> (D, I)``
+    (float32 inner products with the original query, best first; int64 ids; -1 padding),
+    ``nprobe``, ``ntotal``, ``d``, ``is_trained``, ``reset()``; the faiss index is ``.index``.
+    Differences: bad input raises ValueError / TypeError instead of an assertion, and
+    ``last_search_stats`` describes the latest search. Searching from several threads is safe.
+    """
+
+    def __init__(self, quantizer, d: int, nlist: int, metric=faiss.METRIC_INNER_PRODUCT, *,
+                 xbox: bool = False, query_transform=None, router=None):
+        if metric != faiss.METRIC_INNER_PRODUCT:
+            raise ValueError("AmortizedIVF searches by inner product (faiss.METRIC_INNER_PRODUCT); "
+                             "use faiss.IndexIVFFlat for other metrics")
+        self._d, nlist = as_positive_int(d, "d"), as_positive_int(nlist, "nlist")
+        self.xbox = XboxTransform(self._d) if xbox else None
+        dim = self._d + 1 if xbox else self._d
+        if quantizer is None:
+            quantizer = faiss.IndexFlatL2(dim) if xbox else faiss.IndexFlatIP(dim)
+        elif quantizer.d != dim:
+            raise ValueError(f"the quantizer has dimension {quantizer.d}; this index needs {dim}"
+                             f"{' (d + 1 with xbox)' if xbox else ''}")
+        self.index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        self._init_learned(query_transform, router)
+
+    def _init_learned(self, query_transform, router):
+        self._lock = threading.Lock()  # guards last_search_stats
+        self.last_search_stats: dict = {}
+        self.query_transform, self.router = query_transform, router
+
+    @classmethod
+    def from_faiss(cls, index, *, query_transform=None, router=None) -> "AmortizedIVF":
+        """Wrap an existing ``faiss.IndexIVFFlat`` with an inner-product metric (shared, not copied)."""
+        if not isinstance(index, faiss.IndexIVFFlat) or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise TypeError(f"from_faiss needs a faiss.IndexIVFFlat with METRIC_INNER_PRODUCT, got {index!r}")
+        self = cls.__new__(cls)
+        self._d, self.xbox, self.index = index.d, None, index
+        self._init_learned(query_transform, router)
+        return self
+
+    # --- faiss's attributes -------------------------------------------------------------------
+    @property
+    def d(self) -> int:
+        return self._d
+
+    @property
+    def nlist(self) -> int:
+        return self.index.nlist
+
+    @property
+    def ntotal(self) -> int:
+        return self.index.ntotal
+
+    @property
+    def is_trained(self) -> bool:
+        return self.index.is_trained
+
+    @property
+    def nprobe(self) -> int:
+        return self.index.nprobe
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        self.index.nprobe = as_positive_int(value, "nprobe")
+
+    # --- learned parts ------------------------------------------------------------------------
+    @property
+    def query_transform(self):
+        return self._query_transform
+
+    @query_transform.setter
+    def query_transform(self, model) -> None:
+        if model is not None:
+            if not _is_torch_model(model) or model.num_outputs != 1 or model.dim != self._d:
+                raise ValueError(f"query_transform must be a one-output KeyNet or SupportNet of dim "
+                                 f"{self._d}, got {model!r:.200}")
+            self._check_fingerprint(model, "query_transform")
+        self._query_transform = model
+        self._key_predictor = None if model is None else _transform(model)
+
+    @property
+    def router(self):
+        return self._router
+
+    @router.setter
+    def router(self, router) -> None:
+        if router is not None:
+            if not (isinstance(router, MaxAffineRouter) or _is_torch_model(router)):
+                raise TypeError(f"router must be a MaxAffineRouter or a SupportNet / KeyNet, got {type(router)}")
+            if router.num_outputs != self.nlist or router.dim != self._d:
+                raise ValueError(f"router must have dim {self._d} and {self.nlist} outputs (one per list), "
+                                 f"got dim {router.dim} and {router.num_outputs}")
+            if _is_torch_model(router):
+                self._check_fingerprint(router, "router")
+        self._router = router
+        self._list_scorer = None if router is None else (
+            _transform(router).scores if _is_torch_model(router) else router.scores)
+
+    def _check_fingerprint(self, model, name: str) -> None:
+        """Refuse a model trained for other keys (checked when the index already holds keys)."""
+        if self.ntotal and model.key_fingerprint is not None:
+            expected = key_fingerprint(self.keys_by_id())
+            if model.key_fingerprint != expected:
+                raise ValueError(f"{name} was trained for keys {model.key_fingerprint}, "
+                                 f"not for this index's {expected}")
+
+    def grouped_keys(self):
+        """The stored keys grouped by list: ``(keys (ntotal, d), offsets (nlist + 1,), ids (ntotal,))``,
+        list c being rows ``offsets[c]:offsets[c + 1]`` (the Xbox coordinate removed)."""
+        invlists, dim = self.index.invlists, self.index.d
+        sizes = np.array([invlists.list_size(c) for c in range(self.nlist)], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        keys = np.empty((offsets[-1], dim), np.float32)
+        ids = np.empty(offsets[-1], np.int64)
+        for c in np.flatnonzero(sizes):
+            n = int(sizes[c])
+            keys[offsets[c] : offsets[c + 1]] = faiss.rev_swig_ptr(invlists.get_codes(int(c)), n * dim * 4) \
+                .view(np.float32).reshape(n, dim)
+            ids[offsets[c] : offsets[c + 1]] = faiss.rev_swig_ptr(invlists.get_ids(int(c)), n)
+        return np.ascontiguousarray(keys[:, : self._d]), offsets, ids
+
+    def keys_by_id(self) -> np.ndarray:
+        """The stored keys in id order, (ntotal, d): the key set models are fingerprinted on."""
+        keys, _, ids = self.grouped_keys()
+        return keys[np.argsort(ids, kind="stable")]
+
+    def fit_query_transform(self, train_queries, model=None, **fit_kwargs) -> list[dict]:
+        """Train ``model`` (default: a residual ``KeyNet(d)``) to predict each training query's best
+        key among this index's keys, and use it. ``fit_kwargs`` go to :func:`amips_plugins.fit`;
+        returns its history."""
+        from .models import KeyNet
+        from .training import fit
+
+        self._require_keys()
+        model = KeyNet(self._d) if model is None else model
+        history = fit(model, self.keys_by_id(), train_queries, **fit_kwargs)
+        self.query_transform = model
+        return history
+
+    def fit_router(self, train_queries, model=None, *, num_pieces: int | None = None,
+                   num_threads: int | None = None, **fit_kwargs) -> list[dict] | None:
+        """Learn which lists to probe from ``train_queries`` (n, d), and use it.
+
+        Without ``model``: a :class:`MaxAffineRouter` of the list means plus ``num_pieces`` (default
+        ``4 * nlist``) keys that win the most training queries; returns None. With ``model`` (a
+        SupportNet or KeyNet with ``nlist`` outputs): trained by :func:`amips_plugins.fit` to regress
+        every list's support value (``fit_kwargs`` passed on); returns the training history.
+        """
+        self._require_keys()
+        keys, offsets, _ = self.grouped_keys()
+        if model is None:
+            pieces = 4 * self.nlist if num_pieces is None else num_pieces
+            self.router = MaxAffineRouter.fit(keys, offsets, train_queries, pieces, num_threads=num_threads)
+            return None
+        from .training import fit
+
+        if model.num_outputs != self.nlist:
+            raise ValueError(f"the router model has {model.num_outputs} outputs; this index has {self.nlist} lists")
+        fit_kwargs = {"key_weight": 0.0, "score_weight": 1.0, "num_threads": num_threads, **fit_kwargs}
+        history = fit(model, keys, train_queries, offsets=offsets, **fit_kwargs)
+        model.key_fingerprint = key_fingerprint(self.keys_by_id())
+        self.router = model
+        return history
+
+    def _require_keys(self) -> None:
+        if self.ntotal == 0:
+            raise ValueError("add keys to the index before training its learned parts")
+
+    # --- faiss's methods ----------------------------------------------------------------------
+    def _stored(self, x) -> np.ndarray:
+        """Keys as the faiss index stores them (augmented with ``xbox``), validated."""
+        x = as_matrix(x, "x", dim=self._d)
+        if not self.is_trained:
+            raise ValueError("train the index before adding keys")
+        return self.xbox.add_keys(x) if self.xbox is not None else x
+
+    def train(self, x) -> None:
+        """Cluster ``x`` (n >= nlist, d) into the lists (with ``xbox``: augmented with their own max norm)."""
+        x = as_matrix(x, "x", dim=self._d, allow_empty=False)
+        if len(x) < self.nlist:
+            raise ValueError(f"training needs at least nlist = {self.nlist} vectors, got {len(x)}")
+        self.index.train(XboxTransform(self._d).add_keys(x) if self.xbox is not None else x)
+
+    def add(self, x) -> None:
+        """Add keys ``x`` (n, d) with ids ntotal .. ntotal + n - 1."""
+        self.index.add(self._stored(x))
+
+    def add_with_ids(self, x, ids) -> None:
+        """Add keys ``x`` (n, d) with the int64 ``ids`` (n,)."""
+        ids = as_int64(ids, "ids", ndim=1)
+        if len(ids) != len(np.asarray(x)):
+            raise ValueError(f"{len(ids)} ids for {len(np.asarray(x))} vectors")
+        self.index.add_with_ids(self._stored(x), ids)
+
+    def reset(self) -> None:
+        """Remove every key (the lists' centroids and the learned parts stay)."""
+        self.index.reset()
+        if self.xbox is not None:
+            self.xbox = XboxTransform(self._d)
+
+    def search(self, x, k: int):
+        """Top-k keys of every query of ``x`` (n, d) by inner product, in the probed lists.
+
+        Returns ``(D, I)``: float32 (n, k) inner products best first and int64 (n, k) ids, padded
+        with -inf / -1 (faiss's convention) where the lists hold fewer than k keys.
+        """
+        q = as_matrix(x, "x", dim=self._d)
+        k = as_positive_int(k, "k")
+        if not self.is_trained:
+            raise ValueError("train the index before searching it")
+        nprobe = min(self.index.nprobe, self.nlist)
+        scanned = self.xbox.transform_queries(q) if self.xbox is not None else q
+        start = time.perf_counter()
+        network_flops, coarse = 0, True
+        if self._router is not None:
+            list_scores = self._list_scorer(q)
+            network_flops = _flops(self._router)
+            network_end = time.perf_counter()
+            lists = topk_rows(list_scores, nprobe)[1]
+            coarse = False
+        elif self._query_transform is not None:
+            predicted = self._key_predictor.keys(q)
+            network_flops = _flops(self._query_transform)
+            network_end = time.perf_counter()
+            if self.xbox is not None:
+                predicted = self.xbox.transform_queries(predicted)
+            _, lists = self.index.quantizer.search(predicted, nprobe)
+        else:
+            network_end = start
+            _, lists = self.index.quantizer.search(scanned, nprobe)
+        routing_end = time.perf_counter()
+
+        D, I, distances = self._scan(scanned, k, np.ascontiguousarray(lists, dtype=np.int64))
+        end = time.perf_counter()
+        n = max(len(q), 1)
+        coarse_distances = self.nlist if coarse else 0
+        with self._lock:
+            self.last_search_stats = {
+                "queries": len(q),
+                "nprobe": nprobe,
+                "lists_probed": int(np.count_nonzero(lists >= 0)) / n,
+                "distances": distances / n + coarse_distances,
+                "flops": 2 * (distances / n + coarse_distances) * self.index.d + network_flops,
+                "network_flops": network_flops,
+                "network_s": network_end - start,
+                "routing_s": routing_end - network_end,
+                "scan_s": end - routing_end,
+            }
+        return D, I
+
+    def _scan(self, queries: np.ndarray, k: int, lists: np.ndarray):
+        """faiss's scan of the given lists (n, nprobe) with ``queries``: (D, I, distances computed).
+
+        ``search_preassigned`` runs on one thread (faiss's own ``search`` parallelises above it),
+        so the queries are split over faiss's OpenMP thread count here; faiss releases the GIL.
+        """
+        n, nprobe = lists.shape
+        D = np.empty((n, k), np.float32)
+        I = np.empty((n, k), np.int64)
+        dummy_distances = np.zeros(lists.shape, np.float32)
+        params = faiss.SearchParametersIVF(nprobe=max(nprobe, 1))
+
+        def scan(rows: slice) -> int:
+            stats = faiss.IndexIVFStats()
+            self.index.search_preassigned_c(
+                rows.stop - rows.start, faiss.swig_ptr(queries[rows]), k, faiss.swig_ptr(lists[rows]),
+                faiss.swig_ptr(dummy_distances[rows]), faiss.swig_ptr(D[rows]), faiss.swig_ptr(I[rows]),
+                False, params, stats)
+            return stats.ndis
+
+        threads = min(faiss.omp_get_max_threads(), n // _MIN_QUERIES_PER_THREAD)
+        if threads <= 1:
+            return D, I, scan(slice(0, n))
+        bounds = np.linspace(0, n, threads + 1).astype(int).tolist()
+        with ThreadPoolExecutor(threads) as pool:
+            counts = pool.map(scan, [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])])
+            return D, I, sum(counts)
+
+    # --- persistence --------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write the faiss index, the Xbox state, the learned parts and the config to one file
+        (a zip archive), atomically."""
+        meta = {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "d": self._d,
+            "nprobe": self.nprobe,
+            "xbox": None if self.xbox is None else self.xbox.state_dict(),
+            "router": None if self._router is None else type(self._router).__name__,
+        }
+        with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as z:
+            z.writestr("meta.json", json.dumps(meta))
+            z.writestr("index.faiss", faiss.serialize_index(self.index).tobytes())
+            if self._query_transform is not None:
+                z.writestr("query_transform.pt", self._query_transform.to_bytes())
+            if isinstance(self._router, MaxAffineRouter):
+                buf = io.BytesIO()
+                np.savez(buf, **self._router.state_dict())
+                z.writestr("router.npz", buf.getvalue())
+            elif self._router is not None:
+                z.writestr("router.pt", self._router.to_bytes())
+
+    @classmethod
+    def load(cls, path) -> "AmortizedIVF":
+        """Read an index written by :meth:`save`; a foreign, corrupt or newer file raises ValueError."""
+        try:
+            with zipfile.ZipFile(path) as z:
+                meta = json.loads(z.read("meta.json"))
+                if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+                    raise ValueError(f"{path} is not an AmortizedIVF file")
+                if meta.get("version") != _VERSION:
+                    raise ValueError(f"{path} has AmortizedIVF format version {meta.get('version')}, "
+                                     f"this release reads {_VERSION}")
+                index = faiss.deserialize_index(np.frombuffer(z.read("index.faiss"), np.uint8))
+                names = set(z.namelist())
+                query_transform = z.read("query_transform.pt") if "query_transform.pt" in names else None
+                router_blob = {n: z.read(n) for n in ("router.npz", "router.pt") if n in names}
+        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError, RuntimeError) as e:
+            raise ValueError(f"{path} is not a readable AmortizedIVF file ({type(e).__name__}: {e})") from None
+        from .models import load_model
+
+        if not isinstance(index, faiss.IndexIVFFlat):
+            raise ValueError(f"{path} holds a {type(index).__name__}, not an IndexIVFFlat")
+        self = cls.__new__(cls)
+        self._d, self.index = meta["d"], index
+        self.xbox = None if meta["xbox"] is None else XboxTransform.from_state_dict(meta["xbox"])
+        self.index.nprobe = meta["nprobe"]
+        router = None
+        if "router.npz" in router_blob:
+            with np.load(io.BytesIO(router_blob["router.npz"])) as f:
+                router = MaxAffineRouter.from_state_dict(dict(f))
+        elif "router.pt" in router_blob:
+            router = load_model(router_blob["router.pt"])
+        self._init_learned(None if query_transform is None else load_model(query_transform), router)
+        return self
+
+    def __repr__(self) -> str:
+        parts = [f"d={self._d}", f"nlist={self.nlist}", f"ntotal={self.ntotal}", f"nprobe={self.nprobe}"]
+        if self.xbox is not None:
+            parts.append("xbox")
+        if self._router is not None:
+            parts.append(f"router={type(self._router).__name__}")
+        if self._query_transform is not None:
+            parts.append(f"query_transform={type(self._query_transform).__name__}")
+        return f"AmortizedIVF({', '.join(parts)})"
+
+
+def _transform(model):
+    from .transform import QueryTransform
+
+    return QueryTransform(model)
+
+
+def _flops(model) -> int:
+    """FLOPs per query of the network the search runs."""
+    if isinstance(model, MaxAffineRouter):
+        return 2 * model.multiply_adds()
+    return 2 * (model.multiply_adds() if model.num_outputs > 1 else model.key_multiply_adds())
+
+

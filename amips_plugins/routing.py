@@ -1,0 +1,81 @@
+"""A learned IVF router: a max-affine lower bound of every list's support function.
+
+For a list c of keys, sigma_c(q) = max_{x in c} q . x is convex and 1-homogeneous, and any
+keys of the list (or convex combinations of them, such as the list mean) give the lower bound
+max_{p in P_c} q . p <= sigma_c(q), itself convex and 1-homogeneous: an input-convex network of
+one max-affine layer whose gradient (the best piece) is a predicted key. The pieces are learned
+from training queries: each list's mean plus the keys that were the exact MIPS answer for the
+most training queries. Ranking lists by this bound sends a query whose best key is a piece to
+that key's list first, and costs one inner product per piece, scored on the C++ core.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._validation import as_matrix, as_num_threads, as_offsets, as_positive_int
+from .exact import segment_max_dot, topk_dot
+
+__all__ = ["MaxAffineRouter"]
+
+
+class MaxAffineRouter:
+    """Per-list support values max_{p in P_c} q . p from pieces grouped by list.
+
+    Parameters
+    ----------
+    pieces : array (m, d), grouped so that list c's pieces are rows ``offsets[c]:offsets[c + 1]``
+    offsets : int array (C + 1,), non-decreasing from 0 to m; a list without pieces scores -inf
+    """
+
+    def __init__(self, pieces, offsets):
+        self.pieces = as_matrix(pieces, "pieces", allow_empty=False)
+        self.offsets = as_offsets(offsets, len(self.pieces))
+        self.dim, self.num_outputs = self.pieces.shape[1], len(self.offsets) - 1
+
+    @classmethod
+    def fit(cls, keys, offsets, queries, num_pieces: int, *, num_threads: int | None = None):
+        """Pieces for keys grouped into lists by ``offsets``: every non-empty list's mean, plus the
+        ``num_pieces`` keys that are the exact top-1 of the most ``queries`` (ties: larger norm).
+
+        Parameters
+        ----------
+        keys : array (n, d), grouped by list
+        offsets : int array (C + 1,)
+        queries : array (nq, d), training queries
+        num_pieces : keys to keep beyond the list means (fewer if fewer keys ever win)
+        """
+        x = as_matrix(keys, "keys", allow_empty=False)
+        off = as_offsets(offsets, len(x))
+        q = as_matrix(queries, "queries", dim=x.shape[1], allow_empty=False)
+        num_pieces = as_positive_int(num_pieces, "num_pieces")
+        _, best = topk_dot(q, x, 1, num_threads=as_num_threads(num_threads))
+        wins = np.bincount(best[:, 0], minlength=len(x))
+        norms = np.einsum("ij,ij->i", x, x)
+        winners = np.lexsort((-norms, -wins))[: min(num_pieces, int((wins > 0).sum()))]
+        list_of_key = np.repeat(np.arange(len(off) - 1), np.diff(off))
+        sizes = np.diff(off)
+        means = np.add.reduceat(x, off[:-1][sizes > 0], axis=0) / sizes[sizes > 0, None]
+        owner = np.concatenate([np.flatnonzero(sizes > 0), list_of_key[winners]])
+        pieces = np.concatenate([means.astype(np.float32), x[winners]])
+        order = np.argsort(owner, kind="stable")
+        return cls(pieces[order], np.searchsorted(owner[order], np.arange(len(off))))
+
+    def scores(self, queries, *, num_threads: int | None = None) -> np.ndarray:
+        """Predicted support value of every list, (n, C) float32."""
+        q = as_matrix(queries, "queries", dim=self.dim)
+        return segment_max_dot(q, self.pieces, self.offsets, num_threads=num_threads)[0]
+
+    def multiply_adds(self) -> int:
+        """Multiply-adds per query: one inner product per piece."""
+        return self.pieces.size
+
+    def state_dict(self) -> dict:
+        return {"pieces": self.pieces, "offsets": self.offsets}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "MaxAffineRouter":
+        return cls(state["pieces"], state["offsets"])
+
+    def __repr__(self) -> str:
+        return f"MaxAffineRouter({len(self.pieces)} pieces over {self.num_outputs} lists, dim {self.dim})"

@@ -1,0 +1,96 @@
+"""AmortizedIVF against faiss's IVF at equal compute: top-1 match rate over an nprobe sweep.
+
+    python benchmarks/bench_ivf.py                        # GloVe 6B 50d
+    python benchmarks/bench_ivf.py --dataset wordnet      # WordNet + all-MiniLM-L6-v2, unnormalised
+
+One run builds every method on the same keys (GloVe: 300k keys, 90k training words, 10k held-out
+test words; nlist = sqrt(N)) and prints, per nprobe: top-1 match rate, recall@10, wall-clock per
+query and queries/s for the whole test batch (network time included), distances and FLOPs per
+query (coarse step, scan and network), and build time (training included). Writes the rows as
+JSON and a PNG of match rate against wall-clock and against FLOPs under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+
+import faiss
+import torch
+
+import amips_plugins as ap
+from amips_plugins import peers
+from amips_plugins.evaluation import format_table, plot_curves, sweep
+from amips_plugins.ground_truth import default_cache_dir
+
+METHODS = ("faiss-ip", "faiss-xbox", "router", "router-xbox", "keynet", "supportnet-router")
+
+
+def load(name: str, seed: int) -> ap.MipsDataset:
+    if name == "glove50":
+        return ap.glove50(seed=seed)
+    from amips_plugins.datasets import wordnet_minilm
+
+    return wordnet_minilm(seed=seed)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=["glove50", "wordnet"], default="glove50")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--pieces", type=int, nargs="+", default=[1, 4, 8],
+                   help="max-affine router sizes, in pieces per list beyond the list means")
+    p.add_argument("--budget", type=float, default=90, help="training seconds of each network")
+    p.add_argument("--num-test", type=int, default=10_000)
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="results/bench_ivf")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    faiss.omp_set_num_threads(args.threads)
+
+    ds = load(args.dataset, args.seed)
+    keys, train_q, test_q = ds.keys, ds.train_queries, ds.test_queries[: args.num_test]
+    nlist = math.isqrt(len(keys))
+    _, true_ids = ap.ground_truth(keys, test_q, 10, cache_dir=default_cache_dir(), progress=False)
+    print(f"{ds.name}: {len(keys)} keys, {len(train_q)} training and {len(test_q)} test queries, d = {ds.d}, "
+          f"nlist = {nlist}; {args.threads} threads, faiss {faiss.__version__}, torch {torch.__version__}")
+
+    fit_kwargs = dict(time_budget=args.budget, steps=100_000, eval_every=500, patience=4, device="cpu",
+                      seed=args.seed, num_threads=args.threads, cache_dir=default_cache_dir(), progress=False)
+    methods = []
+    if "faiss-ip" in args.methods:
+        methods.append(peers.FaissIVF(nlist))
+    if "faiss-xbox" in args.methods:
+        methods.append(peers.FaissIVF(nlist, xbox=True))
+    for xbox in (False, True):
+        if ("router-xbox" if xbox else "router") in args.methods:
+            for per_list in args.pieces:
+                methods.append(peers.LearnedIVF(
+                    f"AmortizedIVF {'Xbox-L2' if xbox else 'IP'} max-affine {per_list}/list", nlist,
+                    lambda ivf, m=per_list: ivf.fit_router(train_q, num_pieces=m * nlist, num_threads=args.threads),
+                    xbox=xbox))
+    if "keynet" in args.methods:
+        methods.append(peers.LearnedIVF(
+            f"AmortizedIVF IP KeyNet 256x3 ({args.budget:.0f} s)", nlist,
+            lambda ivf: ivf.fit_query_transform(train_q, ap.KeyNet(ds.d, width=256, depth=3), **fit_kwargs)))
+    if "supportnet-router" in args.methods:
+        methods.append(peers.LearnedIVF(
+            f"AmortizedIVF IP SupportNet router 256x2 ({args.budget:.0f} s)", nlist,
+            lambda ivf: ivf.fit_router(train_q, ap.SupportNet(ds.d, nlist, width=256, depth=2, homogeneous=True),
+                                       **fit_kwargs)))
+
+    rows = sweep(methods, keys, test_q, true_ids, k=10)
+    print(format_table(rows))
+    out = Path(args.out) / args.dataset
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    plot_curves(rows, out / "match_rate.png", f"IVF on {ds.name} (nlist {nlist}), top-1 match rate")
+    print(f"wrote {out / 'results.json'} and {out / 'match_rate.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+import threading
+
+import faiss
+import numpy as np
+import pytest
+
+import amips_plugins as ap
+from amips_plugins.ivf import AmortizedIVF
+from amips_plugins.routing import MaxAffineRouter
+
+D, NLIST = 12, 24
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((30, D)) * 2
+    keys = centers[rng.integers(0, 30, 6000)] + rng.standard_normal((6000, D))
+    keys = (keys * rng.lognormal(0, 0.4, (6000, 1))).astype(np.float32)
+    queries = rng.standard_normal((3000, D)).astype(np.float32)
+    return keys, queries[:2500], queries[2500:]
+
+
+def build(keys, **kw):
+    index = AmortizedIVF(faiss.IndexFlatIP(D) if not kw.get("xbox") else None, D, NLIST, **kw)
+    index.train(keys)
+    index.add(keys)
+    return index
+
+
+def match(index, keys, queries, nprobe=2):
+    index.nprobe = nprobe
+    _, ids = index.search(queries, 1)
+    _, best = ap.topk_dot(queries, keys, 1)
+    return (ids[:, 0] == best[:, 0]).mean()
+
+
+def assert_true_inner_products(index, keys, queries, k=5):
+    scores, ids = index.search(queries, k)
+    assert ids.dtype == np.int64 and scores.dtype == np.float32 and ids.shape == (len(queries), k)
+    assert ((ids >= 0) & (ids < len(keys))).all()
+    np.testing.assert_allclose(scores, ap.rescore(queries, keys, ids), rtol=1e-5, atol=1e-4)
+    assert (np.diff(scores, axis=1) <= 0).all()
+
+
+def test_without_a_learned_part_it_returns_what_faiss_returns(data):
+    keys, _, test = data
+    ref = faiss.IndexIVFFlat(faiss.IndexFlatIP(D), D, NLIST, faiss.METRIC_INNER_PRODUCT)
+    ours = AmortizedIVF(faiss.IndexFlatIP(D), D, NLIST, faiss.METRIC_INNER_PRODUCT)
+    for index in (ref, ours):  # the same code drives both
+        assert not index.is_trained
+        index.train(keys)
+        index.add(keys[:4000])
+        index.add_with_ids(keys[4000:], np.arange(4000, 6000))
+        index.nprobe = 3
+    assert (ours.ntotal, ours.d, ours.nprobe, ours.is_trained) == (ref.ntotal, ref.d, ref.nprobe, True)
+    for k in (1, 10):
+        D_ref, I_ref = ref.search(test, k)
+        D_ours, I_ours = ours.search(test, k)
+        np.testing.assert_array_equal(I_ours, I_ref)
+        np.testing.assert_array_equal(D_ours, D_ref)
+    ours.reset()
+    assert ours.ntotal == 0 and ours.is_trained
+
+
+def test_stats_count_the_lists_and_distances(data):
+    keys, _, test = data
+    index = build(keys)
+    index.nprobe = 4
+    faiss.cvar.indexIVF_stats.reset()
+    index.index.search(test, 3)
+    index.search(test, 3)
+    stats = index.last_search_stats
+    assert stats["lists_probed"] == 4 and stats["queries"] == len(test)
+    assert stats["distances"] == pytest.approx(faiss.cvar.indexIVF_stats.ndis / len(test) + NLIST)
+    assert stats["network_flops"] == 0 and stats["flops"] == pytest.approx(2 * D * stats["distances"])
+
+
+def test_max_affine_router_finds_more_best_keys_at_equal_nprobe(data):
+    keys, train, test = data
+    index = build(keys)
+    plain = match(index, keys, test)
+    assert index.fit_router(train, num_pieces=4 * NLIST) is None
+    assert isinstance(index.router, MaxAffineRouter)
+    routed = match(index, keys, test)
+    assert routed > plain + 0.1, (plain, routed)
+    assert_true_inner_products(index, keys, test)
+    stats = index.last_search_stats
+    assert stats["network_flops"] == 2 * index.router.multiply_adds()
+    assert stats["distances"] < index.ntotal  # no coarse step, a few lists scanned
+
+
+def test_xbox_lists_keep_exact_inner_products(data):
+    keys, train, test = data
+    index = build(keys, xbox=True)
+    assert index.index.d == D + 1 and index.xbox.count == len(keys)
+    assert_true_inner_products(index, keys, test)
+    index.fit_router(train)
+    assert_true_inner_products(index, keys, test)
+
+
+def test_query_transform_and_supportnet_router(data):
+    torch = pytest.importorskip("torch")
+    keys, train, test = data
+    index = build(keys)
+    history = index.fit_query_transform(train, ap.KeyNet(D, width=32, depth=2), steps=30, eval_every=30,
+                                        progress=False, device="cpu")
+    assert history[-1]["step"] == 30 and index.query_transform is not None
+    assert_true_inner_products(index, keys, test)
+    assert index.last_search_stats["network_flops"] == 2 * index.query_transform.key_multiply_adds()
+
+    index.query_transform = None
+    torch.manual_seed(0)
+    index.fit_router(train, ap.SupportNet(D, NLIST, width=32, depth=2, homogeneous=True), steps=30,
+                     eval_every=30, progress=False, device="cpu")
+    assert_true_inner_products(index, keys, test)
+    with pytest.raises(ValueError, match="outputs"):
+        index.fit_router(train, ap.SupportNet(D, NLIST + 1, width=8, depth=1))
+
+
+def test_a_model_for_other_keys_is_refused(data):
+    pytest.importorskip("torch")
+    keys, train, _ = data
+    model = ap.KeyNet(D, width=16, depth=1)
+    ap.fit(model, keys[:3000], train, steps=5, eval_every=5, progress=False, device="cpu")
+    index = build(keys)
+    with pytest.raises(ValueError, match="trained for keys"):
+        index.query_transform = model
+    good = ap.KeyNet(D, width=16, depth=1)
+    ap.fit(good, keys, train, steps=5, eval_every=5, progress=False, device="cpu")
+    index.query_transform = good  # trained for exactly these keys (in id order)
+    with pytest.raises(ValueError, match="one-output"):
+        index.query_transform = ap.KeyNet(D, num_outputs=2, width=8, depth=1)
+
+
+def test_save_and_load_round_trip(data, tmp_path):
+    keys, train, test = data
+    index = build(keys, xbox=True)
+    index.fit_router(train)
+    index.nprobe = 3
+    path = tmp_path / "index.amips"
+    index.save(path)
+    loaded = AmortizedIVF.load(path)
+    assert (loaded.nprobe, loaded.ntotal, loaded.xbox.max_norm) == (3, index.ntotal, index.xbox.max_norm)
+    for a, b in zip(index.search(test, 5), loaded.search(test, 5)):
+        np.testing.assert_array_equal(a, b)
+    loaded.add(keys[:10])  # the Xbox state goes on from where it was
+    assert loaded.xbox.count == len(keys) + 10
+
+
+def test_save_and_load_a_query_transform(data, tmp_path):
+    pytest.importorskip("torch")
+    keys, train, test = data
+    index = build(keys)
+    index.fit_query_transform(train, ap.KeyNet(D, width=16, depth=1), steps=10, eval_every=10,
+                              progress=False, device="cpu")
+    index.save(tmp_path / "i")
+    loaded = AmortizedIVF.load(tmp_path / "i")
+    for a, b in zip(index.search(test, 5), loaded.search(test, 5)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_loading_a_foreign_or_corrupt_file_fails_clearly(data, tmp_path):
+    keys, _, _ = data
+    index = build(keys)
+    faiss.write_index(index.index, str(tmp_path / "plain.faiss"))
+    with pytest.raises(ValueError, match="not a readable AmortizedIVF"):
+        AmortizedIVF.load(tmp_path / "plain.faiss")
+    index.save(tmp_path / "good")
+    (tmp_path / "cut").write_bytes((tmp_path / "good").read_bytes()[:300])
+    with pytest.raises(ValueError):
+        AmortizedIVF.load(tmp_path / "cut")
+
+
+def test_concurrent_searches_agree_with_serial_ones(data):
+    keys, train, test = data
+    index = build(keys)
+    index.fit_router(train)
+    index.nprobe = 3
+    expected = index.search(test, 4)
+    results, errors = [None] * 6, []
+
+    def run(i):
+        try:
+            results[i] = index.search(test, 4)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for D_, I_ in results:
+        np.testing.assert_array_equal(I_, expected[1])
+
+
+def test_bad_input(data):
+    keys, train, test = data
+    with pytest.raises(ValueError, match="inner product"):
+        AmortizedIVF(faiss.IndexFlatL2(D), D, NLIST, faiss.METRIC_L2)
+    with pytest.raises(ValueError, match="dimension"):
+        AmortizedIVF(faiss.IndexFlatIP(D + 1), D, NLIST)
+    with pytest.raises(TypeError, match="IndexIVFFlat"):
+        AmortizedIVF.from_faiss(faiss.IndexFlatIP(D))
+    index = AmortizedIVF(None, D, NLIST)
+    with pytest.raises(ValueError, match="train"):
+        index.add(keys)
+    with pytest.raises(ValueError, match="train"):
+        index.search(test, 1)
+    with pytest.raises(ValueError, match="at least nlist"):
+        index.train(keys[:5])
+    index.train(keys)
+    with pytest.raises(ValueError, match="add keys"):
+        index.fit_router(train)
+    index.add(keys)
+    with pytest.raises(ValueError, match="dimension"):
+        index.search(test[:, :-1], 1)
+    bad = test.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        index.search(bad, 1)
+    with pytest.raises(ValueError, match="positive"):
+        index.search(test, 0)
+    with pytest.raises(ValueError, match="ids"):
+        index.add_with_ids(keys[:3], np.arange(2))
+    n = index.ntotal
+    with pytest.raises(ValueError, match="NaN"):
+        index.add(np.vstack([keys[:3], bad[:1]]))
+    assert index.ntotal == n  # nothing half-added
+    with pytest.raises(ValueError, match="outputs"):
+        index.router = MaxAffineRouter(keys[:5], np.array([0, 5]))
+    index.nprobe = 3
+    _, ids = index.search(test[:2], 50_000)  # k beyond ntotal: padded as faiss pads
+    assert (ids[:, index.ntotal:] == -1).all()
+
+
+def test_from_faiss_wraps_an_existing_index(data):
+    keys, train, test = data
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(D), D, NLIST, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(keys)
+    ivf.add(keys)
+    wrapped = AmortizedIVF.from_faiss(ivf)
+    assert wrapped.index is ivf and wrapped.ntotal == len(keys)
+    wrapped.fit_router(train)
+    assert match(wrapped, keys, test) > 0.5

@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+
+import amips_plugins as ap
+from amips_plugins.exact import topk_rows
+from amips_plugins.routing import MaxAffineRouter
+
+
+def grouped_keys(rng, n=600, d=8, lists=12):
+    keys = (rng.standard_normal((n, d)) * rng.lognormal(0, 0.5, (n, 1))).astype(np.float32)
+    offsets = np.linspace(0, n, lists + 1).astype(np.int64)
+    return keys, offsets
+
+
+def test_topk_rows_matches_a_stable_sort():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 20, (50, 37)).astype(np.float32)  # many ties
+    scores[3, :5] = -np.inf
+    scores[4, 7] = np.nan
+    for k in (1, 5, 37, 40):
+        vals, cols = topk_rows(scores, k)
+        ranked = np.where(np.isnan(scores), -np.inf, scores)
+        ref = np.argsort(-ranked, axis=1, kind="stable")[:, :k]
+        kk = min(k, 37)
+        np.testing.assert_array_equal(cols[:, :kk], ref)
+        np.testing.assert_array_equal(vals[:, :kk], np.take_along_axis(ranked, ref, axis=1))
+        assert (cols[:, kk:] == -1).all() and (vals[:, kk:] == -np.inf).all()
+
+
+def test_topk_rows_rejects_bad_input():
+    with pytest.raises(ValueError, match="2-D"):
+        topk_rows(np.zeros(5), 1)
+    with pytest.raises(ValueError, match="positive"):
+        topk_rows(np.zeros((2, 5)), 0)
+
+
+def test_router_scores_are_lower_bounds_of_the_list_support_values():
+    rng = np.random.default_rng(1)
+    keys, offsets = grouped_keys(rng)
+    train = rng.standard_normal((2000, 8)).astype(np.float32)
+    router = MaxAffineRouter.fit(keys, offsets, train, num_pieces=40)
+    assert router.num_outputs == 12 and len(router.pieces) == 12 + 40
+    test = rng.standard_normal((300, 8)).astype(np.float32)
+    predicted = router.scores(test)
+    exact, _ = ap.segment_max_dot(test, keys, offsets)
+    assert (predicted <= exact + 1e-5).all()
+    # the pieces are the keys that win most often: most test queries' best list ranks first
+    true_list = np.argmax(exact, axis=1)
+    assert (np.argmax(predicted, axis=1) == true_list).mean() > 0.6
+
+
+def test_router_pieces_are_the_most_frequent_winners():
+    rng = np.random.default_rng(2)
+    keys, offsets = grouped_keys(rng, n=60, lists=3)
+    train = rng.standard_normal((500, 8)).astype(np.float32)
+    router = MaxAffineRouter.fit(keys, offsets, train, num_pieces=3)
+    _, best = ap.topk_dot(train, keys, 1)
+    top3 = np.argsort(-np.bincount(best[:, 0], minlength=60), kind="stable")[:3]
+    pieces = {tuple(p) for p in router.pieces}
+    assert all(tuple(keys[i]) in pieces for i in top3)
+
+
+def test_router_state_round_trip_and_bad_offsets():
+    rng = np.random.default_rng(3)
+    keys, offsets = grouped_keys(rng)
+    router = MaxAffineRouter.fit(keys, offsets, rng.standard_normal((100, 8)), num_pieces=5)
+    again = MaxAffineRouter.from_state_dict(router.state_dict())
+    q = rng.standard_normal((10, 8))
+    np.testing.assert_array_equal(router.scores(q), again.scores(q))
+    with pytest.raises(ValueError, match="offsets"):
+        MaxAffineRouter(keys, np.array([0, 10]))
+    with pytest.raises(ValueError, match="dimension"):
+        router.scores(np.zeros((2, 7)))
