@@ -14,7 +14,8 @@ from ._validation import as_num_threads
 
 __all__ = ["main"]
 
-METHODS = ("exact", "ivf", "xbox-ivf", "faiss-hnsw", "hnswlib")
+METHODS = ("exact", "ivf", "xbox-ivf", "amortized-ivf", "amortized-ivf-keynet", "faiss-hnsw", "hnswlib",
+           "amortized-hnsw")
 
 
 def _add_eval_options(p: argparse.ArgumentParser, default_out: str) -> None:
@@ -23,7 +24,10 @@ def _add_eval_options(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                    help="which methods to build and sweep (default: all)")
     p.add_argument("--threads", type=int, default=as_num_threads(None), help="threads for every method (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the key / query split (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the key / query split and of training (default: %(default)s)")
+    p.add_argument("--time-budget", type=float, default=60,
+                   help="seconds of training for each learned network, e.g. amortized-ivf-keynet's "
+                   "(default: %(default)s)")
     p.add_argument("--cache-dir", default=None,
                    help="where ground truth is cached (default: $AMIPS_CACHE_DIR or ~/.cache/amips_plugins)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -91,18 +95,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _methods(names, n: int, threads: int):
+def _methods(args, ds):
     from . import peers
 
-    nlist = max(1, math.isqrt(n))
+    nlist, threads, train = max(1, math.isqrt(len(ds.keys))), args.threads, ds.train_queries
+
+    def keynet(ivf):
+        from .models import KeyNet
+
+        ivf.fit_query_transform(train, KeyNet(ds.d), time_budget=args.time_budget, steps=100_000,
+                                eval_every=500, device="cpu", seed=args.seed, num_threads=threads,
+                                progress=not args.no_progress)
+
     make = {
         "exact": lambda: peers.ExactSearch(threads),
         "ivf": lambda: peers.FaissIVF(nlist),
         "xbox-ivf": lambda: peers.FaissIVF(nlist, xbox=True),
+        "amortized-ivf": lambda: peers.LearnedIVF(
+            "AmortizedIVF max-affine router", nlist,
+            lambda ivf: ivf.fit_router(train, num_threads=threads)),
+        "amortized-ivf-keynet": lambda: peers.LearnedIVF(
+            f"AmortizedIVF KeyNet ({args.time_budget:.0f} s)", nlist, keynet),
         "faiss-hnsw": lambda: peers.FaissHNSW(),
         "hnswlib": lambda: peers.HnswlibIP(threads),
+        "amortized-hnsw": lambda: peers.OursHNSW(threads),
     }
-    return [make[name]() for name in names]
+    learned = {"amortized-ivf", "amortized-ivf-keynet"} & set(args.methods)
+    if learned and len(train) == 0:
+        raise ValueError(f"{', '.join(sorted(learned))} need training queries; this data set has none")
+    return [make[name]() for name in args.methods]
 
 
 def _evaluate(ds, args) -> int:
@@ -117,7 +138,7 @@ def _evaluate(ds, args) -> int:
     print(f"{ds.name}: {len(ds.keys)} keys, {len(ds.test_queries)} test queries, d = {ds.d}")
     _, true_ids = ground_truth(ds.keys, ds.test_queries, args.k, progress=not args.no_progress,
                                cache_dir=args.cache_dir or default_cache_dir())
-    rows = sweep(_methods(args.methods, len(ds.keys), args.threads), ds.keys, ds.test_queries,
+    rows = sweep(_methods(args, ds), ds.keys, ds.test_queries,
                  true_ids, k=args.k, progress=not args.no_progress)
     print(format_table(rows))
     title = f"{ds.name}: {len(ds.keys)} keys, {len(ds.test_queries)} queries, {args.threads} threads"
@@ -138,7 +159,7 @@ def cmd_demo(args) -> int:
     from .datasets import MipsDataset, glove50, wordnet_minilm
 
     if args.dataset == "glove50":
-        ds = glove50(num_keys=args.num_keys, num_train=0, num_test=args.num_test, seed=args.seed)
+        ds = glove50(num_keys=args.num_keys, num_test=args.num_test, seed=args.seed)
     else:
         ds = wordnet_minilm(args.dataset == "wordnet-normalized", seed=args.seed, cache_dir=args.cache_dir,
                             progress=not args.no_progress)

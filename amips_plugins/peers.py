@@ -17,7 +17,7 @@ import numpy as np
 from .exact import ExactIndex
 from .xbox import XboxTransform
 
-__all__ = ["ExactSearch", "FaissIVF", "FaissHNSW", "HnswlibIP", "LearnedIVF"]
+__all__ = ["ExactSearch", "FaissIVF", "FaissHNSW", "HnswlibIP", "LearnedIVF", "OursHNSW"]
 
 
 class ExactSearch:
@@ -153,3 +153,32 @@ class LearnedIVF:
         stats = self.index.last_search_stats
         self.network_flops = stats["network_flops"]
         return ids, stats["distances"]
+
+
+class OursHNSW:
+    """``AmortizedHNSW`` with a ``construction`` space, its keys added in ``batches`` equal parts
+    (streaming) or all at once (reports no distance counts)."""
+
+    param_name = "ef"
+    network_flops = 0
+
+    def __init__(self, num_threads: int, construction: str = "ip", batches: int = 1, M: int = 16,
+                 ef_construction: int = 200, seed: int = 100, params=(10, 20, 40, 100, 200, 400)):
+        self.num_threads, self.construction, self.batches = num_threads, construction, batches
+        self.M, self.ef_construction, self.seed, self.params = M, ef_construction, seed, tuple(params)
+        streamed = f", {batches} batches" if batches > 1 else ""
+        self.name = f"AmortizedHNSW {construction} (M {M}{streamed})"
+
+    def build(self, keys):
+        from .hnsw import AmortizedHNSW
+
+        self.distance_dim = keys.shape[1]
+        self.index = AmortizedHNSW(space="ip", dim=keys.shape[1], construction=self.construction)
+        self.index.init_index(len(keys), M=self.M, ef_construction=self.ef_construction, random_seed=self.seed)
+        for part in np.array_split(np.arange(len(keys)), self.batches):
+            self.index.add_items(keys[part], part, num_threads=self.num_threads)
+
+    def search(self, queries, k, param):
+        self.index.set_ef(max(param, k))
+        labels, _ = self.index.knn_query(queries, k=k, num_threads=self.num_threads)
+        return labels.astype(np.int64), math.nan

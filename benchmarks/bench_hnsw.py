@@ -1,0 +1,87 @@
+"""AmortizedHNSW against hnswlib and faiss HNSW, in Vespa's protocol: insertion order x ef.
+
+    python benchmarks/bench_hnsw.py                       # GloVe 6B 50d
+    python benchmarks/bench_hnsw.py --dataset wordnet     # WordNet + all-MiniLM-L6-v2, unnormalised
+
+Keys (GloVe: 300k words) are inserted in random order, ascending norm or descending norm (ours
+also streamed in 10 random batches); 2k held-out words are the queries. M = 16,
+ef_construction = 200, ef in {10, 40, 100, 400}. Prints recall@10 against the exact top-10 and
+queries/s (the whole batch, all threads) for every method, order and ef, and writes them as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+import amips_plugins as ap
+from amips_plugins import peers
+from amips_plugins.evaluation import sweep
+from amips_plugins.ground_truth import default_cache_dir
+
+METHODS = ("hnswlib", "faiss", "ours-ip", "ours-xbox")
+
+
+def load(name: str, seed: int) -> ap.MipsDataset:
+    if name == "glove50":
+        return ap.glove50(seed=seed)
+    from amips_plugins.datasets import wordnet_minilm
+
+    return wordnet_minilm(seed=seed)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=["glove50", "wordnet"], default="glove50")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--orders", nargs="+", choices=["random", "ascending", "descending", "stream"],
+                   default=["random", "ascending", "descending", "stream"])
+    p.add_argument("--num-test", type=int, default=2000)
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="results/bench_hnsw")
+    args = p.parse_args()
+    faiss.omp_set_num_threads(args.threads)
+
+    ds = load(args.dataset, args.seed)
+    keys, test = ds.keys, ds.test_queries[: args.num_test]
+    _, true_ids = ap.ground_truth(keys, test, 10, cache_dir=default_cache_dir(), progress=False)
+    print(f"{ds.name}: {len(keys)} keys, {len(test)} queries, d = {ds.d}; {args.threads} threads, "
+          f"M 16, ef_construction 200")
+    norms = np.linalg.norm(keys, axis=1)
+    orders = {"random": np.random.default_rng(args.seed).permutation(len(keys)),
+              "ascending": np.argsort(norms, kind="stable"), "descending": np.argsort(-norms, kind="stable")}
+    orders["stream"] = orders["random"]
+    params = (10, 40, 100, 400)
+    rows = []
+    for order in args.orders:
+        methods = []
+        if order != "stream":
+            if "hnswlib" in args.methods:
+                methods.append(peers.HnswlibIP(args.threads, params=params))
+            if "faiss" in args.methods:
+                methods.append(peers.FaissHNSW(params=params))
+        for construction in ("ip", "xbox"):
+            if f"ours-{construction}" in args.methods:
+                methods.append(peers.OursHNSW(args.threads, construction, batches=10 if order == "stream" else 1,
+                                              params=params))
+        perm = orders[order]
+        rank = np.empty_like(perm)
+        rank[perm] = np.arange(len(perm))
+        for row in sweep(methods, keys[perm], test, rank[true_ids], k=10, progress=False):
+            rows.append({**row, "order": order})
+            print(f"{order:<10} {row['method']:<40} ef {row['param']:>4}  recall@10 {row['recall']:6.1%}  "
+                  f"{1e3 / row['ms_per_query']:>9.0f} queries/s  build {row['build_s']:.0f} s", flush=True)
+    out = Path(args.out) / args.dataset
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    print(f"wrote {out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+import threading
+
+import hnswlib
+import numpy as np
+import pytest
+
+import amips_plugins as ap
+from amips_plugins.hnsw import AmortizedHNSW
+
+D = 10
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((20, D)) * 2
+    keys = centers[rng.integers(0, 20, 3000)] + rng.standard_normal((3000, D))
+    keys = (keys * rng.lognormal(0, 0.4, (3000, 1))).astype(np.float32)
+    queries = rng.standard_normal((1200, D)).astype(np.float32)
+    return keys, queries[:1000], queries[1000:]
+
+
+def build(keys, batches=1, **kw):
+    index = AmortizedHNSW(space="ip", dim=D, **kw)
+    index.init_index(max_elements=len(keys), M=16, ef_construction=100, random_seed=1)
+    for part in np.array_split(np.arange(len(keys)), batches):
+        index.add_items(keys[part], part, num_threads=1)
+    index.set_ef(50)
+    return index
+
+
+def recall10(index, keys, queries):
+    labels, _ = index.knn_query(queries, k=10)
+    _, true = ap.topk_dot(queries, keys, 10)
+    return np.mean([len(set(a) & set(b)) / 10 for a, b in zip(labels.tolist(), true.tolist())])
+
+
+def test_swap_in_for_hnswlib_ip(data):
+    keys, _, test = data
+    results = []
+    for cls in (hnswlib.Index, AmortizedHNSW):  # the same code drives both
+        p = cls(space="ip", dim=D)
+        p.init_index(max_elements=len(keys), ef_construction=100, M=16)
+        p.add_items(keys)
+        p.set_ef(60)
+        labels, distances = p.knn_query(test, k=5)
+        assert labels.dtype == np.uint64 and distances.dtype == np.float32 and labels.shape == (len(test), 5)
+        assert p.get_current_count() == len(keys) and p.get_max_elements() == len(keys)
+        results.append(recall10(p, keys, test))
+    assert results[1] >= results[0] - 0.02, results
+
+
+@pytest.mark.parametrize("construction", ["ip", "xbox"])
+def test_distances_are_one_minus_the_inner_product(data, construction):
+    keys, _, test = data
+    index = build(keys, construction=construction)
+    labels, distances = index.knn_query(test, k=8)
+    exact = np.einsum("nd,nkd->nk", test.astype(np.float64), keys[labels.astype(np.int64)].astype(np.float64))
+    np.testing.assert_allclose(distances, 1 - exact, rtol=1e-5, atol=1e-5)
+    assert (np.diff(distances, axis=1) >= 0).all()
+    np.testing.assert_array_equal(index.get_items(labels[0].tolist()), keys[labels[0].astype(np.int64)])
+
+
+def test_xbox_max_norm_grows_across_batches(data):
+    keys, _, _ = data
+    index = AmortizedHNSW(space="ip", dim=D, construction="xbox")
+    index.init_index(len(keys))
+    seen = 0.0
+    for part in np.array_split(keys, 4):
+        index.add_items(part)
+        seen = max(seen, float(np.linalg.norm(part, axis=1).max()))
+        assert index.xbox.max_norm == pytest.approx(seen, rel=1e-6)
+    stored = np.asarray(index.index.get_items(index.get_ids_list()))
+    assert stored.shape[1] == D + 1
+    assert (np.linalg.norm(stored, axis=1) <= seen * (1 + 1e-5)).all()
+
+
+@pytest.mark.parametrize("construction", ["ip", "xbox"])
+def test_recall_on_a_clustered_varied_norm_set(data, construction):
+    keys, _, test = data
+    bulk = recall10(build(keys, construction=construction), keys, test)
+    streamed = recall10(build(keys, batches=10, construction=construction), keys, test)
+    assert bulk > 0.9 and streamed > 0.9, (bulk, streamed)
+
+
+def test_query_transform_search_rescored_with_q(data):
+    pytest.importorskip("torch")
+    keys, train, test = data
+    index = build(keys)
+    index.fit_query_transform(keys, train, ap.KeyNet(D, width=32, depth=2), steps=20, eval_every=20,
+                              progress=False, device="cpu")
+    labels, distances = index.knn_query(test, k=5)
+    exact = np.einsum("nd,nkd->nk", test, keys[labels.astype(np.int64)])
+    np.testing.assert_allclose(distances, 1 - exact, rtol=1e-5, atol=1e-5)
+    assert recall10(index, keys, test) > 0.8
+
+
+def test_save_and_load_round_trip(data, tmp_path):
+    keys, _, test = data
+    index = build(keys, construction="xbox")
+    index.save_index(tmp_path / "h.amips")
+    loaded = AmortizedHNSW(space="ip", dim=D)
+    loaded.load_index(tmp_path / "h.amips", max_elements=len(keys) + 10)
+    assert loaded.construction == "xbox" and loaded.xbox.max_norm == index.xbox.max_norm
+    assert loaded.ef == 50 and loaded.get_max_elements() == len(keys) + 10
+    for a, b in zip(index.knn_query(test, k=5), loaded.knn_query(test, k=5)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_foreign_files_and_wrong_dims_are_refused(data, tmp_path):
+    keys, _, _ = data
+    plain = hnswlib.Index(space="ip", dim=D)
+    plain.init_index(100)
+    plain.add_items(keys[:100])
+    plain.save_index(str(tmp_path / "plain.bin"))
+    with pytest.raises(ValueError, match="AmortizedHNSW.wrap"):
+        AmortizedHNSW(space="ip", dim=D).load_index(tmp_path / "plain.bin")
+    build(keys[:200]).save_index(tmp_path / "ours")
+    with pytest.raises(ValueError, match="dim"):
+        AmortizedHNSW(space="ip", dim=D + 1).load_index(tmp_path / "ours")
+    wrapped = AmortizedHNSW.wrap(plain)
+    assert wrapped.index is plain and wrapped.knn_query(keys[:3], k=2)[0].shape == (3, 2)
+
+
+def test_wrap_an_xbox_graph(data):
+    keys, _, test = data
+    transform = ap.XboxTransform(D)
+    graph = hnswlib.Index(space="ip", dim=D + 1)
+    graph.init_index(len(keys))
+    graph.add_items(transform.add_keys(keys))
+    wrapped = AmortizedHNSW.wrap(graph, xbox=True)
+    assert wrapped.dim == D and wrapped.xbox.max_norm == pytest.approx(transform.max_norm, rel=1e-5)
+    _, distances = wrapped.knn_query(test, k=3)
+    assert (distances < 1 - 0).any()  # inner products with q, not with [q, 0] against the pad
+
+
+def test_concurrent_queries(data):
+    keys, _, test = data
+    index = build(keys)
+    expected = index.knn_query(test, k=4, num_threads=1)
+    out, errors = [None] * 4, []
+
+    def run(i):
+        try:
+            out[i] = index.knn_query(test, k=4, num_threads=1)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for labels, _ in out:
+        np.testing.assert_array_equal(labels, expected[0])
+
+
+def test_bad_input(data):
+    keys, _, test = data
+    with pytest.raises(ValueError, match="space"):
+        AmortizedHNSW(space="l2", dim=D)
+    with pytest.raises(ValueError, match="construction"):
+        AmortizedHNSW(space="ip", dim=D, construction="cosine")
+    index = AmortizedHNSW(space="ip", dim=D)
+    index.init_index(100)
+    with pytest.raises(ValueError, match="empty"):
+        index.knn_query(test, k=1)
+    index.add_items(keys[:50])
+    with pytest.raises(ValueError, match="exceeds the 50"):
+        index.knn_query(test, k=51)
+    with pytest.raises(ValueError, match="dimension"):
+        index.knn_query(test[:, :-1], k=1)
+    with pytest.raises(ValueError, match="dimension"):
+        index.add_items(keys[:5, :-1])
+    bad = keys[50:60].copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        index.add_items(bad)
+    with pytest.raises(ValueError, match="max_elements"):
+        index.add_items(keys[50:200])
+    with pytest.raises(ValueError, match="ids"):
+        index.add_items(keys[50:52], [1])
+    assert index.get_current_count() == 50  # nothing half-added
+    index.resize_index(200)
+    index.add_items(keys[50:200])
+    assert index.get_current_count() == 200
+    index.mark_deleted(0)
+    labels, _ = index.knn_query(keys[:1], k=5)
+    assert 0 not in labels
