@@ -102,12 +102,9 @@ class AmortizedHNSW:
     @query_transform.setter
     def query_transform(self, model) -> None:
         if model is not None:
-            if not hasattr(model, "key_multiply_adds") or model.num_outputs != 1 or model.dim != self.dim:
-                raise ValueError(f"query_transform must be a one-output KeyNet or SupportNet of dim {self.dim}, "
-                                 f"got {model!r:.200}")
-            from .transform import QueryTransform
+            from .transform import key_predictor
 
-            self._predictor = QueryTransform(model)
+            self._predictor = key_predictor(model, self.dim)
         self._query_transform = model
 
     def fit_query_transform(self, keys, train_queries, model=None, **fit_kwargs) -> list[dict]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -81,8 +80,7 @@ class AmortizedIVF:
         self._init_learned(query_transform, router)
 
     def _init_learned(self, query_transform, router):
-        self._lock = threading.Lock()  # guards last_search_stats
-        self.last_search_stats: dict = {}
+        self.last_search_stats: dict = {}  # replaced whole by each search
         self.query_transform, self.router = query_transform, router
 
     @classmethod
@@ -128,12 +126,11 @@ class AmortizedIVF:
     @query_transform.setter
     def query_transform(self, model) -> None:
         if model is not None:
-            if not _is_torch_model(model) or model.num_outputs != 1 or model.dim != self._d:
-                raise ValueError(f"query_transform must be a one-output KeyNet or SupportNet of dim "
-                                 f"{self._d}, got {model!r:.200}")
+            from .transform import key_predictor
+
+            self._key_predictor = key_predictor(model, self._d)
             self._check_fingerprint(model, "query_transform")
         self._query_transform = model
-        self._key_predictor = None if model is None else _transform(model)
 
     @property
     def router(self):
@@ -150,8 +147,12 @@ class AmortizedIVF:
             if _is_torch_model(router):
                 self._check_fingerprint(router, "router")
         self._router = router
-        self._list_scorer = None if router is None else (
-            _transform(router).scores if _is_torch_model(router) else router.scores)
+        if _is_torch_model(router):
+            from .transform import QueryTransform
+
+            self._list_scorer = QueryTransform(router).scores
+        elif router is not None:
+            self._list_scorer = router.scores
 
     def _check_fingerprint(self, model, name: str) -> None:
         """Refuse a model trained for other keys (checked when the index already holds keys)."""
@@ -205,7 +206,7 @@ class AmortizedIVF:
         on); returns the training history.
         """
         self._require_keys()
-        keys, offsets, _ = self.grouped_keys()
+        keys, offsets, ids = self.grouped_keys()
         if model is None:
             pieces = 16 * self.nlist if num_pieces is None else num_pieces
             self.router = MaxAffineRouter.fit(keys, offsets, train_queries, pieces, num_threads=num_threads)
@@ -216,7 +217,7 @@ class AmortizedIVF:
             raise ValueError(f"the router model has {model.num_outputs} outputs; this index has {self.nlist} lists")
         fit_kwargs = {"key_weight": 0.0, "score_weight": 1.0, "num_threads": num_threads, **fit_kwargs}
         history = fit(model, keys, train_queries, offsets=offsets, **fit_kwargs)
-        model.key_fingerprint = key_fingerprint(self.keys_by_id())
+        model.key_fingerprint = key_fingerprint(keys[np.argsort(ids, kind="stable")])
         self.router = model
         return history
 
@@ -292,18 +293,17 @@ class AmortizedIVF:
         end = time.perf_counter()
         n = max(len(q), 1)
         coarse_distances = self.nlist if coarse else 0
-        with self._lock:
-            self.last_search_stats = {
-                "queries": len(q),
-                "nprobe": nprobe,
-                "lists_probed": int(np.count_nonzero(lists >= 0)) / n,
-                "distances": distances / n + coarse_distances,
-                "flops": 2 * (distances / n + coarse_distances) * self.index.d + network_flops,
-                "network_flops": network_flops,
-                "network_s": network_end - start,
-                "routing_s": routing_end - network_end,
-                "scan_s": end - routing_end,
-            }
+        self.last_search_stats = {
+            "queries": len(q),
+            "nprobe": nprobe,
+            "lists_probed": int(np.count_nonzero(lists >= 0)) / n,
+            "distances": distances / n + coarse_distances,
+            "flops": 2 * (distances / n + coarse_distances) * self.index.d + network_flops,
+            "network_flops": network_flops,
+            "network_s": network_end - start,
+            "routing_s": routing_end - network_end,
+            "scan_s": end - routing_end,
+        }
         return D, I
 
     def _scan(self, queries: np.ndarray, k: int, lists: np.ndarray):
@@ -401,12 +401,6 @@ class AmortizedIVF:
         if self._query_transform is not None:
             parts.append(f"query_transform={type(self._query_transform).__name__}")
         return f"AmortizedIVF({', '.join(parts)})"
-
-
-def _transform(model):
-    from .transform import QueryTransform
-
-    return QueryTransform(model)
 
 
 def _flops(model) -> int:

@@ -8,7 +8,7 @@ import torch
 from ._validation import as_matrix, as_positive_int
 from .models import SupportNet
 
-__all__ = ["QueryTransform"]
+__all__ = ["QueryTransform", "key_predictor"]
 
 
 class QueryTransform:
@@ -58,3 +58,12 @@ class QueryTransform:
     def score_flops_per_query(self) -> int:
         """FLOPs (2 per multiply-add) of one ``scores`` evaluation."""
         return 2 * self.model.multiply_adds()
+
+
+def key_predictor(model, dim: int) -> QueryTransform:
+    """A ``QueryTransform`` for ``model``, checked to be a one-output KeyNet or SupportNet of ``dim``
+    (ValueError otherwise): the query transform an index wrapper accepts."""
+    if not hasattr(model, "key_multiply_adds") or model.num_outputs != 1 or model.dim != dim:
+        raise ValueError(f"query_transform must be a one-output KeyNet or SupportNet of dim {dim}, "
+                         f"got {model!r:.200}")
+    return QueryTransform(model)

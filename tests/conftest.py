@@ -1,3 +1,5 @@
+import threading
+
 import numpy as np
 import pytest
 
@@ -41,3 +43,23 @@ def assert_topk_matches(scores, ids, ref_scores, ref_ids, atol=1e-4):
     clear[:, 1:] &= ~(gaps <= atol)
     clear[:, :-1] &= ~(gaps <= atol)
     np.testing.assert_array_equal(ids[clear], ref_ids[clear])
+
+
+def call_from_threads(fn, num_threads: int) -> list:
+    """fn() run at once on ``num_threads`` threads; its results, or the first error raised."""
+    results, errors = [None] * num_threads, []
+
+    def run(i):
+        try:
+            results[i] = fn()
+        except Exception as e:  # re-raised below, on the test's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(num_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results

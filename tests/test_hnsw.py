@@ -1,11 +1,10 @@
-import threading
-
 import hnswlib
 import numpy as np
 import pytest
 
 import amips_plugins as ap
 from amips_plugins.hnsw import AmortizedHNSW
+from conftest import call_from_threads
 
 D = 10
 
@@ -138,21 +137,7 @@ def test_concurrent_queries(data):
     keys, _, test = data
     index = build(keys)
     expected = index.knn_query(test, k=4, num_threads=1)
-    out, errors = [None] * 4, []
-
-    def run(i):
-        try:
-            out[i] = index.knn_query(test, k=4, num_threads=1)
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    for labels, _ in out:
+    for labels, _ in call_from_threads(lambda: index.knn_query(test, k=4, num_threads=1), 4):
         np.testing.assert_array_equal(labels, expected[0])
 
 

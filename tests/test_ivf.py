@@ -1,5 +1,3 @@
-import threading
-
 import faiss
 import numpy as np
 import pytest
@@ -7,6 +5,7 @@ import pytest
 import amips_plugins as ap
 from amips_plugins.ivf import AmortizedIVF
 from amips_plugins.routing import MaxAffineRouter
+from conftest import call_from_threads
 
 D, NLIST = 12, 24
 
@@ -178,21 +177,7 @@ def test_concurrent_searches_agree_with_serial_ones(data):
     index.fit_router(train)
     index.nprobe = 3
     expected = index.search(test, 4)
-    results, errors = [None] * 6, []
-
-    def run(i):
-        try:
-            results[i] = index.search(test, 4)
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    for D_, I_ in results:
+    for D_, I_ in call_from_threads(lambda: index.search(test, 4), 6):
         np.testing.assert_array_equal(I_, expected[1])
 
 
