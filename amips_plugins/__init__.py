@@ -9,8 +9,9 @@ __version__ = "0.1.0"
 
 # The learned parts need torch, which takes a second to import: load them on first use.
 _LAZY = {
-    "SupportNet": "models", "KeyNet": "models", "load_model": "models", "width_for_budget": "models",
-    "fit": "training", "compute_targets": "training", "augment_queries": "training",
+    "SupportNet": "models", "KeyNet": "models", "MaxAffineNet": "models", "load_model": "models",
+    "width_for_budget": "models",
+    "fit": "training", "fit_max_affine": "training", "compute_targets": "training", "augment_queries": "training",
     "QueryTransform": "transform",
 }
 
@@ -25,6 +26,7 @@ def __getattr__(name):
 __all__ = [
     "ExactIndex",
     "KeyNet",
+    "MaxAffineNet",
     "MipsDataset",
     "QueryTransform",
     "SupportNet",
@@ -32,6 +34,7 @@ __all__ = [
     "augment_queries",
     "compute_targets",
     "fit",
+    "fit_max_affine",
     "from_files",
     "glove50",
     "ground_truth",

@@ -13,7 +13,7 @@ Construction spaces (the graph is always searched by inner product, so distances
 answers of most queries, and linking them first builds a better graph (Vespa saw the same), so a
 batch arriving in random order gives the graph a sorted bulk load gives.
 
-With a ``query_transform`` (a one-output KeyNet or SupportNet), the graph is searched with the
+With a ``query_transform`` (a one-output KeyNet, SupportNet or MaxAffineNet), the graph is searched with the
 predicted best key, ``candidates`` results are gathered and rescored exactly with q on the C++
 core, and the top k returned.
 """

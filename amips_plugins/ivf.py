@@ -7,7 +7,7 @@ inner products with q. Choosing the lists:
 - no learned part: faiss's quantizer ranks the centroids for q (results equal faiss's own search);
 - ``router`` (a :class:`MaxAffineRouter`, or a model with one output per list): lists ranked by
   the predicted support value of each list; no coarse quantizer step;
-- ``query_transform`` (a one-output KeyNet or SupportNet): the quantizer ranks the centroids for
+- ``query_transform`` (a one-output KeyNet, SupportNet or MaxAffineNet): the quantizer ranks the centroids for
   the predicted best key instead of q. The chosen lists are then scanned with q itself, which finds
   every key that gathering candidates with the predicted key and rescoring them with q would find,
   at the same cost.

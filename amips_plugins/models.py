@@ -7,6 +7,8 @@ The MIPS value sigma_K(q) = max_{x in K} q.x is the support function of the key 
   outputs, f_c(q) ~ sigma_{K_c}(q) for each cluster c (a learned IVF router).
 - ``KeyNet``: a network g(q) ~ argmax key, read directly; its score is <g(q), q> (Euler's identity
   for 1-homogeneous functions: sigma(q) = <grad sigma(q), q>).
+- ``MaxAffineNet``: the one-layer input-convex network max_j q.p_j over pieces p_j picked among
+  the keys that answer training queries; predicted key = its (softened) gradient, the best piece.
 
 Both offer ``score(q) -> (n, C)`` and ``key(q) -> (n, d)`` (or ``(n, C, d)`` when C > 1).
 """
@@ -23,7 +25,7 @@ from torch import nn
 
 from ._io import atomic_path, key_fingerprint
 
-__all__ = ["SupportNet", "KeyNet", "width_for_budget", "key_fingerprint", "load_model"]
+__all__ = ["SupportNet", "KeyNet", "MaxAffineNet", "width_for_budget", "key_fingerprint", "load_model"]
 
 _FORMAT = "amips_plugins.model"
 _VERSION = 1
@@ -46,10 +48,11 @@ class _LearnedMIPS(nn.Module):
 
     def __init__(self, **config):
         super().__init__()
-        if config["dim"] < 1 or config["num_outputs"] < 1 or config["width"] < 1 or config["depth"] < 1:
-            raise ValueError(f"dim, num_outputs, width and depth must be positive, got {config}")
+        sizes = ("dim", "num_outputs", "width", "depth", "num_pieces")
+        if any(config[name] < 1 for name in sizes if name in config):
+            raise ValueError(f"{', '.join(n for n in sizes if n in config)} must be positive, got {config}")
         self.config = dict(config)
-        self.dim, self.num_outputs = config["dim"], config["num_outputs"]
+        self.dim, self.num_outputs = config["dim"], config.get("num_outputs", 1)
 
     def _linears(self):
         return [m for m in self.modules() if isinstance(m, nn.Linear)]
@@ -195,7 +198,57 @@ class KeyNet(_LearnedMIPS):
     forward = score
 
 
-_CLASSES = {"SupportNet": SupportNet, "KeyNet": KeyNet}
+class MaxAffineNet(_LearnedMIPS):
+    """The one-layer input-convex network f(q) = max_j q.p_j, with its gradient as the key.
+
+    With keys as pieces, f is a convex, 1-homogeneous lower bound of sigma_K, equal to it for
+    every query whose best key is a piece, and its gradient (the best piece) is then the exact
+    key. ``fit_max_affine`` picks the keys that answer the most training queries. The key is
+    softened over the ``blend`` best pieces, key(q) = sum_j softmax_j(q^.p_j / (t s)) p_j with
+    q^ = q / ||q|| and s the mean piece norm, so the temperature t is scale-free: t = 0 returns
+    the best piece; a larger t averages near-ties, which lowers the squared error where the best
+    piece is not the best key. score(q) = <key(q), q> (Euler's identity). The pieces are
+    parameters, so ``fit`` can also train them by gradient.
+
+    Parameters
+    ----------
+    dim : query dimension d
+    num_pieces : number of pieces m (the layer's width)
+    temperature : t >= 0
+    blend : pieces averaged per query (the softmax beyond them is negligible at small t)
+    """
+
+    def __init__(self, dim: int, num_pieces: int, temperature: float = 0.1, blend: int = 64):
+        if not temperature >= 0 or blend < 1:
+            raise ValueError(f"temperature must be >= 0 and blend positive, got {temperature}, {blend}")
+        super().__init__(dim=dim, num_pieces=num_pieces, temperature=temperature, blend=blend)
+        self.temperature, self.blend = float(temperature), min(blend, num_pieces)
+        self.pieces = nn.Parameter(torch.zeros(num_pieces, dim))
+
+    def key(self, q: torch.Tensor) -> torch.Tensor:
+        """Predicted best keys, (n, d)."""
+        unit = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        top, idx = (unit @ self.pieces.T).topk(self.blend, dim=-1)
+        if self.temperature == 0:
+            return self.pieces[idx[:, 0]]
+        weights = torch.softmax(top / (self.temperature * self.pieces.norm(dim=1).mean()), dim=-1)
+        return torch.einsum("nk,nkd->nd", weights, self.pieces[idx])
+
+    def score(self, q: torch.Tensor) -> torch.Tensor:
+        """<key(q), q>, (n, 1)."""
+        return (self.key(q) * q).sum(-1, keepdim=True)
+
+    forward = score
+
+    def key_multiply_adds(self) -> int:
+        # Every piece's inner product, then the weighted sum of the blended ones.
+        return (self.pieces.shape[0] + self.blend) * self.dim
+
+    def multiply_adds(self) -> int:
+        return self.key_multiply_adds() + self.dim
+
+
+_CLASSES = {"SupportNet": SupportNet, "KeyNet": KeyNet, "MaxAffineNet": MaxAffineNet}
 
 
 def load_model(path: str | os.PathLike | bytes, *, keys=None) -> _LearnedMIPS:

@@ -157,23 +157,30 @@ class LearnedIVF:
 
 class OursHNSW:
     """``AmortizedHNSW`` with a ``construction`` space, its keys added in ``batches`` equal parts
-    (streaming) or all at once (reports no distance counts)."""
+    (streaming) or all at once, optionally searching with a trained ``query_transform`` named
+    ``transform_name`` that gathers k candidates (reports no distance counts)."""
 
     param_name = "ef"
-    network_flops = 0
 
     def __init__(self, num_threads: int, construction: str = "ip", batches: int = 1, M: int = 16,
-                 ef_construction: int = 200, seed: int = 100, params=(10, 20, 40, 100, 200, 400)):
+                 ef_construction: int = 200, seed: int = 100, params=(10, 20, 40, 100, 200, 400),
+                 query_transform=None, transform_name: str = ""):
         self.num_threads, self.construction, self.batches = num_threads, construction, batches
         self.M, self.ef_construction, self.seed, self.params = M, ef_construction, seed, tuple(params)
+        self.query_transform = query_transform
         streamed = f", {batches} batches" if batches > 1 else ""
-        self.name = f"AmortizedHNSW {construction} (M {M}{streamed})"
+        learned = f", {transform_name}" if query_transform is not None else ""
+        self.name = f"AmortizedHNSW {construction} (M {M}{streamed}{learned})"
+        self.network_flops = 0
 
     def build(self, keys):
         from .hnsw import AmortizedHNSW
 
         self.distance_dim = keys.shape[1]
-        self.index = AmortizedHNSW(space="ip", dim=keys.shape[1], construction=self.construction)
+        self.index = AmortizedHNSW(space="ip", dim=keys.shape[1], construction=self.construction,
+                                   query_transform=self.query_transform, candidates=1)
+        if self.query_transform is not None:
+            self.network_flops = 2 * self.query_transform.key_multiply_adds()
         self.index.init_index(len(keys), M=self.M, ef_construction=self.ef_construction, random_seed=self.seed)
         for part in np.array_split(np.arange(len(keys)), self.batches):
             self.index.add_items(keys[part], part, num_threads=self.num_threads)

@@ -16,7 +16,20 @@ import numpy as np
 from ._validation import as_matrix, as_num_threads, as_offsets, as_positive_int
 from .exact import segment_max_dot, topk_dot
 
-__all__ = ["MaxAffineRouter"]
+__all__ = ["MaxAffineRouter", "most_winning_keys"]
+
+
+def most_winning_keys(keys, queries, num_pieces: int, *, num_threads: int | None = None) -> np.ndarray:
+    """Ids of the ``num_pieces`` keys that are the exact top-1 of the most ``queries`` (ties: larger
+    norm), fewer if fewer keys ever win: the pieces of a max-affine support function that is
+    exact for every query whose answer is among them."""
+    x = as_matrix(keys, "keys", allow_empty=False)
+    q = as_matrix(queries, "queries", dim=x.shape[1], allow_empty=False)
+    num_pieces = as_positive_int(num_pieces, "num_pieces")
+    _, best = topk_dot(q, x, 1, num_threads=as_num_threads(num_threads))
+    wins = np.bincount(best[:, 0], minlength=len(x))
+    norms = np.einsum("ij,ij->i", x, x)
+    return np.lexsort((-norms, -wins))[: min(num_pieces, int((wins > 0).sum()))]
 
 
 class MaxAffineRouter:
@@ -47,12 +60,7 @@ class MaxAffineRouter:
         """
         x = as_matrix(keys, "keys", allow_empty=False)
         off = as_offsets(offsets, len(x))
-        q = as_matrix(queries, "queries", dim=x.shape[1], allow_empty=False)
-        num_pieces = as_positive_int(num_pieces, "num_pieces")
-        _, best = topk_dot(q, x, 1, num_threads=as_num_threads(num_threads))
-        wins = np.bincount(best[:, 0], minlength=len(x))
-        norms = np.einsum("ij,ij->i", x, x)
-        winners = np.lexsort((-norms, -wins))[: min(num_pieces, int((wins > 0).sum()))]
+        winners = most_winning_keys(x, queries, num_pieces, num_threads=num_threads)
         list_of_key = np.repeat(np.arange(len(off) - 1), np.diff(off))
         sizes = np.diff(off)
         means = np.add.reduceat(x, off[:-1][sizes > 0], axis=0) / sizes[sizes > 0, None]

@@ -1,7 +1,8 @@
 """Targets and training for the learned support functions.
 
 Targets are the exact argmax keys and max scores (per cluster when ``offsets`` is given), from the
-C++ core. ``fit`` trains a SupportNet or KeyNet on them: key matching mean ||k^ - k*||^2 / d and
+C++ core. ``fit_max_affine`` builds a MaxAffineNet from them in one pass. ``fit`` trains a
+SupportNet or KeyNet (or fine-tunes a MaxAffineNet) on them: key matching mean ||k^ - k*||^2 / d and
 score regression (f^ - s*)^2, AdamW with warm-up and cosine decay, gradient clipping, an EMA of the
 weights (the EMA model is evaluated, kept and returned), early stopping on the validation loss.
 """
@@ -19,10 +20,11 @@ import torch
 from ._validation import as_matrix, as_num_threads
 from .exact import topk_dot
 from .ground_truth import ground_truth, segment_ground_truth
-from .models import key_fingerprint
+from .models import MaxAffineNet, key_fingerprint
+from .routing import most_winning_keys
 
 __all__ = ["Targets", "compute_targets", "augment_queries", "key_recovery", "relative_key_error",
-           "routing_accuracy", "fit"]
+           "routing_accuracy", "fit", "fit_max_affine"]
 
 
 @dataclass(frozen=True)
@@ -251,3 +253,35 @@ def fit(model, keys, queries, *, offsets=None, val_queries=None, val_fraction: f
     else:
         history.append({"step": 0, "stopped": stopped})
     return history
+
+
+def fit_max_affine(keys, queries, num_pieces: int, *, temperatures=(0.0, 0.005, 0.01, 0.015, 0.02, 0.03),
+                   val_fraction: float = 0.1, seed: int = 0, num_threads=None) -> MaxAffineNet:
+    """A MaxAffineNet for ``keys``: its pieces are the ``num_pieces`` keys that are the exact top-1
+    of the most ``queries``; its temperature is the one of ``temperatures`` with the least
+    relative key error on a seeded ``val_fraction`` of the queries, scored with pieces picked
+    from the other queries. The returned model's pieces come from all the queries.
+    ``temperatures=(0.0,)`` keeps the best piece itself (the most keys recovered)."""
+    threads = as_num_threads(num_threads)
+    x = as_matrix(keys, "keys", allow_empty=False)
+    q = as_matrix(queries, "queries", dim=x.shape[1], allow_empty=False)
+    if not 0.0 < val_fraction < 1.0 or len(q) < 2:
+        raise ValueError(f"need val_fraction in (0, 1) and at least 2 queries, got {val_fraction}, {len(q)}")
+    held_out = np.random.default_rng(seed).permutation(len(q))[: max(1, round(val_fraction * len(q)))]
+    val_q, train_q = q[held_out], np.delete(q, held_out, axis=0)
+    val_best = topk_dot(val_q, x, 1, num_threads=threads)[1][:, 0]
+
+    def model(ids, temperature):
+        net = MaxAffineNet(x.shape[1], len(ids), temperature)
+        net.pieces.data.copy_(torch.from_numpy(x[ids]))
+        net.key_fingerprint = key_fingerprint(x)
+        return net.eval()
+
+    def val_error(net):
+        with torch.no_grad():
+            pred = torch.cat([net.key(b) for b in torch.from_numpy(val_q).split(4096)]).numpy()
+        return relative_key_error(pred, val_q, x, val_best)
+
+    ids = most_winning_keys(x, train_q, num_pieces, num_threads=threads)
+    temperature = min(temperatures, key=lambda t: val_error(model(ids, t)))
+    return model(most_winning_keys(x, q, num_pieces, num_threads=threads), temperature)

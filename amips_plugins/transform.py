@@ -1,4 +1,4 @@
-"""Numpy in, numpy out inference for a trained SupportNet or KeyNet."""
+"""Numpy in, numpy out inference for a trained SupportNet, KeyNet or MaxAffineNet."""
 
 from __future__ import annotations
 
@@ -61,9 +61,9 @@ class QueryTransform:
 
 
 def key_predictor(model, dim: int) -> QueryTransform:
-    """A ``QueryTransform`` for ``model``, checked to be a one-output KeyNet or SupportNet of ``dim``
-    (ValueError otherwise): the query transform an index wrapper accepts."""
+    """A ``QueryTransform`` for ``model``, checked to be a one-output KeyNet, SupportNet or
+    MaxAffineNet of ``dim`` (ValueError otherwise): the query transform an index wrapper accepts."""
     if not hasattr(model, "key_multiply_adds") or model.num_outputs != 1 or model.dim != dim:
-        raise ValueError(f"query_transform must be a one-output KeyNet or SupportNet of dim {dim}, "
-                         f"got {model!r:.200}")
+        raise ValueError(f"query_transform must be a one-output KeyNet, SupportNet or MaxAffineNet of "
+                         f"dim {dim}, got {model!r:.200}")
     return QueryTransform(model)

@@ -6,7 +6,10 @@
 Keys (GloVe: 300k words) are inserted in random order, ascending norm or descending norm (ours
 also streamed in 10 random batches); 2k held-out words are the queries. M = 16,
 ef_construction = 200, ef in {10, 40, 100, 400}. Prints recall@10 against the exact top-10 and
-queries/s (the whole batch, all threads) for every method, order and ef, and writes them as JSON.
+queries/s (the whole batch, all threads, network included) for every method, order and ef, and
+writes them as JSON. The learned query transforms (random order only) are trained on the
+dataset's training queries first: a KeyNet for ``--budget`` seconds, a MaxAffineNet in one pass;
+the graph is searched with the predicted key for k = 10 candidates, rescored with q.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from amips_plugins import peers
 from amips_plugins.evaluation import sweep
 from amips_plugins.ground_truth import default_cache_dir
 
-METHODS = ("hnswlib", "faiss", "ours-ip", "ours-xbox")
+METHODS = ("hnswlib", "faiss", "ours-ip", "ours-xbox", "ours-keynet", "ours-maxaffine")
 
 
 def load(name: str, seed: int) -> ap.MipsDataset:
@@ -42,6 +45,8 @@ def main():
     p.add_argument("--orders", nargs="+", choices=["random", "ascending", "descending", "stream"],
                    default=["random", "ascending", "descending", "stream"])
     p.add_argument("--num-test", type=int, default=2000)
+    p.add_argument("--budget", type=float, default=90, help="training seconds of the KeyNet")
+    p.add_argument("--pieces", type=int, default=16000, help="pieces of the MaxAffineNet")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/bench_hnsw")
@@ -58,6 +63,13 @@ def main():
               "ascending": np.argsort(norms, kind="stable"), "descending": np.argsort(-norms, kind="stable")}
     orders["stream"] = orders["random"]
     params = (10, 40, 100, 400)
+    transforms = {}
+    if "ours-keynet" in args.methods:
+        transforms["KeyNet"] = ap.KeyNet(ds.d)
+        ap.fit(transforms["KeyNet"], keys, ds.train_queries, time_budget=args.budget, steps=100_000,
+               eval_every=500, patience=4, device="cpu", progress=False)
+    if "ours-maxaffine" in args.methods:
+        transforms["MaxAffineNet"] = ap.fit_max_affine(keys, ds.train_queries, args.pieces, num_threads=args.threads)
     rows = []
     for order in args.orders:
         methods = []
@@ -70,6 +82,9 @@ def main():
             if f"ours-{construction}" in args.methods:
                 methods.append(peers.OursHNSW(args.threads, construction, batches=10 if order == "stream" else 1,
                                               params=params))
+        if order == "random":
+            methods += [peers.OursHNSW(args.threads, params=params, query_transform=model, transform_name=name)
+                        for name, model in transforms.items()]
         perm = orders[order]
         rank = np.empty_like(perm)
         rank[perm] = np.arange(len(perm))

@@ -2,13 +2,15 @@
 
     python benchmarks/bench_learned.py                  # 3 minutes of training per model
     python benchmarks/bench_learned.py --budget 600     # the 10-minute budget of the goal
+    python benchmarks/bench_learned.py --models maxaffine maxaffine-router   # the one-pass models
 
 300k keys, 90k training words, 10k held-out test words (seeded split). For key predictors:
 key recovery (the L2-nearest key of the predicted key is the exact MIPS answer; q itself is the
 baseline) and relative error |k^ - k*|^2 / |q - k*|^2 (1.0 for q itself). For routers over a faiss
 IVF (nlist 547): routing accuracy, the list holding the best key ranked first / within the top 27
 (5%), against faiss's own ranking by centroid inner product. Every row reports parameters,
-multiply-adds per query and training time.
+multiply-adds per query and training time. The max-affine models are fitted in one pass (the keys
+that answer the most training queries become pieces), not by gradient steps.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import time
 
 import faiss
 import numpy as np
@@ -23,6 +26,7 @@ import torch
 
 import amips_plugins as ap
 from amips_plugins.ground_truth import default_cache_dir, segment_ground_truth
+from amips_plugins.routing import MaxAffineRouter
 from amips_plugins.training import key_recovery, relative_key_error, routing_accuracy
 
 
@@ -56,10 +60,12 @@ def ivf_lists(keys, nlist, threads):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", type=float, default=180, help="training seconds per model")
-    p.add_argument("--models", nargs="+", default=["keynet", "supportnet", "supportnet-hom", "router"],
-                   choices=["keynet", "supportnet", "supportnet-hom", "router"])
+    models = ["keynet", "supportnet", "supportnet-hom", "maxaffine", "router", "maxaffine-router"]
+    p.add_argument("--models", nargs="+", default=models, choices=models)
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--router-width", type=int, default=384)
+    p.add_argument("--pieces", type=int, default=16000, help="pieces of the MaxAffineNet")
+    p.add_argument("--router-macs", type=int, default=500_000, help="multiply-adds of the max-affine router")
     p.add_argument("--augment", type=int, default=0, help="noisy copies of every training query")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--seed", type=int, default=0)
@@ -97,8 +103,13 @@ def main():
             model = ap.SupportNet(ds.d, width=args.width, depth=3, homogeneous=hom)
             name = f"SupportNet {args.width}x3{' homogeneous' if hom else ''}"
             key_row(name, model, train(model, args.budget, **fit_kwargs))
+    if "maxaffine" in args.models:
+        start = time.perf_counter()
+        model = ap.fit_max_affine(keys, train_q, args.pieces, num_threads=args.threads)
+        name = f"MaxAffineNet {len(model.pieces)} pieces t={model.temperature:g}"
+        key_row(name, model, {"seconds": time.perf_counter() - start, "step": 0})
 
-    if "router" in args.models:
+    if {"router", "maxaffine-router"} & set(args.models):
         nlist = 547
         order, offsets, quantizer = ivf_lists(keys, nlist, args.threads)
         grouped = keys[order]
@@ -110,14 +121,23 @@ def main():
         print(f"{'faiss IVF ranking (centroid IP)':<34} {nlist * ds.d:>9} {nlist * ds.d:>10} {0:>8} {0:>6} | "
               f"{'':>12} {'':>10} | {routing_accuracy(centroid_scores, truth):>8.1%} "
               f"{routing_accuracy(centroid_scores, truth, top):>8.1%}")
-        model = ap.SupportNet(ds.d, num_outputs=nlist, width=args.router_width, depth=2, homogeneous=True)
-        last = train(model, args.budget, **{**fit_kwargs, "keys": grouped}, offsets=offsets,
-                     key_weight=0.0, score_weight=1.0)
-        pred = ap.QueryTransform(model).scores(test_q)
-        params = sum(p.numel() for p in model.parameters())
-        print(f"{f'SupportNet router {args.router_width}x2 hom.':<34} {params:>9} {model.multiply_adds():>10} "
-              f"{last['seconds']:>8.0f} {last['step']:>6} | {'':>12} {'':>10} | "
-              f"{routing_accuracy(pred, truth):>8.1%} {routing_accuracy(pred, truth, top):>8.1%}", flush=True)
+
+        def router_row(name, pred, params, macs, seconds, steps):
+            print(f"{name:<34} {params:>9} {macs:>10} {seconds:>8.0f} {steps:>6} | {'':>12} {'':>10} | "
+                  f"{routing_accuracy(pred, truth):>8.1%} {routing_accuracy(pred, truth, top):>8.1%}", flush=True)
+
+        if "router" in args.models:
+            model = ap.SupportNet(ds.d, num_outputs=nlist, width=args.router_width, depth=2, homogeneous=True)
+            last = train(model, args.budget, **{**fit_kwargs, "keys": grouped}, offsets=offsets,
+                         key_weight=0.0, score_weight=1.0)
+            router_row(f"SupportNet router {args.router_width}x2 hom.", ap.QueryTransform(model).scores(test_q),
+                       sum(p.numel() for p in model.parameters()), model.multiply_adds(), last["seconds"], last["step"])
+        if "maxaffine-router" in args.models:
+            start = time.perf_counter()
+            router = MaxAffineRouter.fit(grouped, offsets, train_q, args.router_macs // ds.d - nlist,
+                                         num_threads=args.threads)
+            router_row(f"max-affine router {len(router.pieces)} pieces", router.scores(test_q), router.pieces.size,
+                       router.multiply_adds(), time.perf_counter() - start, 0)
 
 
 if __name__ == "__main__":

@@ -104,3 +104,38 @@ def test_bad_model_arguments():
         ap.SupportNet(0)
     with pytest.raises(ValueError, match="beta"):
         ap.SupportNet(4, beta=0)
+
+
+def test_max_affine_net_is_the_best_piece_at_zero_temperature():
+    rng = np.random.default_rng(1)
+    pieces = torch.from_numpy(rng.standard_normal((30, 5)).astype(np.float32))
+    model = ap.MaxAffineNet(5, 30, temperature=0.0)
+    model.pieces.data.copy_(pieces)
+    q = torch.randn(40, 5)
+    best = (q @ pieces.T).argmax(dim=1)
+    torch.testing.assert_close(model.key(q), pieces[best], rtol=0, atol=0)
+    torch.testing.assert_close(model.score(q)[:, 0], (q @ pieces.T).max(dim=1).values)
+    assert model.key_multiply_adds() == (30 + 30) * 5  # every piece, then the blended ones
+
+
+def test_max_affine_net_temperature_blends_towards_the_mean():
+    model = ap.MaxAffineNet(2, 2, temperature=1e3)
+    model.pieces.data.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    torch.testing.assert_close(model.key(torch.tensor([[1.0, 0.2]])), torch.tensor([[0.5, 0.5]]), atol=1e-3, rtol=0)
+    cold = ap.MaxAffineNet(2, 2, temperature=1e-3)
+    cold.pieces.data.copy_(model.pieces.data)
+    torch.testing.assert_close(cold.key(torch.tensor([[1.0, 0.2]])), torch.tensor([[1.0, 0.0]]))
+
+
+def test_max_affine_net_save_load_and_bad_arguments(tmp_path):
+    model = ap.MaxAffineNet(4, 10, temperature=0.05, blend=3)
+    model.pieces.data.normal_()
+    model.save(tmp_path / "m.pt")
+    loaded = ap.load_model(tmp_path / "m.pt")
+    q = torch.randn(6, 4)
+    assert isinstance(loaded, ap.MaxAffineNet) and loaded.config == model.config
+    torch.testing.assert_close(loaded.key(q), model.eval().key(q), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="temperature"):
+        ap.MaxAffineNet(4, 10, temperature=-1)
+    with pytest.raises(ValueError, match="positive"):
+        ap.MaxAffineNet(4, 0)

@@ -101,3 +101,34 @@ def test_bad_training_input():
         ap.QueryTransform(ap.KeyNet(8, num_outputs=2)).keys(TEST)
     with pytest.raises(ValueError, match=r"dimension 8.*\(4, 3\)"):
         ap.QueryTransform(ap.KeyNet(8)).keys(np.ones((4, 3)))
+
+
+def test_fit_max_affine_recovers_the_keys_that_win():
+    model = ap.fit_max_affine(KEYS, QUERIES, 64, temperatures=(0.0,))
+    _, best = ap.topk_dot(TEST, KEYS, 1)
+    covered = np.isin(best[:, 0], ap.topk_dot(QUERIES, KEYS, 1)[1][:, 0]).mean()
+    # Every test query whose best key won a training query (and is among the 64 kept) is exact.
+    assert recovery(model) >= 0.6 and recovery(model) <= covered
+    assert model.key_fingerprint["n"] == 300 and len(model.pieces) <= 64
+    with torch.no_grad():
+        pieces = model.pieces.numpy()
+    assert all((KEYS == p).all(axis=1).any() for p in pieces)  # the pieces are keys
+
+
+def test_fit_max_affine_picks_the_temperature_with_least_relative_error():
+    from amips_plugins.training import relative_key_error
+
+    grid = (0.0, 0.05, 10.0)
+    model = ap.fit_max_affine(KEYS, QUERIES, 64, temperatures=grid)
+    assert model.temperature in grid
+    true_ids = ap.topk_dot(TEST, KEYS, 1)[1][:, 0]
+    errors = {}
+    for t in grid:
+        other = ap.MaxAffineNet(8, len(model.pieces), t)
+        other.pieces.data.copy_(model.pieces.data)
+        errors[t] = relative_key_error(ap.QueryTransform(other).keys(TEST), TEST, KEYS, true_ids)
+    assert errors[model.temperature] <= min(errors.values()) * 1.1, errors  # picked on held-out queries
+    with pytest.raises(ValueError, match="val_fraction"):
+        ap.fit_max_affine(KEYS, QUERIES, 64, val_fraction=1.0)
+    with pytest.raises(ValueError, match="dimension"):
+        ap.fit_max_affine(KEYS, QUERIES[:, :4], 64)
