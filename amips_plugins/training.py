@@ -107,7 +107,8 @@ class _Batches:
         self.q = torch.from_numpy(queries).to(device)
         ids = torch.from_numpy(np.asarray(targets.ids)).to(device)
         self.valid = ids >= 0  # empty clusters have no target
-        self.key = keys[ids.clamp_min(0)]  # (n, d) or (n, C, d)
+        # Target keys are gathered per batch: (n, C, d) at once would not fit for many clusters.
+        self.keys, self.key_ids = keys, ids.clamp_min(0)
         self.score = torch.from_numpy(np.asarray(targets.scores)).to(device)
         if self.score.ndim == 1:
             self.score, self.valid = self.score[:, None], self.valid[:, None]
@@ -125,7 +126,7 @@ def _loss(model, batch: _Batches, idx, key_weight: float, score_weight: float) -
         loss = loss + score_weight * err[valid].mean()
     if key_weight:
         k_hat = model.key(q)
-        sq = ((k_hat - batch.key[idx]) ** 2).sum(-1) / model.dim
+        sq = ((k_hat - batch.keys[batch.key_ids[idx]]) ** 2).sum(-1) / model.dim
         loss = loss + key_weight * (sq[valid.squeeze(1)] if sq.ndim == 1 else sq[valid]).mean()
     return loss
 
