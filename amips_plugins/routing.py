@@ -19,16 +19,13 @@ from .exact import segment_max_dot, topk_dot
 __all__ = ["MaxAffineRouter", "most_winning_keys"]
 
 
-def most_winning_keys(keys, queries, num_pieces: int, *, num_threads: int | None = None) -> np.ndarray:
-    """Ids of the ``num_pieces`` keys that are the exact top-1 of the most ``queries`` (ties: larger
-    norm), fewer if fewer keys ever win: the pieces of a max-affine support function that is
-    exact for every query whose answer is among them."""
-    x = as_matrix(keys, "keys", allow_empty=False)
-    q = as_matrix(queries, "queries", dim=x.shape[1], allow_empty=False)
+def most_winning_keys(keys, answers, num_pieces: int) -> np.ndarray:
+    """Ids of the ``num_pieces`` keys that are the exact top-1 (``answers``: key ids, one per
+    query) of the most queries (ties: larger norm), fewer if fewer keys ever win: the pieces of a
+    max-affine support function that is exact for every query whose answer is among them."""
     num_pieces = as_positive_int(num_pieces, "num_pieces")
-    _, best = topk_dot(q, x, 1, num_threads=as_num_threads(num_threads))
-    wins = np.bincount(best[:, 0], minlength=len(x))
-    norms = np.einsum("ij,ij->i", x, x)
+    wins = np.bincount(answers, minlength=len(keys))
+    norms = np.einsum("ij,ij->i", keys, keys)
     return np.lexsort((-norms, -wins))[: min(num_pieces, int((wins > 0).sum()))]
 
 
@@ -60,7 +57,9 @@ class MaxAffineRouter:
         """
         x = as_matrix(keys, "keys", allow_empty=False)
         off = as_offsets(offsets, len(x))
-        winners = most_winning_keys(x, queries, num_pieces, num_threads=num_threads)
+        q = as_matrix(queries, "queries", dim=x.shape[1], allow_empty=False)
+        _, best = topk_dot(q, x, 1, num_threads=as_num_threads(num_threads))
+        winners = most_winning_keys(x, best[:, 0], num_pieces)
         list_of_key = np.repeat(np.arange(len(off) - 1), np.diff(off))
         sizes = np.diff(off)
         means = np.add.reduceat(x, off[:-1][sizes > 0], axis=0) / sizes[sizes > 0, None]

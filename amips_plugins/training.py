@@ -268,9 +268,10 @@ def fit_max_affine(keys, queries, num_pieces: int, *, temperatures=(0.0, 0.005, 
     q = as_matrix(queries, "queries", dim=x.shape[1], allow_empty=False)
     if not 0.0 < val_fraction < 1.0 or len(q) < 2:
         raise ValueError(f"need val_fraction in (0, 1) and at least 2 queries, got {val_fraction}, {len(q)}")
-    held_out = np.random.default_rng(seed).permutation(len(q))[: max(1, round(val_fraction * len(q)))]
-    val_q, train_q = q[held_out], np.delete(q, held_out, axis=0)
-    val_best = topk_dot(val_q, x, 1, num_threads=threads)[1][:, 0]
+    held_out = np.zeros(len(q), bool)
+    held_out[np.random.default_rng(seed).permutation(len(q))[: max(1, round(val_fraction * len(q)))]] = True
+    best = topk_dot(q, x, 1, num_threads=threads)[1][:, 0]  # one exact pass serves both pickings
+    val_q, val_best = q[held_out], best[held_out]
 
     def model(ids, temperature):
         net = MaxAffineNet(x.shape[1], len(ids), temperature)
@@ -283,6 +284,6 @@ def fit_max_affine(keys, queries, num_pieces: int, *, temperatures=(0.0, 0.005, 
             pred = torch.cat([net.key(b) for b in torch.from_numpy(val_q).split(4096)]).numpy()
         return relative_key_error(pred, val_q, x, val_best)
 
-    ids = most_winning_keys(x, train_q, num_pieces, num_threads=threads)
+    ids = most_winning_keys(x, best[~held_out], num_pieces)
     temperature = min(temperatures, key=lambda t: val_error(model(ids, t)))
-    return model(most_winning_keys(x, q, num_pieces, num_threads=threads), temperature)
+    return model(most_winning_keys(x, best, num_pieces), temperature)
