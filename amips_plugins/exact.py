@@ -48,8 +48,8 @@ def topk_dot(queries, keys, k: int, *, num_threads: int | None = None):
 
     Notes
     -----
-    Keys are checked for NaN / Inf on every call (one extra pass over them); to search the same
-    keys repeatedly, add them once to an :class:`ExactIndex`.
+    Keys are checked for NaN / Inf and packed into the kernels' layout on every call; to search
+    the same keys repeatedly, add them once to an :class:`ExactIndex`, which does both once.
     """
     q, x = _queries_and_keys(queries, keys)
     return _core.topk_dot(q, x, as_positive_int(k, "k"), as_num_threads(num_threads))
@@ -111,8 +111,10 @@ class ExactIndex:
     """Exact inner-product index with the interface of ``faiss.IndexFlatIP``.
 
     ``add(x)``, ``search(x, k) -> (D, I)``, ``ntotal``, ``d``, ``is_trained``, ``reset()``.
-    Keys are validated once when added and stored once, in a buffer that grows geometrically;
-    searches read it in place. Safe to search from several threads, also while another adds.
+    Keys are validated once when added and stored once, already in the kernels' panel layout
+    (64 keys side by side per dimension), in a buffer that grows geometrically; searches read it
+    in place, so they skip the packing that :func:`topk_dot` does on every call. Safe to search
+    from several threads, also while another adds.
 
     Difference from faiss: rows are padded with ``-inf`` (faiss uses ``-FLT_MAX``) and id ``-1``
     when k exceeds ``ntotal``; searching an empty index gives a fully padded result, as in faiss.
@@ -122,7 +124,7 @@ class ExactIndex:
 
     def __init__(self, d: int):
         self.d = as_positive_int(d, "d")
-        self._buffer = np.empty((0, self.d), dtype=np.float32)
+        self._packed = np.empty(0, dtype=np.float32)
         self._ntotal = 0
         self._lock = threading.Lock()
 
@@ -133,23 +135,25 @@ class ExactIndex:
 
     @property
     def keys(self) -> np.ndarray:
-        """Read-only view of the stored keys, (ntotal, d) float32."""
+        """The stored keys as rows, (ntotal, d) float32 (a copy out of the panel layout)."""
         with self._lock:
-            view = self._buffer[: self._ntotal]
-        view = view.view()
-        view.flags.writeable = False
-        return view
+            packed, n = self._packed, self._ntotal
+        return _core.unpack_keys(packed, n, self.d)
 
     def add(self, x) -> None:
         """Append keys ``x`` (n, d); they get ids ntotal .. ntotal + n - 1."""
         x = as_matrix(x, "x", dim=self.d)
         with self._lock:
             end = self._ntotal + len(x)
-            if end > len(self._buffer):
-                grown = np.empty((max(end, 2 * len(self._buffer)), self.d), dtype=np.float32)
-                grown[: self._ntotal] = self._buffer[: self._ntotal]
-                self._buffer = grown
-            self._buffer[self._ntotal : end] = x
+            need = _core.packed_floats(end, self.d)
+            if need > len(self._packed):
+                grown = np.zeros(max(need, 2 * len(self._packed)), dtype=np.float32)
+                used = _core.packed_floats(self._ntotal, self.d)
+                grown[:used] = self._packed[:used]
+                self._packed = grown
+            # A search running now may read the slots written here (its last panel), but it
+            # only reports its first ntotal keys.
+            _core.pack_keys(self._packed, self._ntotal, x)
             self._ntotal = end
 
     def search(self, x, k: int, *, num_threads: int | None = None):
@@ -158,13 +162,13 @@ class ExactIndex:
         k = as_positive_int(k, "k")
         threads = as_num_threads(num_threads)
         with self._lock:
-            keys = self._buffer[: self._ntotal]
-        if len(keys) == 0:
+            packed, n = self._packed, self._ntotal
+        if n == 0:
             return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
-        return _core.topk_dot(q, keys, k, threads)
+        return _core.topk_dot_packed(q, packed, n, k, threads)
 
     def reset(self) -> None:
         """Remove every key."""
         with self._lock:
-            self._buffer = np.empty((0, self.d), dtype=np.float32)
+            self._packed = np.empty(0, dtype=np.float32)
             self._ntotal = 0

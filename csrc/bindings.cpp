@@ -52,10 +52,59 @@ py::tuple topk_dot_py(const Array<float>& queries, const Array<float>& keys, std
     py::array_t<std::int64_t> ids({nq, std::size_t(k)});
     {
         py::gil_scoped_release release;
-        topk_dot(queries.data(), nq, keys.data(), n, d, std::size_t(k), num_threads,
+        topk_dot(queries.data(), nq, keys.data(), false, n, d, std::size_t(k), num_threads,
                  scores.mutable_data(), ids.mutable_data());
     }
     return py::make_tuple(scores, ids);
+}
+
+// A 1-D float32 buffer in the panel layout holding at least n keys of dimension d.
+void require_panels(const py::array& packed, std::size_t n, std::size_t d) {
+    require(packed.ndim() == 1 && packed.dtype().is(py::dtype::of<float>()) &&
+                (packed.flags() & py::array::c_style),
+            "packed keys must be a contiguous 1-D float32 array, got shape " + shape_of(packed));
+    require(std::size_t(packed.size()) >= packed_floats(n, d),
+            "packed keys hold " + std::to_string(packed.size()) + " floats, " + std::to_string(n) +
+                " keys of dimension " + std::to_string(d) + " need " +
+                std::to_string(packed_floats(n, d)));
+}
+
+py::tuple topk_dot_packed_py(const Array<float>& queries, const py::array& packed, std::int64_t n,
+                             std::int64_t k, int num_threads) {
+    require_matrix(queries, "queries");
+    require(n > 0, "the packed key set is empty");
+    require(k > 0, "k must be positive, got " + std::to_string(k));
+    const std::size_t nq = queries.shape(0), d = queries.shape(1);
+    require_panels(packed, std::size_t(n), d);
+    const float* keys = static_cast<const float*>(packed.data());
+    py::array_t<float> scores({nq, std::size_t(k)});
+    py::array_t<std::int64_t> ids({nq, std::size_t(k)});
+    {
+        py::gil_scoped_release release;
+        topk_dot(queries.data(), nq, keys, true, std::size_t(n), d, std::size_t(k), num_threads,
+                 scores.mutable_data(), ids.mutable_data());
+    }
+    return py::make_tuple(scores, ids);
+}
+
+void pack_keys_py(py::array& packed, std::int64_t first, const Array<float>& x) {
+    require_matrix(x, "x");
+    require(first >= 0, "first must not be negative, got " + std::to_string(first));
+    const std::size_t n = x.shape(0), d = x.shape(1);
+    require_panels(packed, std::size_t(first) + n, d);
+    require(packed.writeable(), "packed keys must be writeable");
+    float* out = static_cast<float*>(packed.mutable_data());
+    py::gil_scoped_release release;
+    pack_keys(x.data(), n, d, out, std::size_t(first));
+}
+
+py::array_t<float> unpack_keys_py(const py::array& packed, std::int64_t n, std::int64_t d) {
+    require(n >= 0 && d > 0, "need n >= 0 and d > 0, got " + std::to_string(n) + ", " + std::to_string(d));
+    require_panels(packed, std::size_t(n), std::size_t(d));
+    py::array_t<float> x({std::size_t(n), std::size_t(d)});
+    unpack_keys(static_cast<const float*>(packed.data()), std::size_t(n), std::size_t(d),
+                x.mutable_data());
+    return x;
 }
 
 py::tuple segment_max_dot_py(const Array<float>& queries, const Array<float>& keys,
@@ -157,6 +206,15 @@ PYBIND11_MODULE(_core, m) {
           "Best instruction set the CPU and OS support, ignoring AMIPS_SIMD.");
     m.def("topk_dot", &topk_dot_py, py::arg("queries"), py::arg("keys"), py::arg("k"),
           py::arg("num_threads") = 0);
+    m.def("topk_dot_packed", &topk_dot_packed_py, py::arg("queries"), py::arg("packed"), py::arg("n"),
+          py::arg("k"), py::arg("num_threads") = 0,
+          "topk_dot over the first n keys of a buffer filled by pack_keys.");
+    m.def("pack_keys", &pack_keys_py, py::arg("packed"), py::arg("first"), py::arg("x"),
+          "Writes the rows of x into key slots first.. of a packed buffer (in place).");
+    m.def("unpack_keys", &unpack_keys_py, py::arg("packed"), py::arg("n"), py::arg("d"),
+          "The first n keys of a packed buffer as rows (n, d).");
+    m.def("packed_floats", [](std::size_t n, std::size_t d) { return packed_floats(n, d); },
+          py::arg("n"), py::arg("d"), "Floats a packed buffer of n keys of dimension d takes.");
     m.def("segment_max_dot", &segment_max_dot_py, py::arg("queries"), py::arg("keys"),
           py::arg("offsets"), py::arg("num_threads") = 0);
     m.def("rescore", &rescore_py, py::arg("queries"), py::arg("keys"), py::arg("candidate_ids"),

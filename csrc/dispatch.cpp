@@ -43,10 +43,10 @@ const char* isa_name(Isa isa) {
 
 Kernels kernels_for(Isa isa) {
 #if defined(__x86_64__)
-    if (isa == Isa::avx512) return {isa, dot_tile_avx512, dot_avx512};
-    if (isa == Isa::avx2) return {isa, dot_tile_avx2, dot_avx2};
+    if (isa == Isa::avx512) return {isa, pack_avx512, dot_tile_avx512};
+    if (isa == Isa::avx2) return {isa, pack_avx2, dot_tile_avx2};
 #endif
-    return {Isa::scalar, dot_tile_scalar, dot_scalar};
+    return {Isa::scalar, pack_scalar, dot_tile_scalar};
 }
 
 }  // namespace amips

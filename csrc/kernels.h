@@ -1,7 +1,15 @@
 // Inner-product kernels, one set per instruction set, chosen at run time.
+//
+// Keys are first packed into panels of kPanel keys: a panel holds, dimension by dimension, that
+// component of each of its keys side by side (d x kPanel floats; a short last panel is zero-padded to
+// a whole vector), so one vector load gives one dimension of several keys. A pair's score is then one
+// multiply-add chain over the dimensions in order, fused where the ISA has FMA: the same bits in
+// every tile shape, batch and call (topk_dot, segment_max_dot and rescore agree exactly). The
+// layout is the same for every ISA, so keys packed once serve any of them.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 namespace amips {
 
@@ -9,19 +17,27 @@ enum class Isa { scalar = 0, avx2 = 1, avx512 = 2 };
 
 // Largest number of queries one dot_tile call takes.
 constexpr std::size_t kTileQueries = 4;
+// Keys per panel: four AVX-512 vectors, so that the widest tile reads one panel, a single stream
+// from memory (panels of 16 read as four streams were up to 1.5x slower at d = 50).
+constexpr std::size_t kPanel = 64;
 
-// out[i * ldo + j] = <q_i, x_j> for i < nq (nq <= kTileQueries), j < nx; rows of length d.
-// from_memory: these keys are not in cache yet, so the kernel reads rows in order, which the
-// hardware prefetcher streams faster (for keys already in cache, rows side by side need fewer loads).
-using DotTileFn = void (*)(const float* q, std::size_t nq, const float* x, std::size_t nx,
-                           std::size_t d, float* out, std::size_t ldo, bool from_memory);
-// <a, b> with the same summation order as DotTileFn, so scores agree bit for bit.
-using DotFn = float (*)(const float* a, const float* b, std::size_t d);
+// Floats a pack of n keys of dimension d takes.
+inline std::size_t packed_floats(std::size_t n, std::size_t d) {
+    return (n + kPanel - 1) / kPanel * kPanel * d;
+}
+
+// Packs rows x[ids[i]] (or x[i] when ids is null) for i < n into the panels at out (which hold
+// packed_floats(n, d) floats); an id < 0 packs a row of zeros.
+using PackFn = void (*)(const float* x, const std::int64_t* ids, std::size_t n, std::size_t d,
+                        float* out);
+// out[i * ldo + j] = <q_i, key j> for i < nq (nq <= kTileQueries), j < n, keys packed by PackFn.
+using DotTileFn = void (*)(const float* q, std::size_t nq, const float* packed, std::size_t n,
+                           std::size_t d, float* out, std::size_t ldo);
 
 struct Kernels {
     Isa isa;
+    PackFn pack;
     DotTileFn dot_tile;
-    DotFn dot;
 };
 
 // Best level the CPU and OS support.
@@ -32,13 +48,13 @@ Isa active_isa();
 const char* isa_name(Isa isa);
 Kernels kernels_for(Isa isa);
 
-void dot_tile_scalar(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t, bool);
-float dot_scalar(const float*, const float*, std::size_t);
+void pack_scalar(const float*, const std::int64_t*, std::size_t, std::size_t, float*);
+void dot_tile_scalar(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t);
 #if defined(__x86_64__)
-void dot_tile_avx2(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t, bool);
-float dot_avx2(const float*, const float*, std::size_t);
-void dot_tile_avx512(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t, bool);
-float dot_avx512(const float*, const float*, std::size_t);
+void pack_avx2(const float*, const std::int64_t*, std::size_t, std::size_t, float*);
+void dot_tile_avx2(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t);
+void pack_avx512(const float*, const std::int64_t*, std::size_t, std::size_t, float*);
+void dot_tile_avx512(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t);
 #endif
 
 }  // namespace amips

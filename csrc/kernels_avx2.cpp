@@ -1,6 +1,9 @@
-// AVX2 + FMA kernels. 16 ymm registers: tiles of up to 8 accumulators (4 queries x 2 keys).
+// AVX2 + FMA kernels: columns of 8 keys; tiles of 4 queries x 2 columns (8 of the 16 ymm registers
+// accumulate).
 #if defined(__x86_64__)
 #pragma GCC target("avx2,fma")
+#include <immintrin.h>
+
 #include "tile_kernel.h"
 
 namespace amips {
@@ -8,45 +11,46 @@ namespace {
 
 struct Avx2 {
     using Vec = __m256;
-    using Mask = __m256i;
     static constexpr std::size_t kLanes = 8;
+    static constexpr int kColumnsPerTile = 2;
     static Vec zero() { return _mm256_setzero_ps(); }
     static Vec load(const float* p) { return _mm256_loadu_ps(p); }
-    static Mask tail_mask(std::size_t r) {
-        return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(r)),
-                                  _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    }
-    static Vec load_tail(const float* p, Mask m) { return _mm256_maskload_ps(p, m); }
+    static void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+    static Vec broadcast(const float* p) { return _mm256_broadcast_ss(p); }
     static Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
-    // Lanes are summed as (i, i + 4), then ((0 + 1) + (2 + 3)), in both.
-    static float reduce_one(Vec v) {
-        const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        const __m128 s2 = _mm_hadd_ps(s4, s4);
-        return _mm_cvtss_f32(_mm_hadd_ps(s2, s2));
-    }
-    // A transposing tree: 8 vectors in, one vector of their 8 sums out.
-    static void reduce_group(const Vec* in, float* out) {
-        // The tree leaves the sum of f[2s + L] in lane 4L + s; feed it transposed to get lane p = in[p].
-        Vec f[8];
-        for (int i = 0; i < 8; ++i) f[i] = in[(i % 2) * 4 + i / 2];
-        Vec l1[4];
-        for (int i = 0; i < 4; ++i) {  // (i, i + 4): [a.lo + a.hi | b.lo + b.hi]
-            l1[i] = _mm256_add_ps(_mm256_permute2f128_ps(f[2 * i], f[2 * i + 1], 0x20),
-                                  _mm256_permute2f128_ps(f[2 * i], f[2 * i + 1], 0x31));
+    // 8 x 8: 32-bit and 64-bit interleaves within 128-bit halves leave, in half H of u[4g + c],
+    // column 4H + c of rows 4g..4g+3; one 128-bit permute joins the two halves of each column.
+    static void transpose(Vec* v) {
+        Vec t[8], u[8];
+        for (int i = 0; i < 4; ++i) {
+            t[2 * i] = _mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+            t[2 * i + 1] = _mm256_unpackhi_ps(v[2 * i], v[2 * i + 1]);
         }
-        const Vec l2a = _mm256_hadd_ps(l1[0], l1[1]), l2b = _mm256_hadd_ps(l1[2], l1[3]);
-        _mm256_storeu_ps(out, _mm256_hadd_ps(l2a, l2b));
+        for (int g = 0; g < 2; ++g) {
+            const __m256d a = _mm256_castps_pd(t[4 * g]), b = _mm256_castps_pd(t[4 * g + 1]);
+            const __m256d c = _mm256_castps_pd(t[4 * g + 2]), e = _mm256_castps_pd(t[4 * g + 3]);
+            u[4 * g] = _mm256_castpd_ps(_mm256_unpacklo_pd(a, c));
+            u[4 * g + 1] = _mm256_castpd_ps(_mm256_unpackhi_pd(a, c));
+            u[4 * g + 2] = _mm256_castpd_ps(_mm256_unpacklo_pd(b, e));
+            u[4 * g + 3] = _mm256_castpd_ps(_mm256_unpackhi_pd(b, e));
+        }
+        for (int c = 0; c < 4; ++c) {
+            v[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+            v[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+        }
     }
 };
 
 }  // namespace
 
-void dot_tile_avx2(const float* q, std::size_t nq, const float* x, std::size_t nx,
-                   std::size_t d, float* out, std::size_t ldo, bool from_memory) {
-    dot_tile_impl<Avx2>(q, nq, x, nx, d, out, ldo, from_memory);
+void pack_avx2(const float* x, const std::int64_t* ids, std::size_t n, std::size_t d, float* out) {
+    pack_impl<Avx2>(x, ids, n, d, out);
 }
 
-float dot_avx2(const float* a, const float* b, std::size_t d) { return dot_impl<Avx2>(a, b, d); }
+void dot_tile_avx2(const float* q, std::size_t nq, const float* packed, std::size_t n,
+                   std::size_t d, float* out, std::size_t ldo) {
+    dot_tile_impl<Avx2>(q, nq, packed, n, d, out, ldo);
+}
 
 }  // namespace amips
 #endif

@@ -1,24 +1,31 @@
-// Portable fallback: four running sums (lane i takes elements i, i+4, ...) so the compiler may keep
-// them in one SSE register without reassociating anything.
-#include "kernels.h"
+// Portable fallback: columns of one key, and a product and a sum per step (-ffp-contract=off keeps
+// the compiler from fusing them on targets that have FMA).
+#include "tile_kernel.h"
 
 namespace amips {
+namespace {
 
-float dot_scalar(const float* a, const float* b, std::size_t d) {
-    float s[4] = {0.f, 0.f, 0.f, 0.f};
-    std::size_t i = 0;
-    for (; i + 4 <= d; i += 4) {
-        for (int l = 0; l < 4; ++l) s[l] += a[i + l] * b[i + l];
-    }
-    for (int l = 0; i < d; ++i, ++l) s[l] += a[i] * b[i];
-    return (s[0] + s[1]) + (s[2] + s[3]);
+struct Scalar {
+    using Vec = float;
+    static constexpr std::size_t kLanes = 1;
+    static constexpr int kColumnsPerTile = 4;
+    static Vec zero() { return 0.f; }
+    static Vec load(const float* p) { return *p; }
+    static void store(float* p, Vec v) { *p = v; }
+    static Vec broadcast(const float* p) { return *p; }
+    static Vec fma(Vec a, Vec b, Vec c) { return a * b + c; }
+    static void transpose(Vec*) {}
+};
+
+}  // namespace
+
+void pack_scalar(const float* x, const std::int64_t* ids, std::size_t n, std::size_t d, float* out) {
+    pack_impl<Scalar>(x, ids, n, d, out);
 }
 
-void dot_tile_scalar(const float* q, std::size_t nq, const float* x, std::size_t nx, std::size_t d,
-                     float* out, std::size_t ldo, bool /*from_memory*/) {
-    for (std::size_t i = 0; i < nq; ++i) {
-        for (std::size_t j = 0; j < nx; ++j) out[i * ldo + j] = dot_scalar(q + i * d, x + j * d, d);
-    }
+void dot_tile_scalar(const float* q, std::size_t nq, const float* packed, std::size_t n,
+                     std::size_t d, float* out, std::size_t ldo) {
+    dot_tile_impl<Scalar>(q, nq, packed, n, d, out, ldo);
 }
 
 }  // namespace amips

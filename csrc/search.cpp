@@ -30,7 +30,7 @@ struct Blocking {
 
 Blocking blocking_for(std::size_t d) {
     const std::size_t row = d * sizeof(float);
-    const std::size_t keys = std::clamp<std::size_t>(kKeyBlockBytes / row, 16, 2048) / 16 * 16;
+    const std::size_t keys = std::clamp<std::size_t>(kKeyBlockBytes / row, kPanel, 2048) / kPanel * kPanel;
     const std::size_t queries =
         std::clamp<std::size_t>(kQueryChunkBytes / row, kTileQueries, 1024) / kTileQueries * kTileQueries;
     return {keys, queries};
@@ -38,17 +38,23 @@ Blocking blocking_for(std::size_t d) {
 
 // Visits queries [q0, q1) x keys [x0, x1) one (query tile, key block) at a time, key blocks outside:
 // visit(first_query, num_queries, first_key, num_keys, scores, ld) with scores[r * ld + j] the
-// product of query first_query + r and key first_key + j.
+// product of query first_query + r and key first_key + j. Row-major keys are packed a block at a
+// time; packed keys need x0 and block to be multiples of kPanel.
 template <class Visit>
 void scan(const Kernels& kern, const float* queries, std::size_t q0, std::size_t q1, const float* keys,
-          std::size_t x0, std::size_t x1, std::size_t d, std::size_t block, Visit&& visit) {
-    std::vector<float> buf(kTileQueries * block);
+          bool keys_packed, std::size_t x0, std::size_t x1, std::size_t d, std::size_t block,
+          Visit&& visit) {
+    std::vector<float> packed(keys_packed ? 0 : packed_floats(block, d)), buf(kTileQueries * block);
     for (std::size_t xb = x0; xb < x1; xb += block) {
         const std::size_t nb = std::min(block, x1 - xb);
+        const float* panels = keys + xb * d;
+        if (!keys_packed) {
+            kern.pack(panels, nullptr, nb, d, packed.data());
+            panels = packed.data();
+        }
         for (std::size_t qt = q0; qt < q1; qt += kTileQueries) {
             const std::size_t nt = std::min(kTileQueries, q1 - qt);
-            // The first tile brings the block in from memory; the others find it in cache.
-            kern.dot_tile(queries + qt * d, nt, keys + xb * d, nb, d, buf.data(), block, qt == q0);
+            kern.dot_tile(queries + qt * d, nt, panels, nb, d, buf.data(), block);
             visit(qt, nt, xb, nb, buf.data(), block);
         }
     }
@@ -109,8 +115,8 @@ inline void offer(Hit* heap, std::size_t k, const float* scores, std::size_t n, 
 
 }  // namespace
 
-void topk_dot(const float* queries, std::size_t nq, const float* keys, std::size_t n, std::size_t d,
-              std::size_t k, int num_threads, float* scores, std::int64_t* ids) {
+void topk_dot(const float* queries, std::size_t nq, const float* keys, bool keys_packed, std::size_t n,
+              std::size_t d, std::size_t k, int num_threads, float* scores, std::int64_t* ids) {
     const Kernels kern = kernels_for(active_isa());
     const Blocking blk = blocking_for(d);
     const int threads = threads_for(num_threads, double(nq) * double(n) * double(d));
@@ -126,9 +132,12 @@ void topk_dot(const float* queries, std::size_t nq, const float* keys, std::size
     parallel_for(chunks * ranges, threads, [&](std::size_t task) {
         const std::size_t r = task % ranges, chunk = task / ranges;
         const std::size_t q0 = chunk * qc, q1 = std::min(nq, q0 + qc);
-        const std::size_t x0 = n * r / ranges, x1 = n * (r + 1) / ranges;
+        const auto range_start = [&](std::size_t i) {
+            return i == ranges ? n : n * i / ranges / kPanel * kPanel;  // whole panels
+        };
+        const std::size_t x0 = range_start(r), x1 = range_start(r + 1);
         Hit* range_heaps = heaps.data() + r * nq * kk;
-        scan(kern, queries, q0, q1, keys, x0, x1, d, blk.keys_per_block,
+        scan(kern, queries, q0, q1, keys, keys_packed, x0, x1, d, blk.keys_per_block,
              [&](std::size_t qt, std::size_t nt, std::size_t xb, std::size_t nb, const float* s,
                  std::size_t ld) {
                  for (std::size_t i = 0; i < nt; ++i) {
@@ -183,7 +192,7 @@ void segment_max_dot(const float* queries, std::size_t nq, const float* keys, st
         const std::size_t g = task % groups, chunk = task / groups;
         const std::size_t q0 = chunk * qc, q1 = std::min(nq, q0 + qc);
         const std::size_t x0 = offsets[group_start[g]], x1 = offsets[group_start[g + 1]];
-        scan(kern, queries, q0, q1, keys, x0, x1, d, blk.keys_per_block,
+        scan(kern, queries, q0, q1, keys, false, x0, x1, d, blk.keys_per_block,
              [&](std::size_t qt, std::size_t nt, std::size_t xb, std::size_t nb, const float* s,
                  std::size_t ld) {
                  const std::int64_t lo = std::int64_t(xb), hi = std::int64_t(xb + nb);
@@ -216,13 +225,34 @@ void rescore(const float* queries, std::size_t nq, const float* keys, std::size_
     const int threads = threads_for(num_threads, double(nq) * double(m) * double(d));
     const std::size_t chunk = 64;
     parallel_for((nq + chunk - 1) / chunk, threads, [&](std::size_t c) {
+        std::vector<float> packed(packed_floats(m, d));
         for (std::size_t q = c * chunk; q < std::min(nq, (c + 1) * chunk); ++q) {
+            // The same packing and kernel as the searches, so the scores match theirs bit for bit.
+            kern.pack(keys, ids + q * m, m, d, packed.data());
+            kern.dot_tile(queries + q * d, 1, packed.data(), m, d, scores + q * m, m);
             for (std::size_t j = 0; j < m; ++j) {
-                const std::int64_t id = ids[q * m + j];
-                scores[q * m + j] = id < 0 ? kNegInf : kern.dot(queries + q * d, keys + id * d, d);
+                if (ids[q * m + j] < 0) scores[q * m + j] = kNegInf;
             }
         }
     });
+}
+
+void pack_keys(const float* x, std::size_t n, std::size_t d, float* packed, std::size_t first) {
+    const Kernels kern = kernels_for(active_isa());
+    // The rest of a partly filled panel element by element, then whole panels.
+    std::size_t i = 0;
+    for (; i < n && (first + i) % kPanel != 0; ++i) {
+        float* panel = packed + (first + i) / kPanel * kPanel * d;
+        for (std::size_t t = 0; t < d; ++t) panel[t * kPanel + (first + i) % kPanel] = x[i * d + t];
+    }
+    kern.pack(x + i * d, nullptr, n - i, d, packed + (first + i) * d);
+}
+
+void unpack_keys(const float* packed, std::size_t n, std::size_t d, float* x) {
+    for (std::size_t i = 0; i < n; ++i) {
+        const float* panel = packed + i / kPanel * kPanel * d;
+        for (std::size_t t = 0; t < d; ++t) x[i * d + t] = panel[t * kPanel + i % kPanel];
+    }
 }
 
 void topk_rows(const float* scores, std::size_t n, std::size_t C, std::size_t k, int num_threads,

@@ -39,11 +39,27 @@ def test_batches_equal_one_add_and_reset():
     assert (ids == -1).all() and np.isneginf(scores).all()
 
 
-def test_keys_view_is_read_only():
+def test_keys_is_a_copy():
     index = ap.ExactIndex(3)
     index.add(np.ones((2, 3)))
-    with pytest.raises(ValueError):
-        index.keys[0, 0] = 5
+    keys = index.keys
+    keys[0, 0] = 5
+    np.testing.assert_array_equal(index.keys, np.ones((2, 3)))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_packed_index_matches_topk_dot_bit_for_bit(simd, threads):
+    # Odd batch sizes leave partly filled panels that later adds complete.
+    rng = np.random.default_rng(5)
+    xb = rng.standard_normal((3001, 21)).astype(np.float32)
+    queries = rng.standard_normal((9, 21)).astype(np.float32)
+    index = ap.ExactIndex(21)
+    for chunk in np.split(xb, [5, 6, 40, 1000]):
+        index.add(chunk)
+    got = index.search(queries, 12, num_threads=threads)
+    expected = ap.topk_dot(queries, xb, 12, num_threads=threads)
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])
 
 
 def test_search_while_adding():
