@@ -132,15 +132,26 @@ class LearnedIVF:
 
     param_name = "nprobe"
 
-    def __init__(self, name: str, nlist: int, learn, *, xbox: bool = False,
+    def __init__(self, name: str, nlist: int, learn, *, xbox: bool = False, probe_union: bool = False,
                  params=(1, 2, 4, 8, 16, 27, 64, 128)):
         self.name, self.nlist, self.learn, self.xbox = name, nlist, learn, xbox
+        self.probe_union, self.twin_of = probe_union, None
         self.params = tuple(p for p in params if p <= nlist)
         self.network_flops = 0
+
+    def union_twin(self) -> "LearnedIVF":
+        """The same trained index searched with ``probe_union`` (list it after this method)."""
+        twin = LearnedIVF(f"{self.name} + faiss lists", self.nlist, None, xbox=self.xbox,
+                          probe_union=True, params=self.params)
+        twin.twin_of = self
+        return twin
 
     def build(self, keys):
         from .ivf import AmortizedIVF
 
+        if self.twin_of is not None:
+            self.index, self.distance_dim = self.twin_of.index, self.twin_of.distance_dim
+            return
         self.index = AmortizedIVF(None, keys.shape[1], self.nlist, xbox=self.xbox)
         self.distance_dim = self.index.index.d
         self.index.train(keys)
@@ -148,7 +159,7 @@ class LearnedIVF:
         self.learn(self.index)
 
     def search(self, queries, k, param):
-        self.index.nprobe = param
+        self.index.nprobe, self.index.probe_union = param, self.probe_union
         _, ids = self.index.search(queries, k)
         stats = self.index.last_search_stats
         self.network_flops = stats["network_flops"]

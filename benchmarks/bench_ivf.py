@@ -44,6 +44,8 @@ def main():
     p.add_argument("--pieces", type=int, nargs="+", default=[1, 4, 8],
                    help="max-affine router sizes, in pieces per list beyond the list means")
     p.add_argument("--budget", type=float, default=90, help="training seconds of each network")
+    p.add_argument("--union", action="store_true",
+                   help="also search every learned index with probe_union (faiss's lists and the learned ones in turn)")
     p.add_argument("--num-test", type=int, default=10_000)
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--seed", type=int, default=0)
@@ -82,6 +84,9 @@ def main():
             f"AmortizedIVF IP SupportNet router 256x2 ({args.budget:.0f} s)", nlist,
             lambda ivf: ivf.fit_router(train_q, ap.SupportNet(ds.d, nlist, width=256, depth=2, homogeneous=True),
                                        **fit_kwargs)))
+
+    if args.union:
+        methods = [twin for m in methods for twin in ((m, m.union_twin()) if isinstance(m, peers.LearnedIVF) else (m,))]
 
     rows = sweep(methods, keys, test_q, true_ids, k=10)
     print(format_table(rows))

@@ -89,6 +89,50 @@ def test_max_affine_router_finds_more_best_keys_at_equal_nprobe(data):
     assert stats["distances"] < index.ntotal  # no coarse step, a few lists scanned
 
 
+def test_take_in_turn_merges_two_rankings_without_repeats():
+    from amips_plugins.ivf import _take_in_turn
+
+    a = np.array([[3, 1, 4, 0], [5, 6, 7, 8]])
+    b = np.array([[3, 4, 2, 9], [8, 7, 6, 5]])
+    np.testing.assert_array_equal(_take_in_turn(a, b, 4), [[3, 1, 4, 2], [5, 8, 6, 7]])
+
+
+def test_probe_union_scans_the_lists_of_both_rankings(data):
+    keys, train, test = data
+    index = build(keys)
+    index.fit_router(train)
+    best = {}
+    for union, nprobe in ((False, 2), (True, 4)):
+        index.probe_union = union
+        index.nprobe = nprobe
+        best[union] = index.search(test, 1)[0][:, 0]
+        assert index.last_search_stats["lists_probed"] == nprobe
+    index.router = None
+    index.nprobe = 2
+    plain = index.search(test, 1)[0][:, 0]
+    # At nprobe 4 the union holds the first two lists of each ranking, so it finds at least as good a key.
+    assert (best[True] >= np.maximum(best[False], plain)).all()
+    assert (best[True] > np.maximum(best[False], plain)).any()
+
+
+def test_probe_union_by_default_only_with_the_max_affine_router(data):
+    keys, train, test = data
+    index = build(keys)
+    index.nprobe = 4
+    index.fit_router(train)
+    results = {}
+    for union in (None, True, False):
+        index.probe_union = union
+        results[union] = index.search(test, 3)[1]
+    np.testing.assert_array_equal(results[None], results[True])
+    assert (results[None] != results[False]).any()
+    index.fit_router(train, ap.SupportNet(D, NLIST, width=8, depth=1), steps=5, eval_every=5, progress=False)
+    for union in (None, False):
+        index.probe_union = union
+        results[union] = index.search(test, 3)[1]
+    np.testing.assert_array_equal(results[None], results[False])
+
+
 def test_xbox_lists_keep_exact_inner_products(data):
     keys, train, test = data
     index = build(keys, xbox=True)
@@ -134,13 +178,14 @@ def test_a_model_for_other_keys_is_refused(data):
 
 def test_save_and_load_round_trip(data, tmp_path):
     keys, train, test = data
-    index = build(keys, xbox=True)
+    index = build(keys, xbox=True, probe_union=True)
     index.fit_router(train)
     index.nprobe = 3
     path = tmp_path / "index.amips"
     index.save(path)
     loaded = AmortizedIVF.load(path)
     assert (loaded.nprobe, loaded.ntotal, loaded.xbox.max_norm) == (3, index.ntotal, index.xbox.max_norm)
+    assert loaded.probe_union
     for a, b in zip(index.search(test, 5), loaded.search(test, 5)):
         np.testing.assert_array_equal(a, b)
     loaded.add(keys[:10])  # the Xbox state goes on from where it was
