@@ -127,12 +127,13 @@ class HnswlibIP:
 
 class LearnedIVF:
     """``AmortizedIVF`` (inner-product lists, or Xbox-L2 ones with ``xbox``) whose learned part is
-    trained at build time by ``learn(index)``, e.g. ``lambda ivf: ivf.fit_router(train_queries)``.
-    Its network's time is part of every search; its FLOPs are ``network_flops``."""
+    trained at build time by ``learn(index)``, e.g. ``lambda ivf: ivf.fit_router(train_queries)``,
+    searched with ``probe_union`` (None: AmortizedIVF's default). Its network's time is part of
+    every search; its FLOPs are ``network_flops``."""
 
     param_name = "nprobe"
 
-    def __init__(self, name: str, nlist: int, learn, *, xbox: bool = False, probe_union: bool = False,
+    def __init__(self, name: str, nlist: int, learn, *, xbox: bool = False, probe_union: bool | None = None,
                  params=(1, 2, 4, 8, 16, 27, 64, 128)):
         self.name, self.nlist, self.learn, self.xbox = name, nlist, learn, xbox
         self.probe_union, self.twin_of = probe_union, None

@@ -85,8 +85,11 @@ def main():
             lambda ivf: ivf.fit_router(train_q, ap.SupportNet(ds.d, nlist, width=256, depth=2, homogeneous=True),
                                        **fit_kwargs)))
 
-    if args.union:
-        methods = [twin for m in methods for twin in ((m, m.union_twin()) if isinstance(m, peers.LearnedIVF) else (m,))]
+    if args.union:  # every learned index searched alone, then with probe_union
+        learned = [m for m in methods if isinstance(m, peers.LearnedIVF)]
+        for m in learned:
+            m.probe_union = False
+        methods = [v for m in methods for v in ((m, m.union_twin()) if m in learned else (m,))]
 
     rows = sweep(methods, keys, test_q, true_ids, k=10)
     print(format_table(rows))
