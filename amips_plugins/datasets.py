@@ -71,6 +71,15 @@ def glove50(
     )
 
 
+def builtin(name: str, *, seed: int = 0) -> MipsDataset:
+    """A built-in data set at its default sizes: ``"glove50"`` or ``"wordnet"`` (unnormalised)."""
+    if name == "glove50":
+        return glove50(seed=seed)
+    if name == "wordnet":
+        return wordnet_minilm(seed=seed)
+    raise ValueError(f"unknown data set {name!r}: expected 'glove50' or 'wordnet'")
+
+
 WORDNET_DIR = Path("/usr/share/wordnet")
 
 

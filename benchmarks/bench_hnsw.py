@@ -24,18 +24,11 @@ import numpy as np
 
 import amips_plugins as ap
 from amips_plugins import peers
+from amips_plugins.datasets import builtin
 from amips_plugins.evaluation import sweep
 from amips_plugins.ground_truth import default_cache_dir
 
 METHODS = ("hnswlib", "faiss", "ours-ip", "ours-xbox", "ours-keynet", "ours-maxaffine")
-
-
-def load(name: str, seed: int) -> ap.MipsDataset:
-    if name == "glove50":
-        return ap.glove50(seed=seed)
-    from amips_plugins.datasets import wordnet_minilm
-
-    return wordnet_minilm(seed=seed)
 
 
 def main():
@@ -53,7 +46,7 @@ def main():
     args = p.parse_args()
     faiss.omp_set_num_threads(args.threads)
 
-    ds = load(args.dataset, args.seed)
+    ds = builtin(args.dataset, seed=args.seed)
     keys, test = ds.keys, ds.test_queries[: args.num_test]
     _, true_ids = ap.ground_truth(keys, test, 10, cache_dir=default_cache_dir(), progress=False)
     print(f"{ds.name}: {len(keys)} keys, {len(test)} queries, d = {ds.d}; {args.threads} threads, "

@@ -23,18 +23,11 @@ import torch
 
 import amips_plugins as ap
 from amips_plugins import peers
+from amips_plugins.datasets import builtin
 from amips_plugins.evaluation import format_table, plot_curves, sweep
 from amips_plugins.ground_truth import default_cache_dir
 
 METHODS = ("faiss-ip", "faiss-xbox", "router", "router-xbox", "keynet", "supportnet-router")
-
-
-def load(name: str, seed: int) -> ap.MipsDataset:
-    if name == "glove50":
-        return ap.glove50(seed=seed)
-    from amips_plugins.datasets import wordnet_minilm
-
-    return wordnet_minilm(seed=seed)
 
 
 def main():
@@ -54,7 +47,7 @@ def main():
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
 
-    ds = load(args.dataset, args.seed)
+    ds = builtin(args.dataset, seed=args.seed)
     keys, train_q, test_q = ds.keys, ds.train_queries, ds.test_queries[: args.num_test]
     nlist = math.isqrt(len(keys))
     _, true_ids = ap.ground_truth(keys, test_q, 10, cache_dir=default_cache_dir(), progress=False)

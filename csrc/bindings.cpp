@@ -43,19 +43,25 @@ void require_pair(const py::array& queries, const py::array& keys) {
                                                    shape_of(keys) + " differ in dimension");
 }
 
-py::tuple topk_dot_py(const Array<float>& queries, const Array<float>& keys, std::int64_t k,
-                      int num_threads) {
-    require_pair(queries, keys);
+// Allocates the (nq, k) results and runs topk_dot on n keys (checked by the caller), GIL released.
+py::tuple run_topk(const Array<float>& queries, const float* keys, bool keys_packed, std::size_t n,
+                   std::int64_t k, int num_threads) {
     require(k > 0, "k must be positive, got " + std::to_string(k));
-    const std::size_t nq = queries.shape(0), n = keys.shape(0), d = keys.shape(1);
+    const std::size_t nq = queries.shape(0), d = queries.shape(1);
     py::array_t<float> scores({nq, std::size_t(k)});
     py::array_t<std::int64_t> ids({nq, std::size_t(k)});
     {
         py::gil_scoped_release release;
-        topk_dot(queries.data(), nq, keys.data(), false, n, d, std::size_t(k), num_threads,
+        topk_dot(queries.data(), nq, keys, keys_packed, n, d, std::size_t(k), num_threads,
                  scores.mutable_data(), ids.mutable_data());
     }
     return py::make_tuple(scores, ids);
+}
+
+py::tuple topk_dot_py(const Array<float>& queries, const Array<float>& keys, std::int64_t k,
+                      int num_threads) {
+    require_pair(queries, keys);
+    return run_topk(queries, keys.data(), false, keys.shape(0), k, num_threads);
 }
 
 // A 1-D float32 buffer in the panel layout holding at least n keys of dimension d.
@@ -73,18 +79,9 @@ py::tuple topk_dot_packed_py(const Array<float>& queries, const py::array& packe
                              std::int64_t k, int num_threads) {
     require_matrix(queries, "queries");
     require(n > 0, "the packed key set is empty");
-    require(k > 0, "k must be positive, got " + std::to_string(k));
-    const std::size_t nq = queries.shape(0), d = queries.shape(1);
-    require_panels(packed, std::size_t(n), d);
-    const float* keys = static_cast<const float*>(packed.data());
-    py::array_t<float> scores({nq, std::size_t(k)});
-    py::array_t<std::int64_t> ids({nq, std::size_t(k)});
-    {
-        py::gil_scoped_release release;
-        topk_dot(queries.data(), nq, keys, true, std::size_t(n), d, std::size_t(k), num_threads,
-                 scores.mutable_data(), ids.mutable_data());
-    }
-    return py::make_tuple(scores, ids);
+    require_panels(packed, std::size_t(n), queries.shape(1));
+    return run_topk(queries, static_cast<const float*>(packed.data()), true, std::size_t(n), k,
+                    num_threads);
 }
 
 void pack_keys_py(py::array& packed, std::int64_t first, const Array<float>& x) {
