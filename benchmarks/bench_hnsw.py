@@ -24,19 +24,25 @@ import numpy as np
 
 import amips_plugins as ap
 from amips_plugins import peers
-from amips_plugins.datasets import builtin
-from amips_plugins.evaluation import sweep
 from amips_plugins.ground_truth import default_cache_dir
+from amips_plugins.harness.datasets import builtin
+from amips_plugins.harness.evaluation import sweep
 
 METHODS = ("hnswlib", "faiss", "ours-ip", "ours-xbox", "ours-keynet", "ours-maxaffine")
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--dataset", choices=["glove50", "wordnet"], default="glove50")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    p.add_argument("--orders", nargs="+", choices=["random", "ascending", "descending", "stream"],
-                   default=["random", "ascending", "descending", "stream"])
+    p.add_argument(
+        "--orders",
+        nargs="+",
+        choices=["random", "ascending", "descending", "stream"],
+        default=["random", "ascending", "descending", "stream"],
+    )
     p.add_argument("--num-test", type=int, default=2000)
     p.add_argument("--budget", type=float, default=90, help="training seconds of the KeyNet")
     p.add_argument("--pieces", type=int, default=16000, help="pieces of the MaxAffineNet")
@@ -49,20 +55,36 @@ def main():
     ds = builtin(args.dataset, seed=args.seed)
     keys, test = ds.keys, ds.test_queries[: args.num_test]
     _, true_ids = ap.ground_truth(keys, test, 10, cache_dir=default_cache_dir(), progress=False)
-    print(f"{ds.name}: {len(keys)} keys, {len(test)} queries, d = {ds.d}; {args.threads} threads, "
-          f"M 16, ef_construction 200")
+    print(
+        f"{ds.name}: {len(keys)} keys, {len(test)} queries, d = {ds.d}; {args.threads} threads, "
+        f"M 16, ef_construction 200"
+    )
     norms = np.linalg.norm(keys, axis=1)
-    orders = {"random": np.random.default_rng(args.seed).permutation(len(keys)),
-              "ascending": np.argsort(norms, kind="stable"), "descending": np.argsort(-norms, kind="stable")}
+    orders = {
+        "random": np.random.default_rng(args.seed).permutation(len(keys)),
+        "ascending": np.argsort(norms, kind="stable"),
+        "descending": np.argsort(-norms, kind="stable"),
+    }
     orders["stream"] = orders["random"]
     params = (10, 40, 100, 400)
     transforms = {}
     if "ours-keynet" in args.methods:
         transforms["KeyNet"] = ap.KeyNet(ds.d)
-        ap.fit(transforms["KeyNet"], keys, ds.train_queries, time_budget=args.budget, steps=100_000,
-               eval_every=500, patience=4, device="cpu", progress=False)
+        ap.fit(
+            transforms["KeyNet"],
+            keys,
+            ds.train_queries,
+            time_budget=args.budget,
+            steps=100_000,
+            eval_every=500,
+            patience=4,
+            device="cpu",
+            progress=False,
+        )
     if "ours-maxaffine" in args.methods:
-        transforms["MaxAffineNet"] = ap.fit_max_affine(keys, ds.train_queries, args.pieces, num_threads=args.threads)
+        transforms["MaxAffineNet"] = ap.fit_max_affine(
+            keys, ds.train_queries, args.pieces, num_threads=args.threads
+        )
     rows = []
     for order in args.orders:
         methods = []
@@ -73,18 +95,32 @@ def main():
                 methods.append(peers.FaissHNSW(params=params))
         for construction in ("ip", "xbox"):
             if f"ours-{construction}" in args.methods:
-                methods.append(peers.OursHNSW(args.threads, construction, batches=10 if order == "stream" else 1,
-                                              params=params))
+                methods.append(
+                    peers.OursHNSW(
+                        args.threads,
+                        construction,
+                        batches=10 if order == "stream" else 1,
+                        params=params,
+                    )
+                )
         if order == "random":
-            methods += [peers.OursHNSW(args.threads, params=params, query_transform=model, transform_name=name)
-                        for name, model in transforms.items()]
+            methods += [
+                peers.OursHNSW(
+                    args.threads, params=params, query_transform=model, transform_name=name
+                )
+                for name, model in transforms.items()
+            ]
         perm = orders[order]
         rank = np.empty_like(perm)
         rank[perm] = np.arange(len(perm))
         for row in sweep(methods, keys[perm], test, rank[true_ids], k=10, progress=False):
             rows.append({**row, "order": order})
-            print(f"{order:<10} {row['method']:<40} ef {row['param']:>4}  recall@10 {row['recall']:6.1%}  "
-                  f"{1e3 / row['ms_per_query']:>9.0f} queries/s  build {row['build_s']:.0f} s", flush=True)
+            print(
+                f"{order:<10} {row['method']:<40} ef {row['param']:>4}  "
+                f"recall@10 {row['recall']:6.1%}  "
+                f"{1e3 / row['ms_per_query']:>9.0f} queries/s  build {row['build_s']:.0f} s",
+                flush=True,
+            )
     out = Path(args.out) / args.dataset
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(rows, indent=1))

@@ -23,22 +23,33 @@ import torch
 
 import amips_plugins as ap
 from amips_plugins import peers
-from amips_plugins.datasets import builtin
-from amips_plugins.evaluation import format_table, plot_curves, sweep
 from amips_plugins.ground_truth import default_cache_dir
+from amips_plugins.harness.datasets import builtin
+from amips_plugins.harness.evaluation import format_table, plot_curves, sweep
 
 METHODS = ("faiss-ip", "faiss-xbox", "router", "router-xbox", "keynet", "supportnet-router")
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--dataset", choices=["glove50", "wordnet"], default="glove50")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    p.add_argument("--pieces", type=int, nargs="+", default=[1, 4, 8],
-                   help="max-affine router sizes, in pieces per list beyond the list means")
+    p.add_argument(
+        "--pieces",
+        type=int,
+        nargs="+",
+        default=[1, 4, 8],
+        help="max-affine router sizes, in pieces per list beyond the list means",
+    )
     p.add_argument("--budget", type=float, default=90, help="training seconds of each network")
-    p.add_argument("--union", action="store_true",
-                   help="also search every learned index with probe_union (faiss's lists and the learned ones in turn)")
+    p.add_argument(
+        "--union",
+        action="store_true",
+        help="also search every learned index with probe_union "
+        "(faiss's lists and the learned ones in turn)",
+    )
     p.add_argument("--num-test", type=int, default=10_000)
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--seed", type=int, default=0)
@@ -51,11 +62,24 @@ def main():
     keys, train_q, test_q = ds.keys, ds.train_queries, ds.test_queries[: args.num_test]
     nlist = math.isqrt(len(keys))
     _, true_ids = ap.ground_truth(keys, test_q, 10, cache_dir=default_cache_dir(), progress=False)
-    print(f"{ds.name}: {len(keys)} keys, {len(train_q)} training and {len(test_q)} test queries, d = {ds.d}, "
-          f"nlist = {nlist}; {args.threads} threads, faiss {faiss.__version__}, torch {torch.__version__}")
+    print(
+        f"{ds.name}: {len(keys)} keys, {len(train_q)} training and {len(test_q)} test queries, "
+        f"d = {ds.d}, "
+        f"nlist = {nlist}; {args.threads} threads, faiss {faiss.__version__}, "
+        f"torch {torch.__version__}"
+    )
 
-    fit_kwargs = dict(time_budget=args.budget, steps=100_000, eval_every=500, patience=4, device="cpu",
-                      seed=args.seed, num_threads=args.threads, cache_dir=default_cache_dir(), progress=False)
+    fit_kwargs = dict(
+        time_budget=args.budget,
+        steps=100_000,
+        eval_every=500,
+        patience=4,
+        device="cpu",
+        seed=args.seed,
+        num_threads=args.threads,
+        cache_dir=default_cache_dir(),
+        progress=False,
+    )
     methods = []
     if "faiss-ip" in args.methods:
         methods.append(peers.FaissIVF(nlist))
@@ -64,19 +88,38 @@ def main():
     for xbox in (False, True):
         if ("router-xbox" if xbox else "router") in args.methods:
             for per_list in args.pieces:
-                methods.append(peers.LearnedIVF(
-                    f"AmortizedIVF {'Xbox-L2' if xbox else 'IP'} max-affine {per_list}/list", nlist,
-                    lambda ivf, m=per_list: ivf.fit_router(train_q, num_pieces=m * nlist, num_threads=args.threads),
-                    xbox=xbox))
+                methods.append(
+                    peers.LearnedIVF(
+                        f"AmortizedIVF {'Xbox-L2' if xbox else 'IP'} max-affine {per_list}/list",
+                        nlist,
+                        lambda ivf, m=per_list: ivf.fit_router(
+                            train_q, num_pieces=m * nlist, num_threads=args.threads
+                        ),
+                        xbox=xbox,
+                    )
+                )
     if "keynet" in args.methods:
-        methods.append(peers.LearnedIVF(
-            f"AmortizedIVF IP KeyNet 256x3 ({args.budget:.0f} s)", nlist,
-            lambda ivf: ivf.fit_query_transform(train_q, ap.KeyNet(ds.d, width=256, depth=3), **fit_kwargs)))
+        methods.append(
+            peers.LearnedIVF(
+                f"AmortizedIVF IP KeyNet 256x3 ({args.budget:.0f} s)",
+                nlist,
+                lambda ivf: ivf.fit_query_transform(
+                    train_q, ap.KeyNet(ds.d, width=256, depth=3), **fit_kwargs
+                ),
+            )
+        )
     if "supportnet-router" in args.methods:
-        methods.append(peers.LearnedIVF(
-            f"AmortizedIVF IP SupportNet router 256x2 ({args.budget:.0f} s)", nlist,
-            lambda ivf: ivf.fit_router(train_q, ap.SupportNet(ds.d, nlist, width=256, depth=2, homogeneous=True),
-                                       **fit_kwargs)))
+        methods.append(
+            peers.LearnedIVF(
+                f"AmortizedIVF IP SupportNet router 256x2 ({args.budget:.0f} s)",
+                nlist,
+                lambda ivf: ivf.fit_router(
+                    train_q,
+                    ap.SupportNet(ds.d, nlist, width=256, depth=2, homogeneous=True),
+                    **fit_kwargs,
+                ),
+            )
+        )
 
     if args.union:  # every learned index searched alone, then with probe_union
         learned = [m for m in methods if isinstance(m, peers.LearnedIVF)]

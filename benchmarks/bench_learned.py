@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 import amips_plugins as ap
+from amips_plugins import harness
 from amips_plugins.ground_truth import default_cache_dir, segment_ground_truth
+from amips_plugins.learn.training import key_recovery, relative_key_error, routing_accuracy
 from amips_plugins.routing import MaxAffineRouter
-from amips_plugins.training import key_recovery, relative_key_error, routing_accuracy
 
 
 def calibrated_steps(model, budget, fit_kwargs):
@@ -39,7 +40,9 @@ def calibrated_steps(model, budget, fit_kwargs):
 
 def train(model, budget, **fit_kwargs):
     steps = calibrated_steps(model, budget, fit_kwargs)
-    history = ap.fit(model, **fit_kwargs, steps=steps, eval_every=max(100, steps // 10), time_budget=budget)
+    history = ap.fit(
+        model, **fit_kwargs, steps=steps, eval_every=max(100, steps // 10), time_budget=budget
+    )
     return history[-1]
 
 
@@ -51,21 +54,28 @@ def ivf_lists(keys, nlist, threads):
     ivf = faiss.IndexIVFFlat(quantizer, keys.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
     ivf.train(keys)
     ivf.add(keys)
-    lists = [faiss.rev_swig_ptr(ivf.invlists.get_ids(c), ivf.invlists.list_size(c)).copy() for c in range(nlist)]
+    lists = [
+        faiss.rev_swig_ptr(ivf.invlists.get_ids(c), ivf.invlists.list_size(c)).copy()
+        for c in range(nlist)
+    ]
     order = np.concatenate(lists)
     offsets = np.concatenate([[0], np.cumsum([len(ids) for ids in lists])])
     return order, offsets, quantizer
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--budget", type=float, default=180, help="training seconds per model")
     models = ["keynet", "supportnet", "supportnet-hom", "maxaffine", "router", "maxaffine-router"]
     p.add_argument("--models", nargs="+", default=models, choices=models)
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--router-width", type=int, default=384)
     p.add_argument("--pieces", type=int, default=16000, help="pieces of the MaxAffineNet")
-    p.add_argument("--router-macs", type=int, default=500_000, help="multiply-adds of the max-affine router")
+    p.add_argument(
+        "--router-macs", type=int, default=500_000, help="multiply-adds of the max-affine router"
+    )
     p.add_argument("--augment", type=int, default=0, help="noisy copies of every training query")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--seed", type=int, default=0)
@@ -73,14 +83,26 @@ def main():
     torch.set_num_threads(args.threads)
     cache = default_cache_dir()
 
-    ds = ap.glove50(seed=args.seed)
+    ds = harness.glove50(seed=args.seed)
     keys, train_q, test_q = ds.keys, ds.train_queries, ds.test_queries
     true = ap.compute_targets(keys, test_q, cache_dir=cache)
-    fit_kwargs = dict(keys=keys, queries=train_q, augment_copies=args.augment, cache_dir=cache,
-                      device="cpu", seed=args.seed, num_threads=args.threads)
-    print(f"{ds}; {args.threads} threads, {args.budget:.0f} s of training per model, torch {torch.__version__}")
-    header = (f"{'model':<34} {'params':>9} {'MACs/query':>10} {'train s':>8} {'steps':>6} | "
-              f"{'key recovery':>12} {'rel. error':>10} | {'route@1':>8} {'route@27':>8}")
+    fit_kwargs = dict(
+        keys=keys,
+        queries=train_q,
+        augment_copies=args.augment,
+        cache_dir=cache,
+        device="cpu",
+        seed=args.seed,
+        num_threads=args.threads,
+    )
+    print(
+        f"{ds}; {args.threads} threads, {args.budget:.0f} s of training per model, "
+        f"torch {torch.__version__}"
+    )
+    header = (
+        f"{'model':<34} {'params':>9} {'MACs/query':>10} {'train s':>8} {'steps':>6} | "
+        f"{'key recovery':>12} {'rel. error':>10} | {'route@1':>8} {'route@27':>8}"
+    )
     print(header)
     print("-" * len(header))
 
@@ -89,11 +111,16 @@ def main():
         rec = key_recovery(pred, keys, true.ids, num_threads=args.threads)
         err = relative_key_error(pred, test_q, keys, true.ids)
         params = sum(p.numel() for p in model.parameters())
-        print(f"{name:<34} {params:>9} {model.key_multiply_adds():>10} {last['seconds']:>8.0f} "
-              f"{last['step']:>6} | {rec:>12.1%} {err:>10.3f} |", flush=True)
+        print(
+            f"{name:<34} {params:>9} {model.key_multiply_adds():>10} {last['seconds']:>8.0f} "
+            f"{last['step']:>6} | {rec:>12.1%} {err:>10.3f} |",
+            flush=True,
+        )
 
     rec_q = key_recovery(test_q, keys, true.ids, num_threads=args.threads)
-    print(f"{'q itself (no model)':<34} {0:>9} {0:>10} {0:>8} {0:>6} | {rec_q:>12.1%} {1.0:>10.3f} |")
+    print(
+        f"{'q itself (no model)':<34} {0:>9} {0:>10} {0:>8} {0:>6} | {rec_q:>12.1%} {1.0:>10.3f} |"
+    )
     torch.manual_seed(args.seed)
     if "keynet" in args.models:
         model = ap.KeyNet(ds.d, width=args.width, depth=3)
@@ -117,27 +144,61 @@ def main():
         top = round(0.05 * nlist)
         _, ranked = quantizer.search(test_q, nlist)
         centroid_scores = np.empty((len(test_q), nlist), np.float32)
-        np.put_along_axis(centroid_scores, ranked, -np.arange(nlist, dtype=np.float32)[None], axis=1)
-        print(f"{'faiss IVF ranking (centroid IP)':<34} {nlist * ds.d:>9} {nlist * ds.d:>10} {0:>8} {0:>6} | "
-              f"{'':>12} {'':>10} | {routing_accuracy(centroid_scores, truth):>8.1%} "
-              f"{routing_accuracy(centroid_scores, truth, top):>8.1%}")
+        np.put_along_axis(
+            centroid_scores, ranked, -np.arange(nlist, dtype=np.float32)[None], axis=1
+        )
+        print(
+            f"{'faiss IVF ranking (centroid IP)':<34} {nlist * ds.d:>9} {nlist * ds.d:>10} "
+            f"{0:>8} {0:>6} | "
+            f"{'':>12} {'':>10} | {routing_accuracy(centroid_scores, truth):>8.1%} "
+            f"{routing_accuracy(centroid_scores, truth, top):>8.1%}"
+        )
 
         def router_row(name, pred, params, macs, seconds, steps):
-            print(f"{name:<34} {params:>9} {macs:>10} {seconds:>8.0f} {steps:>6} | {'':>12} {'':>10} | "
-                  f"{routing_accuracy(pred, truth):>8.1%} {routing_accuracy(pred, truth, top):>8.1%}", flush=True)
+            print(
+                f"{name:<34} {params:>9} {macs:>10} {seconds:>8.0f} {steps:>6} | "
+                f"{'':>12} {'':>10} | "
+                f"{routing_accuracy(pred, truth):>8.1%} {routing_accuracy(pred, truth, top):>8.1%}",
+                flush=True,
+            )
 
         if "router" in args.models:
-            model = ap.SupportNet(ds.d, num_outputs=nlist, width=args.router_width, depth=2, homogeneous=True)
-            last = train(model, args.budget, **{**fit_kwargs, "keys": grouped}, offsets=offsets,
-                         key_weight=0.0, score_weight=1.0)
-            router_row(f"SupportNet router {args.router_width}x2 hom.", ap.QueryTransform(model).scores(test_q),
-                       sum(p.numel() for p in model.parameters()), model.multiply_adds(), last["seconds"], last["step"])
+            model = ap.SupportNet(
+                ds.d, num_outputs=nlist, width=args.router_width, depth=2, homogeneous=True
+            )
+            last = train(
+                model,
+                args.budget,
+                **{**fit_kwargs, "keys": grouped},
+                offsets=offsets,
+                key_weight=0.0,
+                score_weight=1.0,
+            )
+            router_row(
+                f"SupportNet router {args.router_width}x2 hom.",
+                ap.QueryTransform(model).scores(test_q),
+                sum(p.numel() for p in model.parameters()),
+                model.multiply_adds(),
+                last["seconds"],
+                last["step"],
+            )
         if "maxaffine-router" in args.models:
             start = time.perf_counter()
-            router = MaxAffineRouter.fit(grouped, offsets, train_q, args.router_macs // ds.d - nlist,
-                                         num_threads=args.threads)
-            router_row(f"max-affine router {len(router.pieces)} pieces", router.scores(test_q), router.pieces.size,
-                       router.multiply_adds(), time.perf_counter() - start, 0)
+            router = MaxAffineRouter.fit(
+                grouped,
+                offsets,
+                train_q,
+                args.router_macs // ds.d - nlist,
+                num_threads=args.threads,
+            )
+            router_row(
+                f"max-affine router {len(router.pieces)} pieces",
+                router.scores(test_q),
+                router.pieces.size,
+                router.multiply_adds(),
+                time.perf_counter() - start,
+                0,
+            )
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 
 #include "kernels.h"
+#include "parallel.h"
 #include "search.h"
 #include "xbox.h"
 
@@ -19,6 +21,8 @@ namespace {
 
 template <class T>
 using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
+// (scores float32, ids int64): a std::tuple so that the generated stub names both array types.
+using ScoresIds = std::tuple<py::array_t<float>, py::array_t<std::int64_t>>;
 
 void require(bool ok, const std::string& message) {
     if (!ok) throw std::invalid_argument(message);
@@ -44,7 +48,7 @@ void require_pair(const py::array& queries, const py::array& keys) {
 }
 
 // Allocates the (nq, k) results and runs topk_dot on n keys (checked by the caller), GIL released.
-py::tuple run_topk(const Array<float>& queries, const float* keys, bool keys_packed, std::size_t n,
+ScoresIds run_topk(const Array<float>& queries, const float* keys, bool keys_packed, std::size_t n,
                    std::int64_t k, int num_threads) {
     require(k > 0, "k must be positive, got " + std::to_string(k));
     const std::size_t nq = queries.shape(0), d = queries.shape(1);
@@ -55,10 +59,10 @@ py::tuple run_topk(const Array<float>& queries, const float* keys, bool keys_pac
         topk_dot(queries.data(), nq, keys, keys_packed, n, d, std::size_t(k), num_threads,
                  scores.mutable_data(), ids.mutable_data());
     }
-    return py::make_tuple(scores, ids);
+    return {scores, ids};
 }
 
-py::tuple topk_dot_py(const Array<float>& queries, const Array<float>& keys, std::int64_t k,
+ScoresIds topk_dot_py(const Array<float>& queries, const Array<float>& keys, std::int64_t k,
                       int num_threads) {
     require_pair(queries, keys);
     return run_topk(queries, keys.data(), false, keys.shape(0), k, num_threads);
@@ -75,7 +79,7 @@ void require_panels(const py::array& packed, std::size_t n, std::size_t d) {
                 std::to_string(packed_floats(n, d)));
 }
 
-py::tuple topk_dot_packed_py(const Array<float>& queries, const py::array& packed, std::int64_t n,
+ScoresIds topk_dot_packed_py(const Array<float>& queries, const py::array& packed, std::int64_t n,
                              std::int64_t k, int num_threads) {
     require_matrix(queries, "queries");
     require(n > 0, "the packed key set is empty");
@@ -104,7 +108,7 @@ py::array_t<float> unpack_keys_py(const py::array& packed, std::int64_t n, std::
     return x;
 }
 
-py::tuple segment_max_dot_py(const Array<float>& queries, const Array<float>& keys,
+ScoresIds segment_max_dot_py(const Array<float>& queries, const Array<float>& keys,
                              const Array<std::int64_t>& offsets, int num_threads) {
     require_pair(queries, keys);
     const std::int64_t n = keys.shape(0);
@@ -124,7 +128,7 @@ py::tuple segment_max_dot_py(const Array<float>& queries, const Array<float>& ke
         segment_max_dot(queries.data(), nq, keys.data(), std::size_t(n), d, off, C, num_threads,
                         scores.mutable_data(), ids.mutable_data());
     }
-    return py::make_tuple(scores, ids);
+    return {scores, ids};
 }
 
 py::array_t<float> rescore_py(const Array<float>& queries, const Array<float>& keys,
@@ -149,7 +153,7 @@ py::array_t<float> rescore_py(const Array<float>& queries, const Array<float>& k
     return scores;
 }
 
-py::tuple topk_rows_py(const Array<float>& scores, std::int64_t k, int num_threads) {
+ScoresIds topk_rows_py(const Array<float>& scores, std::int64_t k, int num_threads) {
     require_matrix(scores, "scores");
     require(k > 0, "k must be positive, got " + std::to_string(k));
     const std::size_t n = scores.shape(0), C = scores.shape(1);
@@ -160,7 +164,7 @@ py::tuple topk_rows_py(const Array<float>& scores, std::int64_t k, int num_threa
         topk_rows(scores.data(), n, C, std::size_t(k), num_threads, top_scores.mutable_data(),
                   top_ids.mutable_data());
     }
-    return py::make_tuple(top_scores, top_ids);
+    return {top_scores, top_ids};
 }
 
 bool all_finite_py(const Array<float>& x) {
@@ -201,6 +205,9 @@ PYBIND11_MODULE(_core, m) {
           "Instruction set in use: the best supported, capped by AMIPS_SIMD.");
     m.def("detected_simd_level", [] { return isa_name(detected_isa()); },
           "Best instruction set the CPU and OS support, ignoring AMIPS_SIMD.");
+    m.def("default_num_threads", &default_threads,
+          "Threads a call uses when it names none: AMIPS_NUM_THREADS, else OMP_NUM_THREADS, else "
+          "the CPUs this process may run on.");
     m.def("topk_dot", &topk_dot_py, py::arg("queries"), py::arg("keys"), py::arg("k"),
           py::arg("num_threads") = 0);
     m.def("topk_dot_packed", &topk_dot_packed_py, py::arg("queries"), py::arg("packed"), py::arg("n"),

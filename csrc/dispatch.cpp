@@ -5,14 +5,39 @@
 #include "kernels.h"
 
 namespace amips {
+namespace {
+
+#if defined(__x86_64__)
+constexpr const char* kFamily = "scalar, avx2, avx512";
+#elif defined(__aarch64__)
+constexpr const char* kFamily = "scalar, neon";
+#else
+constexpr const char* kFamily = "scalar";
+#endif
+
+bool in_family(Isa isa) {
+#if defined(__x86_64__)
+    return isa != Isa::neon;
+#elif defined(__aarch64__)
+    return isa == Isa::scalar || isa == Isa::neon;
+#else
+    return isa == Isa::scalar;
+#endif
+}
+
+}  // namespace
 
 Isa detected_isa() {
 #if defined(__x86_64__)
     // __builtin_cpu_supports also checks that the OS saves the wider registers (XGETBV).
     if (__builtin_cpu_supports("avx512f")) return Isa::avx512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
-#endif
     return Isa::scalar;
+#elif defined(__aarch64__)
+    return Isa::neon;  // Advanced SIMD is part of every AArch64 CPU
+#else
+    return Isa::scalar;
+#endif
 }
 
 Isa active_isa() {
@@ -20,15 +45,19 @@ Isa active_isa() {
     const char* env = std::getenv("AMIPS_SIMD");
     if (env == nullptr || *env == '\0') return best;
     const std::string cap(env);
-    Isa wanted;
-    if (cap == "scalar") {
-        wanted = Isa::scalar;
+    Isa wanted = Isa::scalar;
+    if (cap == "neon") {
+        wanted = Isa::neon;
     } else if (cap == "avx2") {
         wanted = Isa::avx2;
     } else if (cap == "avx512") {
         wanted = Isa::avx512;
-    } else {
-        throw std::invalid_argument("AMIPS_SIMD must be scalar, avx2 or avx512, got '" + cap + "'");
+    } else if (cap != "scalar") {
+        throw std::invalid_argument("AMIPS_SIMD must be scalar, neon, avx2 or avx512, got '" + cap + "'");
+    }
+    if (!in_family(wanted)) {
+        throw std::invalid_argument("AMIPS_SIMD=" + cap + " is not a level of this CPU family (" +
+                                    kFamily + ")");
     }
     return wanted < best ? wanted : best;
 }
@@ -37,6 +66,7 @@ const char* isa_name(Isa isa) {
     switch (isa) {
         case Isa::avx512: return "avx512";
         case Isa::avx2: return "avx2";
+        case Isa::neon: return "neon";
         default: return "scalar";
     }
 }
@@ -45,6 +75,8 @@ Kernels kernels_for(Isa isa) {
 #if defined(__x86_64__)
     if (isa == Isa::avx512) return {isa, pack_avx512, dot_tile_avx512};
     if (isa == Isa::avx2) return {isa, pack_avx2, dot_tile_avx2};
+#elif defined(__aarch64__)
+    if (isa == Isa::neon) return {isa, pack_neon, dot_tile_neon};
 #endif
     return {Isa::scalar, pack_scalar, dot_tile_scalar};
 }

@@ -13,7 +13,8 @@
 
 namespace amips {
 
-enum class Isa { scalar = 0, avx2 = 1, avx512 = 2 };
+// Levels of one CPU family rank by value: x86-64 scalar < avx2 < avx512, AArch64 scalar < neon.
+enum class Isa { scalar = 0, neon = 1, avx2 = 2, avx512 = 3 };
 
 // Largest number of queries one dot_tile call takes.
 constexpr std::size_t kTileQueries = 4;
@@ -43,7 +44,7 @@ struct Kernels {
 // Best level the CPU and OS support.
 Isa detected_isa();
 // Detected level capped by the AMIPS_SIMD environment variable (read on every call, so tests can
-// switch paths); an unknown value throws std::invalid_argument.
+// switch paths); an unknown value, or one of the other CPU family, throws std::invalid_argument.
 Isa active_isa();
 const char* isa_name(Isa isa);
 Kernels kernels_for(Isa isa);
@@ -55,6 +56,10 @@ void pack_avx2(const float*, const std::int64_t*, std::size_t, std::size_t, floa
 void dot_tile_avx2(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t);
 void pack_avx512(const float*, const std::int64_t*, std::size_t, std::size_t, float*);
 void dot_tile_avx512(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t);
+#endif
+#if defined(__aarch64__)
+void pack_neon(const float*, const std::int64_t*, std::size_t, std::size_t, float*);
+void dot_tile_neon(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t);
 #endif
 
 }  // namespace amips

@@ -1,9 +1,9 @@
 // AVX2 + FMA kernels: columns of 8 keys; tiles of 4 queries x 2 columns (8 of the 16 ymm registers
 // accumulate).
 #if defined(__x86_64__)
-#pragma GCC target("avx2,fma")
 #include <immintrin.h>
 
+#define AMIPS_TARGET __attribute__((target("avx2,fma")))
 #include "tile_kernel.h"
 
 namespace amips {
@@ -13,14 +13,14 @@ struct Avx2 {
     using Vec = __m256;
     static constexpr std::size_t kLanes = 8;
     static constexpr int kColumnsPerTile = 2;
-    static Vec zero() { return _mm256_setzero_ps(); }
-    static Vec load(const float* p) { return _mm256_loadu_ps(p); }
-    static void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
-    static Vec broadcast(const float* p) { return _mm256_broadcast_ss(p); }
-    static Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+    AMIPS_TARGET static Vec zero() { return _mm256_setzero_ps(); }
+    AMIPS_TARGET static Vec load(const float* p) { return _mm256_loadu_ps(p); }
+    AMIPS_TARGET static void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+    AMIPS_TARGET static Vec broadcast(const float* p) { return _mm256_broadcast_ss(p); }
+    AMIPS_TARGET static Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
     // 8 x 8: 32-bit and 64-bit interleaves within 128-bit halves leave, in half H of u[4g + c],
     // column 4H + c of rows 4g..4g+3; one 128-bit permute joins the two halves of each column.
-    static void transpose(Vec* v) {
+    AMIPS_TARGET static void transpose(Vec* v) {
         Vec t[8], u[8];
         for (int i = 0; i < 4; ++i) {
             t[2 * i] = _mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]);

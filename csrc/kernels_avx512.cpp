@@ -1,9 +1,9 @@
 // AVX-512F kernels: columns of 16 keys; tiles of 4 queries x 4 columns, one whole panel (16 of the 32
 // zmm registers accumulate).
 #if defined(__x86_64__)
-#pragma GCC target("avx512f")
 #include <immintrin.h>
 
+#define AMIPS_TARGET __attribute__((target("avx512f")))
 #include "tile_kernel.h"
 
 namespace amips {
@@ -13,15 +13,15 @@ struct Avx512 {
     using Vec = __m512;
     static constexpr std::size_t kLanes = 16;
     static constexpr int kColumnsPerTile = 4;
-    static Vec zero() { return _mm512_setzero_ps(); }
-    static Vec load(const float* p) { return _mm512_loadu_ps(p); }
-    static void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
-    static Vec broadcast(const float* p) { return _mm512_set1_ps(*p); }
-    static Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+    AMIPS_TARGET static Vec zero() { return _mm512_setzero_ps(); }
+    AMIPS_TARGET static Vec load(const float* p) { return _mm512_loadu_ps(p); }
+    AMIPS_TARGET static void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+    AMIPS_TARGET static Vec broadcast(const float* p) { return _mm512_set1_ps(*p); }
+    AMIPS_TARGET static Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
     // 16 x 16 in four rounds of 16 shuffles: 32-bit and 64-bit interleaves within 128-bit lanes
     // leave, in lane L of u[4g + c], column 4L + c of rows 4g..4g+3; two 128-bit shuffles gather
     // each column's four pieces.
-    static void transpose(Vec* v) {
+    AMIPS_TARGET static void transpose(Vec* v) {
         Vec t[16], u[16];
         for (int i = 0; i < 8; ++i) {
             t[2 * i] = _mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]);

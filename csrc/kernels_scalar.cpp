@@ -1,5 +1,6 @@
 // Portable fallback: columns of one key, and a product and a sum per step (-ffp-contract=off keeps
 // the compiler from fusing them on targets that have FMA).
+#define AMIPS_TARGET
 #include "tile_kernel.h"
 
 namespace amips {

@@ -1,16 +1,16 @@
 #include "parallel.h"
 
-#include <chrono>
 #include <condition_variable>
+#include <cstdlib>
+#include <string>
 
 #include <pthread.h>
+#if defined(__linux__)
+#include <sched.h>
+#endif
 
 namespace amips {
 namespace {
-
-// Long enough to cover the gap between back-to-back calls from Python, short enough not to hold
-// a core that nobody needs.
-constexpr auto kSpin = std::chrono::milliseconds(2);
 
 class Pool {
 public:
@@ -39,11 +39,6 @@ private:
     void serve(int index) {
         std::uint64_t seen = 0;
         for (;;) {
-            const auto until = std::chrono::steady_clock::now() + kSpin;
-            while (generation_.load(std::memory_order_acquire) == seen &&
-                   std::chrono::steady_clock::now() < until) {
-                std::this_thread::yield();
-            }
             const std::function<void()>* job = nullptr;
             {
                 std::unique_lock<std::mutex> lock(mutex_);
@@ -76,8 +71,7 @@ std::atomic<bool> forked_child{false};
 Pool* pool() {
     static Pool* p = [] {
         pthread_atfork(nullptr, nullptr, [] { forked_child = true; });  // a child has no workers
-        const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-        return new Pool(hw - 1);
+        return new Pool(default_threads() - 1);
     }();
     return p;
 }
@@ -89,7 +83,27 @@ void run_on_new_threads(const std::function<void()>& work, int helpers) {
     for (auto& t : threads) t.join();
 }
 
+// A positive count from an environment variable ("4", or OpenMP's "4,2": the first entry), or 0.
+int threads_from_env(const char* name) {
+    const char* value = std::getenv(name);
+    if (value == nullptr) return 0;
+    char* end = nullptr;
+    const long n = std::strtol(value, &end, 10);
+    return end != value && n > 0 && n < 4096 ? static_cast<int>(n) : 0;
+}
+
 }  // namespace
+
+int default_threads() {
+    for (const char* name : {"AMIPS_NUM_THREADS", "OMP_NUM_THREADS"}) {
+        if (const int n = threads_from_env(name)) return n;
+    }
+#if defined(__linux__)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+#endif
+    return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
 
 void run_on_threads(const std::function<void()>& work, int helpers) {
     if (forked_child) return run_on_new_threads(work, helpers);

@@ -1,6 +1,9 @@
 // Packing and register-blocked inner products, written once over a vector-traits type V.
-// Included only by the per-ISA files after their `#pragma GCC target`; everything here has internal
-// linkage so each ISA gets its own copy and no wider instruction can leak into another path.
+// Included only by the per-ISA files, which first define AMIPS_TARGET as their function attribute
+// (e.g. __attribute__((target("avx2,fma")))): every function here carries it, and has internal
+// linkage, so each ISA gets its own copy. No std header is included after that point, so the
+// std functions these call are compiled for the baseline target, the same in every file, and no
+// wider instruction can leak into another path through them.
 //
 // V provides: Vec, kLanes (a divisor of kPanel), kColumnsPerTile, zero(), load(p), store(p, v),
 // broadcast(p), fma(a, b, c) and transpose(v) (kLanes vectors in place: lane c of v[r] goes to
@@ -13,13 +16,17 @@
 
 #include "kernels.h"
 
+#ifndef AMIPS_TARGET
+#error "define AMIPS_TARGET, the ISA's function attribute, before including tile_kernel.h"
+#endif
+
 namespace amips {
 namespace {
 
 // Packs n rows into panels (see kernels.h), kLanes rows at a time with an in-register transpose.
 // Groups of kLanes slots past the last row are left as they were: dot_tile never reads them.
 template <class V>
-inline void pack_impl(const float* x, const std::int64_t* ids, std::size_t n, std::size_t d,
+AMIPS_TARGET inline void pack_impl(const float* x, const std::int64_t* ids, std::size_t n, std::size_t d,
                       float* out) {
     constexpr std::size_t L = V::kLanes;
     // The loads below visit L rows side by side, which the hardware prefetcher follows poorly
@@ -57,7 +64,7 @@ inline void pack_impl(const float* x, const std::int64_t* ids, std::size_t n, st
 // pair one multiply-add chain over t = 0..d-1, whatever the tile shape, so a pair's score never
 // depends on where it falls. Writes the first `valid` scores of each query row.
 template <class V, int QT, int KP>
-__attribute__((always_inline)) inline void tile(const float* q, std::size_t d, const float* packed,
+AMIPS_TARGET __attribute__((always_inline)) inline void tile(const float* q, std::size_t d, const float* packed,
                                                 std::size_t j0, std::size_t valid, float* out,
                                                 std::size_t ldo) {
     constexpr std::size_t L = V::kLanes;
@@ -98,7 +105,7 @@ __attribute__((always_inline)) inline void tile(const float* q, std::size_t d, c
 }
 
 template <class V, int QT>
-inline void dot_rows(const float* q, const float* packed, std::size_t n, std::size_t d, float* out,
+AMIPS_TARGET inline void dot_rows(const float* q, const float* packed, std::size_t n, std::size_t d, float* out,
                      std::size_t ldo) {
     constexpr std::size_t L = V::kLanes, step = V::kColumnsPerTile * L;
     std::size_t j = 0;
@@ -107,7 +114,7 @@ inline void dot_rows(const float* q, const float* packed, std::size_t n, std::si
 }
 
 template <class V>
-inline void dot_tile_impl(const float* q, std::size_t nq, const float* packed, std::size_t n,
+AMIPS_TARGET inline void dot_tile_impl(const float* q, std::size_t nq, const float* packed, std::size_t n,
                           std::size_t d, float* out, std::size_t ldo) {
     static_assert(kTileQueries == 4, "dot_tile_impl dispatches on up to four queries");
     switch (nq) {

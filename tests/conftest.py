@@ -5,19 +5,18 @@ import pytest
 
 from amips_plugins import _core
 
-LEVELS = ["scalar", "avx2", "avx512"]
+FAMILIES = (["scalar", "avx2", "avx512"], ["scalar", "neon"])  # x86-64, AArch64
 
 
 def supported_levels() -> list[str]:
-    best = LEVELS.index(_core.detected_simd_level())
-    return LEVELS[: best + 1]
+    best = _core.detected_simd_level()
+    family = next(f for f in FAMILIES if best in f)
+    return family[: family.index(best) + 1]
 
 
-@pytest.fixture(params=LEVELS)
+@pytest.fixture(params=supported_levels())
 def simd(request, monkeypatch):
-    """Runs the test once per instruction set, skipping those the CPU lacks."""
-    if request.param not in supported_levels():
-        pytest.skip(f"CPU lacks {request.param}")
+    """Runs the test once per instruction set this CPU runs."""
     monkeypatch.setenv("AMIPS_SIMD", request.param)
     return request.param
 

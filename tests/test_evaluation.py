@@ -3,8 +3,14 @@ import math
 import numpy as np
 import pytest
 
-from amips_plugins import peers
-from amips_plugins.evaluation import format_table, match_rate, plot_curves, recall_at_k, sweep
+from amips_plugins.harness import peers
+from amips_plugins.harness.evaluation import (
+    format_table,
+    match_rate,
+    plot_curves,
+    recall_at_k,
+    sweep,
+)
 
 
 def test_match_rate_by_hand():
@@ -29,8 +35,13 @@ def test_sweep_measures_every_method(tmp_path):
     from amips_plugins import topk_dot
 
     _, true_ids = topk_dot(queries, keys, 5)
-    methods = [peers.ExactSearch(2), peers.FaissIVF(54, params=(1, 54)), peers.FaissIVF(54, xbox=True, params=(54,)),
-               peers.FaissHNSW(params=(200,)), peers.HnswlibIP(2, params=(200,))]
+    methods = [
+        peers.ExactSearch(2),
+        peers.FaissIVF(54, params=(1, 54)),
+        peers.FaissIVF(54, xbox=True, params=(54,)),
+        peers.FaissHNSW(params=(200,)),
+        peers.HnswlibIP(2, params=(200,)),
+    ]
     rows = sweep(methods, keys, queries, true_ids, k=5, progress=False)
     by = {(r["method"], r["param"]): r for r in rows}
     assert len(rows) == 6
@@ -40,7 +51,10 @@ def test_sweep_measures_every_method(tmp_path):
     xbox = by[("faiss IVF Xbox-L2 (nlist 54)", 54)]
     assert xbox["recall"] == 1.0
     assert xbox["flops_per_query"] == 2 * 13 * xbox["distances_per_query"]  # d + 1 coordinates
-    assert by[("faiss IVF IP (nlist 54)", 1)]["distances_per_query"] < by[("faiss IVF IP (nlist 54)", 54)]["distances_per_query"]
+    assert (
+        by[("faiss IVF IP (nlist 54)", 1)]["distances_per_query"]
+        < by[("faiss IVF IP (nlist 54)", 54)]["distances_per_query"]
+    )
     assert by[("faiss HNSW IP (M 16)", 200)]["recall"] > 0.9
     assert math.isnan(by[("hnswlib ip (M 16)", 200)]["distances_per_query"])
     assert "hnswlib ip" in format_table(rows)

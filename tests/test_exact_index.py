@@ -81,7 +81,9 @@ def test_search_while_adding():
             if not (np.array_equal(ids, expected[1]) and np.array_equal(scores, expected[0])):
                 errors.append((scores, ids))
 
-    threads = [threading.Thread(target=add_more)] + [threading.Thread(target=search) for _ in range(3)]
+    threads = [threading.Thread(target=add_more)] + [
+        threading.Thread(target=search) for _ in range(3)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -43,7 +43,11 @@ def test_swap_in_for_hnswlib_ip(data):
         p.add_items(keys)
         p.set_ef(60)
         labels, distances = p.knn_query(test, k=5)
-        assert labels.dtype == np.uint64 and distances.dtype == np.float32 and labels.shape == (len(test), 5)
+        assert (
+            labels.dtype == np.uint64
+            and distances.dtype == np.float32
+            and labels.shape == (len(test), 5)
+        )
         assert p.get_current_count() == len(keys) and p.get_max_elements() == len(keys)
         results.append(recall10(p, keys, test))
     assert results[1] >= results[0] - 0.02, results
@@ -54,10 +58,14 @@ def test_distances_are_one_minus_the_inner_product(data, construction):
     keys, _, test = data
     index = build(keys, construction=construction)
     labels, distances = index.knn_query(test, k=8)
-    exact = np.einsum("nd,nkd->nk", test.astype(np.float64), keys[labels.astype(np.int64)].astype(np.float64))
+    exact = np.einsum(
+        "nd,nkd->nk", test.astype(np.float64), keys[labels.astype(np.int64)].astype(np.float64)
+    )
     np.testing.assert_allclose(distances, 1 - exact, rtol=1e-5, atol=1e-5)
     assert (np.diff(distances, axis=1) >= 0).all()
-    np.testing.assert_array_equal(index.get_items(labels[0].tolist()), keys[labels[0].astype(np.int64)])
+    np.testing.assert_array_equal(
+        index.get_items(labels[0].tolist()), keys[labels[0].astype(np.int64)]
+    )
 
 
 def test_xbox_max_norm_grows_across_batches(data):
@@ -86,8 +94,15 @@ def test_query_transform_search_rescored_with_q(data):
     pytest.importorskip("torch")
     keys, train, test = data
     index = build(keys)
-    index.fit_query_transform(keys, train, ap.KeyNet(D, width=32, depth=2), steps=20, eval_every=20,
-                              progress=False, device="cpu")
+    index.fit_query_transform(
+        keys,
+        train,
+        ap.KeyNet(D, width=32, depth=2),
+        steps=20,
+        eval_every=20,
+        progress=False,
+        device="cpu",
+    )
     labels, distances = index.knn_query(test, k=5)
     exact = np.einsum("nd,nkd->nk", test, keys[labels.astype(np.int64)])
     np.testing.assert_allclose(distances, 1 - exact, rtol=1e-5, atol=1e-5)

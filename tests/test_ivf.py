@@ -52,7 +52,12 @@ def test_without_a_learned_part_it_returns_what_faiss_returns(data):
         index.add(keys[:4000])
         index.add_with_ids(keys[4000:], np.arange(4000, 6000))
         index.nprobe = 3
-    assert (ours.ntotal, ours.d, ours.nprobe, ours.is_trained) == (ref.ntotal, ref.d, ref.nprobe, True)
+    assert (ours.ntotal, ours.d, ours.nprobe, ours.is_trained) == (
+        ref.ntotal,
+        ref.d,
+        ref.nprobe,
+        True,
+    )
     for k in (1, 10):
         D_ref, I_ref = ref.search(test, k)
         D_ours, I_ours = ours.search(test, k)
@@ -72,7 +77,9 @@ def test_stats_count_the_lists_and_distances(data):
     stats = index.last_search_stats
     assert stats["lists_probed"] == 4 and stats["queries"] == len(test)
     assert stats["distances"] == pytest.approx(faiss.cvar.indexIVF_stats.ndis / len(test) + NLIST)
-    assert stats["network_flops"] == 0 and stats["flops"] == pytest.approx(2 * D * stats["distances"])
+    assert stats["network_flops"] == 0 and stats["flops"] == pytest.approx(
+        2 * D * stats["distances"]
+    )
 
 
 def test_max_affine_router_finds_more_best_keys_at_equal_nprobe(data):
@@ -110,7 +117,7 @@ def test_probe_union_scans_the_lists_of_both_rankings(data):
     index.router = None
     index.nprobe = 2
     plain = index.search(test, 1)[0][:, 0]
-    # At nprobe 4 the union holds the first two lists of each ranking, so it finds at least as good a key.
+    # At nprobe 4 the union holds the first two lists of each ranking: at least as good a key.
     assert (best[True] >= np.maximum(best[False], plain)).all()
     assert (best[True] > np.maximum(best[False], plain)).any()
 
@@ -126,7 +133,9 @@ def test_probe_union_by_default_only_with_the_max_affine_router(data):
         results[union] = index.search(test, 3)[1]
     np.testing.assert_array_equal(results[None], results[True])
     assert (results[None] != results[False]).any()
-    index.fit_router(train, ap.SupportNet(D, NLIST, width=8, depth=1), steps=5, eval_every=5, progress=False)
+    index.fit_router(
+        train, ap.SupportNet(D, NLIST, width=8, depth=1), steps=5, eval_every=5, progress=False
+    )
     for union in (None, False):
         index.probe_union = union
         results[union] = index.search(test, 3)[1]
@@ -146,16 +155,28 @@ def test_query_transform_and_supportnet_router(data):
     torch = pytest.importorskip("torch")
     keys, train, test = data
     index = build(keys)
-    history = index.fit_query_transform(train, ap.KeyNet(D, width=32, depth=2), steps=30, eval_every=30,
-                                        progress=False, device="cpu")
+    history = index.fit_query_transform(
+        train,
+        ap.KeyNet(D, width=32, depth=2),
+        steps=30,
+        eval_every=30,
+        progress=False,
+        device="cpu",
+    )
     assert history[-1]["step"] == 30 and index.query_transform is not None
     assert_true_inner_products(index, keys, test)
     assert index.last_search_stats["network_flops"] == 2 * index.query_transform.key_multiply_adds()
 
     index.query_transform = None
     torch.manual_seed(0)
-    index.fit_router(train, ap.SupportNet(D, NLIST, width=32, depth=2, homogeneous=True), steps=30,
-                     eval_every=30, progress=False, device="cpu")
+    index.fit_router(
+        train,
+        ap.SupportNet(D, NLIST, width=32, depth=2, homogeneous=True),
+        steps=30,
+        eval_every=30,
+        progress=False,
+        device="cpu",
+    )
     assert_true_inner_products(index, keys, test)
     with pytest.raises(ValueError, match="outputs"):
         index.fit_router(train, ap.SupportNet(D, NLIST + 1, width=8, depth=1))
@@ -184,7 +205,11 @@ def test_save_and_load_round_trip(data, tmp_path):
     path = tmp_path / "index.amips"
     index.save(path)
     loaded = AmortizedIVF.load(path)
-    assert (loaded.nprobe, loaded.ntotal, loaded.xbox.max_norm) == (3, index.ntotal, index.xbox.max_norm)
+    assert (loaded.nprobe, loaded.ntotal, loaded.xbox.max_norm) == (
+        3,
+        index.ntotal,
+        index.xbox.max_norm,
+    )
     assert loaded.probe_union
     for a, b in zip(index.search(test, 5), loaded.search(test, 5)):
         np.testing.assert_array_equal(a, b)
@@ -196,8 +221,14 @@ def test_save_and_load_a_query_transform(data, tmp_path):
     pytest.importorskip("torch")
     keys, train, test = data
     index = build(keys)
-    index.fit_query_transform(train, ap.KeyNet(D, width=16, depth=1), steps=10, eval_every=10,
-                              progress=False, device="cpu")
+    index.fit_query_transform(
+        train,
+        ap.KeyNet(D, width=16, depth=1),
+        steps=10,
+        eval_every=10,
+        progress=False,
+        device="cpu",
+    )
     index.save(tmp_path / "i")
     loaded = AmortizedIVF.load(tmp_path / "i")
     for a, b in zip(index.search(test, 5), loaded.search(test, 5)):
@@ -222,8 +253,9 @@ def test_concurrent_searches_agree_with_serial_ones(data):
     index.fit_router(train)
     index.nprobe = 3
     expected = index.search(test, 4)
-    for D_, I_ in call_from_threads(lambda: index.search(test, 4), 6):
-        np.testing.assert_array_equal(I_, expected[1])
+    for D, I in call_from_threads(lambda: index.search(test, 4), 6):
+        np.testing.assert_array_equal(I, expected[1])
+        np.testing.assert_array_equal(D, expected[0])
 
 
 def test_bad_input(data):
@@ -263,7 +295,7 @@ def test_bad_input(data):
         index.router = MaxAffineRouter(keys[:5], np.array([0, 5]))
     index.nprobe = 3
     _, ids = index.search(test[:2], 50_000)  # k beyond ntotal: padded as faiss pads
-    assert (ids[:, index.ntotal:] == -1).all()
+    assert (ids[:, index.ntotal :] == -1).all()
 
 
 def test_from_faiss_wraps_an_existing_index(data):

@@ -4,7 +4,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import amips_plugins as ap  # noqa: E402
-from amips_plugins.models import key_fingerprint  # noqa: E402
+from amips_plugins.learn.models import key_fingerprint  # noqa: E402
 
 
 def random_support_net(**kw):
@@ -19,7 +19,10 @@ def random_support_net(**kw):
 def test_support_net_is_convex_along_random_segments():
     model = random_support_net()
     gen = torch.Generator().manual_seed(1)
-    x, y = torch.randn(500, 6, generator=gen, dtype=torch.float64) * 3, torch.randn(500, 6, generator=gen, dtype=torch.float64) * 3
+    x, y = (
+        torch.randn(500, 6, generator=gen, dtype=torch.float64) * 3,
+        torch.randn(500, 6, generator=gen, dtype=torch.float64) * 3,
+    )
     t = torch.rand(500, 1, generator=gen, dtype=torch.float64)
     with torch.no_grad():
         mid = model.score(t * x + (1 - t) * y)
@@ -121,7 +124,9 @@ def test_max_affine_net_is_the_best_piece_at_zero_temperature():
 def test_max_affine_net_temperature_blends_towards_the_mean():
     model = ap.MaxAffineNet(2, 2, temperature=1e3)
     model.pieces.data.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
-    torch.testing.assert_close(model.key(torch.tensor([[1.0, 0.2]])), torch.tensor([[0.5, 0.5]]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(
+        model.key(torch.tensor([[1.0, 0.2]])), torch.tensor([[0.5, 0.5]]), atol=1e-3, rtol=0
+    )
     cold = ap.MaxAffineNet(2, 2, temperature=1e-3)
     cold.pieces.data.copy_(model.pieces.data)
     torch.testing.assert_close(cold.key(torch.tensor([[1.0, 0.2]])), torch.tensor([[1.0, 0.0]]))

@@ -86,6 +86,15 @@ def test_scalar_avx2_avx512_agree(monkeypatch):
         pytest.skip("only one instruction set on this CPU")
 
 
+def test_simd_cap_of_another_cpu_family_is_refused(monkeypatch):
+    monkeypatch.setenv("AMIPS_SIMD", "avx2" if ap._core.detected_simd_level() == "neon" else "neon")
+    with pytest.raises(ValueError, match="not a level of this CPU family"):
+        ap.simd_level()
+    monkeypatch.setenv("AMIPS_SIMD", "sse9")
+    with pytest.raises(ValueError, match="must be scalar, neon, avx2 or avx512"):
+        ap.topk_dot(np.ones((1, 2)), np.ones((3, 2)), 1)
+
+
 def test_concurrent_calls_from_threads():
     rng = np.random.default_rng(3)
     keys = rng.standard_normal((20_000, 32)).astype(np.float32)
@@ -161,3 +170,36 @@ def test_forked_child_can_search():
     with ctx.Pool(1) as pool:
         got = pool.apply_async(ap.topk_dot, (queries, keys, 3), {"num_threads": 2}).get(timeout=60)
     np.testing.assert_array_equal(got[1], expected[1])
+
+
+@pytest.mark.parametrize(
+    "env, affinity, expected",
+    [
+        ({"AMIPS_NUM_THREADS": "3", "OMP_NUM_THREADS": "5"}, None, 3),
+        ({"OMP_NUM_THREADS": "5,2"}, None, 5),
+        ({"AMIPS_NUM_THREADS": "junk"}, {0}, 1),
+        ({}, {0}, 1),
+    ],
+)
+def test_default_threads_follow_environment_and_affinity(env, affinity, expected):
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, sys\n"
+    if affinity is not None:
+        code += f"os.sched_setaffinity(0, {affinity!r})\n"
+    code += "from amips_plugins import _core, _validation\n"
+    code += "print(_core.default_num_threads(), _validation.as_num_threads(None))"
+    clean = {
+        k: v for k, v in os.environ.items() if k not in ("AMIPS_NUM_THREADS", "OMP_NUM_THREADS")
+    }
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(expected)] * 2

@@ -4,7 +4,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import amips_plugins as ap  # noqa: E402
-from amips_plugins.training import key_recovery, routing_accuracy  # noqa: E402
+from amips_plugins.learn.training import key_recovery, routing_accuracy  # noqa: E402
 
 rng = np.random.default_rng(0)
 KEYS = (rng.standard_normal((300, 8)) * rng.lognormal(0, 0.4, (300, 1))).astype(np.float32)
@@ -19,14 +19,26 @@ def recovery(model):
 
 @pytest.mark.parametrize(
     "make, floor",
-    [(lambda: ap.KeyNet(8, width=64, depth=3), 0.45), (lambda: ap.SupportNet(8, width=64, depth=3), 0.2)],
+    [
+        (lambda: ap.KeyNet(8, width=64, depth=3), 0.45),
+        (lambda: ap.SupportNet(8, width=64, depth=3), 0.2),
+    ],
 )
 def test_training_beats_the_untrained_model(make, floor):
     torch.manual_seed(0)
     model = make()
     before = recovery(model)
-    history = ap.fit(model, KEYS, QUERIES, steps=1200, batch_size=256, lr=3e-3, eval_every=300,
-                     progress=False, device="cpu")
+    history = ap.fit(
+        model,
+        KEYS,
+        QUERIES,
+        steps=1200,
+        batch_size=256,
+        lr=3e-3,
+        eval_every=300,
+        progress=False,
+        device="cpu",
+    )
     after = recovery(model)
     assert after >= floor and after > before + 0.15, (before, after)
     assert history[-1]["stopped"] in ("steps", "early") and not model.training
@@ -39,8 +51,20 @@ def test_router_learns_cluster_support_values():
     model = ap.SupportNet(8, num_outputs=10, width=64, depth=2)
     truth = ap.compute_targets(KEYS, TEST, offsets=offsets).scores
     before = routing_accuracy(ap.QueryTransform(model).scores(TEST), truth)
-    history = ap.fit(model, KEYS, QUERIES, offsets=offsets, key_weight=0.0, score_weight=1.0, steps=800,
-                     batch_size=256, lr=3e-3, eval_every=200, progress=False, device="cpu")
+    history = ap.fit(
+        model,
+        KEYS,
+        QUERIES,
+        offsets=offsets,
+        key_weight=0.0,
+        score_weight=1.0,
+        steps=800,
+        batch_size=256,
+        lr=3e-3,
+        eval_every=200,
+        progress=False,
+        device="cpu",
+    )
     after = routing_accuracy(ap.QueryTransform(model).scores(TEST), truth)
     # Ten arbitrary (not clustered) segments: chance is 10%; 40% measured after 800 steps.
     assert after > max(0.3, before + 0.2), (before, after)
@@ -78,8 +102,16 @@ def test_ctrl_c_keeps_the_best_weights():
 
 def test_time_budget_stops_training():
     model = ap.KeyNet(8, width=32, depth=2)
-    history = ap.fit(model, KEYS, QUERIES, steps=10**6, eval_every=10**5, time_budget=1.0,
-                     progress=False, device="cpu")
+    history = ap.fit(
+        model,
+        KEYS,
+        QUERIES,
+        steps=10**6,
+        eval_every=10**5,
+        time_budget=1.0,
+        progress=False,
+        device="cpu",
+    )
     assert history[-1]["stopped"] == "time" and history[-1]["seconds"] < 5
 
 
@@ -94,7 +126,14 @@ def test_bad_training_input():
     with pytest.raises(ValueError, match="dimension 8"):
         ap.fit(ap.KeyNet(8), KEYS[:, :5], QUERIES, steps=1, progress=False)
     with pytest.raises(ValueError, match="outputs"):
-        ap.fit(ap.SupportNet(8, num_outputs=3), KEYS, QUERIES, offsets=[0, 100, 300], steps=1, progress=False)
+        ap.fit(
+            ap.SupportNet(8, num_outputs=3),
+            KEYS,
+            QUERIES,
+            offsets=[0, 100, 300],
+            steps=1,
+            progress=False,
+        )
     with pytest.raises(ValueError, match="NaN"):
         ap.fit(ap.KeyNet(8), KEYS, np.full((10, 8), np.nan), steps=1, progress=False)
     with pytest.raises(ValueError, match="one-output"):
@@ -116,7 +155,7 @@ def test_fit_max_affine_recovers_the_keys_that_win():
 
 
 def test_fit_max_affine_picks_the_temperature_with_least_relative_error():
-    from amips_plugins.training import relative_key_error
+    from amips_plugins.learn.training import relative_key_error
 
     grid = (0.0, 0.05, 10.0)
     model = ap.fit_max_affine(KEYS, QUERIES, 64, temperatures=grid)
@@ -127,7 +166,9 @@ def test_fit_max_affine_picks_the_temperature_with_least_relative_error():
         other = ap.MaxAffineNet(8, len(model.pieces), t)
         other.pieces.data.copy_(model.pieces.data)
         errors[t] = relative_key_error(ap.QueryTransform(other).keys(TEST), TEST, KEYS, true_ids)
-    assert errors[model.temperature] <= min(errors.values()) * 1.1, errors  # picked on held-out queries
+    assert errors[model.temperature] <= min(errors.values()) * 1.1, (
+        errors
+    )  # picked on held-out queries
     with pytest.raises(ValueError, match="val_fraction"):
         ap.fit_max_affine(KEYS, QUERIES, 64, val_fraction=1.0)
     with pytest.raises(ValueError, match="dimension"):

@@ -33,7 +33,13 @@ def test_torch_tensors_are_accepted():
         (QUERIES, KEYS[:0], 3, ValueError, r"keys is empty.*\(0, 8\)"),
         (np.full((2, 8), np.nan), KEYS, 3, ValueError, "NaN or Inf"),
         (QUERIES, np.where(np.eye(50, 8) > 0, np.inf, KEYS), 3, ValueError, "keys contains NaN"),
-        (QUERIES.astype(np.float64) * 1e300, KEYS, 3, ValueError, "NaN or Inf"),  # float64 beyond float32 range
+        (
+            QUERIES.astype(np.float64) * 1e300,
+            KEYS,
+            3,
+            ValueError,
+            "NaN or Inf",
+        ),  # float64 beyond float32 range
         (QUERIES, KEYS, 0, ValueError, "k must be positive"),
         (QUERIES, KEYS, -2, ValueError, "k must be positive"),
         (QUERIES, KEYS, 2.5, TypeError, "k must be an integer"),

@@ -67,9 +67,27 @@ def test_state_round_trip_and_pickle():
     "state",
     [
         {"format": "something else"},
-        {"format": "amips_plugins.XboxTransform", "version": 99, "dim": 5, "max_norm": 1.0, "count": 1},
-        {"format": "amips_plugins.XboxTransform", "version": 1, "dim": 6, "max_norm": 1.0, "count": 1},
-        {"format": "amips_plugins.XboxTransform", "version": 1, "dim": 5, "max_norm": -1.0, "count": 1},
+        {
+            "format": "amips_plugins.XboxTransform",
+            "version": 99,
+            "dim": 5,
+            "max_norm": 1.0,
+            "count": 1,
+        },
+        {
+            "format": "amips_plugins.XboxTransform",
+            "version": 1,
+            "dim": 6,
+            "max_norm": 1.0,
+            "count": 1,
+        },
+        {
+            "format": "amips_plugins.XboxTransform",
+            "version": 1,
+            "dim": 5,
+            "max_norm": -1.0,
+            "count": 1,
+        },
     ],
 )
 def test_bad_state_is_refused(state):

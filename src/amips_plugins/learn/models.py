@@ -23,9 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._io import atomic_path, key_fingerprint
+from .._io import atomic_path, key_fingerprint
 
-__all__ = ["SupportNet", "KeyNet", "MaxAffineNet", "width_for_budget", "key_fingerprint", "load_model"]
+__all__ = [
+    "SupportNet",
+    "KeyNet",
+    "MaxAffineNet",
+    "width_for_budget",
+    "key_fingerprint",
+    "load_model",
+]
 
 _FORMAT = "amips_plugins.model"
 _VERSION = 1
@@ -50,7 +57,9 @@ class _LearnedMIPS(nn.Module):
         super().__init__()
         sizes = ("dim", "num_outputs", "width", "depth", "num_pieces")
         if any(config[name] < 1 for name in sizes if name in config):
-            raise ValueError(f"{', '.join(n for n in sizes if n in config)} must be positive, got {config}")
+            raise ValueError(
+                f"{', '.join(n for n in sizes if n in config)} must be positive, got {config}"
+            )
         self.config = dict(config)
         self.dim, self.num_outputs = config["dim"], config.get("num_outputs", 1)
 
@@ -108,19 +117,35 @@ class SupportNet(_LearnedMIPS):
     beta : sharpness of the softplus activations (10 measured better than 1 or a leaky ReLU)
     """
 
-    def __init__(self, dim: int, num_outputs: int = 1, width: int = 256, depth: int = 3,
-                 homogeneous: bool = False, beta: float = 10.0):
+    def __init__(
+        self,
+        dim: int,
+        num_outputs: int = 1,
+        width: int = 256,
+        depth: int = 3,
+        homogeneous: bool = False,
+        beta: float = 10.0,
+    ):
         if not beta > 0:
             raise ValueError(f"beta must be positive, got {beta}")
-        super().__init__(dim=dim, num_outputs=num_outputs, width=width, depth=depth,
-                         homogeneous=homogeneous, beta=beta)
+        super().__init__(
+            dim=dim,
+            num_outputs=num_outputs,
+            width=width,
+            depth=depth,
+            homogeneous=homogeneous,
+            beta=beta,
+        )
         self.homogeneous, self.beta = homogeneous, beta
         # Input re-injection into every hidden layer and the output.
-        self.inputs = nn.ModuleList([nn.Linear(dim, width) for _ in range(depth)] + [nn.Linear(dim, num_outputs)])
+        self.inputs = nn.ModuleList(
+            [nn.Linear(dim, width) for _ in range(depth)] + [nn.Linear(dim, num_outputs)]
+        )
         # Hidden path z_l -> z_{l+1}, made positive in forward; started small (mean 1 / width).
         shapes = [(width, width)] * (depth - 1) + [(num_outputs, width)]
         self.hidden_raw = nn.ParameterList(
-            nn.Parameter(_inverse_softplus(torch.empty(s).uniform_(1e-3, 2.0 / width))) for s in shapes
+            nn.Parameter(_inverse_softplus(torch.empty(s).uniform_(1e-3, 2.0 / width)))
+            for s in shapes
         )
 
     def _convex(self, q: torch.Tensor) -> torch.Tensor:
@@ -149,7 +174,9 @@ class SupportNet(_LearnedMIPS):
             f = self.score(x)
             keep = self.training and torch.is_grad_enabled()
             grads = [
-                torch.autograd.grad(f[:, c].sum(), x, create_graph=keep, retain_graph=keep or c + 1 < f.shape[1])[0]
+                torch.autograd.grad(
+                    f[:, c].sum(), x, create_graph=keep, retain_graph=keep or c + 1 < f.shape[1]
+                )[0]
                 for c in range(f.shape[1])
             ]
         return grads[0] if len(grads) == 1 else torch.stack(grads, dim=1)
@@ -169,9 +196,17 @@ class KeyNet(_LearnedMIPS):
     to q and starts at g(q) = q (its last layer starts at zero).
     """
 
-    def __init__(self, dim: int, num_outputs: int = 1, width: int = 256, depth: int = 3,
-                 residual: bool = True):
-        super().__init__(dim=dim, num_outputs=num_outputs, width=width, depth=depth, residual=residual)
+    def __init__(
+        self,
+        dim: int,
+        num_outputs: int = 1,
+        width: int = 256,
+        depth: int = 3,
+        residual: bool = True,
+    ):
+        super().__init__(
+            dim=dim, num_outputs=num_outputs, width=width, depth=depth, residual=residual
+        )
         self.residual = residual
         layers: list[nn.Module] = []
         for i in range(depth):
@@ -220,7 +255,9 @@ class MaxAffineNet(_LearnedMIPS):
 
     def __init__(self, dim: int, num_pieces: int, temperature: float = 0.1, blend: int = 64):
         if not temperature >= 0 or blend < 1:
-            raise ValueError(f"temperature must be >= 0 and blend positive, got {temperature}, {blend}")
+            raise ValueError(
+                f"temperature must be >= 0 and blend positive, got {temperature}, {blend}"
+            )
         super().__init__(dim=dim, num_pieces=num_pieces, temperature=temperature, blend=blend)
         self.temperature, self.blend = float(temperature), min(blend, num_pieces)
         self.pieces = nn.Parameter(torch.zeros(num_pieces, dim))
@@ -257,22 +294,29 @@ def load_model(path: str | os.PathLike | bytes, *, keys=None) -> _LearnedMIPS:
     With ``keys``, a model trained for another key set is refused (ValueError); so is a corrupt,
     foreign or newer file.
     """
+    source = io.BytesIO(path) if isinstance(path, (bytes, bytearray)) else path
     if isinstance(path, (bytes, bytearray)):
-        path = io.BytesIO(path)
+        path = f"a {len(path)}-byte model"  # named so in the errors below
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = torch.load(source, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as e:  # torch raises many types for a damaged or foreign file
-        raise ValueError(f"{path} is not a readable amips_plugins model ({type(e).__name__}: {e})") from None
+        raise ValueError(
+            f"{path} is not a readable amips_plugins model ({type(e).__name__}: {e})"
+        ) from None
     if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
         raise ValueError(f"{path} is not an amips_plugins model")
     if blob.get("version") != _VERSION:
-        raise ValueError(f"{path} has model format version {blob.get('version')}, this release reads {_VERSION}")
+        raise ValueError(
+            f"{path} has model format version {blob.get('version')}, this release reads {_VERSION}"
+        )
     if blob.get("class") not in _CLASSES:
         raise ValueError(f"{path} holds an unknown model class {blob.get('class')!r}")
     if keys is not None and blob.get("key_fingerprint") != (expected := key_fingerprint(keys)):
-        raise ValueError(f"{path} was trained for keys {blob.get('key_fingerprint')}, not for these {expected}")
+        raise ValueError(
+            f"{path} was trained for keys {blob.get('key_fingerprint')}, not for these {expected}"
+        )
     model = _CLASSES[blob["class"]](**blob["config"])
     model.load_state_dict(blob["state_dict"])
     model.key_fingerprint = blob.get("key_fingerprint")

@@ -81,8 +81,9 @@ class MaxAffineRouter:
         return {"pieces": self.pieces, "offsets": self.offsets}
 
     @classmethod
-    def from_state_dict(cls, state: dict) -> "MaxAffineRouter":
+    def from_state_dict(cls, state: dict) -> MaxAffineRouter:
         return cls(state["pieces"], state["offsets"])
 
     def __repr__(self) -> str:
-        return f"MaxAffineRouter({len(self.pieces)} pieces over {self.num_outputs} lists, dim {self.dim})"
+        pieces, lists = len(self.pieces), self.num_outputs
+        return f"MaxAffineRouter({pieces} pieces over {lists} lists, dim {self.dim})"

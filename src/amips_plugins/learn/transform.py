@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._validation import as_matrix, as_positive_int
+from .._validation import as_matrix, as_positive_int
 from .models import SupportNet
 
 __all__ = ["QueryTransform", "key_predictor"]
@@ -31,7 +31,9 @@ class QueryTransform:
         out = []
         with context():
             for a in range(0, len(q), self.batch_size):
-                out.append(fn(torch.from_numpy(q[a : a + self.batch_size]).to(self.device)).cpu().numpy())
+                out.append(
+                    fn(torch.from_numpy(q[a : a + self.batch_size]).to(self.device)).cpu().numpy()
+                )
         if not out:
             return np.empty((0, self.num_outputs), np.float32)
         return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
@@ -39,7 +41,9 @@ class QueryTransform:
     def keys(self, queries) -> np.ndarray:
         """Predicted best keys, (n, d) float32 (one-output models only)."""
         if self.num_outputs != 1:
-            raise ValueError(f"keys() needs a one-output model; this one has {self.num_outputs} outputs")
+            raise ValueError(
+                f"keys() needs a one-output model; this one has {self.num_outputs} outputs"
+            )
         context = torch.no_grad if isinstance(self.model, SupportNet) else torch.inference_mode
         return self._run(queries, self.model.key, context)
 
@@ -64,6 +68,8 @@ def key_predictor(model, dim: int) -> QueryTransform:
     """A ``QueryTransform`` for ``model``, checked to be a one-output KeyNet, SupportNet or
     MaxAffineNet of ``dim`` (ValueError otherwise): the query transform an index wrapper accepts."""
     if not hasattr(model, "key_multiply_adds") or model.num_outputs != 1 or model.dim != dim:
-        raise ValueError(f"query_transform must be a one-output KeyNet, SupportNet or MaxAffineNet of "
-                         f"dim {dim}, got {model!r:.200}")
+        raise ValueError(
+            f"query_transform must be a one-output KeyNet, SupportNet or MaxAffineNet of "
+            f"dim {dim}, got {model!r:.200}"
+        )
     return QueryTransform(model)

@@ -14,8 +14,10 @@ import math
 import faiss
 import numpy as np
 
-from .exact import ExactIndex
-from .xbox import XboxTransform
+from ..exact import ExactIndex
+from ..hnsw import AmortizedHNSW
+from ..ivf import AmortizedIVF
+from ..xbox import XboxTransform
 
 __all__ = ["ExactSearch", "FaissIVF", "FaissHNSW", "HnswlibIP", "LearnedIVF", "OursHNSW"]
 
@@ -59,7 +61,9 @@ class FaissIVF:
         if self.xbox:
             self.transform = XboxTransform(d)
             keys = self.transform.add_keys(keys)
-            self.index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d + 1), d + 1, self.nlist, faiss.METRIC_L2)
+            self.index = faiss.IndexIVFFlat(
+                faiss.IndexFlatL2(d + 1), d + 1, self.nlist, faiss.METRIC_L2
+            )
         else:
             quantizer = faiss.IndexFlatIP(d)
             self.index = faiss.IndexIVFFlat(quantizer, d, self.nlist, faiss.METRIC_INNER_PRODUCT)
@@ -104,9 +108,20 @@ class HnswlibIP:
     param_name = "ef"
     network_flops = 0
 
-    def __init__(self, num_threads: int, M: int = 16, ef_construction: int = 200, seed: int = 100,
-                 params=(10, 20, 40, 100, 200, 400)):
-        self.num_threads, self.M, self.ef_construction, self.seed = num_threads, M, ef_construction, seed
+    def __init__(
+        self,
+        num_threads: int,
+        M: int = 16,
+        ef_construction: int = 200,
+        seed: int = 100,
+        params=(10, 20, 40, 100, 200, 400),
+    ):
+        self.num_threads, self.M, self.ef_construction, self.seed = (
+            num_threads,
+            M,
+            ef_construction,
+            seed,
+        )
         self.params = tuple(params)
         self.name = f"hnswlib ip (M {M})"
 
@@ -115,8 +130,9 @@ class HnswlibIP:
 
         self.distance_dim = keys.shape[1]
         self.index = hnswlib.Index(space="ip", dim=keys.shape[1])
-        self.index.init_index(len(keys), M=self.M, ef_construction=self.ef_construction,
-                              random_seed=self.seed)
+        self.index.init_index(
+            len(keys), M=self.M, ef_construction=self.ef_construction, random_seed=self.seed
+        )
         self.index.add_items(keys, num_threads=self.num_threads)
 
     def search(self, queries, k, param):
@@ -133,23 +149,39 @@ class LearnedIVF:
 
     param_name = "nprobe"
 
-    def __init__(self, name: str, nlist: int, learn, *, xbox: bool = False, probe_union: bool | None = None,
-                 params=(1, 2, 4, 8, 16, 27, 64, 128)):
+    def __init__(
+        self,
+        name: str,
+        nlist: int,
+        learn,
+        *,
+        xbox: bool = False,
+        probe_union: bool | None = None,
+        params=(1, 2, 4, 8, 16, 27, 64, 128),
+    ):
         self.name, self.nlist, self.learn, self.xbox = name, nlist, learn, xbox
-        self.probe_union, self.twin_of = probe_union, None
+        self.probe_union = probe_union
+        self.twin_of: LearnedIVF | None = None
         self.params = tuple(p for p in params if p <= nlist)
         self.network_flops = 0
 
-    def union_twin(self) -> "LearnedIVF":
+    def union_twin(self) -> LearnedIVF:
         """The same trained index searched with ``probe_union`` (list it after this method)."""
-        twin = LearnedIVF(f"{self.name} + faiss lists", self.nlist, None, xbox=self.xbox,
-                          probe_union=True, params=self.params)
+        twin = LearnedIVF(
+            f"{self.name} + faiss lists",
+            self.nlist,
+            None,
+            xbox=self.xbox,
+            probe_union=True,
+            params=self.params,
+        )
         twin.twin_of = self
         return twin
 
-    def build(self, keys):
-        from .ivf import AmortizedIVF
+    index: AmortizedIVF
+    distance_dim: int
 
+    def build(self, keys):
         if self.twin_of is not None:
             self.index, self.distance_dim = self.twin_of.index, self.twin_of.distance_dim
             return
@@ -174,11 +206,25 @@ class OursHNSW:
 
     param_name = "ef"
 
-    def __init__(self, num_threads: int, construction: str = "ip", batches: int = 1, M: int = 16,
-                 ef_construction: int = 200, seed: int = 100, params=(10, 20, 40, 100, 200, 400),
-                 query_transform=None, transform_name: str = ""):
+    def __init__(
+        self,
+        num_threads: int,
+        construction: str = "ip",
+        batches: int = 1,
+        M: int = 16,
+        ef_construction: int = 200,
+        seed: int = 100,
+        params=(10, 20, 40, 100, 200, 400),
+        query_transform=None,
+        transform_name: str = "",
+    ):
         self.num_threads, self.construction, self.batches = num_threads, construction, batches
-        self.M, self.ef_construction, self.seed, self.params = M, ef_construction, seed, tuple(params)
+        self.M, self.ef_construction, self.seed, self.params = (
+            M,
+            ef_construction,
+            seed,
+            tuple(params),
+        )
         self.query_transform = query_transform
         streamed = f", {batches} batches" if batches > 1 else ""
         learned = f", {transform_name}" if query_transform is not None else ""
@@ -186,14 +232,19 @@ class OursHNSW:
         self.network_flops = 0
 
     def build(self, keys):
-        from .hnsw import AmortizedHNSW
-
         self.distance_dim = keys.shape[1]
-        self.index = AmortizedHNSW(space="ip", dim=keys.shape[1], construction=self.construction,
-                                   query_transform=self.query_transform, candidates=1)
+        self.index = AmortizedHNSW(
+            space="ip",
+            dim=keys.shape[1],
+            construction=self.construction,
+            query_transform=self.query_transform,
+            candidates=1,
+        )
         if self.query_transform is not None:
             self.network_flops = 2 * self.query_transform.key_multiply_adds()
-        self.index.init_index(len(keys), M=self.M, ef_construction=self.ef_construction, random_seed=self.seed)
+        self.index.init_index(
+            len(keys), M=self.M, ef_construction=self.ef_construction, random_seed=self.seed
+        )
         for part in np.array_split(np.arange(len(keys)), self.batches):
             self.index.add_items(keys[part], part, num_threads=self.num_threads)
 

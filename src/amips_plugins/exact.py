@@ -6,6 +6,7 @@ lower id, and rows padded with score ``-inf`` and id ``-1`` where fewer than k k
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import numpy as np
@@ -15,12 +16,17 @@ from ._validation import as_int64, as_matrix, as_num_threads, as_positive_int
 
 __all__ = ["simd_level", "topk_dot", "segment_max_dot", "rescore", "topk_rows", "ExactIndex"]
 
+logger = logging.getLogger(__name__)
+logger.debug(
+    "SIMD kernels: %s available (AMIPS_SIMD caps the level used)", _core.detected_simd_level()
+)
+
 
 def simd_level() -> str:
-    """Instruction set the kernels use: ``"avx512"``, ``"avx2"`` or ``"scalar"``.
+    """Instruction set the kernels use: ``"avx512"``, ``"avx2"``, ``"neon"`` or ``"scalar"``.
 
     The best one the CPU supports, capped by the environment variable ``AMIPS_SIMD`` (read on
-    every call).
+    every call; a level of the other CPU family raises ValueError).
     """
     return _core.simd_level()
 
@@ -86,7 +92,7 @@ def rescore(queries, keys, candidate_ids, *, num_threads: int | None = None) -> 
 
     Returns
     -------
-    scores : float32 (nq, m), ``queries[i] . keys[candidate_ids[i, j]]``, ``-inf`` where the id is -1
+    scores : float32 (nq, m), ``queries[i] . keys[candidate_ids[i, j]]``, ``-inf`` for id -1
     """
     q, x = _queries_and_keys(queries, keys)
     ids = as_int64(candidate_ids, "candidate_ids", ndim=2)
@@ -157,7 +163,7 @@ class ExactIndex:
             self._ntotal = end
 
     def search(self, x, k: int, *, num_threads: int | None = None):
-        """Top-k keys for each query of ``x`` (nq, d): ``(D, I)`` float32 / int64 of shape (nq, k)."""
+        """Top-k keys for each query of ``x`` (nq, d): ``(D, I)`` float32 / int64, (nq, k)."""
         q = as_matrix(x, "x", dim=self.d)
         k = as_positive_int(k, "k")
         threads = as_num_threads(num_threads)

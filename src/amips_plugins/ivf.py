@@ -7,10 +7,10 @@ inner products with q. Choosing the lists:
 - no learned part: faiss's quantizer ranks the centroids for q (results equal faiss's own search);
 - ``router`` (a :class:`MaxAffineRouter`, or a model with one output per list): lists ranked by
   the predicted support value of each list; no coarse quantizer step;
-- ``query_transform`` (a one-output KeyNet, SupportNet or MaxAffineNet): the quantizer ranks the centroids for
-  the predicted best key instead of q. The chosen lists are then scanned with q itself, which finds
-  every key that gathering candidates with the predicted key and rescoring them with q would find,
-  at the same cost;
+- ``query_transform`` (a one-output KeyNet, SupportNet or MaxAffineNet): the quantizer ranks the
+  centroids for the predicted best key instead of q. The chosen lists are then scanned with q
+  itself, which finds every key that gathering candidates with the predicted key and rescoring
+  them with q would find, at the same cost;
 - ``probe_union`` with a learned part: the learned ranking and faiss's ranking for q taken in turn
   (learned first, then faiss's first, then the second of each, ...), duplicates skipped, until
   nprobe lists are chosen.
@@ -70,19 +70,33 @@ class AmortizedIVF:
     ``last_search_stats`` describes the latest search. Searching from several threads is safe.
     """
 
-    def __init__(self, quantizer, d: int, nlist: int, metric=faiss.METRIC_INNER_PRODUCT, *,
-                 xbox: bool = False, query_transform=None, router=None, probe_union: bool | None = None):
+    def __init__(
+        self,
+        quantizer,
+        d: int,
+        nlist: int,
+        metric=faiss.METRIC_INNER_PRODUCT,
+        *,
+        xbox: bool = False,
+        query_transform=None,
+        router=None,
+        probe_union: bool | None = None,
+    ):
         if metric != faiss.METRIC_INNER_PRODUCT:
-            raise ValueError("AmortizedIVF searches by inner product (faiss.METRIC_INNER_PRODUCT); "
-                             "use faiss.IndexIVFFlat for other metrics")
+            raise ValueError(
+                "AmortizedIVF searches by inner product (faiss.METRIC_INNER_PRODUCT); "
+                "use faiss.IndexIVFFlat for other metrics"
+            )
         self._d, nlist = as_positive_int(d, "d"), as_positive_int(nlist, "nlist")
         self.xbox = XboxTransform(self._d) if xbox else None
         dim = self._d + 1 if xbox else self._d
         if quantizer is None:
             quantizer = faiss.IndexFlatL2(dim) if xbox else faiss.IndexFlatIP(dim)
         elif quantizer.d != dim:
-            raise ValueError(f"the quantizer has dimension {quantizer.d}; this index needs {dim}"
-                             f"{' (d + 1 with xbox)' if xbox else ''}")
+            raise ValueError(
+                f"the quantizer has dimension {quantizer.d}; this index needs {dim}"
+                f"{' (d + 1 with xbox)' if xbox else ''}"
+            )
         self.index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         self._init_learned(query_transform, router, probe_union)
 
@@ -92,11 +106,17 @@ class AmortizedIVF:
         self.probe_union = probe_union
 
     @classmethod
-    def from_faiss(cls, index, *, query_transform=None, router=None,
-                   probe_union: bool | None = None) -> "AmortizedIVF":
-        """Wrap an existing ``faiss.IndexIVFFlat`` with an inner-product metric (shared, not copied)."""
-        if not isinstance(index, faiss.IndexIVFFlat) or index.metric_type != faiss.METRIC_INNER_PRODUCT:
-            raise TypeError(f"from_faiss needs a faiss.IndexIVFFlat with METRIC_INNER_PRODUCT, got {index!r}")
+    def from_faiss(
+        cls, index, *, query_transform=None, router=None, probe_union: bool | None = None
+    ) -> AmortizedIVF:
+        """Wrap an existing inner-product ``faiss.IndexIVFFlat`` (shared, not copied)."""
+        if (
+            not isinstance(index, faiss.IndexIVFFlat)
+            or index.metric_type != faiss.METRIC_INNER_PRODUCT
+        ):
+            raise TypeError(
+                f"from_faiss needs a faiss.IndexIVFFlat with METRIC_INNER_PRODUCT, got {index!r}"
+            )
         self = cls.__new__(cls)
         self._d, self.xbox, self.index = index.d, None, index
         self._init_learned(query_transform, router, probe_union)
@@ -135,7 +155,7 @@ class AmortizedIVF:
     @query_transform.setter
     def query_transform(self, model) -> None:
         if model is not None:
-            from .transform import key_predictor
+            from .learn.transform import key_predictor
 
             self._key_predictor = key_predictor(model, self._d)
             self._check_fingerprint(model, "query_transform")
@@ -149,15 +169,19 @@ class AmortizedIVF:
     def router(self, router) -> None:
         if router is not None:
             if not (isinstance(router, MaxAffineRouter) or _is_torch_model(router)):
-                raise TypeError(f"router must be a MaxAffineRouter or a SupportNet / KeyNet, got {type(router)}")
+                raise TypeError(
+                    f"router must be a MaxAffineRouter or a SupportNet / KeyNet, got {type(router)}"
+                )
             if router.num_outputs != self.nlist or router.dim != self._d:
-                raise ValueError(f"router must have dim {self._d} and {self.nlist} outputs (one per list), "
-                                 f"got dim {router.dim} and {router.num_outputs}")
+                raise ValueError(
+                    f"router must have dim {self._d} and {self.nlist} outputs (one per list), "
+                    f"got dim {router.dim} and {router.num_outputs}"
+                )
             if _is_torch_model(router):
                 self._check_fingerprint(router, "router")
         self._router = router
         if _is_torch_model(router):
-            from .transform import QueryTransform
+            from .learn.transform import QueryTransform
 
             self._list_scorer = QueryTransform(router).scores
         elif router is not None:
@@ -168,11 +192,14 @@ class AmortizedIVF:
         if self.ntotal and model.key_fingerprint is not None:
             expected = key_fingerprint(self.keys_by_id())
             if model.key_fingerprint != expected:
-                raise ValueError(f"{name} was trained for keys {model.key_fingerprint}, "
-                                 f"not for this index's {expected}")
+                raise ValueError(
+                    f"{name} was trained for keys {model.key_fingerprint}, "
+                    f"not for this index's {expected}"
+                )
 
     def grouped_keys(self):
-        """The stored keys grouped by list: ``(keys (ntotal, d), offsets (nlist + 1,), ids (ntotal,))``,
+        """The stored keys grouped by list: ``(keys (ntotal, d), offsets (nlist + 1,), ids
+        (ntotal,))``,
         list c being rows ``offsets[c]:offsets[c + 1]`` (the Xbox coordinate removed)."""
         invlists, dim = self.index.invlists, self.index.d
         sizes = np.array([invlists.list_size(c) for c in range(self.nlist)], dtype=np.int64)
@@ -181,8 +208,11 @@ class AmortizedIVF:
         ids = np.empty(offsets[-1], np.int64)
         for c in np.flatnonzero(sizes):
             n = int(sizes[c])
-            keys[offsets[c] : offsets[c + 1]] = faiss.rev_swig_ptr(invlists.get_codes(int(c)), n * dim * 4) \
-                .view(np.float32).reshape(n, dim)
+            keys[offsets[c] : offsets[c + 1]] = (
+                faiss.rev_swig_ptr(invlists.get_codes(int(c)), n * dim * 4)
+                .view(np.float32)
+                .reshape(n, dim)
+            )
             ids[offsets[c] : offsets[c + 1]] = faiss.rev_swig_ptr(invlists.get_ids(int(c)), n)
         return np.ascontiguousarray(keys[:, : self._d]), offsets, ids
 
@@ -195,8 +225,8 @@ class AmortizedIVF:
         """Train ``model`` (default: a residual ``KeyNet(d)``) to predict each training query's best
         key among this index's keys, and use it. ``fit_kwargs`` go to :func:`amips_plugins.fit`;
         returns its history."""
-        from .models import KeyNet
-        from .training import fit
+        from .learn.models import KeyNet
+        from .learn.training import fit
 
         self._require_keys()
         model = KeyNet(self._d) if model is None else model
@@ -204,8 +234,15 @@ class AmortizedIVF:
         self.query_transform = model
         return history
 
-    def fit_router(self, train_queries, model=None, *, num_pieces: int | None = None,
-                   num_threads: int | None = None, **fit_kwargs) -> list[dict] | None:
+    def fit_router(
+        self,
+        train_queries,
+        model=None,
+        *,
+        num_pieces: int | None = None,
+        num_threads: int | None = None,
+        **fit_kwargs,
+    ) -> list[dict] | None:
         """Learn which lists to probe from ``train_queries`` (n, d), and use it.
 
         Without ``model``: a :class:`MaxAffineRouter` of the list means plus ``num_pieces`` keys
@@ -218,13 +255,23 @@ class AmortizedIVF:
         keys, offsets, ids = self.grouped_keys()
         if model is None:
             pieces = 16 * self.nlist if num_pieces is None else num_pieces
-            self.router = MaxAffineRouter.fit(keys, offsets, train_queries, pieces, num_threads=num_threads)
+            self.router = MaxAffineRouter.fit(
+                keys, offsets, train_queries, pieces, num_threads=num_threads
+            )
             return None
-        from .training import fit
+        from .learn.training import fit
 
         if model.num_outputs != self.nlist:
-            raise ValueError(f"the router model has {model.num_outputs} outputs; this index has {self.nlist} lists")
-        fit_kwargs = {"key_weight": 0.0, "score_weight": 1.0, "num_threads": num_threads, **fit_kwargs}
+            raise ValueError(
+                f"the router model has {model.num_outputs} outputs; "
+                f"this index has {self.nlist} lists"
+            )
+        fit_kwargs = {
+            "key_weight": 0.0,
+            "score_weight": 1.0,
+            "num_threads": num_threads,
+            **fit_kwargs,
+        }
         history = fit(model, keys, train_queries, offsets=offsets, **fit_kwargs)
         model.key_fingerprint = key_fingerprint(keys[np.argsort(ids, kind="stable")])
         self.router = model
@@ -243,7 +290,8 @@ class AmortizedIVF:
         return self.xbox.add_keys(x) if self.xbox is not None else x
 
     def train(self, x) -> None:
-        """Cluster ``x`` (n >= nlist, d) into the lists (with ``xbox``: augmented with their own max norm)."""
+        """Cluster ``x`` (n >= nlist, d) into the lists (with ``xbox``: augmented by their own
+        max norm)."""
         x = as_matrix(x, "x", dim=self._d, allow_empty=False)
         if len(x) < self.nlist:
             raise ValueError(f"training needs at least nlist = {self.nlist} vectors, got {len(x)}")
@@ -296,7 +344,9 @@ class AmortizedIVF:
         else:
             network_end = start
             _, lists = self.index.quantizer.search(scanned, nprobe)
-        if self._probes_union() and nprobe > 1:  # with one probe the learned list is the union's first
+        if (
+            self._probes_union() and nprobe > 1
+        ):  # with one probe the learned list is the union's first
             lists = _take_in_turn(lists, self.index.quantizer.search(scanned, nprobe)[1], nprobe)
             coarse_steps += 1
         routing_end = time.perf_counter()
@@ -338,9 +388,17 @@ class AmortizedIVF:
         def scan(rows: slice) -> int:
             stats = faiss.IndexIVFStats()
             self.index.search_preassigned_c(
-                rows.stop - rows.start, faiss.swig_ptr(queries[rows]), k, faiss.swig_ptr(lists[rows]),
-                faiss.swig_ptr(dummy_distances[rows]), faiss.swig_ptr(D[rows]), faiss.swig_ptr(I[rows]),
-                False, params, stats)
+                rows.stop - rows.start,
+                faiss.swig_ptr(queries[rows]),
+                k,
+                faiss.swig_ptr(lists[rows]),
+                faiss.swig_ptr(dummy_distances[rows]),
+                faiss.swig_ptr(D[rows]),
+                faiss.swig_ptr(I[rows]),
+                False,
+                params,
+                stats,
+            )
             return stats.ndis
 
         threads = min(faiss.omp_get_max_threads(), n // _MIN_QUERIES_PER_THREAD)
@@ -377,24 +435,34 @@ class AmortizedIVF:
                 z.writestr("router.pt", self._router.to_bytes())
 
     @classmethod
-    def load(cls, path) -> "AmortizedIVF":
-        """Read an index written by :meth:`save`; a foreign, corrupt or newer file raises ValueError."""
+    def load(cls, path) -> AmortizedIVF:
+        """Read an index written by :meth:`save`; a foreign, corrupt or newer file: ValueError."""
         try:
             with zipfile.ZipFile(path) as z:
                 meta = json.loads(z.read("meta.json"))
                 if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
                     raise ValueError(f"{path} is not an AmortizedIVF file")
                 if meta.get("version") != _VERSION:
-                    raise ValueError(f"{path} has AmortizedIVF format version {meta.get('version')}, "
-                                     f"this release reads {_VERSION}")
+                    raise ValueError(
+                        f"{path} has AmortizedIVF format version {meta.get('version')}, "
+                        f"this release reads {_VERSION}"
+                    )
                 index = faiss.deserialize_index(np.frombuffer(z.read("index.faiss"), np.uint8))
                 names = set(z.namelist())
-                query_transform = z.read("query_transform.pt") if "query_transform.pt" in names else None
+                query_transform = (
+                    z.read("query_transform.pt") if "query_transform.pt" in names else None
+                )
                 router_blob = {n: z.read(n) for n in ("router.npz", "router.pt") if n in names}
-        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError, RuntimeError) as e:
-            raise ValueError(f"{path} is not a readable AmortizedIVF file ({type(e).__name__}: {e})") from None
-        from .models import load_model
-
+        except (
+            zipfile.BadZipFile,
+            KeyError,
+            json.JSONDecodeError,
+            UnicodeDecodeError,
+            RuntimeError,
+        ) as e:
+            raise ValueError(
+                f"{path} is not a readable AmortizedIVF file ({type(e).__name__}: {e})"
+            ) from None
         if not isinstance(index, faiss.IndexIVFFlat):
             raise ValueError(f"{path} holds a {type(index).__name__}, not an IndexIVFFlat")
         self = cls.__new__(cls)
@@ -406,13 +474,21 @@ class AmortizedIVF:
             with np.load(io.BytesIO(router_blob["router.npz"])) as f:
                 router = MaxAffineRouter.from_state_dict(dict(f))
         elif "router.pt" in router_blob:
-            router = load_model(router_blob["router.pt"])
-        self._init_learned(None if query_transform is None else load_model(query_transform), router,
-                           meta.get("probe_union"))
+            router = _load_torch_model(router_blob["router.pt"])
+        self._init_learned(
+            None if query_transform is None else _load_torch_model(query_transform),
+            router,
+            meta.get("probe_union"),
+        )
         return self
 
     def __repr__(self) -> str:
-        parts = [f"d={self._d}", f"nlist={self.nlist}", f"ntotal={self.ntotal}", f"nprobe={self.nprobe}"]
+        parts = [
+            f"d={self._d}",
+            f"nlist={self.nlist}",
+            f"ntotal={self.ntotal}",
+            f"nprobe={self.nprobe}",
+        ]
         if self.xbox is not None:
             parts.append("xbox")
         if self._router is not None:
@@ -442,10 +518,15 @@ def _take_in_turn(a: np.ndarray, b: np.ndarray, count: int) -> np.ndarray:
     return out
 
 
+def _load_torch_model(blob: bytes):
+    """A saved network, read by the learning part (which imports torch only now)."""
+    from .learn.models import load_model
+
+    return load_model(blob)
+
+
 def _flops(model) -> int:
     """FLOPs per query of the network the search runs."""
     if isinstance(model, MaxAffineRouter):
         return 2 * model.multiply_adds()
     return 2 * (model.multiply_adds() if model.num_outputs > 1 else model.key_multiply_adds())
-
-

@@ -4,6 +4,7 @@ name) and the on-disk cache of computed arrays."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from contextlib import contextmanager
@@ -13,10 +14,12 @@ import numpy as np
 
 __all__ = ["atomic_path", "default_cache_dir", "cached_arrays", "key_fingerprint"]
 
+logger = logging.getLogger(__name__)
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside ``path``; on success it is renamed to ``path``, else removed."""
+    """Yield a temporary path beside ``path``; renamed to ``path`` on success, else removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -42,11 +45,14 @@ def cached_arrays(path: Path | None, compute, is_valid) -> list[np.ndarray]:
             with np.load(path) as f:
                 arrays = [f[name] for name in f.files]  # in the order they were written
             if is_valid(arrays):
+                logger.info("read cached arrays %s", path)
                 return arrays
-        except (OSError, ValueError, KeyError):
-            pass  # unreadable entry: compute again and replace it
+            logger.warning("cache entry %s does not fit its inputs: computing it again", path)
+        except (OSError, ValueError, KeyError) as e:
+            logger.warning("cache entry %s is unreadable (%s): computing it again", path, e)
     arrays = list(compute())
     if path is not None:
+        logger.info("caching arrays at %s", path)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **{f"a{i}": a for i, a in enumerate(arrays)})
@@ -56,5 +62,5 @@ def cached_arrays(path: Path | None, compute, is_valid) -> list[np.ndarray]:
 def key_fingerprint(keys) -> dict:
     """Identifies a key set: {"n", "d", "blake2b"} of its float32 contents."""
     x = np.ascontiguousarray(keys, dtype=np.float32)
-    digest = hashlib.blake2b(memoryview(x).cast("B"), digest_size=16).hexdigest()
+    digest = hashlib.blake2b(x.data.cast("B"), digest_size=16).hexdigest()
     return {"n": int(x.shape[0]), "d": int(x.shape[1]), "blake2b": digest}

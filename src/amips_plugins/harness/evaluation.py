@@ -7,6 +7,8 @@ import time
 
 import numpy as np
 
+from .._progress import Progress, ProgressArg
+
 __all__ = ["match_rate", "recall_at_k", "time_each", "sweep", "format_table", "plot_curves"]
 
 
@@ -25,7 +27,9 @@ def recall_at_k(ids, true_ids) -> float:
     """Mean fraction of the exact top-k (true_ids, (nq, k)) found among the returned ids (nq, k)."""
     ids, true_ids = np.asarray(ids), np.asarray(true_ids)
     if ids.shape != true_ids.shape or ids.ndim != 2:
-        raise ValueError(f"ids {ids.shape} and true_ids {true_ids.shape} must have the same (nq, k) shape")
+        raise ValueError(
+            f"ids {ids.shape} and true_ids {true_ids.shape} must have the same (nq, k) shape"
+        )
     hits = sum(np.isin(row, truth[truth >= 0]).sum() for row, truth in zip(ids, true_ids))
     return float(hits / max(1, (true_ids >= 0).sum()))
 
@@ -51,47 +55,59 @@ def time_each(methods: dict, reps: int = 5):
     return times, results
 
 
-def sweep(methods, keys, queries, true_ids, *, k: int = 10, progress: bool = True) -> list[dict]:
+def sweep(
+    methods, keys, queries, true_ids, *, k: int = 10, progress: ProgressArg = False
+) -> list[dict]:
     """Build every method on ``keys`` and search ``queries`` at each of its sweep parameters.
 
     Returns one dict per (method, parameter): method, param_name, param, k, match_rate (top-1),
     recall (at k), ms_per_query (wall-clock for the whole batch / nq, a learned model's inference
     included), distances_per_query, flops_per_query (2 per multiply-add of every distance, plus the
     network's; NaN when the library reports no count) and build_s (training included).
+    ``progress``: True for a tqdm bar over the methods, or a callable(done, total).
     """
-    from tqdm.auto import tqdm
-
     rows = []
-    for method in tqdm(methods, desc="methods", disable=not progress):
+    with Progress(progress, len(methods), "methods") as bar:
+        for method in methods:
+            rows += _measure(method, keys, queries, true_ids, k)
+            bar.update()
+    return rows
+
+
+def _measure(method, keys, queries, true_ids, k: int) -> list[dict]:
+    """``sweep``'s rows for one method."""
+    rows = []
+    start = time.perf_counter()
+    method.build(keys)
+    build_s = time.perf_counter() - start
+    for param in method.params:
+        method.search(queries[: min(len(queries), 64)], k, param)  # warm-up
         start = time.perf_counter()
-        method.build(keys)
-        build_s = time.perf_counter() - start
-        for param in method.params:
-            method.search(queries[: min(len(queries), 64)], k, param)  # warm-up
-            start = time.perf_counter()
-            ids, distances = method.search(queries, k, param)
-            elapsed = time.perf_counter() - start
-            rows.append(
-                {
-                    "method": method.name,
-                    "param_name": method.param_name,
-                    "param": param,
-                    "k": k,
-                    "match_rate": match_rate(ids, true_ids[:, 0]),
-                    "recall": recall_at_k(ids, true_ids[:, :k]),
-                    "ms_per_query": 1e3 * elapsed / len(queries),
-                    "distances_per_query": distances,
-                    "flops_per_query": 2.0 * method.distance_dim * distances + method.network_flops,
-                    "build_s": build_s,
-                }
-            )
+        ids, distances = method.search(queries, k, param)
+        elapsed = time.perf_counter() - start
+        rows.append(
+            {
+                "method": method.name,
+                "param_name": method.param_name,
+                "param": param,
+                "k": k,
+                "match_rate": match_rate(ids, true_ids[:, 0]),
+                "recall": recall_at_k(ids, true_ids[:, :k]),
+                "ms_per_query": 1e3 * elapsed / len(queries),
+                "distances_per_query": distances,
+                "flops_per_query": 2.0 * method.distance_dim * distances + method.network_flops,
+                "build_s": build_s,
+            }
+        )
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
     """The sweep as an aligned text table."""
-    header = (f"{'method':<40} {'param':>12} {'top-1 match':>11} {'recall@k':>9} "
-              f"{'ms/query':>9} {'queries/s':>9} {'dist/query':>10} {'MFLOP/q':>8} {'build s':>8}")
+    header = (
+        f"{'method':<40} {'param':>12} {'top-1 match':>11} {'recall@k':>9} "
+        f"{'ms/query':>9} {'queries/s':>9} {'dist/query':>10} {'MFLOP/q':>8} {'build s':>8}"
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
         param = "" if r["param_name"] is None else f"{r['param_name']} {r['param']}"
@@ -99,7 +115,8 @@ def format_table(rows: list[dict]) -> str:
         mflops = "n/a" if math.isnan(r["flops_per_query"]) else f"{r['flops_per_query'] / 1e6:.3f}"
         lines.append(
             f"{r['method']:<40} {param:>12} {r['match_rate']:>11.1%} {r['recall']:>9.1%} "
-            f"{r['ms_per_query']:>9.4f} {1e3 / r['ms_per_query']:>9.0f} {dist:>10} {mflops:>8} {r['build_s']:>8.1f}"
+            f"{r['ms_per_query']:>9.4f} {1e3 / r['ms_per_query']:>9.0f} {dist:>10} {mflops:>8} "
+            f"{r['build_s']:>8.1f}"
         )
     return "\n".join(lines)
 
@@ -120,7 +137,9 @@ def plot_curves(rows: list[dict], path, title: str = "") -> None:
         axes[0].plot([r["ms_per_query"] for r in mine], match, **style)
         if not any(math.isnan(r["flops_per_query"]) for r in mine):
             axes[1].plot([r["flops_per_query"] for r in mine], match, **style)
-    for ax, xlabel in zip(axes, ["wall-clock per query (ms, batch)", "FLOPs per query (network included)"]):
+    for ax, xlabel in zip(
+        axes, ["wall-clock per query (ms, batch)", "FLOPs per query (network included)"]
+    ):
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("top-1 match rate (%)")

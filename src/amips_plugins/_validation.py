@@ -7,7 +7,6 @@ its actual shape or value.
 from __future__ import annotations
 
 import numbers
-import os
 
 import numpy as np
 
@@ -52,7 +51,7 @@ def as_matrix(x, name: str, *, dim: int | None = None, allow_empty: bool = True)
 
 
 def as_positive_int(value, name: str) -> int:
-    """Return ``value`` as a positive Python int (TypeError for non-integers, ValueError for <= 0)."""
+    """``value`` as a positive Python int (TypeError for non-integers, ValueError for <= 0)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     if value <= 0:
@@ -61,9 +60,10 @@ def as_positive_int(value, name: str) -> int:
 
 
 def as_num_threads(value) -> int:
-    """Thread count: None means every core this process may run on."""
+    """Thread count; None: ``AMIPS_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the CPUs this
+    process may run on (its affinity mask)."""
     if value is None:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return _core.default_num_threads()
     return as_positive_int(value, "num_threads")
 
 
@@ -81,6 +81,8 @@ def as_offsets(offsets, n: int) -> np.ndarray:
     """Segment offsets (C + 1,) int64, non-decreasing from 0 to ``n``, with C >= 1."""
     off = as_int64(offsets, "offsets", ndim=1)
     if len(off) < 2 or off[0] != 0 or off[-1] != n or np.any(np.diff(off) < 0):
-        raise ValueError(f"offsets must rise from 0 to {n} over at least one segment, "
-                         f"got length {len(off)}: {off[:4]}...{off[-2:]}")
+        raise ValueError(
+            f"offsets must rise from 0 to {n} over at least one segment, "
+            f"got length {len(off)}: {off[:4]}...{off[-2:]}"
+        )
     return off

@@ -10,6 +10,7 @@ weights (the EMA model is evaluated, kept and returned), early stopping on the v
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -17,14 +18,25 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._validation import as_matrix, as_num_threads
-from .exact import topk_dot
-from .ground_truth import ground_truth, segment_ground_truth
+from .._progress import Progress, ProgressArg
+from .._validation import as_matrix, as_num_threads
+from ..exact import topk_dot
+from ..ground_truth import ground_truth, segment_ground_truth
+from ..routing import most_winning_keys
 from .models import MaxAffineNet, key_fingerprint
-from .routing import most_winning_keys
 
-__all__ = ["Targets", "compute_targets", "augment_queries", "key_recovery", "relative_key_error",
-           "routing_accuracy", "fit", "fit_max_affine"]
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Targets",
+    "compute_targets",
+    "augment_queries",
+    "key_recovery",
+    "relative_key_error",
+    "routing_accuracy",
+    "fit",
+    "fit_max_affine",
+]
 
 
 @dataclass(frozen=True)
@@ -35,18 +47,21 @@ class Targets:
     scores: np.ndarray
 
 
-def compute_targets(keys, queries, *, offsets=None, cache_dir=None, num_threads=None,
-                    progress: bool = False) -> Targets:
+def compute_targets(
+    keys, queries, *, offsets=None, cache_dir=None, num_threads=None, progress: ProgressArg = False
+) -> Targets:
     """Exact argmax key ids and max scores of every query, per cluster when ``offsets`` is given.
 
     Cached under ``cache_dir`` by a hash of the inputs when given.
     """
     if offsets is None:
-        scores, ids = ground_truth(keys, queries, 1, cache_dir=cache_dir, num_threads=num_threads,
-                                   progress=progress)
+        scores, ids = ground_truth(
+            keys, queries, 1, cache_dir=cache_dir, num_threads=num_threads, progress=progress
+        )
         return Targets(ids[:, 0], scores[:, 0])
-    scores, ids = segment_ground_truth(keys, queries, offsets, cache_dir=cache_dir,
-                                       num_threads=num_threads, progress=progress)
+    scores, ids = segment_ground_truth(
+        keys, queries, offsets, cache_dir=cache_dir, num_threads=num_threads, progress=progress
+    )
     return Targets(ids, scores)
 
 
@@ -60,7 +75,9 @@ def augment_queries(queries, copies: int, noise: float, seed: int = 0) -> np.nda
         raise ValueError(f"copies and noise must be >= 0, got {copies} and {noise}")
     rng = np.random.default_rng(seed)
     norms = np.linalg.norm(q, axis=1, keepdims=True)
-    noisy = [q + noise * norms * rng.standard_normal(q.shape, dtype=np.float32) for _ in range(copies)]
+    noisy = [
+        q + noise * norms * rng.standard_normal(q.shape, dtype=np.float32) for _ in range(copies)
+    ]
     return np.concatenate([q, *noisy]).astype(np.float32)
 
 
@@ -72,8 +89,12 @@ def key_recovery(pred_keys, keys, true_ids, *, num_threads=None) -> float:
     p = as_matrix(pred_keys, "pred_keys")
     x = as_matrix(keys, "keys", dim=p.shape[1])
     half_sq = -0.5 * np.einsum("nd,nd->n", x, x, dtype=np.float64)[:, None]
-    _, nearest = topk_dot(np.hstack([p, np.ones((len(p), 1), np.float32)]),
-                          np.hstack([x, half_sq.astype(np.float32)]), 1, num_threads=num_threads)
+    _, nearest = topk_dot(
+        np.hstack([p, np.ones((len(p), 1), np.float32)]),
+        np.hstack([x, half_sq.astype(np.float32)]),
+        1,
+        num_threads=num_threads,
+    )
     return float((nearest[:, 0] == np.asarray(true_ids)).mean())
 
 
@@ -132,8 +153,15 @@ def _loss(model, batch: _Batches, idx, key_weight: float, score_weight: float) -
 
 
 @torch.no_grad()
-def _evaluate(model, batch: _Batches, keys_np: np.ndarray, targets: Targets, key_weight, score_weight,
-              threads: int) -> dict:
+def _evaluate(
+    model,
+    batch: _Batches,
+    keys_np: np.ndarray,
+    targets: Targets,
+    key_weight,
+    score_weight,
+    threads: int,
+) -> dict:
     losses, keys_out, scores_out = [], [], []
     for idx in torch.arange(len(batch), device=batch.q.device).split(4096):
         losses.append(float(_loss(model, batch, idx, key_weight, score_weight)) * len(idx))
@@ -151,16 +179,40 @@ def _evaluate(model, batch: _Batches, keys_np: np.ndarray, targets: Targets, key
         pred = np.concatenate(scores_out)
         true = np.where(np.asarray(targets.ids) >= 0, targets.scores, -np.inf)
         metrics["routing_top1"] = routing_accuracy(pred, true, 1)
-        metrics["routing_top5pct"] = routing_accuracy(pred, true, max(1, round(0.05 * model.num_outputs)))
+        metrics["routing_top5pct"] = routing_accuracy(
+            pred, true, max(1, round(0.05 * model.num_outputs))
+        )
     return metrics
 
 
-def fit(model, keys, queries, *, offsets=None, val_queries=None, val_fraction: float = 0.1,
-        steps: int = 2000, batch_size: int = 512, lr: float = 1e-3, weight_decay: float = 1e-4,
-        warmup: int = 100, key_weight: float = 1.0, score_weight: float = 0.01, ema_decay: float = 0.99,
-        clip: float = 1.0, augment_copies: int = 0, noise: float = 0.02, eval_every: int = 200,
-        patience: int = 5, time_budget: float | None = None, device: str = "auto", seed: int = 0,
-        cache_dir=None, num_threads=None, progress: bool = True) -> list[dict]:
+def fit(
+    model,
+    keys,
+    queries,
+    *,
+    offsets=None,
+    val_queries=None,
+    val_fraction: float = 0.1,
+    steps: int = 2000,
+    batch_size: int = 512,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    warmup: int = 100,
+    key_weight: float = 1.0,
+    score_weight: float = 0.01,
+    ema_decay: float = 0.99,
+    clip: float = 1.0,
+    augment_copies: int = 0,
+    noise: float = 0.02,
+    eval_every: int = 200,
+    patience: int = 5,
+    time_budget: float | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    cache_dir=None,
+    num_threads=None,
+    progress: ProgressArg = False,
+) -> list[dict]:
     """Train ``model`` (SupportNet or KeyNet) to predict the best keys of ``keys`` for ``queries``.
 
     Validation queries are ``val_queries``, or a seeded ``val_fraction`` of the *source* queries
@@ -172,11 +224,11 @@ def fit(model, keys, queries, *, offsets=None, val_queries=None, val_fraction: f
     mode. The learning-rate schedule spans ``steps``; with a time budget, set ``steps`` to about
     what fits in it.
 
+    ``progress``: True for a tqdm bar of the steps, or a callable(done, total).
+
     Returns the history: one dict per evaluation (step, seconds, train loss, validation metrics),
     the last one holding ``stopped`` ("steps", "early", "time", "interrupted").
     """
-    from tqdm.auto import tqdm
-
     threads = as_num_threads(num_threads)
     x = as_matrix(keys, "keys", dim=model.dim, allow_empty=False)
     q = as_matrix(queries, "queries", dim=model.dim, allow_empty=False)
@@ -192,31 +244,48 @@ def fit(model, keys, queries, *, offsets=None, val_queries=None, val_fraction: f
         raise ValueError("no training queries left after holding out the validation set")
     q = augment_queries(q, augment_copies, noise, seed) if augment_copies else q
     if offsets is not None and len(offsets) - 1 != model.num_outputs:
-        raise ValueError(f"{len(offsets) - 1} clusters in offsets, but the model has {model.num_outputs} outputs")
+        raise ValueError(
+            f"{len(offsets) - 1} clusters in offsets, but the model has {model.num_outputs} outputs"
+        )
 
     dev = _device(device)
     torch.manual_seed(seed)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     keys_t = torch.from_numpy(x).to(dev)
     train_targets = compute_targets(x, q, offsets=offsets, cache_dir=cache_dir, num_threads=threads)
-    val_targets = compute_targets(x, val_q, offsets=offsets, cache_dir=cache_dir, num_threads=threads)
+    val_targets = compute_targets(
+        x, val_q, offsets=offsets, cache_dir=cache_dir, num_threads=threads
+    )
     train, val = _Batches(q, train_targets, keys_t, dev), _Batches(val_q, val_targets, keys_t, dev)
 
     model.to(dev).train()
     ema = copy.deepcopy(model).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+        opt,
+        lambda s: (
+            min(1.0, (s + 1) / max(1, warmup))
+            * 0.5
+            * (1 + math.cos(math.pi * min(s, steps) / steps))
+        ),
     )
-    history, best, best_state, since_best, running = [], math.inf, copy.deepcopy(ema.state_dict()), 0, None
+    history, best, best_state, since_best, running = (
+        [],
+        math.inf,
+        copy.deepcopy(ema.state_dict()),
+        0,
+        None,
+    )
     stopped, start = "steps", time.perf_counter()
-    bar = tqdm(range(steps), desc=f"train {type(model).__name__}", disable=not progress)
+    bar = Progress(progress, steps, f"train {type(model).__name__}", unit="step")
     try:
-        for step in bar:
+        for step in range(steps):
             idx = torch.randint(len(train), (min(batch_size, len(train)),), generator=gen).to(dev)
             loss = _loss(model, train, idx, key_weight, score_weight)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower lr?")
+                raise FloatingPointError(
+                    f"training loss became {loss.item()} at step {step}; lower lr?"
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -226,14 +295,23 @@ def fit(model, keys, queries, *, offsets=None, val_queries=None, val_fraction: f
                 for pe, pm in zip(ema.parameters(), model.parameters()):
                     pe.lerp_(pm, 1 - ema_decay)
             running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+            bar.update()
             out_of_time = time_budget is not None and time.perf_counter() - start > time_budget
             if (step + 1) % eval_every == 0 or step + 1 == steps or out_of_time:
-                row = {"step": step + 1, "seconds": time.perf_counter() - start, "loss": running,
-                       **_evaluate(ema, val, x, val_targets, key_weight, score_weight, threads)}
+                row = {
+                    "step": step + 1,
+                    "seconds": time.perf_counter() - start,
+                    "loss": running,
+                    **_evaluate(ema, val, x, val_targets, key_weight, score_weight, threads),
+                }
                 history.append(row)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k != "step"})
+                bar.show({k: v for k, v in row.items() if k != "step"})
                 if row["val_loss"] < best:
-                    best, best_state, since_best = row["val_loss"], copy.deepcopy(ema.state_dict()), 0
+                    best, best_state, since_best = (
+                        row["val_loss"],
+                        copy.deepcopy(ema.state_dict()),
+                        0,
+                    )
                 else:
                     since_best += 1
                     if since_best >= patience:
@@ -246,6 +324,13 @@ def fit(model, keys, queries, *, offsets=None, val_queries=None, val_fraction: f
         stopped = "interrupted"
     finally:
         bar.close()
+    logger.info(
+        "%s training stopped (%s) after %s steps; best validation loss %.4g",
+        type(model).__name__,
+        stopped,
+        history[-1]["step"] if history else 0,
+        best,
+    )
     model.load_state_dict(best_state)
     model.eval()
     model.key_fingerprint = key_fingerprint(x)
@@ -256,8 +341,16 @@ def fit(model, keys, queries, *, offsets=None, val_queries=None, val_fraction: f
     return history
 
 
-def fit_max_affine(keys, queries, num_pieces: int, *, temperatures=(0.0, 0.005, 0.01, 0.015, 0.02, 0.03),
-                   val_fraction: float = 0.1, seed: int = 0, num_threads=None) -> MaxAffineNet:
+def fit_max_affine(
+    keys,
+    queries,
+    num_pieces: int,
+    *,
+    temperatures=(0.0, 0.005, 0.01, 0.015, 0.02, 0.03),
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    num_threads=None,
+) -> MaxAffineNet:
     """A MaxAffineNet for ``keys``: its pieces are the ``num_pieces`` keys that are the exact top-1
     of the most ``queries``; its temperature is the one of ``temperatures`` with the least
     relative key error on a seeded ``val_fraction`` of the queries, scored with pieces picked
@@ -267,9 +360,13 @@ def fit_max_affine(keys, queries, num_pieces: int, *, temperatures=(0.0, 0.005, 
     x = as_matrix(keys, "keys", allow_empty=False)
     q = as_matrix(queries, "queries", dim=x.shape[1], allow_empty=False)
     if not 0.0 < val_fraction < 1.0 or len(q) < 2:
-        raise ValueError(f"need val_fraction in (0, 1) and at least 2 queries, got {val_fraction}, {len(q)}")
+        raise ValueError(
+            f"need val_fraction in (0, 1) and at least 2 queries, got {val_fraction}, {len(q)}"
+        )
     held_out = np.zeros(len(q), bool)
-    held_out[np.random.default_rng(seed).permutation(len(q))[: max(1, round(val_fraction * len(q)))]] = True
+    held_out[
+        np.random.default_rng(seed).permutation(len(q))[: max(1, round(val_fraction * len(q)))]
+    ] = True
     best = topk_dot(q, x, 1, num_threads=threads)[1][:, 0]  # one exact pass serves both pickings
     val_q, val_best = q[held_out], best[held_out]
 

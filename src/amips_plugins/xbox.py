@@ -47,7 +47,7 @@ class XboxTransform:
         return self._impl.count
 
     def add_keys(self, keys) -> np.ndarray:
-        """Raise the max norm to cover ``keys`` (n, d) and return them augmented, (n, d + 1) float32.
+        """Raise the max norm to cover ``keys`` (n, d); return them augmented, (n, d + 1) float32.
 
         The extra coordinate uses the max norm *after* this batch, so every returned key has norm
         ``max_norm`` (up to float32 rounding).
@@ -69,17 +69,21 @@ class XboxTransform:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a state from :meth:`state_dict`; a foreign or mismatched state raises ValueError."""
+        """Restore a state from :meth:`state_dict` (ValueError for a foreign or mismatched one)."""
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
             raise ValueError(f"not an XboxTransform state: {state!r:.200}")
         if state.get("version") != _VERSION:
-            raise ValueError(f"XboxTransform state version {state.get('version')!r}, expected {_VERSION}")
+            raise ValueError(
+                f"XboxTransform state version {state.get('version')!r}, expected {_VERSION}"
+            )
         if state.get("dim") != self.dim:
-            raise ValueError(f"XboxTransform state has dim {state.get('dim')!r}, this one has {self.dim}")
+            raise ValueError(
+                f"XboxTransform state has dim {state.get('dim')!r}, this one has {self.dim}"
+            )
         self._impl.set_state(float(state["max_norm"]), int(state["count"]))
 
     @classmethod
-    def from_state_dict(cls, state: dict) -> "XboxTransform":
+    def from_state_dict(cls, state: dict) -> XboxTransform:
         if not isinstance(state, dict) or "dim" not in state:
             raise ValueError(f"not an XboxTransform state: {state!r:.200}")
         transform = cls(state["dim"])
