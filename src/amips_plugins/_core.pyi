@@ -1,121 +1,68 @@
 """
 amips_plugins C++ core: exact inner-product search and the Xbox transform.
 """
-
 from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-
-__all__: list[str] = [
-    "XboxTransform",
-    "all_finite",
-    "detected_simd_level",
-    "pack_keys",
-    "packed_floats",
-    "rescore",
-    "segment_max_dot",
-    "simd_level",
-    "topk_dot",
-    "topk_dot_packed",
-    "topk_rows",
-    "unpack_keys",
-]
-
+__all__: list[str] = ['XboxTransform', 'all_finite', 'default_num_threads', 'detected_simd_level', 'pack_keys', 'packed_floats', 'rescore', 'segment_max_dot', 'simd_level', 'topk_dot', 'topk_dot_packed', 'topk_rows', 'unpack_keys']
 class XboxTransform:
-    def __init__(self, dim: typing.SupportsInt | typing.SupportsIndex) -> None: ...
-    def add_keys(
-        self, keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32]
-    ) -> numpy.typing.NDArray[numpy.float32]: ...
-    def set_state(
-        self,
-        max_norm: typing.SupportsFloat | typing.SupportsIndex,
-        count: typing.SupportsInt | typing.SupportsIndex,
-    ) -> None: ...
-    def transform_queries(
-        self, queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32]
-    ) -> numpy.typing.NDArray[numpy.float32]: ...
+    def __init__(self, dim: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def add_keys(self, keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32]) -> numpy.typing.NDArray[numpy.float32]:
+        ...
+    def set_state(self, max_norm: typing.SupportsFloat | typing.SupportsIndex, count: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def transform_queries(self, queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32]) -> numpy.typing.NDArray[numpy.float32]:
+        ...
     @property
-    def count(self) -> int: ...
+    def count(self) -> int:
+        ...
     @property
-    def dim(self) -> int: ...
+    def dim(self) -> int:
+        ...
     @property
-    def max_norm(self) -> float: ...
-
+    def max_norm(self) -> float:
+        ...
 def all_finite(x: typing.Annotated[numpy.typing.ArrayLike, numpy.float32]) -> bool:
     """
     True when no element is NaN or Inf.
     """
-
+def default_num_threads() -> int:
+    """
+    Threads a call uses when it names none: AMIPS_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs this process may run on.
+    """
 def detected_simd_level() -> str:
     """
     Best instruction set the CPU and OS support, ignoring AMIPS_SIMD.
     """
-
-def pack_keys(
-    packed: numpy.ndarray,
-    first: typing.SupportsInt | typing.SupportsIndex,
-    x: typing.Annotated[numpy.typing.ArrayLike, numpy.float32],
-) -> None:
+def pack_keys(packed: numpy.ndarray, first: typing.SupportsInt | typing.SupportsIndex, x: typing.Annotated[numpy.typing.ArrayLike, numpy.float32]) -> None:
     """
     Writes the rows of x into key slots first.. of a packed buffer (in place).
     """
-
-def packed_floats(
-    n: typing.SupportsInt | typing.SupportsIndex, d: typing.SupportsInt | typing.SupportsIndex
-) -> int:
+def packed_floats(n: typing.SupportsInt | typing.SupportsIndex, d: typing.SupportsInt | typing.SupportsIndex) -> int:
     """
     Floats a packed buffer of n keys of dimension d takes.
     """
-
-def rescore(
-    queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32],
-    keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32],
-    candidate_ids: typing.Annotated[numpy.typing.ArrayLike, numpy.int64],
-    num_threads: typing.SupportsInt | typing.SupportsIndex = 0,
-) -> numpy.typing.NDArray[numpy.float32]: ...
-def segment_max_dot(
-    queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32],
-    keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32],
-    offsets: typing.Annotated[numpy.typing.ArrayLike, numpy.int64],
-    num_threads: typing.SupportsInt | typing.SupportsIndex = 0,
-) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]: ...
+def rescore(queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], candidate_ids: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> numpy.typing.NDArray[numpy.float32]:
+    ...
+def segment_max_dot(queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], offsets: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]:
+    ...
 def simd_level() -> str:
     """
     Instruction set in use: the best supported, capped by AMIPS_SIMD.
     """
-
-def topk_dot(
-    queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32],
-    keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32],
-    k: typing.SupportsInt | typing.SupportsIndex,
-    num_threads: typing.SupportsInt | typing.SupportsIndex = 0,
-) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]: ...
-def topk_dot_packed(
-    queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32],
-    packed: numpy.ndarray,
-    n: typing.SupportsInt | typing.SupportsIndex,
-    k: typing.SupportsInt | typing.SupportsIndex,
-    num_threads: typing.SupportsInt | typing.SupportsIndex = 0,
-) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]:
+def topk_dot(queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], k: typing.SupportsInt | typing.SupportsIndex, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]:
+    ...
+def topk_dot_packed(queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], packed: numpy.ndarray, n: typing.SupportsInt | typing.SupportsIndex, k: typing.SupportsInt | typing.SupportsIndex, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]:
     """
     topk_dot over the first n keys of a buffer filled by pack_keys.
     """
-
-def topk_rows(
-    scores: typing.Annotated[numpy.typing.ArrayLike, numpy.float32],
-    k: typing.SupportsInt | typing.SupportsIndex,
-    num_threads: typing.SupportsInt | typing.SupportsIndex = 0,
-) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]:
+def topk_rows(scores: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], k: typing.SupportsInt | typing.SupportsIndex, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]:
     """
     The k largest entries of every row, best first (ties: lower column; NaN as -inf).
     """
-
-def unpack_keys(
-    packed: numpy.ndarray,
-    n: typing.SupportsInt | typing.SupportsIndex,
-    d: typing.SupportsInt | typing.SupportsIndex,
-) -> numpy.typing.NDArray[numpy.float32]:
+def unpack_keys(packed: numpy.ndarray, n: typing.SupportsInt | typing.SupportsIndex, d: typing.SupportsInt | typing.SupportsIndex) -> numpy.typing.NDArray[numpy.float32]:
     """
     The first n keys of a packed buffer as rows (n, d).
     """

@@ -10,6 +10,7 @@ import logging
 import threading
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _core
 from ._validation import as_int64, as_matrix, as_num_threads, as_positive_int
@@ -31,13 +32,15 @@ def simd_level() -> str:
     return _core.simd_level()
 
 
-def _queries_and_keys(queries, keys) -> tuple[np.ndarray, np.ndarray]:
+def _queries_and_keys(queries: ArrayLike, keys: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     x = as_matrix(keys, "keys", allow_empty=False)
     q = as_matrix(queries, "queries", dim=x.shape[1])
     return q, x
 
 
-def topk_dot(queries, keys, k: int, *, num_threads: int | None = None):
+def topk_dot(
+    queries: ArrayLike, keys: ArrayLike, k: int, *, num_threads: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k keys by inner product.
 
     Parameters
@@ -61,7 +64,9 @@ def topk_dot(queries, keys, k: int, *, num_threads: int | None = None):
     return _core.topk_dot(q, x, as_positive_int(k, "k"), as_num_threads(num_threads))
 
 
-def segment_max_dot(queries, keys, offsets, *, num_threads: int | None = None):
+def segment_max_dot(
+    queries: ArrayLike, keys: ArrayLike, offsets: ArrayLike, *, num_threads: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Best key of every segment for each query (per-cluster support values).
 
     Parameters
@@ -81,7 +86,13 @@ def segment_max_dot(queries, keys, offsets, *, num_threads: int | None = None):
     return _core.segment_max_dot(q, x, off, as_num_threads(num_threads))
 
 
-def rescore(queries, keys, candidate_ids, *, num_threads: int | None = None) -> np.ndarray:
+def rescore(
+    queries: ArrayLike,
+    keys: ArrayLike,
+    candidate_ids: ArrayLike,
+    *,
+    num_threads: int | None = None,
+) -> np.ndarray:
     """Exact inner products of each query with its candidate keys.
 
     Parameters
@@ -99,7 +110,9 @@ def rescore(queries, keys, candidate_ids, *, num_threads: int | None = None) -> 
     return _core.rescore(q, x, ids, as_num_threads(num_threads))
 
 
-def topk_rows(scores, k: int, *, num_threads: int | None = None):
+def topk_rows(
+    scores: ArrayLike, k: int, *, num_threads: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The k largest entries of every row of ``scores`` (n, C), e.g. the lists a router ranks first.
 
     Returns ``(top_scores, columns)``: float32 and int64 (n, k), best first, ties by the lower
@@ -146,7 +159,7 @@ class ExactIndex:
             packed, n = self._packed, self._ntotal
         return _core.unpack_keys(packed, n, self.d)
 
-    def add(self, x) -> None:
+    def add(self, x: ArrayLike) -> None:
         """Append keys ``x`` (n, d); they get ids ntotal .. ntotal + n - 1."""
         x = as_matrix(x, "x", dim=self.d)
         with self._lock:
@@ -162,7 +175,9 @@ class ExactIndex:
             _core.pack_keys(self._packed, self._ntotal, x)
             self._ntotal = end
 
-    def search(self, x, k: int, *, num_threads: int | None = None):
+    def search(
+        self, x: ArrayLike, k: int, *, num_threads: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k keys for each query of ``x`` (nq, d): ``(D, I)`` float32 / int64, (nq, k)."""
         q = as_matrix(x, "x", dim=self.d)
         k = as_positive_int(k, "k")

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _core
 from ._io import cached_arrays, default_cache_dir
@@ -51,15 +52,15 @@ def _chunked(
 
 
 def ground_truth(
-    keys,
-    queries,
+    keys: ArrayLike,
+    queries: ArrayLike,
     k: int = 1,
     *,
     cache_dir: str | os.PathLike | None = None,
     chunk_size: int = 2048,
     num_threads: int | None = None,
     progress: ProgressArg = False,
-):
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k keys of every query, as :func:`amips_plugins.topk_dot` returns them.
 
     With ``cache_dir`` the result is stored under a hash of the keys, queries and k and read back
@@ -88,15 +89,15 @@ def ground_truth(
 
 
 def segment_ground_truth(
-    keys,
-    queries,
-    offsets,
+    keys: ArrayLike,
+    queries: ArrayLike,
+    offsets: ArrayLike,
     *,
     cache_dir: str | os.PathLike | None = None,
     chunk_size: int = 2048,
     num_threads: int | None = None,
     progress: ProgressArg = False,
-):
+) -> tuple[np.ndarray, np.ndarray]:
     """Best key of every segment for each query (see :func:`amips_plugins.segment_max_dot`),
     computed in chunks and cached like :func:`ground_truth`.
 

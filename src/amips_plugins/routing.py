@@ -12,6 +12,7 @@ that key's list first, and costs one inner product per piece, scored on the C++ 
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._validation import as_matrix, as_num_threads, as_offsets, as_positive_int
 from .exact import segment_max_dot, topk_dot
@@ -19,7 +20,7 @@ from .exact import segment_max_dot, topk_dot
 __all__ = ["MaxAffineRouter", "most_winning_keys"]
 
 
-def most_winning_keys(keys, answers, num_pieces: int) -> np.ndarray:
+def most_winning_keys(keys: np.ndarray, answers: np.ndarray, num_pieces: int) -> np.ndarray:
     """Ids of the ``num_pieces`` keys that are the exact top-1 (``answers``: key ids, one per
     query) of the most queries (ties: larger norm), fewer if fewer keys ever win: the pieces of a
     max-affine support function that is exact for every query whose answer is among them."""
@@ -38,13 +39,21 @@ class MaxAffineRouter:
     offsets : int array (C + 1,), non-decreasing from 0 to m; a list without pieces scores -inf
     """
 
-    def __init__(self, pieces, offsets):
+    def __init__(self, pieces: ArrayLike, offsets: ArrayLike):
         self.pieces = as_matrix(pieces, "pieces", allow_empty=False)
         self.offsets = as_offsets(offsets, len(self.pieces))
         self.dim, self.num_outputs = self.pieces.shape[1], len(self.offsets) - 1
 
     @classmethod
-    def fit(cls, keys, offsets, queries, num_pieces: int, *, num_threads: int | None = None):
+    def fit(
+        cls,
+        keys: ArrayLike,
+        offsets: ArrayLike,
+        queries: ArrayLike,
+        num_pieces: int,
+        *,
+        num_threads: int | None = None,
+    ) -> MaxAffineRouter:
         """Pieces for keys grouped into lists by ``offsets``: every non-empty list's mean, plus the
         ``num_pieces`` keys that are the exact top-1 of the most ``queries`` (ties: larger norm).
 
@@ -68,7 +77,7 @@ class MaxAffineRouter:
         order = np.argsort(owner, kind="stable")
         return cls(pieces[order], np.searchsorted(owner[order], np.arange(len(off))))
 
-    def scores(self, queries, *, num_threads: int | None = None) -> np.ndarray:
+    def scores(self, queries: ArrayLike, *, num_threads: int | None = None) -> np.ndarray:
         """Predicted support value of every list, (n, C) float32."""
         q = as_matrix(queries, "queries", dim=self.dim)
         return segment_max_dot(q, self.pieces, self.offsets, num_threads=num_threads)[0]

@@ -10,6 +10,7 @@ keys added before M grew keep the extra coordinate computed with the M of their 
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _core
 from ._validation import as_matrix, as_positive_int
@@ -46,7 +47,7 @@ class XboxTransform:
         """Number of keys seen so far."""
         return self._impl.count
 
-    def add_keys(self, keys) -> np.ndarray:
+    def add_keys(self, keys: ArrayLike) -> np.ndarray:
         """Raise the max norm to cover ``keys`` (n, d); return them augmented, (n, d + 1) float32.
 
         The extra coordinate uses the max norm *after* this batch, so every returned key has norm
@@ -54,7 +55,7 @@ class XboxTransform:
         """
         return self._impl.add_keys(as_matrix(keys, "keys", dim=self.dim))
 
-    def transform_queries(self, queries) -> np.ndarray:
+    def transform_queries(self, queries: ArrayLike) -> np.ndarray:
         """Return ``[q, 0]`` for every query of ``queries`` (n, d): (n, d + 1) float32."""
         return self._impl.transform_queries(as_matrix(queries, "queries", dim=self.dim))
 
