@@ -163,3 +163,28 @@ def test_bad_files_give_one_line(files, args, message):
     assert r.returncode == 2
     assert r.stderr.startswith("amips: error:") and message in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_eval_leaves_out_what_cannot_run_without_torch(files):
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from amips_plugins.harness.cli import main\n"
+        "sys.exit(main(['eval', '--keys', 'keys.npy', '--queries', 'queries.npy', '--out', 'out',"
+        " '--methods', 'exact', 'amortized-ivf-keynet', '--no-progress']))"
+    )
+    explicit = subprocess.run(
+        [sys.executable, "-c", code], cwd=files, capture_output=True, text=True, timeout=300
+    )
+    assert explicit.returncode == 2 and 'pip install "amips_plugins[learn]"' in explicit.stderr
+    by_default = subprocess.run(
+        [sys.executable, "-c", code.replace(" '--methods', 'exact', 'amortized-ivf-keynet',", "")],
+        cwd=files,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert by_default.returncode == 0, by_default.stderr
+    assert "leaving out amortized-ivf-keynet: torch is not installed" in by_default.stdout
+    rows = json.loads((files / "out" / "results.json").read_text())["rows"]
+    assert not any("KeyNet" in row["method"] for row in rows)
+    assert any(row["method"].startswith("AmortizedIVF max-affine") for row in rows)

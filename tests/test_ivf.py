@@ -133,6 +133,7 @@ def test_probe_union_by_default_only_with_the_max_affine_router(data):
         results[union] = index.search(test, 3)[1]
     np.testing.assert_array_equal(results[None], results[True])
     assert (results[None] != results[False]).any()
+    pytest.importorskip("torch")
     index.fit_router(
         train, ap.SupportNet(D, NLIST, width=8, depth=1), steps=5, eval_every=5, progress=False
     )

@@ -43,8 +43,8 @@ def _add_eval_options(p: argparse.ArgumentParser, default_out: str) -> None:
         "--methods",
         nargs="+",
         choices=METHODS,
-        default=list(METHODS),
-        help="which methods to build and sweep (default: all)",
+        default=None,
+        help="which methods to build and sweep (default: all whose dependencies are installed)",
     )
     p.add_argument(
         "--threads",
@@ -237,12 +237,26 @@ def _methods(args, ds):
         "hnswlib": lambda: peers.HnswlibIP(threads),
         "amortized-hnsw": lambda: peers.OursHNSW(threads),
     }
-    learned = {"amortized-ivf", "amortized-ivf-keynet"} & set(args.methods)
+    names = args.methods
+    if names is None:  # by default, leave out what cannot run here, and say so
+        names = [name for name in METHODS if _missing(name) is None]
+        for name in sorted(set(METHODS) - set(names)):
+            print(f"leaving out {name}: {_missing(name)} is not installed")
+    learned = {"amortized-ivf", "amortized-ivf-keynet"} & set(names)
     if learned and len(train) == 0:
         raise ValueError(
             f"{', '.join(sorted(learned))} need training queries; this data set has none"
         )
-    return [make[name]() for name in args.methods]
+    return [make[name]() for name in names]
+
+
+def _missing(method: str) -> str | None:
+    """The optional module a method needs that is not installed, or None."""
+    import importlib.util
+
+    needs = {"amortized-ivf-keynet": "torch", "hnswlib": "hnswlib", "amortized-hnsw": "hnswlib"}
+    module = needs.get(method)
+    return module if module is not None and importlib.util.find_spec(module) is None else None
 
 
 def _evaluate(ds, args) -> int:
@@ -327,13 +341,15 @@ def cmd_eval(args) -> int:
 def cmd_train(args) -> int:
     import numpy as np
 
-    from ..learn.models import KeyNet, SupportNet
-    from ..learn.training import fit
     from .datasets import load_vectors
 
     keys = load_vectors(args.keys, "keys")
     queries = load_vectors(args.queries, "queries", dim=keys.shape[1])
     offsets = None if args.offsets is None else np.load(args.offsets, allow_pickle=False)
+
+    from ..learn.models import KeyNet, SupportNet  # needs torch: after the files are checked
+    from ..learn.training import fit
+
     outputs = 1 if offsets is None else len(offsets) - 1
     model: SupportNet | KeyNet
     if args.model == "supportnet":
