@@ -21,6 +21,10 @@ namespace {
 
 template <class T>
 using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
+// Integer arrays are taken only as int64 (no cast), so an unsigned id above 2**63 is refused rather
+// than wrapped to a negative one.
+template <class T>
+using ExactArray = py::array_t<T, py::array::c_style>;
 // (scores float32, ids int64): a std::tuple so that the generated stub names both array types.
 using ScoresIds = std::tuple<py::array_t<float>, py::array_t<std::int64_t>>;
 
@@ -47,17 +51,16 @@ void require_pair(const py::array& queries, const py::array& keys) {
                                                    shape_of(keys) + " differ in dimension");
 }
 
-// Allocates the (nq, k) results and runs topk_dot on n keys (checked by the caller), GIL released.
-ScoresIds run_topk(const Array<float>& queries, const float* keys, bool keys_packed, std::size_t n,
-                   std::int64_t k, int num_threads) {
+// Allocates the (nq, k) results and runs topk_dot over keys (checked by the caller), GIL released.
+ScoresIds run_topk(const Array<float>& queries, const KeySet& keys, std::int64_t k, int num_threads) {
     require(k > 0, "k must be positive, got " + std::to_string(k));
-    const std::size_t nq = queries.shape(0), d = queries.shape(1);
+    const std::size_t nq = queries.shape(0);
     py::array_t<float> scores({nq, std::size_t(k)});
     py::array_t<std::int64_t> ids({nq, std::size_t(k)});
     {
         py::gil_scoped_release release;
-        topk_dot(queries.data(), nq, keys, keys_packed, n, d, std::size_t(k), num_threads,
-                 scores.mutable_data(), ids.mutable_data());
+        topk_dot(queries.data(), nq, keys, std::size_t(k), num_threads, scores.mutable_data(),
+                 ids.mutable_data());
     }
     return {scores, ids};
 }
@@ -65,51 +68,69 @@ ScoresIds run_topk(const Array<float>& queries, const float* keys, bool keys_pac
 ScoresIds topk_dot_py(const Array<float>& queries, const Array<float>& keys, std::int64_t k,
                       int num_threads) {
     require_pair(queries, keys);
-    return run_topk(queries, keys.data(), false, keys.shape(0), k, num_threads);
+    require(k <= keys.shape(0), "k = " + std::to_string(k) + " exceeds the " +
+                                    std::to_string(keys.shape(0)) + " keys");
+    const KeySet set{nullptr, 0, keys.data(), std::size_t(keys.shape(0)), std::size_t(keys.shape(1))};
+    return run_topk(queries, set, k, num_threads);
 }
 
-// A 1-D float32 buffer in the panel layout holding at least n keys of dimension d.
-void require_panels(const py::array& packed, std::size_t n, std::size_t d) {
+// A 1-D float32 buffer of whole panels: how many keys of dimension d it can hold.
+std::size_t panel_capacity(const py::array& packed, std::size_t d) {
     require(packed.ndim() == 1 && packed.dtype().is(py::dtype::of<float>()) &&
                 (packed.flags() & py::array::c_style),
             "packed keys must be a contiguous 1-D float32 array, got shape " + shape_of(packed));
-    require(std::size_t(packed.size()) >= packed_floats(n, d),
-            "packed keys hold " + std::to_string(packed.size()) + " floats, " + std::to_string(n) +
-                " keys of dimension " + std::to_string(d) + " need " +
-                std::to_string(packed_floats(n, d)));
+    require(d > 0, "the dimension must be positive");
+    return std::size_t(packed.size()) / (kPanel * d) * kPanel;
 }
 
-ScoresIds topk_dot_packed_py(const Array<float>& queries, const py::array& packed, std::int64_t n,
-                             std::int64_t k, int num_threads) {
+// n keys, counted in whole panels, that a buffer of capacity keys holds (n checked before any
+// size is computed from it, so no product overflows).
+void require_whole_panels(std::int64_t n, std::size_t capacity, const std::string& what) {
+    require(n >= 0 && n % std::int64_t(kPanel) == 0,
+            what + " must be a non-negative multiple of " + std::to_string(kPanel) + ", got " +
+                std::to_string(n));
+    require(std::uint64_t(n) <= capacity, what + " = " + std::to_string(n) +
+                                              " exceeds the buffer's " + std::to_string(capacity) +
+                                              " key slots");
+}
+
+ScoresIds topk_dot_packed_py(const Array<float>& queries, const py::array& panels,
+                             std::int64_t n_packed, const Array<float>& tail, std::int64_t k,
+                             int num_threads) {
     require_matrix(queries, "queries");
-    require(n > 0, "the packed key set is empty");
-    require_panels(packed, std::size_t(n), queries.shape(1));
-    return run_topk(queries, static_cast<const float*>(packed.data()), true, std::size_t(n), k,
-                    num_threads);
+    require_matrix(tail, "tail");
+    const std::size_t d = queries.shape(1);
+    require(std::size_t(tail.shape(1)) == d, "queries " + shape_of(queries) + " and tail " +
+                                                 shape_of(tail) + " differ in dimension");
+    require_whole_panels(n_packed, panel_capacity(panels, d), "n_packed");
+    const KeySet set{static_cast<const float*>(panels.data()), std::size_t(n_packed), tail.data(),
+                     std::size_t(tail.shape(0)), d};
+    require(set.size() > 0, "the key set is empty");
+    return run_topk(queries, set, k, num_threads);
 }
 
-void pack_keys_py(py::array& packed, std::int64_t first, const Array<float>& x) {
+void pack_keys_py(py::array& panels, std::int64_t first, const Array<float>& x) {
     require_matrix(x, "x");
-    require(first >= 0, "first must not be negative, got " + std::to_string(first));
-    const std::size_t n = x.shape(0), d = x.shape(1);
-    require_panels(packed, std::size_t(first) + n, d);
-    require(packed.writeable(), "packed keys must be writeable");
-    float* out = static_cast<float*>(packed.mutable_data());
+    const std::size_t d = x.shape(1), capacity = panel_capacity(panels, d);
+    require_whole_panels(first, capacity, "first");
+    require_whole_panels(x.shape(0), capacity - std::size_t(first), "the number of rows");
+    require(panels.writeable(), "packed keys must be writeable");
+    float* out = static_cast<float*>(panels.mutable_data()) + std::size_t(first) * d;
     py::gil_scoped_release release;
-    pack_keys(x.data(), n, d, out, std::size_t(first));
+    pack_keys(x.data(), x.shape(0), d, out);
 }
 
-py::array_t<float> unpack_keys_py(const py::array& packed, std::int64_t n, std::int64_t d) {
-    require(n >= 0 && d > 0, "need n >= 0 and d > 0, got " + std::to_string(n) + ", " + std::to_string(d));
-    require_panels(packed, std::size_t(n), std::size_t(d));
+py::array_t<float> unpack_keys_py(const py::array& panels, std::int64_t n, std::int64_t d) {
+    require(d > 0, "d must be positive, got " + std::to_string(d));
+    require_whole_panels(n, panel_capacity(panels, std::size_t(d)), "n");
     py::array_t<float> x({std::size_t(n), std::size_t(d)});
-    unpack_keys(static_cast<const float*>(packed.data()), std::size_t(n), std::size_t(d),
+    unpack_keys(static_cast<const float*>(panels.data()), std::size_t(n), std::size_t(d),
                 x.mutable_data());
     return x;
 }
 
 ScoresIds segment_max_dot_py(const Array<float>& queries, const Array<float>& keys,
-                             const Array<std::int64_t>& offsets, int num_threads) {
+                             const ExactArray<std::int64_t>& offsets, int num_threads) {
     require_pair(queries, keys);
     const std::int64_t n = keys.shape(0);
     require(offsets.ndim() == 1 && offsets.shape(0) >= 2,
@@ -132,7 +153,7 @@ ScoresIds segment_max_dot_py(const Array<float>& queries, const Array<float>& ke
 }
 
 py::array_t<float> rescore_py(const Array<float>& queries, const Array<float>& keys,
-                              const Array<std::int64_t>& candidate_ids, int num_threads) {
+                              const ExactArray<std::int64_t>& candidate_ids, int num_threads) {
     require_pair(queries, keys);
     require_matrix(candidate_ids, "candidate_ids");
     require(candidate_ids.shape(0) == queries.shape(0),
@@ -210,15 +231,14 @@ PYBIND11_MODULE(_core, m) {
           "the CPUs this process may run on.");
     m.def("topk_dot", &topk_dot_py, py::arg("queries"), py::arg("keys"), py::arg("k"),
           py::arg("num_threads") = 0);
-    m.def("topk_dot_packed", &topk_dot_packed_py, py::arg("queries"), py::arg("packed"), py::arg("n"),
-          py::arg("k"), py::arg("num_threads") = 0,
-          "topk_dot over the first n keys of a buffer filled by pack_keys.");
-    m.def("pack_keys", &pack_keys_py, py::arg("packed"), py::arg("first"), py::arg("x"),
-          "Writes the rows of x into key slots first.. of a packed buffer (in place).");
-    m.def("unpack_keys", &unpack_keys_py, py::arg("packed"), py::arg("n"), py::arg("d"),
-          "The first n keys of a packed buffer as rows (n, d).");
-    m.def("packed_floats", [](std::size_t n, std::size_t d) { return packed_floats(n, d); },
-          py::arg("n"), py::arg("d"), "Floats a packed buffer of n keys of dimension d takes.");
+    m.def("topk_dot_packed", &topk_dot_packed_py, py::arg("queries"), py::arg("panels"),
+          py::arg("n_packed"), py::arg("tail"), py::arg("k"), py::arg("num_threads") = 0,
+          "topk_dot over the first n_packed keys of a buffer filled by pack_keys, then the rows "
+          "of tail (ids n_packed..); k beyond the keys pads with -inf / -1.");
+    m.def("pack_keys", &pack_keys_py, py::arg("panels"), py::arg("first"), py::arg("x"),
+          "Packs the rows of x (a multiple of 64) into key slots first.. of a panel buffer.");
+    m.def("unpack_keys", &unpack_keys_py, py::arg("panels"), py::arg("n"), py::arg("d"),
+          "The first n keys (a multiple of 64) of a panel buffer as rows (n, d).");
     m.def("segment_max_dot", &segment_max_dot_py, py::arg("queries"), py::arg("keys"),
           py::arg("offsets"), py::arg("num_threads") = 0);
     m.def("rescore", &rescore_py, py::arg("queries"), py::arg("keys"), py::arg("candidate_ids"),

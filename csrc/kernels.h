@@ -1,11 +1,12 @@
 // Inner-product kernels, one set per instruction set, chosen at run time.
 //
-// Keys are first packed into panels of kPanel keys: a panel holds, dimension by dimension, that
-// component of each of its keys side by side (d x kPanel floats; a short last panel is zero-padded to
-// a whole vector), so one vector load gives one dimension of several keys. A pair's score is then one
-// multiply-add chain over the dimensions in order, fused where the ISA has FMA: the same bits in
-// every tile shape, batch and call (topk_dot, segment_max_dot and rescore agree exactly). The
-// layout is the same for every ISA, so keys packed once serve any of them.
+// Keys are packed into panels of kPanel keys: a panel holds, dimension by dimension, that component
+// of each of its keys side by side (d x kPanel floats), so one vector load gives one dimension of
+// several keys. A kernel call scores up to kTileQueries queries against one panel over a chunk of
+// dimensions, continuing each pair's multiply-add chain from the previous chunk's value: a pair's
+// score is one chain over the dimensions in order, fused where the ISA has FMA, the same bits
+// whatever the chunking, tile shape, batch or call (topk_dot, segment_max_dot and rescore agree
+// exactly). The layout is the same for every ISA, so keys packed once serve any of them.
 #pragma once
 
 #include <cstddef>
@@ -16,29 +17,44 @@ namespace amips {
 // Levels of one CPU family rank by value: x86-64 scalar < avx2 < avx512, AArch64 scalar < neon.
 enum class Isa { scalar = 0, neon = 1, avx2 = 2, avx512 = 3 };
 
-// Largest number of queries one dot_tile call takes.
+// Largest number of queries one dot_panels call takes.
 constexpr std::size_t kTileQueries = 4;
-// Keys per panel: four AVX-512 vectors, so that the widest tile reads one panel, a single stream
-// from memory (panels of 16 read as four streams were up to 1.5x slower at d = 50).
+// Keys per panel: four AVX-512 vectors, so that the widest tile reads a single stream from memory
+// (panels of 16 read as four streams were up to 1.5x slower at d = 50).
 constexpr std::size_t kPanel = 64;
+// A partly filled panel is zero-filled up to a multiple of this (the widest vector), so that every
+// kernel's loads stay in the packed, initialised part.
+constexpr std::size_t kPanelQuantum = 16;
+// Dimensions a scan takes at a time: one panel's chunk (kPanel x kChunk floats, at most 256 KB)
+// stays in L2 while every query tile of a chunk of queries passes over it, and scratch for packing
+// stays bounded whatever d. (Chunks of 128 dimensions were 1.15x slower at d = 384.)
+constexpr std::size_t kChunk = 1024;
 
-// Floats a pack of n keys of dimension d takes.
+// Floats a pack of n keys of dimension d takes (whole panels).
 inline std::size_t packed_floats(std::size_t n, std::size_t d) {
     return (n + kPanel - 1) / kPanel * kPanel * d;
 }
 
-// Packs rows x[ids[i]] (or x[i] when ids is null) for i < n into the panels at out (which hold
-// packed_floats(n, d) floats); an id < 0 packs a row of zeros.
-using PackFn = void (*)(const float* x, const std::int64_t* ids, std::size_t n, std::size_t d,
-                        float* out);
-// out[i * ldo + j] = <q_i, key j> for i < nq (nq <= kTileQueries), j < n, keys packed by PackFn.
-using DotTileFn = void (*)(const float* q, std::size_t nq, const float* packed, std::size_t n,
-                           std::size_t d, float* out, std::size_t ldo);
+// Packs columns [t0, t0 + dc) of nrows rows (row i is x + ids[i] * ld, or x + i * ld without ids;
+// an id < 0 gives zeros) into ceil(nrows / kPanel) consecutive panel chunks at out, each dc x kPanel
+// floats: row i's column t0 + t lands at out[(i / kPanel) * kPanel * dc + t * kPanel + i % kPanel].
+// The last chunk's slots past nrows are zeroed up to a multiple of kPanelQuantum.
+using PackFn = void (*)(const float* x, std::size_t ld, const std::int64_t* ids, std::size_t nrows,
+                        std::size_t t0, std::size_t dc, float* out);
+// For r < nq <= kTileQueries and the first ncols keys of consecutive panel chunks (dc x kPanel
+// each, chunk c at panels + c * stride; key j in chunk j / kPanel):
+// out[r * ldo + j] = (accumulate ? out[r * ldo + j] : 0) + sum over t < dc of
+// q[r * ldq + t] * chunk[t * kPanel + j % kPanel], one multiply-add at a time in order of t.
+// Writes whole vectors: columns past ncols, up to a multiple of kPanelQuantum, get scores of the
+// zero padding, so ldo must leave room for them.
+using DotPanelsFn = void (*)(const float* q, std::size_t ldq, std::size_t nq, const float* panels,
+                             std::size_t stride, std::size_t ncols, std::size_t dc, float* out,
+                             std::size_t ldo, bool accumulate);
 
 struct Kernels {
     Isa isa;
     PackFn pack;
-    DotTileFn dot_tile;
+    DotPanelsFn dot_panels;
 };
 
 // Best level the CPU and OS support.
@@ -49,17 +65,19 @@ Isa active_isa();
 const char* isa_name(Isa isa);
 Kernels kernels_for(Isa isa);
 
-void pack_scalar(const float*, const std::int64_t*, std::size_t, std::size_t, float*);
-void dot_tile_scalar(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t);
+#define AMIPS_DECLARE_KERNELS(isa)                                                                \
+    void pack_##isa(const float*, std::size_t, const std::int64_t*, std::size_t, std::size_t,     \
+                    std::size_t, float*);                                                         \
+    void dot_panels_##isa(const float*, std::size_t, std::size_t, const float*, std::size_t,      \
+                          std::size_t, std::size_t, float*, std::size_t, bool);
+AMIPS_DECLARE_KERNELS(scalar)
 #if defined(__x86_64__)
-void pack_avx2(const float*, const std::int64_t*, std::size_t, std::size_t, float*);
-void dot_tile_avx2(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t);
-void pack_avx512(const float*, const std::int64_t*, std::size_t, std::size_t, float*);
-void dot_tile_avx512(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t);
+AMIPS_DECLARE_KERNELS(avx2)
+AMIPS_DECLARE_KERNELS(avx512)
 #endif
 #if defined(__aarch64__)
-void pack_neon(const float*, const std::int64_t*, std::size_t, std::size_t, float*);
-void dot_tile_neon(const float*, std::size_t, const float*, std::size_t, std::size_t, float*, std::size_t);
+AMIPS_DECLARE_KERNELS(neon)
 #endif
+#undef AMIPS_DECLARE_KERNELS
 
 }  // namespace amips

@@ -43,14 +43,7 @@ struct Avx2 {
 
 }  // namespace
 
-void pack_avx2(const float* x, const std::int64_t* ids, std::size_t n, std::size_t d, float* out) {
-    pack_impl<Avx2>(x, ids, n, d, out);
-}
-
-void dot_tile_avx2(const float* q, std::size_t nq, const float* packed, std::size_t n,
-                   std::size_t d, float* out, std::size_t ldo) {
-    dot_tile_impl<Avx2>(q, nq, packed, n, d, out, ldo);
-}
+AMIPS_DEFINE_KERNELS(avx2, Avx2)
 
 }  // namespace amips
 #endif

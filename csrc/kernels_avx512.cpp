@@ -51,14 +51,7 @@ struct Avx512 {
 
 }  // namespace
 
-void pack_avx512(const float* x, const std::int64_t* ids, std::size_t n, std::size_t d, float* out) {
-    pack_impl<Avx512>(x, ids, n, d, out);
-}
-
-void dot_tile_avx512(const float* q, std::size_t nq, const float* packed, std::size_t n,
-                     std::size_t d, float* out, std::size_t ldo) {
-    dot_tile_impl<Avx512>(q, nq, packed, n, d, out, ldo);
-}
+AMIPS_DEFINE_KERNELS(avx512, Avx512)
 
 }  // namespace amips
 #endif

@@ -34,14 +34,7 @@ struct Neon {
 
 }  // namespace
 
-void pack_neon(const float* x, const std::int64_t* ids, std::size_t n, std::size_t d, float* out) {
-    pack_impl<Neon>(x, ids, n, d, out);
-}
-
-void dot_tile_neon(const float* q, std::size_t nq, const float* packed, std::size_t n,
-                   std::size_t d, float* out, std::size_t ldo) {
-    dot_tile_impl<Neon>(q, nq, packed, n, d, out, ldo);
-}
+AMIPS_DEFINE_KERNELS(neon, Neon)
 
 }  // namespace amips
 #endif

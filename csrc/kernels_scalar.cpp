@@ -20,13 +20,6 @@ struct Scalar {
 
 }  // namespace
 
-void pack_scalar(const float* x, const std::int64_t* ids, std::size_t n, std::size_t d, float* out) {
-    pack_impl<Scalar>(x, ids, n, d, out);
-}
-
-void dot_tile_scalar(const float* q, std::size_t nq, const float* packed, std::size_t n,
-                     std::size_t d, float* out, std::size_t ldo) {
-    dot_tile_impl<Scalar>(q, nq, packed, n, d, out, ldo);
-}
+AMIPS_DEFINE_KERNELS(scalar, Scalar)
 
 }  // namespace amips

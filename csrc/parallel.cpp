@@ -2,6 +2,7 @@
 
 #include <condition_variable>
 #include <cstdlib>
+#include <system_error>
 #include <string>
 
 #include <pthread.h>
@@ -14,8 +15,16 @@ namespace {
 
 class Pool {
 public:
+    // As many workers as the system lets start, up to `workers`.
     explicit Pool(int workers) {
-        for (int i = 0; i < workers; ++i) threads_.emplace_back([this, i] { serve(i); });
+        threads_.reserve(std::size_t(std::max(workers, 0)));
+        for (int i = 0; i < workers; ++i) {
+            try {
+                threads_.emplace_back([this, i] { serve(i); });
+            } catch (const std::system_error&) {
+                break;
+            }
+        }
     }
 
     int size() const { return static_cast<int>(threads_.size()); }
@@ -76,9 +85,18 @@ Pool* pool() {
     return p;
 }
 
+// `work` takes tasks until none are left, so when a thread cannot start (no memory for its stack,
+// a process limit) the ones that did, and the caller, still finish the job.
 void run_on_new_threads(const std::function<void()>& work, int helpers) {
     std::vector<std::thread> threads;
-    for (int i = 0; i < helpers; ++i) threads.emplace_back(work);
+    threads.reserve(std::size_t(std::max(helpers, 0)));
+    for (int i = 0; i < helpers; ++i) {
+        try {
+            threads.emplace_back(work);
+        } catch (const std::system_error&) {
+            break;
+        }
+    }
     work();
     for (auto& t : threads) t.join();
 }

@@ -18,45 +18,61 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// Cache blocking: a block of keys stays in L2 while every query of a chunk passes over it, and a
-// chunk of queries is small enough to stay in L2 beside it. Keys come from memory once per chunk.
-constexpr std::size_t kKeyBlockBytes = 128 * 1024;
+// Cache blocking: a block of keys (about kKeyBlockBytes of one chunk of dimensions) stays in L2
+// while every query tile of a chunk of queries passes over it, and the chunk of queries is small
+// enough to stay in L2 beside it. Keys come from memory once per chunk of queries.
+constexpr std::size_t kKeyBlockBytes = 256 * 1024;
 constexpr std::size_t kQueryChunkBytes = 256 * 1024;
 
-struct Blocking {
-    std::size_t keys_per_block;
-    std::size_t queries_per_chunk;
-};
+std::size_t round_up(std::size_t n, std::size_t m) { return (n + m - 1) / m * m; }
 
-Blocking blocking_for(std::size_t d) {
-    const std::size_t row = d * sizeof(float);
-    const std::size_t keys = std::clamp<std::size_t>(kKeyBlockBytes / row, kPanel, 2048) / kPanel * kPanel;
-    const std::size_t queries =
-        std::clamp<std::size_t>(kQueryChunkBytes / row, kTileQueries, 1024) / kTileQueries * kTileQueries;
-    return {keys, queries};
+std::size_t queries_per_chunk(std::size_t d) {
+    const std::size_t fit = kQueryChunkBytes / (d * sizeof(float));
+    return std::clamp<std::size_t>(fit, kTileQueries, 1024) / kTileQueries * kTileQueries;
 }
 
-// Visits queries [q0, q1) x keys [x0, x1) one (query tile, key block) at a time, key blocks outside:
-// visit(first_query, num_queries, first_key, num_keys, scores, ld) with scores[r * ld + j] the
-// product of query first_query + r and key first_key + j. Row-major keys are packed a block at a
-// time; packed keys need x0 and block to be multiples of kPanel.
+std::size_t num_panels(const KeySet& keys) { return round_up(keys.size(), kPanel) / kPanel; }
+
+// Scores queries [q0, q1) against panels [p0, p1) of keys, a block of panels at a time.
+// visit(first_query, num_queries, first_key, num_keys, scores, ld) receives a query tile's scores
+// against one block: scores[r * ld + j] for query first_query + r and key first_key + j.
 template <class Visit>
-void scan(const Kernels& kern, const float* queries, std::size_t q0, std::size_t q1, const float* keys,
-          bool keys_packed, std::size_t x0, std::size_t x1, std::size_t d, std::size_t block,
-          Visit&& visit) {
-    std::vector<float> packed(keys_packed ? 0 : packed_floats(block, d)), buf(kTileQueries * block);
-    for (std::size_t xb = x0; xb < x1; xb += block) {
-        const std::size_t nb = std::min(block, x1 - xb);
-        const float* panels = keys + xb * d;
-        if (!keys_packed) {
-            kern.pack(panels, nullptr, nb, d, packed.data());
-            panels = packed.data();
+void scan(const Kernels& kern, const float* queries, std::size_t q0, std::size_t q1,
+          const KeySet& keys, std::size_t p0, std::size_t p1, Visit&& visit) {
+    const std::size_t d = keys.d, chunks = (d + kChunk - 1) / kChunk, dc_max = std::min(d, kChunk);
+    const std::size_t stored_panels = keys.n_packed / kPanel;
+    const std::size_t block = std::clamp<std::size_t>(kKeyBlockBytes / (kPanel * dc_max * sizeof(float)), 1, 32);
+    const std::size_t width = block * kPanel;
+    std::vector<float> packed(keys.n_rows ? width * dc_max : 0);
+    // With several chunks, every query's scores against the block accumulate here until the last
+    // chunk; with one, a tile's scores are visited at once.
+    const std::size_t rows = chunks > 1 ? round_up(q1 - q0, kTileQueries) : kTileQueries;
+    std::vector<float> scores(rows * width);
+    for (std::size_t pb = p0; pb < p1;) {
+        // A block is all stored panels or all row-major ones, which are packed here chunk by chunk.
+        const std::size_t pe = std::min({p1, pb + block, pb < stored_panels ? stored_panels : p1});
+        const std::size_t first = pb * kPanel, count = std::min(pe * kPanel, keys.size()) - first;
+        for (std::size_t c = 0; c < chunks; ++c) {
+            const std::size_t t0 = c * kChunk, dc = std::min(kChunk, d - t0);
+            const float* panels = keys.panels + first * d + t0 * kPanel;
+            std::size_t stride = kPanel * d;
+            if (pb >= stored_panels) {
+                kern.pack(keys.rows + (first - keys.n_packed) * d, d, nullptr, count, t0, dc, packed.data());
+                panels = packed.data();
+                stride = kPanel * dc;
+            }
+            for (std::size_t qt = q0; qt < q1; qt += kTileQueries) {
+                const std::size_t nt = std::min(kTileQueries, q1 - qt);
+                float* out = scores.data() + (chunks > 1 ? (qt - q0) * width : 0);
+                kern.dot_panels(queries + qt * d + t0, d, nt, panels, stride, count, dc, out, width, c > 0);
+                if (chunks == 1) visit(qt, nt, first, count, static_cast<const float*>(out), width);
+            }
         }
-        for (std::size_t qt = q0; qt < q1; qt += kTileQueries) {
+        for (std::size_t qt = q0; chunks > 1 && qt < q1; qt += kTileQueries) {
             const std::size_t nt = std::min(kTileQueries, q1 - qt);
-            kern.dot_tile(queries + qt * d, nt, panels, nb, d, buf.data(), block);
-            visit(qt, nt, xb, nb, buf.data(), block);
+            visit(qt, nt, first, count, static_cast<const float*>(scores.data() + (qt - q0) * width), width);
         }
+        pb = pe;
     }
 }
 
@@ -115,16 +131,16 @@ inline void offer(Hit* heap, std::size_t k, const float* scores, std::size_t n, 
 
 }  // namespace
 
-void topk_dot(const float* queries, std::size_t nq, const float* keys, bool keys_packed, std::size_t n,
-              std::size_t d, std::size_t k, int num_threads, float* scores, std::int64_t* ids) {
+void topk_dot(const float* queries, std::size_t nq, const KeySet& keys, std::size_t k,
+              int num_threads, float* scores, std::int64_t* ids) {
     const Kernels kern = kernels_for(active_isa());
-    const Blocking blk = blocking_for(d);
+    const std::size_t n = keys.size(), d = keys.d, panels = num_panels(keys);
     const int threads = threads_for(num_threads, double(nq) * double(n) * double(d));
-    // Few queries: every thread takes a share of the keys and the shares are merged at the end.
+    // Few queries: every thread takes a share of the panels and the shares are merged at the end.
     // Many queries: every thread takes whole chunks of queries over all keys.
-    const std::size_t qc = blk.queries_per_chunk;
+    const std::size_t qc = queries_per_chunk(d);
     std::size_t ranges = nq < std::size_t(threads) * qc ? std::size_t(threads) : 1;
-    ranges = std::max<std::size_t>(1, std::min(ranges, n / blk.keys_per_block));
+    ranges = std::max<std::size_t>(1, std::min(ranges, panels));
     const std::size_t chunks = (nq + qc - 1) / qc;
     const std::size_t kk = std::min(k, n);  // heap size; the rest of each row is padding
 
@@ -132,16 +148,12 @@ void topk_dot(const float* queries, std::size_t nq, const float* keys, bool keys
     parallel_for(chunks * ranges, threads, [&](std::size_t task) {
         const std::size_t r = task % ranges, chunk = task / ranges;
         const std::size_t q0 = chunk * qc, q1 = std::min(nq, q0 + qc);
-        const auto range_start = [&](std::size_t i) {
-            return i == ranges ? n : n * i / ranges / kPanel * kPanel;  // whole panels
-        };
-        const std::size_t x0 = range_start(r), x1 = range_start(r + 1);
         Hit* range_heaps = heaps.data() + r * nq * kk;
-        scan(kern, queries, q0, q1, keys, keys_packed, x0, x1, d, blk.keys_per_block,
-             [&](std::size_t qt, std::size_t nt, std::size_t xb, std::size_t nb, const float* s,
+        scan(kern, queries, q0, q1, keys, panels * r / ranges, panels * (r + 1) / ranges,
+             [&](std::size_t qt, std::size_t nt, std::size_t first, std::size_t count, const float* s,
                  std::size_t ld) {
                  for (std::size_t i = 0; i < nt; ++i) {
-                     offer(range_heaps + (qt + i) * kk, kk, s + i * ld, nb, std::int64_t(xb));
+                     offer(range_heaps + (qt + i) * kk, kk, s + i * ld, count, std::int64_t(first));
                  }
              });
     });
@@ -168,9 +180,8 @@ void segment_max_dot(const float* queries, std::size_t nq, const float* keys, st
                      std::size_t d, const std::int64_t* offsets, std::size_t num_segments,
                      int num_threads, float* scores, std::int64_t* ids) {
     const Kernels kern = kernels_for(active_isa());
-    const Blocking blk = blocking_for(d);
     const int threads = threads_for(num_threads, double(nq) * double(n) * double(d));
-    const std::size_t qc = blk.queries_per_chunk;
+    const std::size_t qc = queries_per_chunk(d);
     const std::size_t C = num_segments;
     std::fill_n(scores, nq * C, kNegInf);
     std::fill_n(ids, nq * C, std::int64_t(-1));
@@ -192,15 +203,16 @@ void segment_max_dot(const float* queries, std::size_t nq, const float* keys, st
         const std::size_t g = task % groups, chunk = task / groups;
         const std::size_t q0 = chunk * qc, q1 = std::min(nq, q0 + qc);
         const std::size_t x0 = offsets[group_start[g]], x1 = offsets[group_start[g + 1]];
-        scan(kern, queries, q0, q1, keys, false, x0, x1, d, blk.keys_per_block,
-             [&](std::size_t qt, std::size_t nt, std::size_t xb, std::size_t nb, const float* s,
+        const KeySet group{nullptr, 0, keys + x0 * d, x1 - x0, d};
+        scan(kern, queries, q0, q1, group, 0, num_panels(group),
+             [&](std::size_t qt, std::size_t nt, std::size_t first, std::size_t count, const float* s,
                  std::size_t ld) {
-                 const std::int64_t lo = std::int64_t(xb), hi = std::int64_t(xb + nb);
+                 const std::int64_t lo = std::int64_t(x0 + first), hi = lo + std::int64_t(count);
                  // The last segment starting at or before this block's first key.
-                 const std::size_t first = std::upper_bound(offsets, offsets + C, lo) - offsets - 1;
+                 const std::size_t seg = std::upper_bound(offsets, offsets + C, lo) - offsets - 1;
                  for (std::size_t i = 0; i < nt; ++i) {
                      const float* row = s + i * ld - lo;
-                     for (std::size_t c = first; c < C && offsets[c] < hi; ++c) {
+                     for (std::size_t c = seg; c < C && offsets[c] < hi; ++c) {
                          const std::int64_t a = std::max(offsets[c], lo), b = std::min(offsets[c + 1], hi);
                          float best = scores[(qt + i) * C + c];
                          std::int64_t best_id = ids[(qt + i) * C + c];
@@ -223,29 +235,30 @@ void rescore(const float* queries, std::size_t nq, const float* keys, std::size_
              const std::int64_t* ids, std::size_t m, int num_threads, float* scores) {
     const Kernels kern = kernels_for(active_isa());
     const int threads = threads_for(num_threads, double(nq) * double(m) * double(d));
-    const std::size_t chunk = 64;
-    parallel_for((nq + chunk - 1) / chunk, threads, [&](std::size_t c) {
-        std::vector<float> packed(packed_floats(m, d));
-        for (std::size_t q = c * chunk; q < std::min(nq, (c + 1) * chunk); ++q) {
+    const std::size_t per_task = 64;
+    parallel_for((nq + per_task - 1) / per_task, threads, [&](std::size_t task) {
+        std::vector<float> packed(kPanel * std::min(d, kChunk)), partial(kPanel);
+        for (std::size_t q = task * per_task; q < std::min(nq, (task + 1) * per_task); ++q) {
             // The same packing and kernel as the searches, so the scores match theirs bit for bit.
-            kern.pack(keys, ids + q * m, m, d, packed.data());
-            kern.dot_tile(queries + q * d, 1, packed.data(), m, d, scores + q * m, m);
-            for (std::size_t j = 0; j < m; ++j) {
-                if (ids[q * m + j] < 0) scores[q * m + j] = kNegInf;
+            for (std::size_t g = 0; g < m; g += kPanel) {
+                const std::size_t count = std::min(kPanel, m - g);
+                const std::int64_t* panel_ids = ids + q * m + g;
+                for (std::size_t t0 = 0; t0 < d; t0 += kChunk) {
+                    const std::size_t dc = std::min(kChunk, d - t0);
+                    kern.pack(keys, d, panel_ids, count, t0, dc, packed.data());
+                    kern.dot_panels(queries + q * d + t0, d, 1, packed.data(), kPanel * dc, count, dc,
+                                    partial.data(), kPanel, t0 > 0);
+                }
+                for (std::size_t j = 0; j < count; ++j) {
+                    scores[q * m + g + j] = panel_ids[j] < 0 ? kNegInf : partial[j];
+                }
             }
         }
     });
 }
 
-void pack_keys(const float* x, std::size_t n, std::size_t d, float* packed, std::size_t first) {
-    const Kernels kern = kernels_for(active_isa());
-    // The rest of a partly filled panel element by element, then whole panels.
-    std::size_t i = 0;
-    for (; i < n && (first + i) % kPanel != 0; ++i) {
-        float* panel = packed + (first + i) / kPanel * kPanel * d;
-        for (std::size_t t = 0; t < d; ++t) panel[t * kPanel + (first + i) % kPanel] = x[i * d + t];
-    }
-    kern.pack(x + i * d, nullptr, n - i, d, packed + (first + i) * d);
+void pack_keys(const float* x, std::size_t n, std::size_t d, float* packed) {
+    kernels_for(active_isa()).pack(x, d, nullptr, n, 0, d, packed);
 }
 
 void unpack_keys(const float* packed, std::size_t n, std::size_t d, float* x) {

@@ -1,5 +1,5 @@
-// Exact inner-product search over row-major float32 matrices. Callers validate arguments (see
-// bindings.cpp); these functions assume them valid.
+// Exact inner-product search over float32 keys. Callers validate arguments (see bindings.cpp);
+// these functions assume them valid.
 #pragma once
 
 #include <cstddef>
@@ -7,13 +7,26 @@
 
 namespace amips {
 
-// Top-k keys by inner product for each query: scores (nq, k) best first, ties by lower id;
-// positions beyond n hold score -inf and id -1. keys are row-major, or packed (see pack_keys).
-void topk_dot(const float* queries, std::size_t nq, const float* keys, bool keys_packed, std::size_t n,
-              std::size_t d, std::size_t k, int num_threads, float* scores, std::int64_t* ids);
+// Keys in two parts, numbered in this order: n_packed keys already in whole panels (n_packed a
+// multiple of kPanel; panel p at panels + p * kPanel * d, see kernels.h), then n_rows row-major
+// keys, packed a panel chunk at a time while they are scanned.
+struct KeySet {
+    const float* panels = nullptr;
+    std::size_t n_packed = 0;
+    const float* rows = nullptr;
+    std::size_t n_rows = 0;
+    std::size_t d = 0;
 
-// Keys grouped into contiguous segments [offsets[c], offsets[c+1]): the best key of every segment
-// for each query, (nq, num_segments); empty segments give -inf and -1.
+    std::size_t size() const { return n_packed + n_rows; }
+};
+
+// Top-k keys by inner product for each query: scores (nq, k) best first, ties by lower id;
+// positions beyond the number of keys hold score -inf and id -1.
+void topk_dot(const float* queries, std::size_t nq, const KeySet& keys, std::size_t k,
+              int num_threads, float* scores, std::int64_t* ids);
+
+// Keys (n, d) grouped into contiguous segments [offsets[c], offsets[c+1]): the best key of every
+// segment for each query, (nq, num_segments); empty segments give -inf and -1.
 void segment_max_dot(const float* queries, std::size_t nq, const float* keys, std::size_t n,
                      std::size_t d, const std::int64_t* offsets, std::size_t num_segments,
                      int num_threads, float* scores, std::int64_t* ids);
@@ -22,10 +35,9 @@ void segment_max_dot(const float* queries, std::size_t nq, const float* keys, st
 void rescore(const float* queries, std::size_t nq, const float* keys, std::size_t d,
              const std::int64_t* ids, std::size_t m, int num_threads, float* scores);
 
-// Writes rows x (n, d) into key slots first .. first + n - 1 of the panel layout of kernels.h;
-// packed must hold packed_floats(first + n, d) floats.
-void pack_keys(const float* x, std::size_t n, std::size_t d, float* packed, std::size_t first);
-// Inverse of pack_keys: the first n keys as rows x (n, d).
+// Packs n rows x (n, d), n a multiple of kPanel, into the whole panels at packed (kernels.h).
+void pack_keys(const float* x, std::size_t n, std::size_t d, float* packed);
+// Inverse of pack_keys: the first n keys of whole panels as rows x (n, d).
 void unpack_keys(const float* packed, std::size_t n, std::size_t d, float* x);
 
 // The k largest entries of every row of scores (n, C), best first, ties by lower column; NaN

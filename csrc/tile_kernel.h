@@ -5,7 +5,7 @@
 // std functions these call are compiled for the baseline target, the same in every file, and no
 // wider instruction can leak into another path through them.
 //
-// V provides: Vec, kLanes (a divisor of kPanel), kColumnsPerTile, zero(), load(p), store(p, v),
+// V provides: Vec, kLanes (a divisor of 16), kColumnsPerTile, zero(), load(p), store(p, v),
 // broadcast(p), fma(a, b, c) and transpose(v) (kLanes vectors in place: lane c of v[r] goes to
 // lane r of v[c]).
 #pragma once
@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels.h"
 
@@ -23,30 +24,30 @@
 namespace amips {
 namespace {
 
-// Packs n rows into panels (see kernels.h), kLanes rows at a time with an in-register transpose.
-// Groups of kLanes slots past the last row are left as they were: dot_tile never reads them.
+// See PackFn in kernels.h: rows L at a time, each L x L block turned by an in-register transpose.
 template <class V>
-AMIPS_TARGET inline void pack_impl(const float* x, const std::int64_t* ids, std::size_t n, std::size_t d,
-                      float* out) {
+AMIPS_TARGET inline void pack_impl(const float* x, std::size_t ld, const std::int64_t* ids,
+                                   std::size_t nrows, std::size_t t0, std::size_t dc, float* out) {
     constexpr std::size_t L = V::kLanes;
     // The loads below visit L rows side by side, which the hardware prefetcher follows poorly
     // from memory; rows this far ahead are asked into L2 (measured best).
     constexpr std::size_t kPrefetchRows = 32;
     const auto row = [&](std::size_t i) -> const float* {
-        const std::int64_t id = i >= n ? -1 : ids ? ids[i] : std::int64_t(i);
-        return id < 0 ? nullptr : x + std::size_t(id) * d;
+        const std::int64_t id = i >= nrows ? -1 : ids ? ids[i] : std::int64_t(i);
+        return id < 0 ? nullptr : x + std::size_t(id) * ld + t0;
     };
-    for (std::size_t g = 0; g < n; g += L) {
+    const std::size_t filled = (nrows + kPanelQuantum - 1) / kPanelQuantum * kPanelQuantum;
+    for (std::size_t g = 0; g < filled; g += L) {
         const float* rows[L];
         for (std::size_t r = 0; r < L; ++r) {
             rows[r] = row(g + r);
             if (const float* ahead = row(g + kPrefetchRows + r)) {
-                for (std::size_t b = 0; b < d; b += 64 / sizeof(float)) __builtin_prefetch(ahead + b, 0, 1);
+                for (std::size_t b = 0; b < dc; b += 64 / sizeof(float)) __builtin_prefetch(ahead + b, 0, 1);
             }
         }
-        float* group = out + g / kPanel * kPanel * d + g % kPanel;
+        float* group = out + g / kPanel * kPanel * dc + g % kPanel;
         std::size_t t = 0;
-        for (; t + L <= d; t += L) {
+        for (; t + L <= dc; t += L) {
             typename V::Vec v[L];
 #pragma GCC unroll 16
             for (std::size_t r = 0; r < L; ++r) v[r] = rows[r] ? V::load(rows[r] + t) : V::zero();
@@ -54,77 +55,101 @@ AMIPS_TARGET inline void pack_impl(const float* x, const std::int64_t* ids, std:
 #pragma GCC unroll 16
             for (std::size_t c = 0; c < L; ++c) V::store(group + (t + c) * kPanel, v[c]);
         }
-        for (; t < d; ++t) {
+        for (; t < dc; ++t) {
             for (std::size_t r = 0; r < L; ++r) group[t * kPanel + r] = rows[r] ? rows[r][t] : 0.f;
         }
     }
 }
 
-// QT queries against KP columns of kLanes packed keys from key j0 (a multiple of kLanes): for each
-// pair one multiply-add chain over t = 0..d-1, whatever the tile shape, so a pair's score never
-// depends on where it falls. Writes the first `valid` scores of each query row.
-template <class V, int QT, int KP>
-AMIPS_TARGET __attribute__((always_inline)) inline void tile(const float* q, std::size_t d, const float* packed,
-                                                std::size_t j0, std::size_t valid, float* out,
-                                                std::size_t ldo) {
+// QT queries against KP columns of kLanes keys of one panel chunk, from column j0: for each pair
+// one multiply-add chain over t = 0..dc-1, continued from out (accumulate) or from zero, so a
+// pair's score never depends on the tile shape or on how the dimensions were chunked.
+template <class V, int QT, int KP, bool Accumulate>
+AMIPS_TARGET __attribute__((always_inline)) inline void tile(const float* q, std::size_t ldq,
+                                                             std::size_t dc, const float* panel,
+                                                             std::size_t j0, float* out,
+                                                             std::size_t ldo) {
     constexpr std::size_t L = V::kLanes;
-    const float* column[KP];
-#pragma GCC unroll 8
-    for (int p = 0; p < KP; ++p) {
-        const std::size_t j = j0 + p * L;
-        column[p] = packed + j / kPanel * kPanel * d + j % kPanel;
-    }
     typename V::Vec acc[QT][KP];
 #pragma GCC unroll 8
     for (int r = 0; r < QT; ++r) {
 #pragma GCC unroll 8
-        for (int p = 0; p < KP; ++p) acc[r][p] = V::zero();
+        for (int p = 0; p < KP; ++p) {
+            acc[r][p] = Accumulate ? V::load(out + r * ldo + j0 + p * L) : V::zero();
+        }
     }
-    for (std::size_t t = 0; t < d; ++t) {
+    const float* column = panel + j0;
+    for (std::size_t t = 0; t < dc; ++t) {
         typename V::Vec xv[KP];
 #pragma GCC unroll 8
-        for (int p = 0; p < KP; ++p) xv[p] = V::load(column[p] + t * kPanel);
+        for (int p = 0; p < KP; ++p) xv[p] = V::load(column + t * kPanel + p * L);
 #pragma GCC unroll 8
         for (int r = 0; r < QT; ++r) {
-            const typename V::Vec qv = V::broadcast(q + r * d + t);
+            const typename V::Vec qv = V::broadcast(q + r * ldq + t);
 #pragma GCC unroll 8
             for (int p = 0; p < KP; ++p) acc[r][p] = V::fma(qv, xv[p], acc[r][p]);
         }
     }
-    alignas(64) float part[KP * L];
 #pragma GCC unroll 8
     for (int r = 0; r < QT; ++r) {
-        if (valid == KP * L) {
 #pragma GCC unroll 8
-            for (int p = 0; p < KP; ++p) V::store(out + r * ldo + p * L, acc[r][p]);
-        } else {
-            for (int p = 0; p < KP; ++p) V::store(part + p * L, acc[r][p]);
-            std::copy_n(part, valid, out + r * ldo);
-        }
+        for (int p = 0; p < KP; ++p) V::store(out + r * ldo + j0 + p * L, acc[r][p]);
     }
 }
 
-template <class V, int QT>
-AMIPS_TARGET inline void dot_rows(const float* q, const float* packed, std::size_t n, std::size_t d, float* out,
-                     std::size_t ldo) {
+template <class V, int QT, bool Accumulate>
+AMIPS_TARGET inline void panel_rows(const float* q, std::size_t ldq, const float* panels,
+                                    std::size_t stride, std::size_t ncols, std::size_t dc,
+                                    float* out, std::size_t ldo) {
     constexpr std::size_t L = V::kLanes, step = V::kColumnsPerTile * L;
-    std::size_t j = 0;
-    for (; j + step <= n; j += step) tile<V, QT, V::kColumnsPerTile>(q, d, packed, j, step, out + j, ldo);
-    for (; j < n; j += L) tile<V, QT, 1>(q, d, packed, j, std::min(L, n - j), out + j, ldo);
+    for (std::size_t first = 0; first < ncols; first += kPanel) {
+        const float* panel = panels + first / kPanel * stride;
+        const std::size_t cols = (std::min(kPanel, ncols - first) + L - 1) / L * L;
+        float* panel_out = out + first;
+        std::size_t j = 0;
+        for (; j + step <= cols; j += step) {
+            tile<V, QT, V::kColumnsPerTile, Accumulate>(q, ldq, dc, panel, j, panel_out, ldo);
+        }
+        for (; j < cols; j += L) tile<V, QT, 1, Accumulate>(q, ldq, dc, panel, j, panel_out, ldo);
+    }
 }
 
 template <class V>
-AMIPS_TARGET inline void dot_tile_impl(const float* q, std::size_t nq, const float* packed, std::size_t n,
-                          std::size_t d, float* out, std::size_t ldo) {
-    static_assert(kTileQueries == 4, "dot_tile_impl dispatches on up to four queries");
+AMIPS_TARGET inline void dot_panels_impl(const float* q, std::size_t ldq, std::size_t nq,
+                                         const float* panels, std::size_t stride, std::size_t ncols,
+                                         std::size_t dc, float* out, std::size_t ldo,
+                                         bool accumulate) {
+    static_assert(kTileQueries == 4, "dot_panels_impl dispatches on up to four queries");
+    static_assert(kPanelQuantum % V::kLanes == 0 && kPanel % (V::kColumnsPerTile * V::kLanes) == 0,
+                  "a panel must hold whole tiles");
+    const auto rows = [&](auto tag) {
+        constexpr int QT = decltype(tag)::value;
+        if (accumulate) {
+            panel_rows<V, QT, true>(q, ldq, panels, stride, ncols, dc, out, ldo);
+        } else {
+            panel_rows<V, QT, false>(q, ldq, panels, stride, ncols, dc, out, ldo);
+        }
+    };
     switch (nq) {
-        case 4: dot_rows<V, 4>(q, packed, n, d, out, ldo); break;
-        case 3: dot_rows<V, 3>(q, packed, n, d, out, ldo); break;
-        case 2: dot_rows<V, 2>(q, packed, n, d, out, ldo); break;
-        case 1: dot_rows<V, 1>(q, packed, n, d, out, ldo); break;
+        case 4: rows(std::integral_constant<int, 4>{}); break;
+        case 3: rows(std::integral_constant<int, 3>{}); break;
+        case 2: rows(std::integral_constant<int, 2>{}); break;
+        case 1: rows(std::integral_constant<int, 1>{}); break;
         default: break;
     }
 }
 
 }  // namespace
 }  // namespace amips
+
+// The ISA's entry points (declared in kernels.h), in namespace amips of the file that includes this.
+#define AMIPS_DEFINE_KERNELS(isa, V)                                                              \
+    void pack_##isa(const float* x, std::size_t ld, const std::int64_t* ids, std::size_t nrows,   \
+                    std::size_t t0, std::size_t dc, float* out) {                                 \
+        pack_impl<V>(x, ld, ids, nrows, t0, dc, out);                                             \
+    }                                                                                             \
+    void dot_panels_##isa(const float* q, std::size_t ldq, std::size_t nq, const float* panels,   \
+                          std::size_t stride, std::size_t ncols, std::size_t dc, float* out,      \
+                          std::size_t ldo, bool accumulate) {                                     \
+        dot_panels_impl<V>(q, ldq, nq, panels, stride, ncols, dc, out, ldo, accumulate);          \
+    }

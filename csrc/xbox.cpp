@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <string>
 #include <stdexcept>
 #include <vector>
 
@@ -24,7 +26,14 @@ void XboxTransform::add_keys(const float* x, std::size_t n, float* out) {
     double m2;
     {
         std::lock_guard<std::mutex> lock(mutex_);
-        max_norm_ = std::max(max_norm_, std::sqrt(batch_max));
+        const double grown = std::max(max_norm_, std::sqrt(batch_max));
+        // Every augmented key has norm M; past float32's range its extra coordinate cannot be stored.
+        if (grown > double(std::numeric_limits<float>::max())) {
+            throw std::invalid_argument("keys with norm " + std::to_string(std::sqrt(batch_max)) +
+                                        " exceed float32's range: their augmented vectors (norm M)"
+                                        " cannot be represented");
+        }
+        max_norm_ = grown;
         count_ += std::int64_t(n);
         m2 = max_norm_ * max_norm_;
     }
@@ -53,8 +62,9 @@ std::int64_t XboxTransform::count() const {
 }
 
 void XboxTransform::set_state(double max_norm, std::int64_t count) {
-    if (!(max_norm >= 0.0) || !std::isfinite(max_norm) || count < 0) {
-        throw std::invalid_argument("XboxTransform: max_norm must be finite and >= 0, count >= 0");
+    if (!(max_norm >= 0.0) || max_norm > double(std::numeric_limits<float>::max()) || count < 0) {
+        throw std::invalid_argument(
+            "XboxTransform: max_norm must lie in [0, float32's largest value] and count be >= 0");
     }
     std::lock_guard<std::mutex> lock(mutex_);
     max_norm_ = max_norm;

@@ -42,12 +42,20 @@ def test_topk_shapes_and_thread_splits(simd, n, nq, k, d):
     np.testing.assert_array_equal(one[1], ids)
 
 
-def test_k_larger_than_n_is_padded(simd):
+def test_k_larger_than_n_is_refused_by_topk_dot_and_padded_by_exact_index(simd):
     rng = np.random.default_rng(0)
     keys = rng.standard_normal((3, 4)).astype(np.float32)
-    scores, ids = ap.topk_dot(keys, keys, 5)
+    with pytest.raises(ValueError, match="k = 5 exceeds the 3 keys"):
+        ap.topk_dot(keys, keys, 5)
+    with pytest.raises(ValueError, match="k = 5 exceeds the 3 keys"):
+        ap.ground_truth(keys, keys, 5)
+    index = ap.ExactIndex(4)  # faiss.IndexFlatIP's convention: rows padded with -1
+    index.add(keys)
+    scores, ids = index.search(keys, 5)
     assert (ids[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()
     assert sorted(ids[0, :3]) == [0, 1, 2]
+    with pytest.raises(ValueError, match="would take 11.2 GiB"):  # not ~12 GB of padding
+        index.search(keys[:1], 10**9)
 
 
 def test_ties_go_to_lower_id(simd):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['XboxTransform', 'all_finite', 'default_num_threads', 'detected_simd_level', 'pack_keys', 'packed_floats', 'rescore', 'segment_max_dot', 'simd_level', 'topk_dot', 'topk_dot_packed', 'topk_rows', 'unpack_keys']
+__all__: list[str] = ['XboxTransform', 'all_finite', 'default_num_threads', 'detected_simd_level', 'pack_keys', 'rescore', 'segment_max_dot', 'simd_level', 'topk_dot', 'topk_dot_packed', 'topk_rows', 'unpack_keys']
 class XboxTransform:
     def __init__(self, dim: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
@@ -36,13 +36,9 @@ def detected_simd_level() -> str:
     """
     Best instruction set the CPU and OS support, ignoring AMIPS_SIMD.
     """
-def pack_keys(packed: numpy.ndarray, first: typing.SupportsInt | typing.SupportsIndex, x: typing.Annotated[numpy.typing.ArrayLike, numpy.float32]) -> None:
+def pack_keys(panels: numpy.ndarray, first: typing.SupportsInt | typing.SupportsIndex, x: typing.Annotated[numpy.typing.ArrayLike, numpy.float32]) -> None:
     """
-    Writes the rows of x into key slots first.. of a packed buffer (in place).
-    """
-def packed_floats(n: typing.SupportsInt | typing.SupportsIndex, d: typing.SupportsInt | typing.SupportsIndex) -> int:
-    """
-    Floats a packed buffer of n keys of dimension d takes.
+    Packs the rows of x (a multiple of 64) into key slots first.. of a panel buffer.
     """
 def rescore(queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], candidate_ids: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> numpy.typing.NDArray[numpy.float32]:
     ...
@@ -54,15 +50,15 @@ def simd_level() -> str:
     """
 def topk_dot(queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], k: typing.SupportsInt | typing.SupportsIndex, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]:
     ...
-def topk_dot_packed(queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], packed: numpy.ndarray, n: typing.SupportsInt | typing.SupportsIndex, k: typing.SupportsInt | typing.SupportsIndex, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]:
+def topk_dot_packed(queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], panels: numpy.ndarray, n_packed: typing.SupportsInt | typing.SupportsIndex, tail: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], k: typing.SupportsInt | typing.SupportsIndex, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]:
     """
-    topk_dot over the first n keys of a buffer filled by pack_keys.
+    topk_dot over the first n_packed keys of a buffer filled by pack_keys, then the rows of tail (ids n_packed..); k beyond the keys pads with -inf / -1.
     """
 def topk_rows(scores: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], k: typing.SupportsInt | typing.SupportsIndex, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]:
     """
     The k largest entries of every row, best first (ties: lower column; NaN as -inf).
     """
-def unpack_keys(packed: numpy.ndarray, n: typing.SupportsInt | typing.SupportsIndex, d: typing.SupportsInt | typing.SupportsIndex) -> numpy.typing.NDArray[numpy.float32]:
+def unpack_keys(panels: numpy.ndarray, n: typing.SupportsInt | typing.SupportsIndex, d: typing.SupportsInt | typing.SupportsIndex) -> numpy.typing.NDArray[numpy.float32]:
     """
-    The first n keys of a packed buffer as rows (n, d).
+    The first n keys (a multiple of 64) of a panel buffer as rows (n, d).
     """

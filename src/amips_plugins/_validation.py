@@ -12,12 +12,13 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["as_matrix", "as_positive_int", "as_num_threads", "as_int64", "as_offsets"]
+__all__ = ["as_matrix", "as_positive_int", "as_num_threads", "as_k", "as_int64", "as_offsets"]
 
 
 def _to_numpy(x, name: str) -> np.ndarray:
     if type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        x = (x.float() if x.is_floating_point() else x).numpy()  # numpy has no bfloat16
     try:
         arr = np.asarray(x)
     except (TypeError, ValueError) as e:
@@ -59,21 +60,49 @@ def as_positive_int(value, name: str) -> int:
     return int(value)
 
 
+_INT64_MAX = np.iinfo(np.int64).max
+MAX_THREADS = 1 << 16
+# A result padded beyond the keys (faiss's convention for k > ntotal) may take at most this much.
+MAX_PADDED_BYTES = 1 << 30
+
+
 def as_num_threads(value) -> int:
     """Thread count; None: ``AMIPS_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the CPUs this
     process may run on (its affinity mask)."""
     if value is None:
         return _core.default_num_threads()
-    return as_positive_int(value, "num_threads")
+    value = as_positive_int(value, "num_threads")
+    if value > MAX_THREADS:
+        raise ValueError(f"num_threads must be at most {MAX_THREADS}, got {value}")
+    return value
+
+
+def as_k(k, available: int, rows: int, *, pad: bool = False, name: str = "keys") -> int:
+    """``k`` as a positive int. Beyond the ``available`` keys: ValueError, or with ``pad`` (faiss's
+    convention, rows padded with -inf / -1) allowed while the (rows, k) result of float32 scores
+    and int64 ids stays within MAX_PADDED_BYTES."""
+    k = as_positive_int(k, "k")
+    if k > available:
+        if not pad:
+            raise ValueError(f"k = {k} exceeds the {available} {name}")
+        if rows * k * 12 > MAX_PADDED_BYTES:
+            raise ValueError(
+                f"k = {k} exceeds the {available} {name}, and padding {rows} rows "
+                f"to k would take {rows * k * 12 / 2**30:.1f} GiB"
+            )
+    return k
 
 
 def as_int64(x, name: str, *, ndim: int) -> np.ndarray:
-    """Return an integer array as C-contiguous int64 with ``ndim`` dimensions."""
+    """Return an integer array as C-contiguous int64 with ``ndim`` dimensions (an unsigned value
+    above int64's range is refused, never wrapped)."""
     arr = _to_numpy(x, name)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
     if arr.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
+    if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and arr.size and arr.max() > _INT64_MAX:
+        raise ValueError(f"{name} holds {arr.max()}, beyond int64's range")
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 

@@ -12,7 +12,7 @@ from numpy.typing import ArrayLike
 from . import _core
 from ._io import cached_arrays, default_cache_dir
 from ._progress import Progress, ProgressArg
-from ._validation import as_int64, as_matrix, as_num_threads, as_positive_int
+from ._validation import as_int64, as_k, as_matrix, as_num_threads, as_positive_int
 
 __all__ = ["ground_truth", "segment_ground_truth", "default_cache_dir"]
 
@@ -73,7 +73,7 @@ def ground_truth(
     """
     x = as_matrix(keys, "keys", allow_empty=False)
     q = as_matrix(queries, "queries", dim=x.shape[1])
-    k = as_positive_int(k, "k")
+    k = as_k(k, len(x), len(q))
     chunk_size = as_positive_int(chunk_size, "chunk_size")
     threads = as_num_threads(num_threads)
 

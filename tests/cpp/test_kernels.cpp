@@ -45,34 +45,41 @@ std::vector<float> random_matrix(std::size_t rows, std::size_t d, std::mt19937& 
     return m;
 }
 
-void check_tiles(Isa isa, std::mt19937& rng) {
+// Packs n keys chunk of dimensions by chunk and scores nq queries against all their panels through
+// dot_panels, the way the scans do, and compares with the reference chain.
+void check_panels(Isa isa, std::mt19937& rng) {
     const Kernels kern = kernels_for(isa);
     const bool fused = isa != Isa::scalar;
-    const std::size_t dims[] = {1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 31, 50, 64, 100, 129};
+    const std::size_t dims[] = {1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 31, 50, 64, 100, 129, 300, 1100};
     const std::size_t counts[] = {1, 3, 4, 15, 16, 17, 63, 64, 65, 130, 200};
     for (std::size_t d : dims) {
         for (std::size_t n : counts) {
             const auto keys = random_matrix(n, d, rng);
             const auto queries = random_matrix(kTileQueries, d, rng);
-            std::vector<float> packed(packed_floats(n, d), 0.f), out(kTileQueries * n);
-            kern.pack(keys.data(), nullptr, n, d, packed.data());
+            const std::size_t width = (n + kPanel - 1) / kPanel * kPanel;
+            std::vector<float> chunks(width * kChunk), out(kTileQueries * width);
             for (std::size_t nq = 1; nq <= kTileQueries; ++nq) {
-                kern.dot_tile(queries.data(), nq, packed.data(), n, d, out.data(), n);
+                for (std::size_t t0 = 0; t0 < d; t0 += kChunk) {
+                    const std::size_t dc = std::min(kChunk, d - t0);
+                    kern.pack(keys.data(), d, nullptr, n, t0, dc, chunks.data());
+                    kern.dot_panels(&queries[t0], d, nq, chunks.data(), kPanel * dc, n, dc, out.data(), width,
+                                    t0 > 0);
+                }
                 for (std::size_t i = 0; i < nq; ++i) {
                     for (std::size_t j = 0; j < n; ++j) {
                         const float want = reference_dot(&queries[i * d], &keys[j * d], d, fused);
-                        if (std::memcmp(&want, &out[i * n + j], sizeof(float)) != 0) {
-                            fail("dot_tile", isa_name(isa), n, d, i * n + j);
+                        if (std::memcmp(&want, &out[i * width + j], sizeof(float)) != 0) {
+                            fail("dot_panels", isa_name(isa), n, d, j * kTileQueries + i);
                         }
                     }
                 }
             }
-            // Packing by ids: row ids[i], or zeros for -1.
+            // Packing by ids (-1: zeros), then back to rows.
             std::vector<std::int64_t> ids(n);
             for (std::size_t i = 0; i < n; ++i) ids[i] = (i % 5 == 4) ? -1 : std::int64_t((i * 7) % n);
-            std::vector<float> by_id(packed_floats(n, d), 0.f), unpacked(n * d);
-            kern.pack(keys.data(), ids.data(), n, d, by_id.data());
-            unpack_keys(by_id.data(), n, d, unpacked.data());
+            std::vector<float> packed(packed_floats(n, d)), unpacked(n * d);
+            kern.pack(keys.data(), d, ids.data(), n, 0, d, packed.data());
+            unpack_keys(packed.data(), n, d, unpacked.data());
             for (std::size_t i = 0; i < n; ++i) {
                 for (std::size_t t = 0; t < d; ++t) {
                     const float want = ids[i] < 0 ? 0.f : keys[std::size_t(ids[i]) * d + t];
@@ -83,25 +90,36 @@ void check_tiles(Isa isa, std::mt19937& rng) {
     }
 }
 
+// topk_dot over keys given as rows, and over the same keys split into stored panels and a tail,
+// against a brute-force ranking of the reference scores.
 void check_topk(Isa isa, std::mt19937& rng) {
     const bool fused = isa != Isa::scalar;
-    const std::size_t n = 3000, d = 37, nq = 9, k = 10;
-    const auto keys = random_matrix(n, d, rng);
-    const auto queries = random_matrix(nq, d, rng);
-    std::vector<float> scores(nq * k);
-    std::vector<std::int64_t> ids(nq * k);
-    topk_dot(queries.data(), nq, keys.data(), false, n, d, k, 2, scores.data(), ids.data());
-    for (std::size_t i = 0; i < nq; ++i) {
-        std::vector<std::pair<float, std::int64_t>> all(n);
-        for (std::size_t j = 0; j < n; ++j) {
-            all[j] = {reference_dot(&queries[i * d], &keys[j * d], d, fused), std::int64_t(j)};
-        }
-        std::partial_sort(all.begin(), all.begin() + k, all.end(), [](auto& a, auto& b) {
-            return a.first > b.first || (a.first == b.first && a.second < b.second);
-        });
-        for (std::size_t j = 0; j < k; ++j) {
-            if (ids[i * k + j] != all[j].second || scores[i * k + j] != all[j].first) {
-                fail("topk_dot", isa_name(isa), n, d, i * k + j);
+    const std::size_t nq = 9, k = 10;
+    for (std::size_t d : {37, 2100}) {  // one chunk of dimensions, and three
+        const std::size_t n = 3000, n_packed = n / kPanel * kPanel;
+        const auto keys = random_matrix(n, d, rng);
+        const auto queries = random_matrix(nq, d, rng);
+        std::vector<float> panels(packed_floats(n_packed, d));
+        pack_keys(keys.data(), n_packed, d, panels.data());
+        const KeySet as_rows{nullptr, 0, keys.data(), n, d};
+        const KeySet split{panels.data(), n_packed, &keys[n_packed * d], n - n_packed, d};
+        for (const KeySet& set : {as_rows, split}) {
+            std::vector<float> scores(nq * k);
+            std::vector<std::int64_t> ids(nq * k);
+            topk_dot(queries.data(), nq, set, k, 2, scores.data(), ids.data());
+            for (std::size_t i = 0; i < nq; ++i) {
+                std::vector<std::pair<float, std::int64_t>> all(n);
+                for (std::size_t j = 0; j < n; ++j) {
+                    all[j] = {reference_dot(&queries[i * d], &keys[j * d], d, fused), std::int64_t(j)};
+                }
+                std::partial_sort(all.begin(), all.begin() + k, all.end(), [](auto& a, auto& b) {
+                    return a.first > b.first || (a.first == b.first && a.second < b.second);
+                });
+                for (std::size_t j = 0; j < k; ++j) {
+                    if (ids[i * k + j] != all[j].second || scores[i * k + j] != all[j].first) {
+                        fail("topk_dot", isa_name(isa), n, d, i * k + j);
+                    }
+                }
             }
         }
     }
@@ -119,7 +137,7 @@ int main() {
     }
     for (Isa isa : levels) {
         setenv("AMIPS_SIMD", isa_name(isa), 1);  // topk_dot dispatches on it
-        check_tiles(isa, rng);
+        check_panels(isa, rng);
         check_topk(isa, rng);
         std::printf("%s: %s\n", isa_name(isa), failures ? "failed" : "ok");
     }
