@@ -1,4 +1,5 @@
 import threading
+import zipfile
 
 import numpy as np
 import pytest
@@ -62,3 +63,13 @@ def call_from_threads(fn, num_threads: int) -> list:
     if errors:
         raise errors[0]
     return results
+
+
+def rewrite_member(path, name, transform):
+    """Rewrite member ``name`` of a saved archive through ``transform(bytes) -> bytes``."""
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    members[name] = transform(members[name])
+    with zipfile.ZipFile(path, "w") as z:
+        for n, blob in members.items():
+            z.writestr(n, blob)

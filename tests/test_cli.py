@@ -154,15 +154,79 @@ def test_demo_on_a_small_split(tmp_path):
             ["train", "--keys", "keys.npy", "--queries", "narrow.npy", "--out", "m.pt"],
             "dimension 8",
         ),
+        (["eval", "--keys", "empty.npy", "--queries", "queries.npy"], "empty"),
+        (["eval", "--keys", "claims.npy", "--queries", "queries.npy"], "not a readable .npy"),
+        (["eval", "--keys", "archive.npy", "--queries", "queries.npy"], ".npz archive"),
+        (["eval", "--keys", "folder.npy", "--queries", "queries.npy"], "is a directory"),
+        (["eval", "--keys", "five.npy", "--queries", "queries.npy"], "exceeds the 5 keys"),
+        (
+            ["bench", "topk", "--keys", "keys.npy", "--queries", "queries.npy", "--k", "10**9"],
+            "invalid",
+        ),
+        (
+            [
+                "bench",
+                "topk",
+                "--keys",
+                "keys.npy",
+                "--queries",
+                "queries.npy",
+                "--k",
+                "1000000000",
+            ],
+            "exceeds the 2000 keys",
+        ),
+        (
+            ["bench", "topk", "--keys", "keys.npy", "--queries", "queries.npy", "--reps", "0"],
+            "positive",
+        ),
+        *[
+            (
+                [
+                    "train",
+                    "--keys",
+                    "keys.npy",
+                    "--queries",
+                    "queries.npy",
+                    "--out",
+                    "m.pt",
+                    *extra,
+                ],
+                message,
+            )
+            for extra, message in [
+                (["--steps", "0"], "positive"),
+                (["--batch-size", "0"], "positive"),
+                (["--batch-size", "-1"], "positive"),
+                (["--lr", "1e30"], "lr"),
+                (["--device", "bogus"], "device"),
+                (["--offsets", "square.npy"], "1-D"),
+                (["--offsets", "scalar.npy"], "1-D"),
+            ]
+        ],
     ],
 )
 def test_bad_files_give_one_line(files, args, message):
     (files / "bad.fvecs").write_bytes(b"\x01\x02\x03")
     np.save(files / "narrow.npy", np.ones((3, 5), np.float32))
+    np.save(files / "empty.npy", np.ones((0, 8), np.float32))
+    np.save(files / "five.npy", np.ones((5, 8), np.float32))
+    np.save(files / "square.npy", np.zeros((2, 2), np.int64))
+    np.save(files / "scalar.npy", np.array(3))
+    np.savez(files / "archive.npz", a=np.ones(3))
+    (files / "archive.npz").rename(files / "archive.npy")
+    (files / "folder.npy").mkdir()
+    with open(files / "claims.npy", "wb") as f:  # a header that claims 10**13 rows
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": "<f4", "fortran_order": False, "shape": (10**13, 8)}
+        )
+    if args[:1] == ["train"] and "torch" not in sys.modules:
+        pytest.importorskip("torch")
     r = amips(*args, cwd=files)
     assert r.returncode == 2
-    assert r.stderr.startswith("amips: error:") and message in r.stderr
-    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    last = r.stderr.strip().splitlines()[-1]  # argparse puts its usage before the error line
+    assert last.startswith("amips") and "error:" in last and message in last, r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_eval_leaves_out_what_cannot_run_without_torch(files):

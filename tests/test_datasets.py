@@ -142,3 +142,25 @@ def test_wordnet_minilm_split_and_norms(tmp_path):
     )  # from the cache
     np.testing.assert_allclose(np.linalg.norm(unit.keys, axis=1), 1, rtol=1e-5)
     np.testing.assert_allclose(unit.keys, ds.keys / norms[:, None], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda path: path.write_bytes(b""),  # EOFError
+        lambda path: path.write_bytes(path.read_bytes()[:100]),  # BadZipFile
+        lambda path: np.savez(  # in shape, ids out of range
+            path, a0=np.zeros((7, 3), np.float32), a1=np.full((7, 3), 10**9, np.int64)
+        ),
+    ],
+)
+def test_a_damaged_cache_entry_is_computed_again(tmp_path, damage):
+    keys = rng.standard_normal((50, 4)).astype(np.float32)
+    queries = rng.standard_normal((7, 4)).astype(np.float32)
+    expected = ap.ground_truth(keys, queries, 3, cache_dir=tmp_path, progress=False)
+    (entry,) = tmp_path.glob("ground_truth-*.npz")
+    damage(entry)
+    again = ap.ground_truth(keys, queries, 3, cache_dir=tmp_path, progress=False)
+    np.testing.assert_array_equal(again[1], expected[1])
+    with np.load(entry) as f:  # and the entry is whole again
+        np.testing.assert_array_equal(f["a1"], expected[1])

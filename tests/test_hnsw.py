@@ -1,10 +1,14 @@
+import json
+import threading
+import zipfile
+
 import hnswlib
 import numpy as np
 import pytest
 
 import amips_plugins as ap
-from amips_plugins.hnsw import AmortizedHNSW
-from conftest import call_from_threads
+from amips_plugins.hnsw import AmortizedHNSW, HNSWError
+from conftest import call_from_threads, rewrite_member
 
 D = 10
 
@@ -188,3 +192,170 @@ def test_bad_input(data):
     index.mark_deleted(0)
     labels, _ = index.knn_query(keys[:1], k=5)
     assert 0 not in labels
+
+
+# --- state, files and threads -------------------------------------------------------------------
+def test_an_uninitialised_index_refuses_every_call(tmp_path):
+    index = AmortizedHNSW(space="ip", dim=D)
+    q = np.zeros((1, D), np.float32)
+    calls = [
+        lambda: index.knn_query(q, 1),
+        index.get_current_count,
+        index.get_max_elements,
+        index.get_ids_list,
+        lambda: index.get_items([0]),
+        lambda: index.resize_index(10),
+        lambda: index.mark_deleted(0),
+        lambda: index.add_items(q),
+        lambda: index.save_index(tmp_path / "x.amips"),
+    ]
+    for call in calls:
+        with pytest.raises(HNSWError, match="init_index"):
+            call()
+    assert list(tmp_path.iterdir()) == []  # no temp file or folder left behind
+
+
+@pytest.mark.parametrize("M", [0, 1, -1])
+def test_init_index_refuses_a_degree_below_two(M):
+    index = AmortizedHNSW(space="ip", dim=D)
+    with pytest.raises(ValueError, match="M"):
+        index.init_index(10, M=M)
+
+
+def test_errors_are_value_errors_and_hnswlib_runtime_errors(data):
+    keys, queries, _ = data
+    index = build(keys[:50])
+    for call, match in [
+        (lambda: index.resize_index(10), "below"),
+        (lambda: index.mark_deleted(10**6), "not found"),
+        (lambda: index.init_index(10), "already"),
+    ]:
+        with pytest.raises(HNSWError, match=match) as e:
+            call()
+        assert isinstance(e.value, ValueError) and isinstance(e.value, RuntimeError)
+    for label in range(50):
+        index.mark_deleted(label)
+    with pytest.raises(HNSWError, match="empty"):
+        index.knn_query(queries[:1], 1)
+
+
+def test_replace_deleted_refuses_a_batch_that_does_not_fit_whole(data):
+    keys, _, _ = data
+    index = AmortizedHNSW(space="ip", dim=D)
+    index.init_index(10, allow_replace_deleted=True)
+    index.add_items(keys[:10], np.arange(10))
+    index.mark_deleted(3)
+    live = [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    before = index.get_items(live)
+    with pytest.raises(HNSWError, match="max_elements"):
+        index.add_items(keys[10:12], [20, 21], replace_deleted=True)  # one free slot, two keys
+    assert sorted(index.get_ids_list()) == list(range(10))
+    np.testing.assert_array_equal(index.get_items(live), before)
+    index.add_items(keys[10:11], [20], replace_deleted=True)  # fits: takes label 3's slot
+    assert sorted(index.get_ids_list()) == [0, 1, 2, 4, 5, 6, 7, 8, 9, 20]
+
+
+def _saved(data, tmp_path, **kw):
+    keys, _, _ = data
+    path = tmp_path / "index.amips"
+    build(keys[:300], **kw).save_index(path)
+    return path
+
+
+def test_a_crafted_graph_is_refused_before_hnswlib_reads_it(data, tmp_path):
+    crafts = {
+        "entry point": lambda b: b[:52] + (0x7FFFFFFF).to_bytes(4, "little") + b[56:],
+        "link": lambda b: b[:100] + (10**6).to_bytes(4, "little") + b[104:],
+        "truncated": lambda b: b[: len(b) - 7],
+        "capacity": lambda b: b[:8] + (2**60).to_bytes(8, "little") + b[16:],
+    }
+    for what, craft in crafts.items():
+        path = _saved(data, tmp_path)
+        rewrite_member(path, "graph.bin", craft)
+        with pytest.raises(HNSWError, match="not a readable"):
+            AmortizedHNSW(space="ip", dim=D).load_index(path)
+        assert what
+
+
+def test_meta_that_disagrees_with_the_graph_is_refused(data, tmp_path):
+    changes = [
+        {"candidates": 0},
+        {"construction": "bogus"},
+        {"construction": "xbox"},  # without an Xbox state
+        {"ef": -3},
+        {"sort_batches": "yes"},
+    ]
+    for change in changes:
+        path = _saved(data, tmp_path)
+        rewrite_member(
+            path, "meta.json", lambda b, c=change: json.dumps({**json.loads(b), **c}).encode()
+        )
+        with pytest.raises(HNSWError):
+            AmortizedHNSW(space="ip", dim=D).load_index(path)
+    # A graph of another dimension under a meta that claims ours.
+    other = AmortizedHNSW(space="ip", dim=D + 6)
+    other.init_index(5)
+    other.add_items(np.ones((5, D + 6), np.float32))
+    path = tmp_path / "other.amips"
+    other.save_index(path)
+    rewrite_member(path, "meta.json", lambda b: json.dumps({**json.loads(b), "dim": D}).encode())
+    with pytest.raises(HNSWError, match="layout"):
+        AmortizedHNSW(space="ip", dim=D).load_index(path)
+
+
+def test_a_member_larger_than_its_archive_is_refused(data, tmp_path):
+    path = _saved(data, tmp_path)
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    members["graph.bin"] += bytes(50_000_000)  # compresses to almost nothing
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for n, blob in members.items():
+            z.writestr(n, blob)
+    with pytest.raises(HNSWError, match="more than its archive"):
+        AmortizedHNSW(space="ip", dim=D).load_index(path)
+
+
+def test_deleted_labels_survive_save_load_and_count_against_k(data, tmp_path):
+    keys, queries, _ = data
+    index = build(keys[:20])
+    for label in range(15):
+        index.mark_deleted(label)
+    index.save_index(tmp_path / "i.amips")
+    loaded = AmortizedHNSW(space="ip", dim=D)
+    loaded.load_index(tmp_path / "i.amips")
+    with pytest.raises(HNSWError, match="exceeds the 5"):
+        loaded.knn_query(queries[:1], 6)
+    labels, _ = loaded.knn_query(queries[:3], 5)
+    assert set(labels.ravel().tolist()) <= set(range(15, 20))
+
+
+def test_search_during_resize_and_add_never_crashes(data):
+    keys, queries, _ = data
+    index = AmortizedHNSW(space="ip", dim=D)
+    index.init_index(100)
+    index.add_items(keys[:100])
+    index.set_ef(100)
+    stop = threading.Event()
+    errors = []
+
+    def search():
+        while not stop.is_set():
+            try:
+                labels, _ = index.knn_query(queries[:20], 5)
+                assert (labels < 3000).all()
+            except HNSWError as e:  # hnswlib may find fewer than k while keys are linked in
+                assert "contiguous" in str(e)
+            except Exception as e:  # noqa: BLE001 - collected and checked below
+                errors.append(e)
+
+    threads = [threading.Thread(target=search) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for size in range(200, 3001, 100):
+        index.resize_index(size)
+        index.add_items(keys[size - 100 : size], np.arange(size - 100, size))
+    stop.set()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert index.get_current_count() == 3000

@@ -1,3 +1,7 @@
+import json
+import threading
+import zipfile
+
 import faiss
 import numpy as np
 import pytest
@@ -5,7 +9,7 @@ import pytest
 import amips_plugins as ap
 from amips_plugins.ivf import AmortizedIVF
 from amips_plugins.routing import MaxAffineRouter
-from conftest import call_from_threads
+from conftest import call_from_threads, rewrite_member
 
 D, NLIST = 12, 24
 
@@ -308,3 +312,107 @@ def test_from_faiss_wraps_an_existing_index(data):
     assert wrapped.index is ivf and wrapped.ntotal == len(keys)
     wrapped.fit_router(train)
     assert match(wrapped, keys, test) > 0.5
+
+
+# --- files, ids and threads ---------------------------------------------------------------------
+def _with_meta(**change):
+    return lambda blob: json.dumps({**json.loads(blob), **change}).encode()
+
+
+def test_load_checks_meta_against_the_faiss_payload(data, tmp_path):
+    keys, _, _ = data
+    path = tmp_path / "index.amips"
+    cases = [
+        (build(keys), _with_meta(d=2), "dimension"),
+        (build(keys), _with_meta(nprobe=0), "nprobe"),
+        (build(keys), _with_meta(probe_union="yes"), "probe_union"),
+        (build(keys, xbox=True), _with_meta(xbox={"dim": 3, "max_norm": 1.0, "count": 1}), "dim"),
+        (build(keys), _with_meta(xbox={"dim": D, "max_norm": 1.0, "count": 1}), "Xbox"),
+    ]
+    for index, change, match in cases:
+        index.save(path)
+        rewrite_member(path, "meta.json", change)
+        with pytest.raises(ValueError, match=match):
+            AmortizedIVF.load(path)
+
+
+def test_load_refuses_an_l2_index_and_an_oversized_member(data, tmp_path):
+    keys, _, _ = data
+    index = build(keys)
+    path = tmp_path / "index.amips"
+    index.save(path)
+    l2 = faiss.IndexIVFFlat(faiss.IndexFlatL2(D), D, NLIST, faiss.METRIC_L2)
+    l2.train(keys)
+    rewrite_member(path, "index.faiss", lambda _: faiss.serialize_index(l2).tobytes())
+    with pytest.raises(ValueError, match="inner-product"):
+        AmortizedIVF.load(path)
+    index.save(path)
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for n, blob in members.items():
+            z.writestr(n, blob + bytes(20_000_000) if n == "index.faiss" else blob)
+    with pytest.raises(ValueError, match="more than its archive"):
+        AmortizedIVF.load(path)
+
+
+def test_add_with_ids_refuses_minus_one_and_wrapping_ids(data):
+    keys, _, _ = data
+    index = build(keys[:100])
+    for ids in (np.array([5, -1]), np.array([5, 2**63 + 3], np.uint64)):
+        with pytest.raises(ValueError):
+            index.add_with_ids(keys[:2], ids)
+    assert index.ntotal == 100
+
+
+def test_add_with_ids_takes_a_tensor_that_requires_grad(data):
+    torch = pytest.importorskip("torch")
+    keys, _, _ = data
+    index = build(keys[:100])
+    index.add_with_ids(torch.tensor(keys[:3], requires_grad=True), np.array([1000, 1001, 1002]))
+    assert index.ntotal == 103
+
+
+def test_a_quantizer_must_be_a_faiss_index():
+    with pytest.raises(TypeError, match="quantizer"):
+        AmortizedIVF("x", D, NLIST)
+
+
+def test_zero_queries_with_a_query_transform(data):
+    pytest.importorskip("torch")
+    from amips_plugins.learn.models import KeyNet
+
+    keys, _, _ = data
+    index = build(keys)
+    index.query_transform = KeyNet(D)
+    D_, I = index.search(np.empty((0, D), np.float32), 3)
+    assert D_.shape == I.shape == (0, 3)
+
+
+def test_searches_beside_add_and_reset_see_whole_states(data):
+    keys, _, test = data
+    index = build(keys[:1000])
+    index.nprobe = NLIST
+    stop = threading.Event()
+    bad = []
+
+    def search():
+        while not stop.is_set():
+            scores, ids = index.search(test[:50], 3)
+            found = ids >= 0
+            # Every (id, score) pair must be a stored key's true inner product with its query.
+            expected = ap.rescore(test[:50], keys, np.where(found, ids % len(keys), -1))
+            ok = np.isclose(scores, expected, rtol=1e-5, atol=1e-4) | ~found
+            bad.append(int((~ok).sum()))
+
+    threads = [threading.Thread(target=search) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for _ in range(60):
+        index.reset()
+        for part in np.array_split(np.arange(len(keys)), 6):  # lists grow (and move) in steps
+            index.add_with_ids(keys[part], part)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert len(bad) > 0 and sum(bad) == 0

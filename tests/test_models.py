@@ -144,3 +144,41 @@ def test_max_affine_net_save_load_and_bad_arguments(tmp_path):
         ap.MaxAffineNet(4, 10, temperature=-1)
     with pytest.raises(ValueError, match="positive"):
         ap.MaxAffineNet(4, 0)
+
+
+def _tampered(model, **change) -> bytes:
+    import io
+
+    import torch
+
+    blob = torch.load(io.BytesIO(model.to_bytes()), weights_only=True)
+    for key, value in change.items():
+        blob[key] = value(blob[key]) if callable(value) else value
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    return buf.getvalue()
+
+
+def test_a_config_that_does_not_fit_its_weights_allocates_nothing():
+    import resource
+
+    model = ap.KeyNet(8, width=16, depth=1)
+    huge = _tampered(model, config=lambda c: {**c, "dim": 40_000, "width": 40_000})
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ValueError, match="do not fit"):
+        ap.load_model(huge)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KB
+    with pytest.raises(ValueError, match="config"):
+        ap.load_model(_tampered(model, config=lambda c: {**c, "bogus": 1}))
+
+
+def test_non_finite_weights_are_refused():
+    model = ap.SupportNet(8, width=16, depth=1)
+    nan = _tampered(
+        model,
+        state_dict=lambda s: {
+            k: v * float("nan") if v.is_floating_point() else v for k, v in s.items()
+        },
+    )
+    with pytest.raises(ValueError, match="NaN"):
+        ap.load_model(nan)

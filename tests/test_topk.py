@@ -1,9 +1,12 @@
+import subprocess
+import sys
 import threading
 
 import numpy as np
 import pytest
 
 import amips_plugins as ap
+from amips_plugins import _core
 from conftest import assert_topk_matches, reference_topk
 
 
@@ -211,3 +214,75 @@ def test_default_threads_follow_environment_and_affinity(env, affinity, expected
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [str(expected)] * 2
+
+
+# --- sizes near overflow, ids and resources ----------------------------------------------------
+def test_packed_buffer_sizes_are_checked_before_use():
+    q = np.ones((1, 4), np.float32)
+    tail = np.ones((1, 4), np.float32)
+    with pytest.raises(ValueError):
+        _core.topk_dot_packed(q, np.zeros(1024, np.float32), 2**60, tail, 1)
+    with pytest.raises(ValueError):
+        _core.pack_keys(np.zeros(1024, np.float32), 2**60 - 64, np.ones((64, 4), np.float32))
+    with pytest.raises(ValueError):
+        _core.unpack_keys(np.zeros(1024, np.float32), 2**62, 4)
+
+
+def test_rescore_refuses_ids_beyond_int64():
+    keys = np.ones((3, 4), np.float32)
+    with pytest.raises(ValueError, match="int64"):
+        ap.rescore(np.ones((1, 4), np.float32), keys, np.array([[2**64 - 1]], np.uint64))
+
+
+def test_k_beyond_the_keys_is_refused_or_padded_within_a_bound():
+    keys = np.ones((2, 4), np.float32)
+    with pytest.raises(ValueError, match="exceeds"):
+        ap.topk_dot(np.ones((1, 4), np.float32), keys, 3)
+    index = ap.ExactIndex(4)
+    index.add(keys)
+    with pytest.raises(ValueError, match="GiB"):
+        index.search(np.ones((1, 4), np.float32), 10**9)
+
+
+_RUN_LIMITED = """
+import resource, sys, numpy as np, amips_plugins as ap
+{setup}
+"""
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", _RUN_LIMITED.format(setup=code)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_threads_that_cannot_start_do_not_abort_the_process():
+    result = _run(
+        "resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))\n"
+        "rng = np.random.default_rng(0)\n"
+        "q = rng.standard_normal((1000, 64), dtype=np.float32)\n"
+        "k = rng.standard_normal((50000, 64), dtype=np.float32)\n"
+        "s, i = ap.segment_max_dot(q, k, np.arange(0, 50001, 10), num_threads=3000)\n"
+        "print('ok', s.shape)"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ok (1000, 5000)" in result.stdout
+
+
+def test_memory_of_a_search_does_not_grow_with_padding_to_a_panel():
+    # Two keys at d = 2M: packing them into a whole panel of 64 would take 488 MB.
+    result = _run(
+        "x = np.ones((2, 2_000_000), np.float32)\n"
+        "q = np.ones((1, 2_000_000), np.float32)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "ap.topk_dot(q, x, 1, num_threads=2)\n"
+        "index = ap.ExactIndex(2_000_000)\n"
+        "index.add(x[:1])\n"
+        "index.search(q, 1)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert int(result.stdout.split()[-1]) < 100  # MB

@@ -173,3 +173,50 @@ def test_fit_max_affine_picks_the_temperature_with_least_relative_error():
         ap.fit_max_affine(KEYS, QUERIES, 64, val_fraction=1.0)
     with pytest.raises(ValueError, match="dimension"):
         ap.fit_max_affine(KEYS, QUERIES[:, :4], 64)
+
+
+def test_a_diverged_fit_leaves_the_best_weights_in_eval_mode():
+    model = ap.KeyNet(8, width=16, depth=1)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    forward = model.key
+    calls = {"n": 0}
+
+    def diverge_later(q):
+        calls["n"] += 1
+        return forward(q) * (float("nan") if calls["n"] > 3 else 1.0)
+
+    model.key = diverge_later
+    with pytest.raises(FloatingPointError):
+        ap.fit(model, KEYS, QUERIES, steps=50, eval_every=100, progress=False, device="cpu")
+    assert not model.training
+    for name, value in model.state_dict().items():  # the EMA of the start, not diverged weights
+        assert torch.isfinite(value).all()
+        assert torch.allclose(value, start[name], atol=1e-2)
+
+
+@pytest.mark.parametrize(
+    "setting, error",
+    [
+        ({"steps": 0}, ValueError),
+        ({"eval_every": 0}, ValueError),
+        ({"batch_size": 0}, ValueError),
+        ({"batch_size": -1}, ValueError),
+        ({"lr": 1e30}, ValueError),
+        ({"device": "bogus"}, ValueError),
+    ],
+)
+def test_fit_settings_are_checked_first(setting, error):
+    with pytest.raises(error):
+        ap.fit(ap.KeyNet(8), KEYS, QUERIES, progress=False, **{"device": "cpu", **setting})
+
+
+def test_fit_refuses_what_is_not_a_model():
+    with pytest.raises(TypeError, match="SupportNet or KeyNet"):
+        ap.fit(object(), KEYS, QUERIES, progress=False)
+
+
+def test_cuda_without_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="no CUDA"):
+        ap.fit(ap.KeyNet(8), KEYS, QUERIES, steps=1, progress=False, device="cuda")

@@ -104,3 +104,13 @@ def test_wrong_dimension_is_refused():
     with pytest.raises(ValueError, match="NaN"):
         t.add_keys(np.full((2, 4), np.nan))
     assert t.count == 0  # nothing half-added
+
+
+def test_a_batch_whose_norm_passes_float_range_is_refused_whole():
+    t = ap.XboxTransform(4)
+    t.add_keys(np.full((1, 4), 1e38, np.float32))
+    state = t.state_dict()
+    with pytest.raises(ValueError):
+        t.add_keys(np.full((1, 4), 3e38, np.float32))  # norm 6e38 > FLT_MAX
+    assert t.state_dict() == state
+    assert np.isfinite(t.add_keys(np.ones((1, 4), np.float32))).all()

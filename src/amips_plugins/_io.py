@@ -1,5 +1,6 @@
 """Files: atomic writes (a crash or Ctrl-C never leaves a half-written artefact under the final
-name) and the on-disk cache of computed arrays."""
+name; what a killed save leaves behind is removed by the next save beside it), bounded reads of
+archive members, and the on-disk cache of computed arrays."""
 
 from __future__ import annotations
 
@@ -7,29 +8,89 @@ import hashlib
 import logging
 import os
 import tempfile
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_path", "default_cache_dir", "cached_arrays", "key_fingerprint"]
+__all__ = [
+    "atomic_path",
+    "scratch_path",
+    "read_member",
+    "default_cache_dir",
+    "cached_arrays",
+    "key_fingerprint",
+]
 
 logger = logging.getLogger(__name__)
 
 
+def _remove_orphans(path: Path) -> None:
+    """Remove the temporary files of saves to ``path`` whose process is gone (killed mid-save)."""
+    for tmp in path.parent.glob(f".{_glob_escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            logger.info("removed %s, left by an interrupted save", tmp)
+
+
+def _glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside ``path``; renamed to ``path`` on success, else removed."""
+def scratch_path(path: str | os.PathLike, role: str = "part"):
+    """Yield a new empty file beside ``path`` named after it and this process, removed on exit
+    (and, should the process be killed, by the next save to ``path``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.{role}.", suffix=".tmp", dir=path.parent
+    )
     os.close(fd)
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside ``path``; renamed to ``path`` on success (with the mode the
+    umask gives a new file), else removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(path)
+    with scratch_path(path, "save") as tmp:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+
+
+def read_member(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
+    """Member ``name`` of an archive, refused (ValueError) when it claims more than ``limit`` bytes:
+    members are written uncompressed, so none can be larger than its archive."""
+    size = archive.getinfo(name).file_size
+    if size > limit:
+        raise ValueError(f"member {name} claims {size} bytes, more than its archive holds")
+    return archive.read(name)
 
 
 def default_cache_dir() -> Path:
@@ -48,7 +109,7 @@ def cached_arrays(path: Path | None, compute, is_valid) -> list[np.ndarray]:
                 logger.info("read cached arrays %s", path)
                 return arrays
             logger.warning("cache entry %s does not fit its inputs: computing it again", path)
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as e:
             logger.warning("cache entry %s is unreadable (%s): computing it again", path, e)
     arrays = list(compute())
     if path is not None:

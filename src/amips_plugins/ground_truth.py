@@ -28,13 +28,24 @@ def _fingerprint(tag: str, *arrays: np.ndarray) -> str:
 
 
 def _cached(cache_dir, tag: str, inputs: tuple, shape: tuple, compute):
-    """(scores, ids) from the cache entry for ``inputs``, or ``compute()`` stored there."""
+    """(scores, ids) from the cache entry for ``inputs``, or ``compute()`` stored there. An entry
+    is used only if it could be a result: the shape, float32 scores, int64 ids of the keys
+    (``inputs[0]``) or -1."""
     path = None
     if cache_dir is not None:
         path = Path(cache_dir).expanduser() / f"{tag}-{_fingerprint(tag, *inputs)}.npz"
-    scores, ids = cached_arrays(
-        path, compute, lambda a: len(a) == 2 and a[0].shape == a[1].shape == shape
-    )
+    num_keys = len(inputs[0])
+
+    def plausible(a: list[np.ndarray]) -> bool:
+        return (
+            len(a) == 2
+            and a[0].shape == a[1].shape == shape
+            and a[0].dtype == np.float32
+            and a[1].dtype == np.int64
+            and bool(((a[1] >= -1) & (a[1] < num_keys)).all())
+        )
+
+    scores, ids = cached_arrays(path, compute, plausible)
     return scores, ids
 
 

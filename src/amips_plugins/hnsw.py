@@ -21,26 +21,45 @@ with q on the C++ core, and the top k returned.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import threading
 import zipfile
-from pathlib import Path
+from contextlib import contextmanager
 
 import numpy as np
 
-from ._io import atomic_path
+from ._hnsw_file import check_graph
+from ._io import atomic_path, read_member, scratch_path
 from ._optional import require
+from ._sync import ReadWriteLock
 from ._validation import as_int64, as_matrix, as_positive_int
 from .exact import rescore, topk_rows
 from .xbox import XboxTransform
 
-__all__ = ["AmortizedHNSW"]
+__all__ = ["AmortizedHNSW", "HNSWError"]
 
 hnswlib = require("hnswlib", "hnsw")
 
 _FORMAT = "amips_plugins.AmortizedHNSW"
 _VERSION = 1
 CONSTRUCTIONS = ("ip", "xbox")
+
+
+class HNSWError(ValueError, RuntimeError):
+    """Bad input, or an index not in a state to do it: a ValueError, and also the RuntimeError
+    hnswlib raises in these cases, so code written for either catches it."""
+
+
+@contextmanager
+def _hnswlib_errors():
+    """hnswlib's own RuntimeErrors (unknown label, already deleted, ...) as HNSWError."""
+    try:
+        yield
+    except RuntimeError as e:
+        if isinstance(e, HNSWError):
+            raise
+        raise HNSWError(str(e)) from None
 
 
 class AmortizedHNSW:
@@ -59,8 +78,11 @@ class AmortizedHNSW:
     ``knn_query -> (labels uint64 (n, k), distances float32 (n, k))``, ``set_ef``, ``ef``,
     ``get_current_count``, ``get_max_elements``, ``resize_index``, ``mark_deleted``,
     ``unmark_deleted``, ``save_index``, ``load_index``; the hnswlib object is ``.index``.
-    Differences: bad input (wrong dimension, NaN, k above the element count, an empty index)
-    raises ValueError instead of RuntimeError, and a batch that cannot fit is refused whole.
+    Differences: bad input or state (wrong dimension, NaN, k above the element count, an empty
+    or uninitialised index, an unknown label) raises :class:`HNSWError`, a ValueError that is also
+    a RuntimeError; a batch that cannot fit is refused whole. Every method is safe to call from
+    several threads: searches and adds run side by side, ``resize_index``, ``init_index`` and
+    ``load_index`` wait for them.
     """
 
     def __init__(
@@ -84,7 +106,13 @@ class AmortizedHNSW:
         self.candidates = as_positive_int(candidates, "candidates")
         self.xbox = XboxTransform(self.dim) if construction == "xbox" else None
         self.index = hnswlib.Index(space="ip", dim=self._stored_dim)
-        self._lock = threading.Lock()  # add_items / resize against each other
+        self._ready = False  # hnswlib crashes when used before init_index / load_index
+        self._deleted: set[int] = set()  # labels marked deleted, for capacity checks
+        self._allow_replace_deleted: bool | None = None  # None: unknown (a wrapped index)
+        # Adds, deletions and saves one at a time; searches beside them; whatever replaces or
+        # reallocates the graph (init, resize, load) alone.
+        self._add_lock = threading.Lock()
+        self._graph_lock = ReadWriteLock()
         self.query_transform = query_transform
 
     @property
@@ -104,6 +132,13 @@ class AmortizedHNSW:
             **kwargs,
         )
         self.index = index
+        self._ready = index.max_elements > 0
+        if self._ready:  # which labels are deleted: only the saved graph tells
+            with tempfile.TemporaryDirectory() as tmp:
+                graph = os.path.join(tmp, "graph.bin")
+                index.save_index(graph)
+                with open(graph, "rb") as f:
+                    self._deleted = set(check_graph(f.read(), index.dim).deleted_labels)
         if self.xbox is not None and index.element_count:
             stored = np.asarray(index.get_items(index.get_ids_list()), dtype=np.float32)
             self.xbox.load_state_dict(
@@ -140,6 +175,10 @@ class AmortizedHNSW:
         return history
 
     # --- hnswlib's methods --------------------------------------------------------------------
+    def _require_ready(self) -> None:
+        if not self._ready:
+            raise HNSWError("the index is not initialised: call init_index or load_index first")
+
     def init_index(
         self,
         max_elements: int,
@@ -148,48 +187,77 @@ class AmortizedHNSW:
         random_seed: int = 100,
         allow_replace_deleted: bool = False,
     ) -> None:
-        self.index.init_index(
-            max_elements=as_positive_int(max_elements, "max_elements"),
-            M=M,
-            ef_construction=ef_construction,
-            random_seed=random_seed,
-            allow_replace_deleted=allow_replace_deleted,
-        )
+        max_elements = as_positive_int(max_elements, "max_elements")
+        if as_positive_int(M, "M") < 2:
+            raise HNSWError(f"M must be at least 2, got {M}")
+        ef_construction = as_positive_int(ef_construction, "ef_construction")
+        if not isinstance(random_seed, (int, np.integer)) or random_seed < 0:
+            raise HNSWError(f"random_seed must be a non-negative integer, got {random_seed!r}")
+        with self._graph_lock.writing():
+            if self._ready:
+                raise HNSWError("the index is already initialised")
+            with _hnswlib_errors():
+                self.index.init_index(
+                    max_elements=max_elements,
+                    M=int(M),
+                    ef_construction=ef_construction,
+                    random_seed=int(random_seed),
+                    allow_replace_deleted=bool(allow_replace_deleted),
+                )
+            self._allow_replace_deleted = bool(allow_replace_deleted)
+            self._ready = True
 
     def add_items(
         self, data, ids=None, num_threads: int = -1, replace_deleted: bool = False
     ) -> None:
         """Insert keys ``data`` (n, dim) with labels ``ids`` (default: count .. count + n - 1); a
-        label already present has its vector replaced, as in hnswlib."""
+        label already present has its vector replaced, as in hnswlib. With ``replace_deleted``,
+        every key takes the slot of a deleted element while there is one."""
         x = as_matrix(data, "data", dim=self.dim)
+        self._require_ready()
         if len(x) == 0:
             return
-        with self._lock:
+        with self._add_lock, self._graph_lock.reading():
+            count, capacity = self.index.element_count, self.index.max_elements
             if ids is None:
-                labels = np.arange(
-                    self.index.element_count, self.index.element_count + len(x), dtype=np.int64
-                )
+                labels = np.arange(count, count + len(x), dtype=np.int64)
             else:
                 labels = as_int64(np.atleast_1d(ids), "ids", ndim=1)
                 if len(labels) != len(x) or (labels < 0).any():
-                    raise ValueError(
+                    raise HNSWError(
                         f"ids must be {len(x)} non-negative integers, got shape {labels.shape}"
                     )
-            new = (
-                len(x) if ids is None else int((~np.isin(labels, self.index.get_ids_list())).sum())
-            )
-            if not replace_deleted and self.index.element_count + new > self.index.max_elements:
-                raise ValueError(
-                    f"adding {new} elements to {self.index.element_count} exceeds max_elements = "
-                    f"{self.index.max_elements}; call resize_index first"
+            if replace_deleted and self._allow_replace_deleted is False:
+                raise HNSWError("replace_deleted needs init_index(allow_replace_deleted=True)")
+            present = np.isin(labels, self.index.get_ids_list())
+            if replace_deleted:
+                free = capacity - count + len(self._deleted)
+                need = len(x)
+            else:
+                free, need = capacity - count, int((~present).sum())
+                revived = self._deleted.intersection(labels[present].tolist())
+                if revived and self._allow_replace_deleted:
+                    raise HNSWError(
+                        f"labels {sorted(revived)[:5]} are deleted; with allow_replace_deleted "
+                        "they can only come back through replace_deleted=True"
+                    )
+            if need > free:
+                raise HNSWError(
+                    f"adding {need} elements to {count} (of which {len(self._deleted)} deleted) "
+                    f"exceeds max_elements = {capacity}; call resize_index first"
                 )
             if self.sort_batches:
                 order = np.argsort(-np.einsum("ij,ij->i", x, x), kind="stable")
                 x, labels = x[order], labels[order]
             stored = self.xbox.add_keys(x) if self.xbox is not None else x
-            self.index.add_items(
-                stored, labels, num_threads=num_threads, replace_deleted=replace_deleted
-            )
+            with _hnswlib_errors():
+                self.index.add_items(
+                    stored, labels, num_threads=num_threads, replace_deleted=replace_deleted
+                )
+            if replace_deleted and self._deleted:
+                kept = set(self.index.get_ids_list())
+                self._deleted = {label for label in self._deleted if label in kept}
+            self._deleted.difference_update(labels.tolist())
 
     def knn_query(self, data, k: int = 1, num_threads: int = -1, filter=None):
         """The k keys of largest inner product found for every query of ``data`` (n, dim).
@@ -199,11 +267,18 @@ class AmortizedHNSW:
         """
         q = as_matrix(data, "data", dim=self.dim)
         k = as_positive_int(k, "k")
-        count = self.index.get_current_count()
-        if count == 0:
-            raise ValueError("the index is empty: add_items before knn_query")
-        if k > count:
-            raise ValueError(f"k = {k} exceeds the {count} elements in the index")
+        self._require_ready()
+        with self._graph_lock.reading(), _hnswlib_errors():
+            count = self.index.get_current_count() - len(self._deleted)
+            if count <= 0:
+                raise HNSWError("the index is empty (or all deleted): add_items before knn_query")
+            if k > count:
+                raise HNSWError(f"k = {k} exceeds the {count} elements in the index")
+            if len(q) == 0:
+                return np.empty((0, k), np.uint64), np.empty((0, k), np.float32)
+            return self._knn_query(q, k, num_threads, filter, count)
+
+    def _knn_query(self, q, k, num_threads, filter, count):
         if self._query_transform is None:
             return self.index.knn_query(
                 self._as_stored(q), k=k, num_threads=num_threads, filter=filter
@@ -226,7 +301,9 @@ class AmortizedHNSW:
         return self.xbox.transform_queries(q) if self.xbox is not None else q
 
     def set_ef(self, ef: int) -> None:
-        self.index.set_ef(as_positive_int(ef, "ef"))
+        ef = as_positive_int(ef, "ef")
+        self._require_ready()
+        self.index.set_ef(ef)
 
     @property
     def ef(self) -> int:
@@ -253,32 +330,60 @@ class AmortizedHNSW:
         return self.index.element_count
 
     def get_current_count(self) -> int:
+        self._require_ready()
         return self.index.get_current_count()
 
     def get_max_elements(self) -> int:
+        self._require_ready()
         return self.index.get_max_elements()
 
     def get_ids_list(self) -> list[int]:
-        return self.index.get_ids_list()
+        self._require_ready()
+        with self._graph_lock.reading():
+            return self.index.get_ids_list()
 
     def get_items(self, ids=None) -> np.ndarray:
         """The original (not augmented) vectors of ``ids``, (n, dim) float32."""
-        return np.asarray(self.index.get_items(ids), dtype=np.float32)[:, : self.dim]
+        self._require_ready()
+        with self._graph_lock.reading(), _hnswlib_errors():
+            if ids is None:
+                ids = self.index.get_ids_list()
+            labels = as_int64(np.atleast_1d(ids), "ids", ndim=1)
+            if len(labels) == 0:
+                return np.empty((0, self.dim), np.float32)
+            items = self.index.get_items(labels)
+        return np.asarray(items, dtype=np.float32)[:, : self.dim]
 
     def resize_index(self, new_size: int) -> None:
-        with self._lock:
-            self.index.resize_index(as_positive_int(new_size, "new_size"))
+        new_size = as_positive_int(new_size, "new_size")
+        self._require_ready()
+        with self._graph_lock.writing():
+            if new_size < self.index.element_count:
+                raise HNSWError(
+                    f"new_size = {new_size} is below the {self.index.element_count} elements"
+                )
+            with _hnswlib_errors():
+                self.index.resize_index(new_size)
 
     def mark_deleted(self, label: int) -> None:
-        self.index.mark_deleted(label)
+        label = int(as_int64(np.atleast_1d(label), "label", ndim=1)[0])
+        self._require_ready()
+        with self._add_lock, self._graph_lock.reading(), _hnswlib_errors():
+            self.index.mark_deleted(label)
+            self._deleted.add(label)
 
     def unmark_deleted(self, label: int) -> None:
-        self.index.unmark_deleted(label)
+        label = int(as_int64(np.atleast_1d(label), "label", ndim=1)[0])
+        self._require_ready()
+        with self._add_lock, self._graph_lock.reading(), _hnswlib_errors():
+            self.index.unmark_deleted(label)
+            self._deleted.discard(label)
 
     # --- persistence --------------------------------------------------------------------------
     def save_index(self, path) -> None:
         """Write the hnswlib graph, the Xbox state, the query transform and the config to one file
         (a zip archive), atomically."""
+        self._require_ready()
         meta = {
             "format": _FORMAT,
             "version": _VERSION,
@@ -287,11 +392,12 @@ class AmortizedHNSW:
             "sort_batches": self.sort_batches,
             "candidates": self.candidates,
             "ef": self.index.ef,
+            "allow_replace_deleted": bool(self._allow_replace_deleted),
             "xbox": None if self.xbox is None else self.xbox.state_dict(),
         }
-        with tempfile.TemporaryDirectory() as tmp, atomic_path(path) as out:
-            graph = Path(tmp) / "graph.bin"
-            self.index.save_index(str(graph))
+        with atomic_path(path) as out, scratch_path(path, "graph") as graph:
+            with self._add_lock, self._graph_lock.reading():
+                self.index.save_index(str(graph))
             with zipfile.ZipFile(out, "w") as z:
                 z.writestr("meta.json", json.dumps(meta))
                 z.write(graph, "graph.bin")
@@ -300,49 +406,83 @@ class AmortizedHNSW:
 
     def load_index(self, path, max_elements: int = 0) -> None:
         """Restore an index written by :meth:`save_index` into this object (whose ``dim`` must
-        match); a plain hnswlib file, a foreign or corrupt file raises ValueError."""
+        match). The graph is checked before hnswlib reads it (see :mod:`._hnsw_file`); a plain
+        hnswlib file, a foreign, corrupt or inconsistent one raises :class:`HNSWError`."""
         try:
-            with zipfile.ZipFile(path) as z, tempfile.TemporaryDirectory() as tmp:
-                meta = json.loads(z.read("meta.json"))
-                if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-                    raise ValueError(f"{path} is not an AmortizedHNSW file")
-                if meta.get("version") != _VERSION:
-                    raise ValueError(
-                        f"{path} has AmortizedHNSW format version {meta.get('version')}, "
-                        f"this release reads {_VERSION}"
-                    )
-                if meta["dim"] != self.dim:
-                    raise ValueError(
-                        f"{path} holds an index of dim {meta['dim']}, this one has dim {self.dim}"
-                    )
-                graph = z.extract("graph.bin", tmp)
+            limit = os.path.getsize(path)
+            with zipfile.ZipFile(path) as z:
+                meta = json.loads(read_member(z, "meta.json", limit))
+                graph = read_member(z, "graph.bin", limit)
+                names = z.namelist()
                 transform = (
-                    z.read("query_transform.pt") if "query_transform.pt" in z.namelist() else None
+                    read_member(z, "query_transform.pt", limit)
+                    if "query_transform.pt" in names
+                    else None
                 )
-                xbox = None if meta["xbox"] is None else XboxTransform.from_state_dict(meta["xbox"])
-                index = hnswlib.Index(space="ip", dim=self.dim + (xbox is not None))
-                index.load_index(graph, max_elements=max_elements)
+            config = self._check_meta(meta, path)
+            xbox = None if meta["xbox"] is None else XboxTransform.from_state_dict(meta["xbox"])
+            if xbox is not None and xbox.dim != self.dim:
+                raise ValueError(f"the Xbox state has dim {xbox.dim}, the index {self.dim}")
+            info = check_graph(graph, self.dim + (xbox is not None))
+            index = hnswlib.Index(space="ip", dim=self.dim + (xbox is not None))
+            with scratch_path(path, "graph") as tmp:
+                tmp.write_bytes(graph)
+                del graph
+                index.load_index(
+                    str(tmp),
+                    max_elements=max_elements,
+                    allow_replace_deleted=config["allow_replace_deleted"],
+                )
+            index.set_ef(config["ef"])
         except (
+            OSError,
             zipfile.BadZipFile,
             KeyError,
-            json.JSONDecodeError,
-            UnicodeDecodeError,
+            TypeError,
+            ValueError,
             RuntimeError,
         ) as e:
-            raise ValueError(
+            raise HNSWError(
                 f"{path} is not a readable AmortizedHNSW file ({type(e).__name__}: {e}); "
                 "for a plain hnswlib file, load it with hnswlib and pass it to "
                 "AmortizedHNSW.wrap"
             ) from None
-        index.set_ef(meta["ef"])
         model = None
         if transform is not None:
             from .learn.models import load_model
 
             model = load_model(transform)
-        self.index, self.xbox, self.construction = index, xbox, meta["construction"]
-        self.sort_batches, self.candidates = meta["sort_batches"], meta["candidates"]
-        self.query_transform = model
+        with self._graph_lock.writing():
+            self.index, self.xbox, self.construction = index, xbox, config["construction"]
+            self.sort_batches, self.candidates = config["sort_batches"], config["candidates"]
+            self._deleted, self._ready = set(info.deleted_labels), True
+            self._allow_replace_deleted = config["allow_replace_deleted"]
+            self.query_transform = model
+
+    def _check_meta(self, meta, path) -> dict:
+        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+            raise ValueError(f"{path} is not an AmortizedHNSW file")
+        if meta.get("version") != _VERSION:
+            raise ValueError(
+                f"AmortizedHNSW format version {meta.get('version')}, this release reads {_VERSION}"
+            )
+        if meta["dim"] != self.dim:
+            raise ValueError(f"an index of dim {meta['dim']}, this one has dim {self.dim}")
+        if meta["construction"] not in CONSTRUCTIONS or (
+            (meta["construction"] == "xbox") != (meta["xbox"] is not None)
+        ):
+            raise ValueError(
+                f"construction {meta['construction']!r} with xbox {meta['xbox']!r:.80}"
+            )
+        flags = {name: meta.get(name, False) for name in ("sort_batches", "allow_replace_deleted")}
+        if not all(isinstance(v, bool) for v in flags.values()):
+            raise ValueError(f"sort_batches and allow_replace_deleted must be booleans: {flags}")
+        return {
+            **flags,
+            "construction": meta["construction"],
+            "candidates": as_positive_int(meta["candidates"], "candidates"),
+            "ef": as_positive_int(meta["ef"], "ef"),
+        }
 
     def __repr__(self) -> str:
         return (

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 import faiss
 import numpy as np
 
-from ._io import atomic_path, key_fingerprint
+from ._io import atomic_path, key_fingerprint, read_member
+from ._sync import ReadWriteLock
 from ._validation import as_int64, as_matrix, as_positive_int
 from .exact import topk_rows
 from .routing import MaxAffineRouter
@@ -37,6 +39,7 @@ __all__ = ["AmortizedIVF"]
 
 _FORMAT = "amips_plugins.AmortizedIVF"
 _VERSION = 1
+_MEMBERS = ("index.faiss", "query_transform.pt", "router.npz", "router.pt")
 _MIN_QUERIES_PER_THREAD = 16  # below this, starting a thread costs more than it saves
 
 
@@ -67,7 +70,9 @@ class AmortizedIVF:
     (float32 inner products with the original query, best first; int64 ids; -1 padding),
     ``nprobe``, ``ntotal``, ``d``, ``is_trained``, ``reset()``; the faiss index is ``.index``.
     Differences: bad input raises ValueError / TypeError instead of an assertion, and
-    ``last_search_stats`` describes the latest search. Searching from several threads is safe.
+    ``last_search_stats`` describes the latest search. Searching from several threads is safe,
+    also while another thread adds or resets (a search sees the keys before or after the change,
+    never part of it).
     """
 
     def __init__(
@@ -92,6 +97,8 @@ class AmortizedIVF:
         dim = self._d + 1 if xbox else self._d
         if quantizer is None:
             quantizer = faiss.IndexFlatL2(dim) if xbox else faiss.IndexFlatIP(dim)
+        elif not isinstance(quantizer, faiss.Index):
+            raise TypeError(f"quantizer must be a faiss index or None, got {quantizer!r:.100}")
         elif quantizer.d != dim:
             raise ValueError(
                 f"the quantizer has dimension {quantizer.d}; this index needs {dim}"
@@ -101,6 +108,8 @@ class AmortizedIVF:
         self._init_learned(query_transform, router, probe_union)
 
     def _init_learned(self, query_transform, router, probe_union):
+        # Searches read the lists while add / reset change them: faiss does not order the two.
+        self._lock = ReadWriteLock()
         self.last_search_stats: dict = {}  # replaced whole by each search
         self.query_transform, self.router = query_transform, router
         self.probe_union = probe_union
@@ -201,6 +210,10 @@ class AmortizedIVF:
         """The stored keys grouped by list: ``(keys (ntotal, d), offsets (nlist + 1,), ids
         (ntotal,))``,
         list c being rows ``offsets[c]:offsets[c + 1]`` (the Xbox coordinate removed)."""
+        with self._lock.reading():
+            return self._grouped_keys()
+
+    def _grouped_keys(self):
         invlists, dim = self.index.invlists, self.index.d
         sizes = np.array([invlists.list_size(c) for c in range(self.nlist)], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes)])
@@ -282,9 +295,8 @@ class AmortizedIVF:
             raise ValueError("add keys to the index before training its learned parts")
 
     # --- faiss's methods ----------------------------------------------------------------------
-    def _stored(self, x) -> np.ndarray:
-        """Keys as the faiss index stores them (augmented with ``xbox``), validated."""
-        x = as_matrix(x, "x", dim=self._d)
+    def _stored(self, x: np.ndarray) -> np.ndarray:
+        """Validated keys as the faiss index stores them (augmented with ``xbox``)."""
         if not self.is_trained:
             raise ValueError("train the index before adding keys")
         return self.xbox.add_keys(x) if self.xbox is not None else x
@@ -295,24 +307,33 @@ class AmortizedIVF:
         x = as_matrix(x, "x", dim=self._d, allow_empty=False)
         if len(x) < self.nlist:
             raise ValueError(f"training needs at least nlist = {self.nlist} vectors, got {len(x)}")
-        self.index.train(XboxTransform(self._d).add_keys(x) if self.xbox is not None else x)
+        with self._lock.writing():
+            self.index.train(XboxTransform(self._d).add_keys(x) if self.xbox is not None else x)
 
     def add(self, x) -> None:
         """Add keys ``x`` (n, d) with ids ntotal .. ntotal + n - 1."""
-        self.index.add(self._stored(x))
+        x = as_matrix(x, "x", dim=self._d)
+        with self._lock.writing():
+            self.index.add(self._stored(x))
 
     def add_with_ids(self, x, ids) -> None:
-        """Add keys ``x`` (n, d) with the int64 ``ids`` (n,)."""
+        """Add keys ``x`` (n, d) with the ``ids`` (n,): integers in 0 .. 2**63 - 1 (-1 is the
+        padding searches return, so no key may have it)."""
+        x = as_matrix(x, "x", dim=self._d)
         ids = as_int64(ids, "ids", ndim=1)
-        if len(ids) != len(np.asarray(x)):
-            raise ValueError(f"{len(ids)} ids for {len(np.asarray(x))} vectors")
-        self.index.add_with_ids(self._stored(x), ids)
+        if len(ids) != len(x):
+            raise ValueError(f"{len(ids)} ids for {len(x)} vectors")
+        if len(ids) and ids.min() < 0:
+            raise ValueError(f"ids must be non-negative, got {ids.min()}")
+        with self._lock.writing():
+            self.index.add_with_ids(self._stored(x), ids)
 
     def reset(self) -> None:
         """Remove every key (the lists' centroids and the learned parts stay)."""
-        self.index.reset()
-        if self.xbox is not None:
-            self.xbox = XboxTransform(self._d)
+        with self._lock.writing():
+            self.index.reset()
+            if self.xbox is not None:
+                self.xbox = XboxTransform(self._d)
 
     def search(self, x, k: int):
         """Top-k keys of every query of ``x`` (n, d) by inner product, in the probed lists.
@@ -322,6 +343,10 @@ class AmortizedIVF:
         """
         q = as_matrix(x, "x", dim=self._d)
         k = as_positive_int(k, "k")
+        with self._lock.reading():
+            return self._search(q, k)
+
+    def _search(self, q: np.ndarray, k: int):
         if not self.is_trained:
             raise ValueError("train the index before searching it")
         nprobe = min(self.index.nprobe, self.nlist)
@@ -422,9 +447,11 @@ class AmortizedIVF:
             "router": None if self._router is None else type(self._router).__name__,
             "probe_union": self.probe_union,
         }
+        with self._lock.reading():
+            serialized = faiss.serialize_index(self.index).tobytes()
         with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as z:
             z.writestr("meta.json", json.dumps(meta))
-            z.writestr("index.faiss", faiss.serialize_index(self.index).tobytes())
+            z.writestr("index.faiss", serialized)
             if self._query_transform is not None:
                 z.writestr("query_transform.pt", self._query_transform.to_bytes())
             if isinstance(self._router, MaxAffineRouter):
@@ -436,10 +463,12 @@ class AmortizedIVF:
 
     @classmethod
     def load(cls, path) -> AmortizedIVF:
-        """Read an index written by :meth:`save`; a foreign, corrupt or newer file: ValueError."""
+        """Read an index written by :meth:`save`; a foreign, corrupt, inconsistent or newer file:
+        ValueError. Sizes are checked before anything is allocated for them."""
         try:
+            limit = os.path.getsize(path)
             with zipfile.ZipFile(path) as z:
-                meta = json.loads(z.read("meta.json"))
+                meta = json.loads(read_member(z, "meta.json", limit))
                 if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
                     raise ValueError(f"{path} is not an AmortizedIVF file")
                 if meta.get("version") != _VERSION:
@@ -447,13 +476,10 @@ class AmortizedIVF:
                         f"{path} has AmortizedIVF format version {meta.get('version')}, "
                         f"this release reads {_VERSION}"
                     )
-                index = faiss.deserialize_index(np.frombuffer(z.read("index.faiss"), np.uint8))
-                names = set(z.namelist())
-                query_transform = (
-                    z.read("query_transform.pt") if "query_transform.pt" in names else None
-                )
-                router_blob = {n: z.read(n) for n in ("router.npz", "router.pt") if n in names}
+                blobs = {n: read_member(z, n, limit) for n in _MEMBERS if n in z.namelist()}
+                index = faiss.deserialize_index(np.frombuffer(blobs["index.faiss"], np.uint8))
         except (
+            OSError,
             zipfile.BadZipFile,
             KeyError,
             json.JSONDecodeError,
@@ -463,23 +489,37 @@ class AmortizedIVF:
             raise ValueError(
                 f"{path} is not a readable AmortizedIVF file ({type(e).__name__}: {e})"
             ) from None
-        if not isinstance(index, faiss.IndexIVFFlat):
-            raise ValueError(f"{path} holds a {type(index).__name__}, not an IndexIVFFlat")
         self = cls.__new__(cls)
-        self._d, self.index = meta["d"], index
-        self.xbox = None if meta["xbox"] is None else XboxTransform.from_state_dict(meta["xbox"])
-        self.index.nprobe = meta["nprobe"]
-        router = None
-        if "router.npz" in router_blob:
-            with np.load(io.BytesIO(router_blob["router.npz"])) as f:
-                router = MaxAffineRouter.from_state_dict(dict(f))
-        elif "router.pt" in router_blob:
-            router = _load_torch_model(router_blob["router.pt"])
-        self._init_learned(
-            None if query_transform is None else _load_torch_model(query_transform),
-            router,
-            meta.get("probe_union"),
-        )
+        try:
+            self._d = _check_payload(meta, index)
+            self.index = index
+            xbox = meta["xbox"]
+            self.xbox = None if xbox is None else XboxTransform.from_state_dict(xbox)
+            if (self.xbox is not None) != (index.d == self._d + 1):
+                raise ValueError(
+                    f"the faiss index has dimension {index.d} and the Xbox state is "
+                    f"{'absent' if xbox is None else 'present'}, for d = {self._d}"
+                )
+            if self.xbox is not None and self.xbox.dim != self._d:
+                raise ValueError(f"the Xbox state has dim {self.xbox.dim}, the index {self._d}")
+            self.nprobe = meta["nprobe"]
+            union = meta.get("probe_union")
+            if not (union is None or isinstance(union, bool)):
+                raise ValueError(f"probe_union must be true, false or null, got {union!r}")
+            router = None
+            if "router.npz" in blobs:
+                with np.load(io.BytesIO(blobs["router.npz"]), allow_pickle=False) as f:
+                    router = MaxAffineRouter.from_state_dict(dict(f))
+            elif "router.pt" in blobs:
+                router = _load_torch_model(blobs["router.pt"])
+            query_transform = blobs.get("query_transform.pt")
+            self._init_learned(
+                None if query_transform is None else _load_torch_model(query_transform),
+                router,
+                union,
+            )
+        except (KeyError, TypeError, ValueError, zipfile.BadZipFile, EOFError) as e:
+            raise ValueError(f"{path} is an inconsistent AmortizedIVF file: {e}") from None
         return self
 
     def __repr__(self) -> str:
@@ -498,6 +538,18 @@ class AmortizedIVF:
         if self.probe_union is not None:
             parts.append(f"probe_union={self.probe_union}")
         return f"AmortizedIVF({', '.join(parts)})"
+
+
+def _check_payload(meta: dict, index) -> int:
+    """The key dimension that ``meta`` states, checked against the faiss ``index`` it came with."""
+    if not isinstance(index, faiss.IndexIVFFlat):
+        raise ValueError(f"the payload is a {type(index).__name__}, not an IndexIVFFlat")
+    if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise ValueError("the payload's IndexIVFFlat does not use the inner-product metric")
+    d = as_positive_int(meta["d"], "d")
+    if index.d not in (d, d + 1):
+        raise ValueError(f"meta.json says d = {d}, the faiss index has dimension {index.d}")
+    return d
 
 
 def _take_in_turn(a: np.ndarray, b: np.ndarray, count: int) -> np.ndarray:

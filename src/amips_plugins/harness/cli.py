@@ -27,6 +27,20 @@ METHODS = (
 )
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
+    return value
+
+
 def _add_eval_options(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument(
         "--out",
@@ -35,7 +49,7 @@ def _add_eval_options(p: argparse.ArgumentParser, default_out: str) -> None:
     )
     p.add_argument(
         "--k",
-        type=int,
+        type=_positive_int,
         default=10,
         help="neighbours returned per query; recall is measured at k (default: %(default)s)",
     )
@@ -48,7 +62,7 @@ def _add_eval_options(p: argparse.ArgumentParser, default_out: str) -> None:
     )
     p.add_argument(
         "--threads",
-        type=int,
+        type=_positive_int,
         default=as_num_threads(None),
         help="threads for every method (default: %(default)s)",
     )
@@ -94,12 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--num-keys",
-        type=int,
+        type=_positive_int,
         default=300_000,
         help="glove50: keys taken from the 400k words (default: %(default)s)",
     )
     demo.add_argument(
-        "--num-test", type=int, default=2_000, help="test queries used (default: %(default)s)"
+        "--num-test",
+        type=_positive_int,
+        default=2_000,
+        help="test queries used (default: %(default)s)",
     )
     _add_eval_options(demo, "amips-demo")
     demo.set_defaults(func=cmd_demo)
@@ -148,20 +165,29 @@ def build_parser() -> argparse.ArgumentParser:
         help=".npy of cluster offsets (C + 1,) over the keys: train a C-output router on "
         "per-cluster support values instead",
     )
-    tr.add_argument("--width", type=int, default=512, help="hidden width (default: %(default)s)")
-    tr.add_argument("--depth", type=int, default=3, help="hidden layers (default: %(default)s)")
+    tr.add_argument(
+        "--width", type=_positive_int, default=512, help="hidden width (default: %(default)s)"
+    )
+    tr.add_argument(
+        "--depth", type=_positive_int, default=3, help="hidden layers (default: %(default)s)"
+    )
     tr.add_argument(
         "--homogeneous", action="store_true", help="SupportNet only: wrap as |q| h(q / |q|)"
     )
-    tr.add_argument("--steps", type=int, default=5000, help="training steps (default: %(default)s)")
+    tr.add_argument(
+        "--steps", type=_positive_int, default=5000, help="training steps (default: %(default)s)"
+    )
     tr.add_argument(
         "--time-budget", type=float, default=None, help="stop after this many seconds of training"
     )
     tr.add_argument(
-        "--batch-size", type=int, default=512, help="queries per step (default: %(default)s)"
+        "--batch-size",
+        type=_positive_int,
+        default=512,
+        help="queries per step (default: %(default)s)",
     )
     tr.add_argument(
-        "--lr", type=float, default=1e-3, help="peak learning rate (default: %(default)s)"
+        "--lr", type=_positive_float, default=1e-3, help="peak learning rate (default: %(default)s)"
     )
     tr.add_argument(
         "--augment",
@@ -186,14 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     topk.add_argument("--keys", required=True, help=".npy or .fvecs file of keys (n, d)")
     topk.add_argument("--queries", required=True, help=".npy or .fvecs file of queries (m, d)")
     topk.add_argument(
-        "--k", type=int, default=10, help="neighbours per query (default: %(default)s)"
+        "--k", type=_positive_int, default=10, help="neighbours per query (default: %(default)s)"
     )
     topk.add_argument(
-        "--reps", type=int, default=5, help="timed repetitions (default: %(default)s)"
+        "--reps", type=_positive_int, default=5, help="timed repetitions (default: %(default)s)"
     )
     topk.add_argument(
         "--threads",
-        type=int,
+        type=_positive_int,
         default=as_num_threads(None),
         help="threads for both (default: %(default)s)",
     )
@@ -265,6 +291,8 @@ def _evaluate(ds, args) -> int:
     from ..ground_truth import default_cache_dir, ground_truth
     from .evaluation import format_table, plot_curves, sweep
 
+    if args.k > len(ds.keys):
+        raise ValueError(f"--k {args.k} exceeds the {len(ds.keys)} keys")
     faiss.omp_set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -339,13 +367,16 @@ def cmd_eval(args) -> int:
 
 
 def cmd_train(args) -> int:
-    import numpy as np
 
-    from .datasets import load_vectors
+    from .datasets import load_array, load_vectors
 
     keys = load_vectors(args.keys, "keys")
     queries = load_vectors(args.queries, "queries", dim=keys.shape[1])
-    offsets = None if args.offsets is None else np.load(args.offsets, allow_pickle=False)
+    offsets = None
+    if args.offsets is not None:
+        from .._validation import as_offsets
+
+        offsets = as_offsets(load_array(args.offsets, "offsets"), len(keys))
 
     from ..learn.models import KeyNet, SupportNet  # needs torch: after the files are checked
     from ..learn.training import fit
@@ -392,6 +423,8 @@ def cmd_bench_topk(args) -> int:
 
     keys = load_vectors(args.keys, "keys")
     queries = load_vectors(args.queries, "queries", dim=keys.shape[1])
+    if args.k > len(keys):
+        raise ValueError(f"--k {args.k} exceeds the {len(keys)} keys")
     faiss.omp_set_num_threads(args.threads)
     ours, theirs = ExactIndex(keys.shape[1]), faiss.IndexFlatIP(keys.shape[1])
     ours.add(keys)
@@ -422,6 +455,9 @@ def main(argv=None) -> int:
         return args.func(args)
     except (ValueError, TypeError, OSError, ImportError) as e:
         print(f"amips: error: {e}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("amips: error: out of memory", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("amips: interrupted", file=sys.stderr)

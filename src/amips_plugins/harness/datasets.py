@@ -245,20 +245,39 @@ def load_vectors(
     path: str | os.PathLike, name: str = "vectors", *, dim: int | None = None
 ) -> np.ndarray:
     """Read an (n, d) float32 matrix from a ``.npy`` or ``.fvecs`` file, validated."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{name}: no such file: {path}")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise ValueError(f"{name}: {path} is not a readable .npy file ({e})") from None
-    elif suffix == ".fvecs":
+    path = _existing_file(path, name)
+    if path.suffix.lower() == ".fvecs":
         arr = _read_fvecs(path, name)
+    elif path.suffix.lower() == ".npy":
+        arr = load_array(path, name)
     else:
         raise ValueError(f"{name}: {path} must end in .npy or .fvecs")
     return as_matrix(arr, f"{name} ({path.name})", dim=dim, allow_empty=False)
+
+
+def _existing_file(path: str | os.PathLike, name: str) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{name}: {path} is a directory, not a file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: no such file: {path}")
+    return path
+
+
+def load_array(path: str | os.PathLike, name: str) -> np.ndarray:
+    """A numeric array from a ``.npy`` file, its header checked against the file's size before
+    anything is read (a header may claim far more than the file holds)."""
+    path = _existing_file(path, name)
+    with open(path, "rb") as f:
+        if f.read(4) == b"PK\x03\x04":
+            raise ValueError(f"{name}: {path} is an .npz archive, not an .npy file")
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{name}: {path} is not a readable .npy file ({e})") from None
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"{name}: {path} holds {arr.dtype} values, not numbers")
+    return np.array(arr)
 
 
 def _read_fvecs(path: Path, name: str) -> np.ndarray:

@@ -317,7 +317,27 @@ def load_model(path: str | os.PathLike | bytes, *, keys=None) -> _LearnedMIPS:
         raise ValueError(
             f"{path} was trained for keys {blob.get('key_fingerprint')}, not for these {expected}"
         )
-    model = _CLASSES[blob["class"]](**blob["config"])
-    model.load_state_dict(blob["state_dict"])
+    model = _restore(_CLASSES[blob["class"]], blob.get("config"), blob.get("state_dict"), path)
     model.key_fingerprint = blob.get("key_fingerprint")
     return model.eval()
+
+
+def _restore(cls, config, state, path) -> _LearnedMIPS:
+    """``cls(**config)`` with the weights ``state``: built on the meta device first, so that a
+    config that does not match its weights (or asks for more memory than they hold) is refused
+    before anything is allocated; weights must be finite."""
+    if not isinstance(config, dict) or not isinstance(state, dict):
+        raise ValueError(f"{path} has no model config and weights")
+    try:
+        with torch.device("meta"):
+            model = cls(**config)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path} has an invalid {cls.__name__} config {config}: {e}") from None
+    expected = {name: (t.shape, t.dtype) for name, t in model.state_dict().items()}
+    found = {name: (t.shape, t.dtype) for name, t in state.items() if isinstance(t, torch.Tensor)}
+    if expected != found:
+        raise ValueError(f"{path}: the weights do not fit the config {config}")
+    if not all(bool(torch.isfinite(t).all()) for t in state.values() if t.is_floating_point()):
+        raise ValueError(f"{path} has NaN or Inf weights")
+    model.load_state_dict(state, assign=True)
+    return model

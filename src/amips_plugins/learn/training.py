@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .._progress import Progress, ProgressArg
-from .._validation import as_matrix, as_num_threads
+from .._validation import as_matrix, as_num_threads, as_positive_int
 from ..exact import topk_dot
 from ..ground_truth import ground_truth, segment_ground_truth
 from ..routing import most_winning_keys
@@ -118,7 +118,29 @@ def routing_accuracy(pred_scores, true_scores, top: int = 1) -> float:
 def _device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but this torch has no CUDA device")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be a CPU or CUDA device, got {device!r}")
+    return dev
+
+
+def _check_settings(model, steps, batch_size, eval_every, patience, lr) -> None:
+    if not hasattr(model, "key_multiply_adds") or not isinstance(model, torch.nn.Module):
+        raise TypeError(f"fit trains a SupportNet or KeyNet, got {type(model).__name__}")
+    for name, value in (
+        ("steps", steps),
+        ("batch_size", batch_size),
+        ("eval_every", eval_every),
+        ("patience", patience),
+    ):
+        as_positive_int(value, name)
+    if not (isinstance(lr, (int, float)) and 0 < lr < 1e3 and math.isfinite(lr)):
+        raise ValueError(f"lr must be a positive number below 1000, got {lr!r}")
 
 
 class _Batches:
@@ -227,8 +249,11 @@ def fit(
     ``progress``: True for a tqdm bar of the steps, or a callable(done, total).
 
     Returns the history: one dict per evaluation (step, seconds, train loss, validation metrics),
-    the last one holding ``stopped`` ("steps", "early", "time", "interrupted").
+    the last one holding ``stopped`` ("steps", "early", "time", "interrupted"). If the loss
+    stops being finite, FloatingPointError is raised after the model is left, as on any other
+    stop, with its best EMA weights in eval mode.
     """
+    _check_settings(model, steps, batch_size, eval_every, patience, lr)
     threads = as_num_threads(num_threads)
     x = as_matrix(keys, "keys", dim=model.dim, allow_empty=False)
     q = as_matrix(queries, "queries", dim=model.dim, allow_empty=False)
@@ -324,6 +349,9 @@ def fit(
         stopped = "interrupted"
     finally:
         bar.close()
+        # Also when the loss diverged: the model keeps the best weights seen, not the diverged.
+        model.load_state_dict(best_state)
+        model.eval()
     logger.info(
         "%s training stopped (%s) after %s steps; best validation loss %.4g",
         type(model).__name__,
@@ -331,8 +359,6 @@ def fit(
         history[-1]["step"] if history else 0,
         best,
     )
-    model.load_state_dict(best_state)
-    model.eval()
     model.key_fingerprint = key_fingerprint(x)
     if history:
         history[-1]["stopped"] = stopped

@@ -26,7 +26,7 @@ class QueryTransform:
         self.batch_size = as_positive_int(batch_size, "batch_size")
         self.dim, self.num_outputs = model.dim, model.num_outputs
 
-    def _run(self, queries, fn, context) -> np.ndarray:
+    def _run(self, queries, fn, context, width: int) -> np.ndarray:
         q = as_matrix(queries, "queries", dim=self.dim)
         out = []
         with context():
@@ -35,7 +35,7 @@ class QueryTransform:
                     fn(torch.from_numpy(q[a : a + self.batch_size]).to(self.device)).cpu().numpy()
                 )
         if not out:
-            return np.empty((0, self.num_outputs), np.float32)
+            return np.empty((0, width), np.float32)
         return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
 
     def keys(self, queries) -> np.ndarray:
@@ -45,11 +45,11 @@ class QueryTransform:
                 f"keys() needs a one-output model; this one has {self.num_outputs} outputs"
             )
         context = torch.no_grad if isinstance(self.model, SupportNet) else torch.inference_mode
-        return self._run(queries, self.model.key, context)
+        return self._run(queries, self.model.key, context, self.dim)
 
     def scores(self, queries) -> np.ndarray:
         """Predicted support values, (n, C) float32."""
-        return self._run(queries, self.model.score, torch.inference_mode)
+        return self._run(queries, self.model.score, torch.inference_mode, self.num_outputs)
 
     __call__ = keys
 

@@ -1,0 +1,108 @@
+"""Checks of an hnswlib graph file before hnswlib reads it.
+
+hnswlib's loader trusts its input: an entry point or a link out of range, or a header that
+disagrees with the dimension, makes searches read outside the graph. This reads the layout that
+``HierarchicalNSW::saveIndex`` writes (a fixed header, every element's level-0 record, then each
+element's upper-level links) and refuses any file a search could not walk safely.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["GraphInfo", "check_graph"]
+
+# offsetLevel0, max_elements, cur_element_count, size_data_per_element, label_offset, offsetData
+# (size_t), maxlevel (int), enterpoint_node (uint32), maxM, maxM0, M (size_t), mult (double),
+# ef_construction (size_t)
+_HEADER = struct.Struct("<6QiI3QdQ")
+_MAX_LEVEL = 255  # a level is ~ln(n)/ln(M): far below this for any index that fits in memory
+
+
+@dataclass(frozen=True)
+class GraphInfo:
+    count: int
+    max_elements: int
+    deleted_labels: frozenset[int]
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+def check_graph(buf: bytes, dim: int) -> GraphInfo:
+    """Validate an hnswlib file of ``dim``-dimensional float vectors; ValueError says what is
+    wrong. Returns its element count, capacity and the labels marked deleted."""
+    if len(buf) < _HEADER.size:
+        raise ValueError(f"the graph is {len(buf)} bytes, shorter than its header")
+    (level0_offset, max_elements, count, record, label_offset, data_offset, max_level, entry,
+     max_m, max_m0, m, _mult, _ef) = _HEADER.unpack_from(buf)  # fmt: skip
+    links0 = max_m0 * 4 + 4
+    layout = (level0_offset, data_offset, label_offset, record)
+    if m < 2 or not 1 <= max_m <= 1 << 16 or not 1 <= max_m0 <= 1 << 16:
+        raise ValueError(f"the graph has M = {m}, maxM = {max_m}, maxM0 = {max_m0}")
+    if layout != (0, links0, links0 + 4 * dim, links0 + 4 * dim + 8):
+        raise ValueError(f"the graph's element layout {layout} is not that of dimension {dim}")
+    if count > max_elements or max_elements * record > _memory_bytes():
+        raise ValueError(f"the graph claims {count} of {max_elements} elements of {record} bytes")
+    end0 = _HEADER.size + count * record
+    if len(buf) < end0 + 4 * count:
+        raise ValueError(f"the graph is {len(buf)} bytes, too short for {count} elements")
+    if count == 0:
+        if len(buf) != end0:
+            raise ValueError("an empty graph has trailing bytes")
+        return GraphInfo(0, max_elements, frozenset())
+    if entry >= count or not 0 <= max_level <= _MAX_LEVEL:
+        raise ValueError(f"the graph's entry point {entry} / top level {max_level} is invalid")
+
+    level0 = np.frombuffer(buf, np.uint32, count * record // 4, _HEADER.size).reshape(count, -1)
+    sizes, links = level0[:, 0] & 0xFFFF, level0[:, 1 : 1 + max_m0]
+    _check_links(sizes, links, count, max_m0, "level 0")
+    deleted = (level0[:, 0] >> 16) & 1 == 1
+    lo, hi = level0[:, label_offset // 4], level0[:, label_offset // 4 + 1]
+    labels = lo.astype(np.uint64) | (hi.astype(np.uint64) << np.uint64(32))
+
+    # Upper levels: per element a byte count, then `level` blocks of (count, maxM links).
+    block = max_m * 4 + 4
+    levels = np.zeros(count, np.int64)
+    upper: list[tuple[int, np.ndarray]] = []  # (element, its blocks as (level, maxM + 1))
+    pos = end0
+    for i in range(count):
+        if pos + 4 > len(buf):
+            raise ValueError("the graph's upper levels are truncated")
+        size = int.from_bytes(buf[pos : pos + 4], "little")
+        pos += 4
+        if size:
+            if size % block or size // block > max_level or pos + size > len(buf):
+                raise ValueError(f"element {i} has an invalid upper-level record")
+            levels[i] = size // block
+            upper.append((i, np.frombuffer(buf, np.uint32, size // 4, pos).reshape(-1, max_m + 1)))
+            pos += size
+    if pos != len(buf):
+        raise ValueError("the graph has trailing bytes")
+    if levels[entry] != max_level:
+        raise ValueError(f"the entry point has level {levels[entry]}, the graph {max_level}")
+    for i, blocks in upper:
+        _check_links(blocks[:, 0] & 0xFFFF, blocks[:, 1:], count, max_m, f"element {i}")
+        # A link on level l must lead to an element that has level l.
+        used = np.arange(max_m) < (blocks[:, :1] & 0xFFFF)
+        targets = blocks[:, 1:][used]
+        link_levels = np.broadcast_to(np.arange(1, len(blocks) + 1)[:, None], used.shape)[used]
+        if (levels[targets] < link_levels).any():
+            raise ValueError(f"element {i} links to an element below that level")
+    return GraphInfo(count, max_elements, frozenset(labels[deleted].tolist()))
+
+
+def _check_links(sizes: np.ndarray, links: np.ndarray, count: int, width: int, where: str):
+    if (sizes > width).any():
+        raise ValueError(f"{where}: a link list is longer than {width}")
+    used = np.arange(width) < sizes[:, None]
+    if (links[used] >= count).any():
+        raise ValueError(f"{where}: a link leads outside the {count} elements")
