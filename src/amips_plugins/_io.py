@@ -4,7 +4,9 @@ archive members, and the on-disk cache of computed arrays."""
 
 from __future__ import annotations
 
+import glob
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -18,6 +20,7 @@ __all__ = [
     "atomic_path",
     "scratch_path",
     "read_member",
+    "read_archive",
     "default_cache_dir",
     "cached_arrays",
     "key_fingerprint",
@@ -28,15 +31,11 @@ logger = logging.getLogger(__name__)
 
 def _remove_orphans(path: Path) -> None:
     """Remove the temporary files of saves to ``path`` whose process is gone (killed mid-save)."""
-    for tmp in path.parent.glob(f".{_glob_escape(path.name)}.*.tmp"):
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
         if pid.isdigit() and not _process_alive(int(pid)):
             tmp.unlink(missing_ok=True)
             logger.info("removed %s, left by an interrupted save", tmp)
-
-
-def _glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def _process_alive(pid: int) -> bool:
@@ -91,6 +90,25 @@ def read_member(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
     if size > limit:
         raise ValueError(f"member {name} claims {size} bytes, more than its archive holds")
     return archive.read(name)
+
+
+def read_archive(path, name: str, version: int, members: tuple[str, ...]):
+    """``(meta, blobs)`` of an archive written by ``name``'s save: its ``meta.json`` (format
+    ``amips_plugins.<name>`` and ``version`` checked, ValueError otherwise) and those of
+    ``members`` it holds, each bounded by the archive's size. A damaged archive raises what
+    zipfile / json raise."""
+    limit = os.path.getsize(path)
+    with zipfile.ZipFile(path) as z:
+        meta = json.loads(read_member(z, "meta.json", limit))
+        if not isinstance(meta, dict) or meta.get("format") != f"amips_plugins.{name}":
+            raise ValueError(f"{path} is not an {name} file")
+        if meta.get("version") != version:
+            raise ValueError(
+                f"{path} has {name} format version {meta.get('version')}, "
+                f"this release reads {version}"
+            )
+        names = set(z.namelist())
+        return meta, {m: read_member(z, m, limit) for m in members if m in names}
 
 
 def default_cache_dir() -> Path:

@@ -50,7 +50,7 @@ def topk_dot(
     ----------
     queries : array (nq, d)
     keys : array (n, d), n >= 1
-    k : int >= 1; when k > n the rows are padded with ``-inf`` / ``-1``.
+    k : int, 1 <= k <= n (ValueError beyond; :class:`ExactIndex` pads as faiss does)
     num_threads : int, optional (default: all cores this process may use)
 
     Returns

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from ._hnsw_file import check_graph
-from ._io import atomic_path, read_member, scratch_path
+from ._io import atomic_path, read_archive, scratch_path
 from ._optional import require
 from ._sync import ReadWriteLock
 from ._validation import as_int64, as_matrix, as_positive_int
@@ -41,7 +41,7 @@ __all__ = ["AmortizedHNSW", "HNSWError"]
 
 hnswlib = require("hnswlib", "hnsw")
 
-_FORMAT = "amips_plugins.AmortizedHNSW"
+_FORMAT = "amips_plugins.AmortizedHNSW"  # read back by _io.read_archive
 _VERSION = 1
 CONSTRUCTIONS = ("ip", "xbox")
 
@@ -229,13 +229,14 @@ class AmortizedHNSW:
                     )
             if replace_deleted and self._allow_replace_deleted is False:
                 raise HNSWError("replace_deleted needs init_index(allow_replace_deleted=True)")
-            present = np.isin(labels, self.index.get_ids_list())
-            if replace_deleted:
-                free = capacity - count + len(self._deleted)
-                need = len(x)
-            else:
-                free, need = capacity - count, int((~present).sum())
-                revived = self._deleted.intersection(labels[present].tolist())
+            if replace_deleted:  # every key takes a slot
+                free, need = capacity - count + len(self._deleted), len(x)
+            else:  # labels already present are updated in place
+                fresh = (
+                    len(x) if ids is None else (~np.isin(labels, self.index.get_ids_list())).sum()
+                )
+                free, need = capacity - count, int(fresh)
+                revived = self._deleted.intersection(labels.tolist())
                 if revived and self._allow_replace_deleted:
                     raise HNSWError(
                         f"labels {sorted(revived)[:5]} are deleted; with allow_replace_deleted "
@@ -409,27 +410,23 @@ class AmortizedHNSW:
         match). The graph is checked before hnswlib reads it (see :mod:`._hnsw_file`); a plain
         hnswlib file, a foreign, corrupt or inconsistent one raises :class:`HNSWError`."""
         try:
-            limit = os.path.getsize(path)
-            with zipfile.ZipFile(path) as z:
-                meta = json.loads(read_member(z, "meta.json", limit))
-                graph = read_member(z, "graph.bin", limit)
-                names = z.namelist()
-                transform = (
-                    read_member(z, "query_transform.pt", limit)
-                    if "query_transform.pt" in names
-                    else None
-                )
-            config = self._check_meta(meta, path)
+            meta, blobs = read_archive(
+                path, "AmortizedHNSW", _VERSION, ("graph.bin", "query_transform.pt")
+            )
+            graph, transform = blobs["graph.bin"], blobs.get("query_transform.pt")
+            config = self._check_meta(meta)
             xbox = None if meta["xbox"] is None else XboxTransform.from_state_dict(meta["xbox"])
             if xbox is not None and xbox.dim != self.dim:
                 raise ValueError(f"the Xbox state has dim {xbox.dim}, the index {self.dim}")
             info = check_graph(graph, self.dim + (xbox is not None))
             index = hnswlib.Index(space="ip", dim=self.dim + (xbox is not None))
-            with scratch_path(path, "graph") as tmp:
-                tmp.write_bytes(graph)
+            with tempfile.TemporaryDirectory() as tmp:  # the file's folder may be read-only
+                copy = os.path.join(tmp, "graph.bin")
+                with open(copy, "wb") as f:
+                    f.write(graph)
                 del graph
                 index.load_index(
-                    str(tmp),
+                    copy,
                     max_elements=max_elements,
                     allow_replace_deleted=config["allow_replace_deleted"],
                 )
@@ -459,13 +456,7 @@ class AmortizedHNSW:
             self._allow_replace_deleted = config["allow_replace_deleted"]
             self.query_transform = model
 
-    def _check_meta(self, meta, path) -> dict:
-        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-            raise ValueError(f"{path} is not an AmortizedHNSW file")
-        if meta.get("version") != _VERSION:
-            raise ValueError(
-                f"AmortizedHNSW format version {meta.get('version')}, this release reads {_VERSION}"
-            )
+    def _check_meta(self, meta: dict) -> dict:
         if meta["dim"] != self.dim:
             raise ValueError(f"an index of dim {meta['dim']}, this one has dim {self.dim}")
         if meta["construction"] not in CONSTRUCTIONS or (

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 import faiss
 import numpy as np
 
-from ._io import atomic_path, key_fingerprint, read_member
+from ._io import atomic_path, key_fingerprint, read_archive
 from ._sync import ReadWriteLock
 from ._validation import as_int64, as_matrix, as_positive_int
 from .exact import topk_rows
@@ -37,7 +36,7 @@ from .xbox import XboxTransform
 
 __all__ = ["AmortizedIVF"]
 
-_FORMAT = "amips_plugins.AmortizedIVF"
+_FORMAT = "amips_plugins.AmortizedIVF"  # read back by _io.read_archive
 _VERSION = 1
 _MEMBERS = ("index.faiss", "query_transform.pt", "router.npz", "router.pt")
 _MIN_QUERIES_PER_THREAD = 16  # below this, starting a thread costs more than it saves
@@ -466,18 +465,8 @@ class AmortizedIVF:
         """Read an index written by :meth:`save`; a foreign, corrupt, inconsistent or newer file:
         ValueError. Sizes are checked before anything is allocated for them."""
         try:
-            limit = os.path.getsize(path)
-            with zipfile.ZipFile(path) as z:
-                meta = json.loads(read_member(z, "meta.json", limit))
-                if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-                    raise ValueError(f"{path} is not an AmortizedIVF file")
-                if meta.get("version") != _VERSION:
-                    raise ValueError(
-                        f"{path} has AmortizedIVF format version {meta.get('version')}, "
-                        f"this release reads {_VERSION}"
-                    )
-                blobs = {n: read_member(z, n, limit) for n in _MEMBERS if n in z.namelist()}
-                index = faiss.deserialize_index(np.frombuffer(blobs["index.faiss"], np.uint8))
+            meta, blobs = read_archive(path, "AmortizedIVF", _VERSION, _MEMBERS)
+            index = faiss.deserialize_index(np.frombuffer(blobs["index.faiss"], np.uint8))
         except (
             OSError,
             zipfile.BadZipFile,
