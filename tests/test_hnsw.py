@@ -359,3 +359,15 @@ def test_search_during_resize_and_add_never_crashes(data):
         t.join()
     assert errors == []
     assert index.get_current_count() == 3000
+
+
+def test_pickle_round_trip_gives_the_same_results(data):
+    import pickle
+
+    keys, queries, _ = data
+    index = build(keys[:500])
+    copy = pickle.loads(pickle.dumps(index))
+    np.testing.assert_array_equal(copy.knn_query(queries, 5)[0], index.knn_query(queries, 5)[0])
+    copy.resize_index(600)
+    copy.add_items(keys[500:510])  # its locks work
+    assert copy.get_current_count() == 510

@@ -416,3 +416,15 @@ def test_searches_beside_add_and_reset_see_whole_states(data):
     for t in threads:
         t.join()
     assert len(bad) > 0 and sum(bad) == 0
+
+
+def test_pickle_round_trip_gives_the_same_results(data):
+    import pickle
+
+    keys, train, test = data
+    index = build(keys)
+    index.fit_router(train)
+    copy = pickle.loads(pickle.dumps(index))
+    np.testing.assert_array_equal(copy.search(test, 4)[1], index.search(test, 4)[1])
+    copy.add(keys[:10])  # its lock works
+    assert copy.ntotal == index.ntotal + 10

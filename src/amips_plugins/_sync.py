@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 
-__all__ = ["ReadWriteLock"]
+__all__ = ["ReadWriteLock", "PicklesWithoutLocks"]
 
 
 class ReadWriteLock:
@@ -49,3 +49,18 @@ class ReadWriteLock:
             with self._cond:
                 self._writing = False
                 self._cond.notify_all()
+
+
+class PicklesWithoutLocks:
+    """Pickling for a class whose instances hold locks: the attributes named in ``_LOCKS`` (name
+    -> factory) are left out of the state and made anew when it is restored."""
+
+    _LOCKS: dict = {}
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in self._LOCKS}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        for name, make in self._LOCKS.items():
+            setattr(self, name, make())

@@ -32,7 +32,7 @@ import numpy as np
 from ._hnsw_file import check_graph
 from ._io import atomic_path, read_archive, scratch_path
 from ._optional import require
-from ._sync import ReadWriteLock
+from ._sync import PicklesWithoutLocks, ReadWriteLock
 from ._validation import as_int64, as_matrix, as_positive_int
 from .exact import rescore, topk_rows
 from .xbox import XboxTransform
@@ -62,7 +62,7 @@ def _hnswlib_errors():
         raise HNSWError(str(e)) from None
 
 
-class AmortizedHNSW:
+class AmortizedHNSW(PicklesWithoutLocks):
     """A drop-in for ``hnswlib.Index(space="ip", dim=dim)``.
 
     Parameters
@@ -84,6 +84,8 @@ class AmortizedHNSW:
     several threads: searches and adds run side by side, ``resize_index``, ``init_index`` and
     ``load_index`` wait for them.
     """
+
+    _LOCKS = {"_add_lock": threading.Lock, "_graph_lock": ReadWriteLock}
 
     def __init__(
         self,

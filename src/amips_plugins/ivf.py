@@ -28,7 +28,7 @@ import faiss
 import numpy as np
 
 from ._io import atomic_path, key_fingerprint, read_archive
-from ._sync import ReadWriteLock
+from ._sync import PicklesWithoutLocks, ReadWriteLock
 from ._validation import as_int64, as_matrix, as_positive_int
 from .exact import topk_rows
 from .routing import MaxAffineRouter
@@ -46,7 +46,7 @@ def _is_torch_model(obj) -> bool:
     return hasattr(obj, "key_multiply_adds") and hasattr(obj, "state_dict")
 
 
-class AmortizedIVF:
+class AmortizedIVF(PicklesWithoutLocks):
     """A drop-in for ``faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)``.
 
     Parameters
@@ -73,6 +73,8 @@ class AmortizedIVF:
     also while another thread adds or resets (a search sees the keys before or after the change,
     never part of it).
     """
+
+    _LOCKS = {"_lock": ReadWriteLock}
 
     def __init__(
         self,
