@@ -51,9 +51,23 @@ void require_pair(const py::array& queries, const py::array& keys) {
                                                    shape_of(keys) + " differ in dimension");
 }
 
+// 0 asks for the default number of threads.
+void require_threads(int num_threads) {
+    require(num_threads >= 0 && num_threads <= kMaxThreads,
+            "num_threads must lie in [0, " + std::to_string(kMaxThreads) + "], got " +
+                std::to_string(num_threads));
+}
+
+// 1 <= k <= available (results are never padded here: the Python layer pads, within a size cap).
+void require_k(std::int64_t k, std::size_t available, const std::string& what) {
+    require(k > 0 && std::uint64_t(k) <= available, "k = " + std::to_string(k) + " must lie in [1, " +
+                                                        std::to_string(available) + "], the " + what);
+}
+
 // Allocates the (nq, k) results and runs topk_dot over keys (checked by the caller), GIL released.
 ScoresIds run_topk(const Array<float>& queries, const KeySet& keys, std::int64_t k, int num_threads) {
-    require(k > 0, "k must be positive, got " + std::to_string(k));
+    require_k(k, keys.size(), "number of keys");
+    require_threads(num_threads);
     const std::size_t nq = queries.shape(0);
     py::array_t<float> scores({nq, std::size_t(k)});
     py::array_t<std::int64_t> ids({nq, std::size_t(k)});
@@ -68,8 +82,6 @@ ScoresIds run_topk(const Array<float>& queries, const KeySet& keys, std::int64_t
 ScoresIds topk_dot_py(const Array<float>& queries, const Array<float>& keys, std::int64_t k,
                       int num_threads) {
     require_pair(queries, keys);
-    require(k <= keys.shape(0), "k = " + std::to_string(k) + " exceeds the " +
-                                    std::to_string(keys.shape(0)) + " keys");
     const KeySet set{nullptr, 0, keys.data(), std::size_t(keys.shape(0)), std::size_t(keys.shape(1))};
     return run_topk(queries, set, k, num_threads);
 }
@@ -80,7 +92,7 @@ std::size_t panel_capacity(const py::array& packed, std::size_t d) {
                 (packed.flags() & py::array::c_style),
             "packed keys must be a contiguous 1-D float32 array, got shape " + shape_of(packed));
     require(d > 0, "the dimension must be positive");
-    return std::size_t(packed.size()) / (kPanel * d) * kPanel;
+    return std::size_t(packed.size()) / d / kPanel * kPanel;  // kPanel * d could overflow
 }
 
 // n keys, counted in whole panels, that a buffer of capacity keys holds (n checked before any
@@ -105,7 +117,6 @@ ScoresIds topk_dot_packed_py(const Array<float>& queries, const py::array& panel
     require_whole_panels(n_packed, panel_capacity(panels, d), "n_packed");
     const KeySet set{static_cast<const float*>(panels.data()), std::size_t(n_packed), tail.data(),
                      std::size_t(tail.shape(0)), d};
-    require(set.size() > 0, "the key set is empty");
     return run_topk(queries, set, k, num_threads);
 }
 
@@ -132,6 +143,7 @@ py::array_t<float> unpack_keys_py(const py::array& panels, std::int64_t n, std::
 ScoresIds segment_max_dot_py(const Array<float>& queries, const Array<float>& keys,
                              const ExactArray<std::int64_t>& offsets, int num_threads) {
     require_pair(queries, keys);
+    require_threads(num_threads);
     const std::int64_t n = keys.shape(0);
     require(offsets.ndim() == 1 && offsets.shape(0) >= 2,
             "offsets must be 1-D with at least 2 entries, got shape " + shape_of(offsets));
@@ -155,6 +167,7 @@ ScoresIds segment_max_dot_py(const Array<float>& queries, const Array<float>& ke
 py::array_t<float> rescore_py(const Array<float>& queries, const Array<float>& keys,
                               const ExactArray<std::int64_t>& candidate_ids, int num_threads) {
     require_pair(queries, keys);
+    require_threads(num_threads);
     require_matrix(candidate_ids, "candidate_ids");
     require(candidate_ids.shape(0) == queries.shape(0),
             "candidate_ids " + shape_of(candidate_ids) + " must have one row per query " +
@@ -176,8 +189,9 @@ py::array_t<float> rescore_py(const Array<float>& queries, const Array<float>& k
 
 ScoresIds topk_rows_py(const Array<float>& scores, std::int64_t k, int num_threads) {
     require_matrix(scores, "scores");
-    require(k > 0, "k must be positive, got " + std::to_string(k));
+    require_threads(num_threads);
     const std::size_t n = scores.shape(0), C = scores.shape(1);
+    require_k(k, C, "number of columns");
     py::array_t<float> top_scores({n, std::size_t(k)});
     py::array_t<std::int64_t> top_ids({n, std::size_t(k)});
     {
@@ -226,6 +240,7 @@ PYBIND11_MODULE(_core, m) {
           "Instruction set in use: the best supported, capped by AMIPS_SIMD.");
     m.def("detected_simd_level", [] { return isa_name(detected_isa()); },
           "Best instruction set the CPU and OS support, ignoring AMIPS_SIMD.");
+    m.attr("max_threads") = kMaxThreads;
     m.def("default_num_threads", &default_threads,
           "Threads a call uses when it names none: AMIPS_NUM_THREADS, else OMP_NUM_THREADS, else "
           "the CPUs this process may run on.");

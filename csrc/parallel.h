@@ -15,6 +15,9 @@
 
 namespace amips {
 
+// The most threads one call may ask for.
+constexpr int kMaxThreads = 1 << 16;
+
 // Threads a call uses when it names none: AMIPS_NUM_THREADS, else OMP_NUM_THREADS (its first
 // entry), else the CPUs this process may run on (its affinity mask, which container limits and
 // taskset narrow). Read on every call.

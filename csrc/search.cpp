@@ -142,35 +142,32 @@ void topk_dot(const float* queries, std::size_t nq, const KeySet& keys, std::siz
     std::size_t ranges = nq < std::size_t(threads) * qc ? std::size_t(threads) : 1;
     ranges = std::max<std::size_t>(1, std::min(ranges, panels));
     const std::size_t chunks = (nq + qc - 1) / qc;
-    const std::size_t kk = std::min(k, n);  // heap size; the rest of each row is padding
-
-    std::vector<Hit> heaps(ranges * nq * kk, kNoHit);
+    std::vector<Hit> heaps(ranges * nq * k, kNoHit);
     parallel_for(chunks * ranges, threads, [&](std::size_t task) {
         const std::size_t r = task % ranges, chunk = task / ranges;
         const std::size_t q0 = chunk * qc, q1 = std::min(nq, q0 + qc);
-        Hit* range_heaps = heaps.data() + r * nq * kk;
+        Hit* range_heaps = heaps.data() + r * nq * k;
         scan(kern, queries, q0, q1, keys, panels * r / ranges, panels * (r + 1) / ranges,
              [&](std::size_t qt, std::size_t nt, std::size_t first, std::size_t count, const float* s,
                  std::size_t ld) {
                  for (std::size_t i = 0; i < nt; ++i) {
-                     offer(range_heaps + (qt + i) * kk, kk, s + i * ld, count, std::int64_t(first));
+                     offer(range_heaps + (qt + i) * k, k, s + i * ld, count, std::int64_t(first));
                  }
              });
     });
 
-    // Merge the ranges' heaps of each query and write them best first, padded to k.
+    // Merge the ranges' heaps of each query and write them best first.
     const std::size_t merge_chunk = 256;
     parallel_for((nq + merge_chunk - 1) / merge_chunk, threads, [&](std::size_t chunk) {
-        std::vector<Hit> all(ranges * kk);
+        std::vector<Hit> all(ranges * k);
         for (std::size_t q = chunk * merge_chunk; q < std::min(nq, (chunk + 1) * merge_chunk); ++q) {
             for (std::size_t r = 0; r < ranges; ++r) {
-                std::copy_n(heaps.data() + (r * nq + q) * kk, kk, all.data() + r * kk);
+                std::copy_n(heaps.data() + (r * nq + q) * k, k, all.data() + r * k);
             }
-            std::partial_sort(all.begin(), all.begin() + kk, all.end(), better);
+            std::partial_sort(all.begin(), all.begin() + k, all.end(), better);
             for (std::size_t j = 0; j < k; ++j) {
-                const bool real = j < kk && all[j].id != kNoHit.id;
-                scores[q * k + j] = real ? all[j].score : kNegInf;
-                ids[q * k + j] = real ? all[j].id : -1;
+                scores[q * k + j] = all[j].score;
+                ids[q * k + j] = all[j].id;
             }
         }
     });
@@ -270,22 +267,22 @@ void unpack_keys(const float* packed, std::size_t n, std::size_t d, float* x) {
 
 void topk_rows(const float* scores, std::size_t n, std::size_t C, std::size_t k, int num_threads,
                float* top_scores, std::int64_t* top_ids) {
-    const std::size_t kk = std::min(k, C), rows_per_task = 256;
+    const std::size_t rows_per_task = 256;
     // A comparison costs about as much as a multiply-add; a partial sort makes ~C log k of them.
-    const int threads = threads_for(num_threads, double(n) * double(C) * std::log2(double(kk) + 1));
+    const int threads = threads_for(num_threads, double(n) * double(C) * std::log2(double(k) + 1));
     parallel_for((n + rows_per_task - 1) / rows_per_task, threads, [&](std::size_t task) {
         using Entry = std::pair<float, std::int64_t>;
         const auto better = [](const Entry& a, const Entry& b) {
             return a.first > b.first || (a.first == b.first && a.second < b.second);
         };
         std::vector<Entry> entries;  // a heap with the worst kept entry in front
-        entries.reserve(kk);
+        entries.reserve(k);
         for (std::size_t r = task * rows_per_task; r < std::min(n, (task + 1) * rows_per_task); ++r) {
             entries.clear();
             for (std::size_t c = 0; c < C; ++c) {
                 const float v = scores[r * C + c];
                 const Entry e{std::isnan(v) ? kNegInf : v, std::int64_t(c)};
-                if (entries.size() < kk) {
+                if (entries.size() < k) {
                     entries.push_back(e);
                     std::push_heap(entries.begin(), entries.end(), better);
                 } else if (better(e, entries.front())) {
@@ -296,8 +293,8 @@ void topk_rows(const float* scores, std::size_t n, std::size_t C, std::size_t k,
             }
             std::sort_heap(entries.begin(), entries.end(), better);
             for (std::size_t j = 0; j < k; ++j) {
-                top_scores[r * k + j] = j < kk ? entries[j].first : kNegInf;
-                top_ids[r * k + j] = j < kk ? entries[j].second : -1;
+                top_scores[r * k + j] = entries[j].first;
+                top_ids[r * k + j] = entries[j].second;
             }
         }
     });

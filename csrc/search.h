@@ -20,8 +20,8 @@ struct KeySet {
     std::size_t size() const { return n_packed + n_rows; }
 };
 
-// Top-k keys by inner product for each query: scores (nq, k) best first, ties by lower id;
-// positions beyond the number of keys hold score -inf and id -1.
+// Top-k keys by inner product for each query, k <= keys.size(): scores (nq, k) best first, ties
+// by lower id.
 void topk_dot(const float* queries, std::size_t nq, const KeySet& keys, std::size_t k,
               int num_threads, float* scores, std::int64_t* ids);
 
@@ -40,8 +40,8 @@ void pack_keys(const float* x, std::size_t n, std::size_t d, float* packed);
 // Inverse of pack_keys: the first n keys of whole panels as rows x (n, d).
 void unpack_keys(const float* packed, std::size_t n, std::size_t d, float* x);
 
-// The k largest entries of every row of scores (n, C), best first, ties by lower column; NaN
-// counts as -inf; positions beyond C hold -inf and -1.
+// The k <= C largest entries of every row of scores (n, C), best first, ties by lower column; NaN
+// counts as -inf.
 void topk_rows(const float* scores, std::size_t n, std::size_t C, std::size_t k, int num_threads,
                float* top_scores, std::int64_t* top_ids);
 

@@ -65,6 +65,34 @@ def call_from_threads(fn, num_threads: int) -> list:
     return results
 
 
+def beside_writer(readers, writer) -> list[int]:
+    """Each of ``readers`` called in a loop on its own thread while ``writer()`` runs on this one;
+    how many calls each reader made (the first error of any thread is raised)."""
+    done, errors = threading.Event(), []
+    calls = [0] * len(readers)
+
+    def loop(i):
+        try:
+            while not done.is_set():
+                readers[i]()
+                calls[i] += 1
+        except Exception as e:  # re-raised below, on the test's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(len(readers))]
+    for t in threads:
+        t.start()
+    try:
+        writer()
+    finally:
+        done.set()
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+    return calls
+
+
 def rewrite_member(path, name, transform):
     """Rewrite member ``name`` of a saved archive through ``transform(bytes) -> bytes``."""
     with zipfile.ZipFile(path) as z:

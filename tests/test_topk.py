@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 import threading
@@ -259,6 +260,10 @@ def _run(code: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.skipif(
+    "libasan" in os.environ.get("LD_PRELOAD", ""),
+    reason="AddressSanitizer's shadow memory does not fit an address-space limit",
+)
 def test_threads_that_cannot_start_do_not_abort_the_process():
     result = _run(
         "resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))\n"

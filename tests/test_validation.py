@@ -84,7 +84,7 @@ def test_core_checks_its_own_arguments():
         _core.topk_dot(QUERIES[0], KEYS, 3)
     with pytest.raises(ValueError, match="differ in dimension"):
         _core.topk_dot(QUERIES[:, :4], KEYS, 3)
-    with pytest.raises(ValueError, match="k must be positive"):
+    with pytest.raises(ValueError, match=r"k = 0 must lie in \[1, 50\]"):
         _core.topk_dot(QUERIES, KEYS, 0)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['XboxTransform', 'all_finite', 'default_num_threads', 'detected_simd_level', 'pack_keys', 'rescore', 'segment_max_dot', 'simd_level', 'topk_dot', 'topk_dot_packed', 'topk_rows', 'unpack_keys']
+__all__: list[str] = ['XboxTransform', 'all_finite', 'default_num_threads', 'detected_simd_level', 'max_threads', 'pack_keys', 'rescore', 'segment_max_dot', 'simd_level', 'topk_dot', 'topk_dot_packed', 'topk_rows', 'unpack_keys']
 class XboxTransform:
     def __init__(self, dim: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
@@ -62,3 +62,4 @@ def unpack_keys(panels: numpy.ndarray, n: typing.SupportsInt | typing.SupportsIn
     """
     The first n keys (a multiple of 64) of a panel buffer as rows (n, d).
     """
+max_threads: int = 65536

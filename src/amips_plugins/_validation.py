@@ -61,7 +61,7 @@ def as_positive_int(value, name: str) -> int:
 
 
 _INT64_MAX = np.iinfo(np.int64).max
-MAX_THREADS = 1 << 16
+MAX_THREADS = _core.max_threads
 # A result padded beyond the keys (faiss's convention for k > ntotal) may take at most this much.
 MAX_PADDED_BYTES = 1 << 30
 

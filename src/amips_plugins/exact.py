@@ -119,8 +119,7 @@ def topk_rows(
     """The k largest entries of every row of ``scores`` (n, C), e.g. the lists a router ranks first.
 
     Returns ``(top_scores, columns)``: float32 and int64 (n, k), best first, ties by the lower
-    column; -inf entries (empty lists) are allowed and NaN ranks as -inf; columns beyond C are
-    padded with -inf / -1.
+    column; -inf entries (empty lists) are allowed and NaN ranks as -inf. k must not exceed C.
     """
     arr = np.asarray(scores)
     if arr.ndim != 2:
@@ -218,9 +217,12 @@ class ExactIndex:
         panels, n_packed, tail = self._snapshot()
         n = n_packed + len(tail)
         k = as_k(k, n, len(q), pad=True)
-        if n == 0:
-            return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
-        return _core.topk_dot_packed(q, panels, n_packed, tail, k, threads)
+        D = np.full((len(q), k), -np.inf, np.float32)
+        I = np.full((len(q), k), -1, np.int64)
+        if n:  # k beyond the keys: faiss's padding
+            m = min(k, n)
+            D[:, :m], I[:, :m] = _core.topk_dot_packed(q, panels, n_packed, tail, m, threads)
+        return D, I
 
     def reset(self) -> None:
         """Remove every key."""

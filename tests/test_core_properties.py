@@ -1,0 +1,252 @@
+"""Property tests of the C++ boundary against a numpy reference.
+
+Keys and queries hold small integers, so every inner product is exact in float32 whatever order
+the kernels sum in: scores, ids and the tie rule (lower id first) are compared exactly. Arguments
+outside the contract (sizes near overflow, wrong shapes or dtypes, out-of-range ids) must raise a
+Python exception; a crash would end the test run.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import amips_plugins as ap
+from amips_plugins import _core
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+REFUSED = (ValueError, TypeError, OverflowError)
+THREADS = st.integers(1, 3)
+
+
+@st.composite
+def queries_and_keys(draw, max_n=300, max_d=160, min_nq=0):
+    """Shapes drawn by hypothesis, values (integers in [-3, 3], so that every dot product is exact
+    in float32) by numpy from a drawn seed: large arrays stay cheap to generate."""
+    d = draw(st.integers(1, max_d))
+    n = draw(st.integers(1, max_n))
+    nq = draw(st.integers(min_nq, 5))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    return (
+        rng.integers(-3, 4, size=(nq, d)).astype(np.float32),
+        rng.integers(-3, 4, size=(n, d)).astype(np.float32),
+    )
+
+
+def reference_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best first, ties to the lower column, NaN as -inf; padded with -inf / -1 beyond the columns
+    (faiss's convention, which ExactIndex follows)."""
+    s = np.where(np.isnan(scores), -np.inf, scores).astype(np.float64)
+    cols = np.arange(s.shape[1])
+    order = np.array([np.lexsort((cols, -row)) for row in s], dtype=np.int64).reshape(s.shape)
+    top = order[:, :k]
+    vals = np.take_along_axis(s, top, axis=1)
+    pad = k - top.shape[1]
+    if pad > 0:
+        top = np.pad(top, ((0, 0), (0, pad)), constant_values=-1)
+        vals = np.pad(vals, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return vals.astype(np.float32), top
+
+
+@PROPERTY
+@given(data=queries_and_keys(), k_fraction=st.floats(0, 1), threads=THREADS)
+def test_topk_dot_is_numpys_stable_top_k(data, k_fraction, threads):
+    q, x = data
+    k = 1 + int(k_fraction * (len(x) - 1))
+    D, I = _core.topk_dot(q, x, k, threads)
+    want_D, want_I = reference_topk(q.astype(np.float64) @ x.T.astype(np.float64), k)
+    np.testing.assert_array_equal(D, want_D)
+    np.testing.assert_array_equal(I, want_I)
+
+
+@PROPERTY
+@given(data=queries_and_keys(), split=st.floats(0, 1), k_fraction=st.floats(0, 1))
+def test_packed_keys_and_tail_search_as_one_matrix(data, split, k_fraction):
+    q, x = data
+    n_packed = int(split * len(x)) // 64 * 64
+    panels = np.empty(n_packed * x.shape[1], np.float32)
+    _core.pack_keys(panels, 0, x[:n_packed])
+    np.testing.assert_array_equal(_core.unpack_keys(panels, n_packed, x.shape[1]), x[:n_packed])
+    k = 1 + int(k_fraction * (len(x) - 1))
+    D, I = _core.topk_dot_packed(q, panels, n_packed, x[n_packed:], k, 2)
+    want_D, want_I = reference_topk(q.astype(np.float64) @ x.T.astype(np.float64), k)
+    np.testing.assert_array_equal(D, want_D)
+    np.testing.assert_array_equal(I, want_I)
+
+
+@st.composite
+def segmented(draw):
+    q, x = draw(queries_and_keys(max_n=150, max_d=80))
+    cuts = draw(st.lists(st.integers(0, len(x)), min_size=0, max_size=8))
+    offsets = np.array([0, *sorted(cuts), len(x)], dtype=np.int64)
+    return q, x, offsets
+
+
+@PROPERTY
+@given(data=segmented(), threads=THREADS)
+def test_segment_max_dot_is_numpys_per_segment_argmax(data, threads):
+    q, x, offsets = data
+    D, I = _core.segment_max_dot(q, x, offsets, threads)
+    scores = q.astype(np.float64) @ x.T.astype(np.float64)
+    for c, (lo, hi) in enumerate(zip(offsets[:-1], offsets[1:])):
+        if lo == hi:
+            assert np.all(D[:, c] == -np.inf) and np.all(I[:, c] == -1)
+            continue
+        best = lo + np.argmax(scores[:, lo:hi], axis=1)  # argmax: the first of equal maxima
+        np.testing.assert_array_equal(I[:, c], best)
+        np.testing.assert_array_equal(D[:, c], scores[np.arange(len(q)), best].astype(np.float32))
+
+
+@PROPERTY
+@given(data=segmented(), bad=st.sampled_from(["decreasing", "short", "past_end", "negative"]))
+def test_segment_max_dot_refuses_offsets_outside_the_keys(data, bad):
+    q, x, offsets = data
+    offsets = offsets.copy()
+    if bad == "decreasing":
+        offsets = np.array([0, len(x), 0, len(x)], dtype=np.int64) if len(x) else offsets[:0]
+    elif bad == "short":
+        offsets = offsets[:1]
+    elif bad == "past_end":
+        offsets[-1] = len(x) + 1
+    else:
+        offsets[0] = -1
+    with pytest.raises(REFUSED):
+        _core.segment_max_dot(q, x, offsets, 1)
+
+
+@PROPERTY
+@given(
+    data=queries_and_keys(max_n=100, max_d=64, min_nq=1),
+    m=st.integers(0, 12),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_rescore_is_numpys_gather(data, m, seed):
+    q, x = data
+    ids = np.random.default_rng(seed).integers(-1, len(x), size=(len(q), m))
+    got = _core.rescore(q, x, ids, 2)
+    full = (q.astype(np.float64) @ x.T.astype(np.float64)).astype(np.float32)
+    want = np.where(ids >= 0, np.take_along_axis(full, np.maximum(ids, 0), axis=1), -np.inf)
+    np.testing.assert_array_equal(got, want)
+
+
+@PROPERTY
+@given(
+    data=queries_and_keys(max_n=50, max_d=16, min_nq=1),
+    bad_id=st.one_of(st.integers(-(2**63), -2), st.integers(50, 2**63 - 1)),
+)
+def test_rescore_refuses_ids_outside_the_keys(data, bad_id):
+    q, x = data
+    if 0 <= bad_id < len(x):
+        bad_id = len(x)
+    ids = np.zeros((len(q), 2), np.int64)
+    ids[-1, -1] = bad_id
+    with pytest.raises(REFUSED):
+        _core.rescore(q, x, ids, 1)
+
+
+@PROPERTY
+@given(
+    scores=hnp.arrays(
+        np.float32,
+        st.tuples(st.integers(0, 6), st.integers(1, 40)),
+        elements=st.sampled_from([-np.inf, np.nan, -2.0, -1.0, 0.0, 1.0, 2.0, 7.5]),
+    ),
+    extra=st.integers(-40, 4),
+    threads=THREADS,
+)
+def test_topk_rows_is_numpys_stable_top_k(scores, extra, threads):
+    k = max(1, scores.shape[1] + extra)
+    if k > scores.shape[1]:
+        with pytest.raises(ValueError, match="must lie in"):
+            _core.topk_rows(scores, k, threads)
+        return
+    D, I = _core.topk_rows(scores, k, threads)
+    want_D, want_I = reference_topk(scores, k)
+    np.testing.assert_array_equal(D, want_D)
+    np.testing.assert_array_equal(I, want_I)
+
+
+NEAR_OVERFLOW = st.one_of(
+    st.integers(-(2**63), -1),
+    st.sampled_from([2**31 - 1, 2**31, 2**32, 2**40, 2**60, 2**62 - 1, 2**63 - 1]),
+    st.integers(2**40, 2**63 - 1),
+)
+
+
+@PROPERTY
+@given(size=NEAR_OVERFLOW)
+def test_sizes_near_overflow_are_refused_not_followed(size):
+    q = np.ones((1, 16), np.float32)
+    keys = np.ones((64, 16), np.float32)
+    panels = np.zeros(1024, np.float32)
+    calls = [
+        lambda: _core.topk_dot(q, keys, size, 1),
+        lambda: _core.topk_dot(q, keys, 1, size),
+        lambda: _core.topk_dot_packed(q, panels, size, keys[:0], 1, 1),
+        lambda: _core.topk_dot_packed(q, panels, 64, keys[:1], size, 1),
+        lambda: _core.segment_max_dot(q, keys, np.array([0, 64]), size),
+        lambda: _core.rescore(q, keys, np.zeros((1, 1), np.int64), size),
+        lambda: _core.pack_keys(panels, size, keys),
+        lambda: _core.unpack_keys(panels, size, 16),
+        lambda: _core.unpack_keys(panels, 64, size),
+        lambda: _core.topk_rows(np.ones((2, 3), np.float32), size, 1),
+    ]
+    for call in calls:
+        with pytest.raises(REFUSED):
+            call()
+
+
+@PROPERTY
+@given(
+    array=hnp.arrays(
+        st.sampled_from([np.float32, np.float64, np.int32, np.int64, np.uint8, np.float16]),
+        hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5),
+        elements=st.integers(0, 3),
+    ),
+    k=st.integers(-2, 8),
+)
+def test_exact_index_answers_or_refuses_any_array(array, k):
+    """Any shape and real dtype as keys and queries: numpy's answer (padded beyond the keys) or a
+    one-line refusal."""
+    try:
+        index = ap.ExactIndex(array.shape[-1] if array.ndim else 1)
+        index.add(array)
+        D, I = index.search(array, k)
+    except REFUSED as e:
+        assert "\n" not in str(e)
+        return
+    x = array.astype(np.float64)
+    want_D, want_I = reference_topk(x @ x.T, k)
+    np.testing.assert_array_equal(D, want_D)
+    np.testing.assert_array_equal(I, want_I)
+
+
+@PROPERTY
+@given(
+    batches=st.lists(
+        hnp.arrays(
+            np.float32,
+            st.tuples(st.integers(0, 4), st.just(6)),
+            elements=st.floats(-(2.0**60), 2.0**60, width=32),
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_xbox_max_norm_is_the_running_maximum(batches):
+    xbox = ap.XboxTransform(6)
+    running = 0.0
+    for keys in batches:
+        out = xbox.add_keys(keys)
+        norms = np.linalg.norm(keys.astype(np.float64), axis=1)
+        running = max([running, *norms])
+        assert xbox.max_norm == pytest.approx(running, rel=1e-6)
+        assert out.shape == (len(keys), 7) and np.all(np.isfinite(out))
+        np.testing.assert_array_equal(out[:, :6], keys)
+        np.testing.assert_allclose(
+            np.linalg.norm(out.astype(np.float64), axis=1), xbox.max_norm, rtol=1e-5
+        )
+    assert xbox.count == sum(len(b) for b in batches)
