@@ -2,6 +2,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from amips_plugins._io import atomic_path
 
 
@@ -40,3 +42,12 @@ def test_a_running_save_beside_is_left_alone(tmp_path):
             second.write_bytes(b"two")
         assert first.exists()
     assert target.read_bytes() == b"one"
+
+
+def test_a_directory_is_not_overwritten(tmp_path):
+    (tmp_path / "kept").write_bytes(b"x")
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        with atomic_path(tmp_path) as tmp:
+            tmp.write_bytes(b"y")
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"]
+    assert not list(tmp_path.parent.glob(f".{tmp_path.name}.*"))

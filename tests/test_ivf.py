@@ -300,6 +300,8 @@ def test_bad_input(data):
     index.nprobe = 3
     _, ids = index.search(test[:2], 50_000)  # k beyond ntotal: padded as faiss pads
     assert (ids[:, index.ntotal :] == -1).all()
+    with pytest.raises(ValueError, match="padding 2 rows to k would take"):
+        index.search(test[:2], 10**12)
 
 
 def test_from_faiss_wraps_an_existing_index(data):

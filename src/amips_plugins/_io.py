@@ -75,6 +75,8 @@ def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; renamed to ``path`` on success (with the mode the
     umask gives a new file), else removed."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory: give the path of a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(path)
     with scratch_path(path, "save") as tmp:

@@ -29,7 +29,7 @@ import numpy as np
 
 from ._io import atomic_path, key_fingerprint, read_archive
 from ._sync import PicklesWithoutLocks, ReadWriteLock
-from ._validation import as_int64, as_matrix, as_positive_int
+from ._validation import as_int64, as_k, as_matrix, as_positive_int
 from .exact import topk_rows
 from .routing import MaxAffineRouter
 from .xbox import XboxTransform
@@ -343,9 +343,8 @@ class AmortizedIVF(PicklesWithoutLocks):
         with -inf / -1 (faiss's convention) where the lists hold fewer than k keys.
         """
         q = as_matrix(x, "x", dim=self._d)
-        k = as_positive_int(k, "k")
         with self._lock.reading():
-            return self._search(q, k)
+            return self._search(q, as_k(k, self.ntotal, len(q), pad=True))
 
     def _search(self, q: np.ndarray, k: int):
         if not self.is_trained:
