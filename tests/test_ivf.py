@@ -75,11 +75,14 @@ def test_stats_count_the_lists_and_distances(data):
     index = build(keys)
     index.nprobe = 4
     faiss.cvar.indexIVF_stats.reset()
-    index.index.search(test, 3)
+    faiss.downcast_index(index).search(test, 3)  # faiss's own search of the same lists
+    plain = faiss.cvar.indexIVF_stats.ndis, faiss.cvar.indexIVF_stats.nq
+    faiss.cvar.indexIVF_stats.reset()
     index.search(test, 3)
+    assert (faiss.cvar.indexIVF_stats.ndis, faiss.cvar.indexIVF_stats.nq) == plain
     stats = index.last_search_stats
     assert stats["lists_probed"] == 4 and stats["queries"] == len(test)
-    assert stats["distances"] == pytest.approx(faiss.cvar.indexIVF_stats.ndis / len(test) + NLIST)
+    assert stats["distances"] == pytest.approx(plain[0] / len(test) + NLIST)
     assert stats["network_flops"] == 0 and stats["flops"] == pytest.approx(
         2 * D * stats["distances"]
     )
@@ -149,7 +152,7 @@ def test_probe_union_by_default_only_with_the_max_affine_router(data):
 def test_xbox_lists_keep_exact_inner_products(data):
     keys, train, test = data
     index = build(keys, xbox=True)
-    assert index.index.d == D + 1 and index.xbox.count == len(keys)
+    assert index.d == D + 1 and index.xbox.count == len(keys)  # faiss's d: augmented keys
     assert_true_inner_products(index, keys, test)
     index.fit_router(train)
     assert_true_inner_products(index, keys, test)
@@ -242,7 +245,7 @@ def test_save_and_load_a_query_transform(data, tmp_path):
 def test_loading_a_foreign_or_corrupt_file_fails_clearly(data, tmp_path):
     keys, _, _ = data
     index = build(keys)
-    faiss.write_index(index.index, str(tmp_path / "plain.faiss"))
+    faiss.write_index(index, str(tmp_path / "plain.faiss"))
     with pytest.raises(ValueError, match="not a readable AmortizedIVF"):
         AmortizedIVF.load(tmp_path / "plain.faiss")
     index.save(tmp_path / "good")
@@ -310,7 +313,9 @@ def test_from_faiss_wraps_an_existing_index(data):
     ivf.train(keys)
     ivf.add(keys)
     wrapped = AmortizedIVF.from_faiss(ivf)
-    assert wrapped.index is ivf and wrapped.ntotal == len(keys)
+    assert wrapped.ntotal == len(keys)
+    wrapped.add(keys[:1])
+    assert ivf.ntotal == len(keys) + 1  # shared, not copied
     wrapped.fit_router(train)
     assert match(wrapped, keys, test) > 0.5
 
@@ -439,3 +444,138 @@ def test_pickle_round_trip_gives_the_same_results(data):
     np.testing.assert_array_equal(copy.search(test, 4)[1], index.search(test, 4)[1])
     copy.add(keys[:10])  # its lock works
     assert copy.ntotal == index.ntotal + 10
+
+
+# --- drop-in for faiss.IndexIVFFlat -------------------------------------------------------------
+
+
+def test_faiss_functions_take_it_as_the_index_ivf_flat_it_is(data, tmp_path):
+    keys, _, test = data
+    index = build(keys)
+    index.nprobe = 3
+    want = index.search(test, 4)  # no learned part: faiss's own results
+    assert isinstance(index, faiss.IndexIVFFlat)
+    faiss.write_index(index, str(tmp_path / "plain.faiss"))
+    for other in (
+        faiss.read_index(str(tmp_path / "plain.faiss")),
+        faiss.deserialize_index(faiss.serialize_index(index)),
+        faiss.clone_index(index),
+    ):
+        assert type(other) is faiss.IndexIVFFlat and other.ntotal == index.ntotal
+        other.nprobe = 3
+        np.testing.assert_array_equal(other.search(test, 4)[1], want[1])
+    shards = faiss.IndexShards(D)
+    shards.add_shard(index)
+    np.testing.assert_array_equal(shards.search(test, 4)[1], want[1])
+    faiss.ParameterSpace().set_index_parameter(index, "nprobe", 5)
+    assert index.nprobe == 5
+    assert faiss.extract_index_ivf(index).nlist == NLIST
+    assert index.metric_type == faiss.METRIC_INNER_PRODUCT and index.code_size == 4 * D
+    index.make_direct_map()
+    np.testing.assert_array_equal(index.reconstruct(17), keys[17])
+
+
+def test_containers_see_the_plain_index_and_pickle_keeps_the_learned_part(data):
+    import copy
+    import pickle
+
+    keys, train, test = data
+    index = build(keys)
+    index.fit_router(train)
+    index.nprobe = 2
+    learned = index.search(test, 4)[1]
+    shards = faiss.IndexShards(D)
+    shards.add_shard(index)  # C++ calls IndexIVFFlat::search: faiss's quantizer, not the router
+    np.testing.assert_array_equal(
+        shards.search(test, 4)[1], faiss.downcast_index(index).search(test, 4)[1]
+    )
+    assert (shards.search(test, 4)[1] != learned).any()
+    for copied in (pickle.loads(pickle.dumps(index)), copy.deepcopy(index)):
+        assert type(copied) is AmortizedIVF and copied.router is not None
+        np.testing.assert_array_equal(copied.search(test, 4)[1], learned)
+    again = AmortizedIVF.deserialize(index.serialize())
+    np.testing.assert_array_equal(again.search(test, 4)[1], learned)
+
+
+def test_search_params_apply_to_one_call_and_threads_do_not_share_them(data):
+    keys, train, test = data
+    index = build(keys)
+    index.fit_router(train)
+    index.nprobe = 1
+    want = {}
+    for nprobe in (1, 6):
+        index.nprobe = nprobe
+        want[nprobe] = index.search(test, 5)
+    index.nprobe = 1
+    for nprobe in (1, 6):
+        got = index.search(test, 5, params=faiss.SearchParametersIVF(nprobe=nprobe))
+        np.testing.assert_array_equal(got[1], want[nprobe][1])
+    assert index.nprobe == 1
+
+    def both():
+        wide = index.search(test, 5, params=faiss.SearchParametersIVF(nprobe=6))
+        narrow = index.search(test, 5, params=faiss.SearchParametersIVF(nprobe=1))
+        return np.array_equal(wide[1], want[6][1]) and np.array_equal(narrow[1], want[1][1])
+
+    assert all(call_from_threads(lambda: all(both() for _ in range(20)), 4))
+
+
+def test_search_params_select_ids_and_cap_codes(data):
+    keys, _, test = data
+    index = build(keys)
+    index.nprobe = NLIST
+    keep = np.arange(0, len(keys), 7)
+    _, ids = index.search(
+        test, 5, params=faiss.SearchParametersIVF(nprobe=NLIST, sel=faiss.IDSelectorBatch(keep))
+    )
+    _, best = ap.topk_dot(test, keys[keep], 5)
+    np.testing.assert_array_equal(ids, keep[best])
+    index.max_codes = 50  # faiss's own attribute, honoured
+    index.search(test, 5)
+    assert index.last_search_stats["distances"] <= 50 + NLIST + keys.shape[0] / NLIST
+    with pytest.raises(AttributeError):
+        index.max_code = 50  # a misspelt attribute is refused, as faiss refuses it
+    with pytest.raises(TypeError, match="SearchParametersIVF"):
+        index.search(test, 5, params={"nprobe": 2})
+
+
+def test_results_go_into_given_arrays(data):
+    keys, _, test = data
+    index = build(keys)
+    D_, I = np.empty((len(test), 3), np.float32), np.empty((len(test), 3), np.int64)
+    out = index.search(test, 3, D=D_, I=I)
+    assert out[0] is D_ and out[1] is I
+    np.testing.assert_array_equal(I, index.search(test, 3)[1])
+    with pytest.raises(ValueError, match="I must be a int64 array of shape"):
+        index.search(test, 3, I=np.empty((len(test), 2), np.int64))
+
+
+def test_errors_are_also_the_exceptions_faiss_raises(data):
+    keys, _, test = data
+    fresh = AmortizedIVF(faiss.IndexFlatIP(D), D, NLIST)
+    with pytest.raises(RuntimeError, match="train the index first"):
+        fresh.add(keys)
+    with pytest.raises(ValueError, match="train the index first"):
+        fresh.search(test, 1)
+    index = build(keys)
+    with pytest.raises(AssertionError, match="dimension 12"):
+        index.search(test[:, :5], 1)
+    with pytest.raises(ValueError, match="dimension 12"):
+        index.add(keys[:, :5])
+
+
+def test_remove_ids_and_merge_from_keep_the_index_consistent(data):
+    keys, _, test = data
+    index = build(keys[:3000])
+    index.nprobe = NLIST
+    assert index.remove_ids(np.arange(0, 3000, 2)) == 1500
+    _, ids = index.search(test, 3)
+    assert (ids % 2 == 1).all()
+    other = AmortizedIVF.deserialize(index.serialize())  # the same centroids
+    other.reset()
+    other.add_with_ids(keys[3000:], np.arange(3000, len(keys)))
+    index.merge_from(other)
+    assert index.ntotal == 1500 + len(keys) - 3000 and other.ntotal == 0
+    _, ids = index.search(test, 1)
+    _, best = ap.topk_dot(test, keys, 1)
+    assert (ids[best % 2 == 1] == best[best % 2 == 1]).all()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import io
 import json
 import logging
 import os
@@ -94,19 +95,21 @@ def read_member(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
     return archive.read(name)
 
 
-def read_archive(path, name: str, version: int, members: tuple[str, ...]):
-    """``(meta, blobs)`` of an archive written by ``name``'s save: its ``meta.json`` (format
-    ``amips_plugins.<name>`` and ``version`` checked, ValueError otherwise) and those of
-    ``members`` it holds, each bounded by the archive's size. A damaged archive raises what
-    zipfile / json raise."""
-    limit = os.path.getsize(path)
-    with zipfile.ZipFile(path) as z:
+def read_archive(source, name: str, version: int, members: tuple[str, ...]):
+    """``(meta, blobs)`` of an archive written by ``name``'s save (a path, or its bytes): its
+    ``meta.json`` (format ``amips_plugins.<name>`` and ``version`` checked, ValueError otherwise)
+    and those of ``members`` it holds, each bounded by the archive's size. A damaged archive
+    raises what zipfile / json raise."""
+    in_memory = isinstance(source, (bytes, bytearray, memoryview))
+    limit = len(source) if in_memory else os.path.getsize(source)
+    what = "the archive" if in_memory else source
+    with zipfile.ZipFile(io.BytesIO(source) if in_memory else source) as z:
         meta = json.loads(read_member(z, "meta.json", limit))
         if not isinstance(meta, dict) or meta.get("format") != f"amips_plugins.{name}":
-            raise ValueError(f"{path} is not an {name} file")
+            raise ValueError(f"{what} is not an {name} file")
         if meta.get("version") != version:
             raise ValueError(
-                f"{path} has {name} format version {meta.get('version')}, "
+                f"{what} has {name} format version {meta.get('version')}, "
                 f"this release reads {version}"
             )
         names = set(z.namelist())

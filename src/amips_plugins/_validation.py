@@ -12,7 +12,20 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["as_matrix", "as_positive_int", "as_num_threads", "as_k", "as_int64", "as_offsets"]
+__all__ = [
+    "DimensionError",
+    "as_matrix",
+    "as_positive_int",
+    "as_num_threads",
+    "as_k",
+    "as_int64",
+    "as_offsets",
+]
+
+
+class DimensionError(ValueError, AssertionError):
+    """An array of the wrong dimension: a ValueError, and the AssertionError faiss's Python
+    layer raises in that case, so that code written for faiss catches it as before."""
 
 
 def _to_numpy(x, name: str) -> np.ndarray:
@@ -32,14 +45,14 @@ def as_matrix(x, name: str, *, dim: int | None = None, allow_empty: bool = True)
     """Return ``x`` as a C-contiguous float32 array of shape (n, d), copying only if needed.
 
     Raises TypeError for non-numeric input and ValueError for a wrong number of dimensions, a
-    dimension other than ``dim``, no rows when ``allow_empty`` is false, or NaN / Inf values
-    (float64 values beyond float32 range count as Inf).
+    dimension other than ``dim`` (:class:`DimensionError`), no rows when ``allow_empty`` is
+    false, or NaN / Inf values (float64 values beyond float32 range count as Inf).
     """
     arr = _to_numpy(x, name)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n, d), got shape {arr.shape}")
     if dim is not None and arr.shape[1] != dim:
-        raise ValueError(f"{name} must have dimension {dim}, got shape {arr.shape}")
+        raise DimensionError(f"{name} must have dimension {dim}, got shape {arr.shape}")
     if arr.shape[1] == 0:
         raise ValueError(f"{name} must have at least one column, got shape {arr.shape}")
     if not allow_empty and arr.shape[0] == 0:

@@ -28,8 +28,8 @@ import faiss
 import numpy as np
 
 from ._io import atomic_path, key_fingerprint, read_archive
-from ._sync import PicklesWithoutLocks, ReadWriteLock
-from ._validation import as_int64, as_k, as_matrix, as_positive_int
+from ._sync import ReadWriteLock
+from ._validation import DimensionError, as_int64, as_k, as_matrix, as_positive_int
 from .exact import topk_rows
 from .routing import MaxAffineRouter
 from .xbox import XboxTransform
@@ -46,8 +46,16 @@ def _is_torch_model(obj) -> bool:
     return hasattr(obj, "key_multiply_adds") and hasattr(obj, "state_dict")
 
 
-class AmortizedIVF(PicklesWithoutLocks):
-    """A drop-in for ``faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)``.
+class NotTrainedError(ValueError, RuntimeError):
+    """The index must be trained first: a ValueError, and the RuntimeError faiss raises."""
+
+
+_IVFFlat = faiss.IndexIVFFlat
+
+
+class AmortizedIVF(_IVFFlat):
+    """``faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)`` whose lists are
+    chosen by a learned model: a subclass of faiss's own class.
 
     Parameters
     ----------
@@ -65,16 +73,33 @@ class AmortizedIVF(PicklesWithoutLocks):
         default): on with a max-affine router, where it measured best on GloVe and WordNet, off
         otherwise (with the SupportNet router on WordNet it cost a point).
 
-    faiss behaviour is kept: ``train``, ``add``, ``add_with_ids``, ``search(x, k) -> (D, I)``
-    (float32 inner products with the original query, best first; int64 ids; -1 padding),
-    ``nprobe``, ``ntotal``, ``d``, ``is_trained``, ``reset()``; the faiss index is ``.index``.
-    Differences: bad input raises ValueError / TypeError instead of an assertion, and
-    ``last_search_stats`` describes the latest search. Searching from several threads is safe,
-    also while another thread adds or resets (a search sees the keys before or after the change,
-    never part of it).
+    Every faiss attribute and method is faiss's own (``nprobe``, ``max_codes``, ``quantizer``,
+    ``invlists``, ``reconstruct``, ``range_search``, ``remove_ids``, ...), and faiss's functions
+    and containers take the object as the IndexIVFFlat it is. The learned part applies where
+    Python calls :meth:`search`; ``search(x, k, params=faiss.SearchParametersIVF(nprobe=8))``
+    sets nprobe (and ``max_codes``, ``sel``) for one call, safely beside other threads.
+
+    What C++ sees is the plain IndexIVFFlat: ``faiss.write_index`` / ``serialize_index`` /
+    ``clone_index``, and containers such as ``IndexShards`` / ``IndexReplicas`` /
+    ``IndexPreTransform``, search it with faiss's quantizer and store no learned part. To keep
+    the learned part use :meth:`save` / :meth:`load`, ``pickle`` or ``copy.deepcopy``.
+    With ``xbox`` the faiss index holds the augmented keys, so ``d`` (faiss's) is the key
+    dimension + 1 and faiss's own methods take and return augmented vectors; :meth:`train`,
+    :meth:`add` and :meth:`search` take vectors of the key dimension.
+
+    Differences: bad input raises ValueError / TypeError (also AssertionError for a wrong
+    dimension and RuntimeError before training, as faiss raises), rows are padded with -inf
+    (faiss: -FLT_MAX) and id -1, and ``last_search_stats`` describes the latest search.
+    Searching from several threads is safe, also while another thread adds, removes or resets
+    (a search sees the keys before or after the change, never part of it).
     """
 
-    _LOCKS = {"_lock": ReadWriteLock}
+    # faiss refuses attributes its classes do not have; these are this class's own.
+    _d = 0  # the key dimension (faiss's d is one more with xbox)
+    xbox: XboxTransform | None = None
+    probe_union: bool | None = None
+    last_search_stats: dict = {}
+    _lock = _query_transform = _key_predictor = _router = _list_scorer = None
 
     def __init__(
         self,
@@ -93,27 +118,37 @@ class AmortizedIVF(PicklesWithoutLocks):
                 "AmortizedIVF searches by inner product (faiss.METRIC_INNER_PRODUCT); "
                 "use faiss.IndexIVFFlat for other metrics"
             )
-        self._d, nlist = as_positive_int(d, "d"), as_positive_int(nlist, "nlist")
-        self.xbox = XboxTransform(self._d) if xbox else None
-        dim = self._d + 1 if xbox else self._d
+        d, nlist = as_positive_int(d, "d"), as_positive_int(nlist, "nlist")
+        dim = d + 1 if xbox else d
         if quantizer is None:
             quantizer = faiss.IndexFlatL2(dim) if xbox else faiss.IndexFlatIP(dim)
         elif not isinstance(quantizer, faiss.Index):
             raise TypeError(f"quantizer must be a faiss index or None, got {quantizer!r:.100}")
         elif quantizer.d != dim:
-            raise ValueError(
+            raise DimensionError(
                 f"the quantizer has dimension {quantizer.d}; this index needs {dim}"
                 f"{' (d + 1 with xbox)' if xbox else ''}"
             )
-        self.index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        self._init_learned(query_transform, router, probe_union)
+        super().__init__(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        self._init_learned(
+            d, XboxTransform(d) if xbox else None, query_transform, router, probe_union
+        )
 
-    def _init_learned(self, query_transform, router, probe_union):
+    def _init_learned(self, d, xbox, query_transform, router, probe_union):
+        self._d, self.xbox = d, xbox
         # Searches read the lists while add / reset change them: faiss does not order the two.
         self._lock = ReadWriteLock()
-        self.last_search_stats: dict = {}  # replaced whole by each search
+        self.last_search_stats = {}  # replaced whole by each search
         self.query_transform, self.router = query_transform, router
         self.probe_union = probe_union
+
+    @classmethod
+    def _adopt(cls, index: faiss.IndexIVFFlat) -> AmortizedIVF:
+        """An instance of this class over the C++ object of ``index`` (shared, not copied)."""
+        self = cls.__new__(cls)
+        self.this = index.this
+        self.referenced_objects = [index]  # keeps what the original proxy keeps alive
+        return self
 
     @classmethod
     def from_faiss(
@@ -127,35 +162,17 @@ class AmortizedIVF(PicklesWithoutLocks):
             raise TypeError(
                 f"from_faiss needs a faiss.IndexIVFFlat with METRIC_INNER_PRODUCT, got {index!r}"
             )
-        self = cls.__new__(cls)
-        self._d, self.xbox, self.index = index.d, None, index
-        self._init_learned(query_transform, router, probe_union)
+        self = cls._adopt(index)
+        self._init_learned(index.d, None, query_transform, router, probe_union)
         return self
-
-    # --- faiss's attributes -------------------------------------------------------------------
-    @property
-    def d(self) -> int:
-        return self._d
-
-    @property
-    def nlist(self) -> int:
-        return self.index.nlist
-
-    @property
-    def ntotal(self) -> int:
-        return self.index.ntotal
-
-    @property
-    def is_trained(self) -> bool:
-        return self.index.is_trained
 
     @property
     def nprobe(self) -> int:
-        return self.index.nprobe
+        return _IVFFlat.nprobe.__get__(self)
 
     @nprobe.setter
     def nprobe(self, value: int) -> None:
-        self.index.nprobe = as_positive_int(value, "nprobe")
+        _IVFFlat.nprobe.__set__(self, as_positive_int(value, "nprobe"))
 
     # --- learned parts ------------------------------------------------------------------------
     @property
@@ -215,7 +232,7 @@ class AmortizedIVF(PicklesWithoutLocks):
             return self._grouped_keys()
 
     def _grouped_keys(self):
-        invlists, dim = self.index.invlists, self.index.d
+        invlists, dim = self.invlists, self.d
         sizes = np.array([invlists.list_size(c) for c in range(self.nlist)], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes)])
         keys = np.empty((offsets[-1], dim), np.float32)
@@ -296,10 +313,13 @@ class AmortizedIVF(PicklesWithoutLocks):
             raise ValueError("add keys to the index before training its learned parts")
 
     # --- faiss's methods ----------------------------------------------------------------------
+    def _require_trained(self) -> None:
+        if not self.is_trained:
+            raise NotTrainedError("train the index first (faiss.IndexIVFFlat.train)")
+
     def _stored(self, x: np.ndarray) -> np.ndarray:
         """Validated keys as the faiss index stores them (augmented with ``xbox``)."""
-        if not self.is_trained:
-            raise ValueError("train the index before adding keys")
+        self._require_trained()
         return self.xbox.add_keys(x) if self.xbox is not None else x
 
     def train(self, x) -> None:
@@ -308,14 +328,17 @@ class AmortizedIVF(PicklesWithoutLocks):
         x = as_matrix(x, "x", dim=self._d, allow_empty=False)
         if len(x) < self.nlist:
             raise ValueError(f"training needs at least nlist = {self.nlist} vectors, got {len(x)}")
+        if self.xbox is not None:
+            x = XboxTransform(self._d).add_keys(x)
         with self._lock.writing():
-            self.index.train(XboxTransform(self._d).add_keys(x) if self.xbox is not None else x)
+            self.train_c(len(x), faiss.swig_ptr(x))
 
     def add(self, x) -> None:
         """Add keys ``x`` (n, d) with ids ntotal .. ntotal + n - 1."""
         x = as_matrix(x, "x", dim=self._d)
         with self._lock.writing():
-            self.index.add(self._stored(x))
+            stored = self._stored(x)
+            self.add_c(len(stored), faiss.swig_ptr(stored))
 
     def add_with_ids(self, x, ids) -> None:
         """Add keys ``x`` (n, d) with the ``ids`` (n,): integers in 0 .. 2**63 - 1 (-1 is the
@@ -327,29 +350,51 @@ class AmortizedIVF(PicklesWithoutLocks):
         if len(ids) and ids.min() < 0:
             raise ValueError(f"ids must be non-negative, got {ids.min()}")
         with self._lock.writing():
-            self.index.add_with_ids(self._stored(x), ids)
+            stored = self._stored(x)
+            self.add_with_ids_c(len(stored), faiss.swig_ptr(stored), faiss.swig_ptr(ids))
 
     def reset(self) -> None:
         """Remove every key (the lists' centroids and the learned parts stay)."""
         with self._lock.writing():
-            self.index.reset()
+            _IVFFlat.reset(self)
             if self.xbox is not None:
                 self.xbox = XboxTransform(self._d)
 
-    def search(self, x, k: int):
+    def remove_ids(self, sel) -> int:
+        """faiss's ``remove_ids`` (an IDSelector or an array of ids), ordered against searches."""
+        with self._lock.writing():
+            return _IVFFlat.remove_ids(self, sel)
+
+    def merge_from(self, other, add_id: int = 0) -> None:
+        """faiss's ``merge_from``, ordered against searches (not with ``xbox``: the other index's
+        keys were augmented for another max norm)."""
+        if self.xbox is not None:
+            raise ValueError("merge_from is not supported with xbox")
+        with self._lock.writing():
+            _IVFFlat.merge_from(self, other, add_id)
+
+    def search(self, x, k: int, *, params=None, D=None, I=None):
         """Top-k keys of every query of ``x`` (n, d) by inner product, in the probed lists.
 
-        Returns ``(D, I)``: float32 (n, k) inner products best first and int64 (n, k) ids, padded
-        with -inf / -1 (faiss's convention) where the lists hold fewer than k keys.
+        ``params`` (a ``faiss.SearchParametersIVF``) sets nprobe, ``max_codes`` and the id
+        selector ``sel`` for this call. Returns ``(D, I)``: float32 (n, k) inner products best
+        first and int64 (n, k) ids, padded with -inf / -1 where the lists hold fewer than k
+        keys; written into ``D`` / ``I`` when given, as in faiss.
         """
         q = as_matrix(x, "x", dim=self._d)
+        if params is not None and not isinstance(params, faiss.SearchParametersIVF):
+            raise TypeError(f"params must be a faiss.SearchParametersIVF, got {params!r:.100}")
         with self._lock.reading():
-            return self._search(q, as_k(k, self.ntotal, len(q), pad=True))
+            k = as_k(k, self.ntotal, len(q), pad=True)
+            scores, ids = self._search(q, k, params)
+        return _into(D, scores, "D"), _into(I, ids, "I")
 
-    def _search(self, q: np.ndarray, k: int):
-        if not self.is_trained:
-            raise ValueError("train the index before searching it")
-        nprobe = min(self.index.nprobe, self.nlist)
+    def _search(self, q: np.ndarray, k: int, params):
+        self._require_trained()
+        nprobe = min(self.nprobe if params is None else params.nprobe, self.nlist)
+        coarse = None if params is None else params.quantizer_params
+        if nprobe < 1:
+            raise ValueError(f"nprobe must be positive, got {nprobe}")
         scanned = self.xbox.transform_queries(q) if self.xbox is not None else q
         start = time.perf_counter()
         network_flops, coarse_steps = 0, 1  # coarse steps: quantizer searches, nlist distances each
@@ -365,18 +410,23 @@ class AmortizedIVF(PicklesWithoutLocks):
             network_end = time.perf_counter()
             if self.xbox is not None:
                 predicted = self.xbox.transform_queries(predicted)
-            _, lists = self.index.quantizer.search(predicted, nprobe)
+            _, lists = self.quantizer.search(predicted, nprobe, params=coarse)
         else:
             network_end = start
-            _, lists = self.index.quantizer.search(scanned, nprobe)
+            _, lists = self.quantizer.search(scanned, nprobe, params=coarse)
         if (
             self._probes_union() and nprobe > 1
         ):  # with one probe the learned list is the union's first
-            lists = _take_in_turn(lists, self.index.quantizer.search(scanned, nprobe)[1], nprobe)
+            lists = _take_in_turn(
+                lists, self.quantizer.search(scanned, nprobe, params=coarse)[1], nprobe
+            )
             coarse_steps += 1
         routing_end = time.perf_counter()
 
-        D, I, distances = self._scan(scanned, k, np.ascontiguousarray(lists, dtype=np.int64))
+        scan_params = _scan_params(params, nprobe, self.max_codes)
+        D, I, distances = self._scan(
+            scanned, k, np.ascontiguousarray(lists, dtype=np.int64), scan_params
+        )
         end = time.perf_counter()
         n = max(len(q), 1)
         coarse_distances = coarse_steps * self.nlist
@@ -385,7 +435,7 @@ class AmortizedIVF(PicklesWithoutLocks):
             "nprobe": nprobe,
             "lists_probed": int(np.count_nonzero(lists >= 0)) / n,
             "distances": distances / n + coarse_distances,
-            "flops": 2 * (distances / n + coarse_distances) * self.index.d + network_flops,
+            "flops": 2 * (distances / n + coarse_distances) * self.d + network_flops,
             "network_flops": network_flops,
             "network_s": network_end - start,
             "routing_s": routing_end - network_end,
@@ -398,21 +448,21 @@ class AmortizedIVF(PicklesWithoutLocks):
             return isinstance(self._router, MaxAffineRouter)
         return self.probe_union and (self._router is not None or self._query_transform is not None)
 
-    def _scan(self, queries: np.ndarray, k: int, lists: np.ndarray):
+    def _scan(self, queries: np.ndarray, k: int, lists: np.ndarray, params):
         """faiss's scan of the given lists (n, nprobe) with ``queries``: (D, I, distances computed).
 
         ``search_preassigned`` runs on one thread (faiss's own ``search`` parallelises above it),
         so the queries are split over faiss's OpenMP thread count here; faiss releases the GIL.
+        Its counters are added to ``faiss.cvar.indexIVF_stats``, as faiss's search does.
         """
-        n, nprobe = lists.shape
+        n = len(lists)
         D = np.empty((n, k), np.float32)
         I = np.empty((n, k), np.int64)
         dummy_distances = np.zeros(lists.shape, np.float32)
-        params = faiss.SearchParametersIVF(nprobe=max(nprobe, 1))
 
-        def scan(rows: slice) -> int:
+        def scan(rows: slice):
             stats = faiss.IndexIVFStats()
-            self.index.search_preassigned_c(
+            self.search_preassigned_c(
                 rows.stop - rows.start,
                 faiss.swig_ptr(queries[rows]),
                 k,
@@ -424,20 +474,29 @@ class AmortizedIVF(PicklesWithoutLocks):
                 params,
                 stats,
             )
-            return stats.ndis
+            return stats
 
         threads = min(faiss.omp_get_max_threads(), n // _MIN_QUERIES_PER_THREAD)
         if threads <= 1:
-            return D, I, scan(slice(0, n))
-        bounds = np.linspace(0, n, threads + 1).astype(int).tolist()
-        with ThreadPoolExecutor(threads) as pool:
-            counts = pool.map(scan, [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])])
-            return D, I, sum(counts)
+            parts = [scan(slice(0, n))]
+        else:
+            bounds = np.linspace(0, n, threads + 1).astype(int).tolist()
+            with ThreadPoolExecutor(threads) as pool:
+                parts = list(pool.map(scan, [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]))
+        for stats in parts:
+            faiss.cvar.indexIVF_stats.add(stats)
+        return D, I, sum(stats.ndis for stats in parts)
 
     # --- persistence --------------------------------------------------------------------------
     def save(self, path) -> None:
         """Write the faiss index, the Xbox state, the learned parts and the config to one file
         (a zip archive), atomically."""
+        archive = self.serialize()
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(archive)
+
+    def serialize(self) -> bytes:
+        """What :meth:`save` writes, as bytes (:meth:`deserialize` reads them back)."""
         meta = {
             "format": _FORMAT,
             "version": _VERSION,
@@ -448,25 +507,36 @@ class AmortizedIVF(PicklesWithoutLocks):
             "probe_union": self.probe_union,
         }
         with self._lock.reading():
-            serialized = faiss.serialize_index(self.index).tobytes()
-        with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as z:
+            serialized = faiss.serialize_index(self).tobytes()
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
             z.writestr("meta.json", json.dumps(meta))
             z.writestr("index.faiss", serialized)
             if self._query_transform is not None:
                 z.writestr("query_transform.pt", self._query_transform.to_bytes())
             if isinstance(self._router, MaxAffineRouter):
-                buf = io.BytesIO()
-                np.savez(buf, **self._router.state_dict())
-                z.writestr("router.npz", buf.getvalue())
+                arrays = io.BytesIO()
+                np.savez(arrays, **self._router.state_dict())
+                z.writestr("router.npz", arrays.getvalue())
             elif self._router is not None:
                 z.writestr("router.pt", self._router.to_bytes())
+        return buf.getvalue()
 
     @classmethod
     def load(cls, path) -> AmortizedIVF:
         """Read an index written by :meth:`save`; a foreign, corrupt, inconsistent or newer file:
         ValueError. Sizes are checked before anything is allocated for them."""
+        return cls._read(path, str(path))
+
+    @classmethod
+    def deserialize(cls, data) -> AmortizedIVF:
+        """The index :meth:`serialize` gave as ``data`` (bytes); errors as for :meth:`load`."""
+        return cls._read(bytes(data), "the data")
+
+    @classmethod
+    def _read(cls, source, name: str) -> AmortizedIVF:
         try:
-            meta, blobs = read_archive(path, "AmortizedIVF", _VERSION, _MEMBERS)
+            meta, blobs = read_archive(source, "AmortizedIVF", _VERSION, _MEMBERS)
             index = faiss.deserialize_index(np.frombuffer(blobs["index.faiss"], np.uint8))
         except (
             OSError,
@@ -477,21 +547,20 @@ class AmortizedIVF(PicklesWithoutLocks):
             RuntimeError,
         ) as e:
             raise ValueError(
-                f"{path} is not a readable AmortizedIVF file ({type(e).__name__}: {e})"
+                f"{name} is not a readable AmortizedIVF file ({type(e).__name__}: {e})"
             ) from None
-        self = cls.__new__(cls)
         try:
-            self._d = _check_payload(meta, index)
-            self.index = index
+            d = _check_payload(meta, index)
+            self = cls._adopt(index)
             xbox = meta["xbox"]
-            self.xbox = None if xbox is None else XboxTransform.from_state_dict(xbox)
-            if (self.xbox is not None) != (index.d == self._d + 1):
+            xbox = None if xbox is None else XboxTransform.from_state_dict(xbox)
+            if (xbox is not None) != (index.d == d + 1):
                 raise ValueError(
                     f"the faiss index has dimension {index.d} and the Xbox state is "
-                    f"{'absent' if xbox is None else 'present'}, for d = {self._d}"
+                    f"{'absent' if xbox is None else 'present'}, for d = {d}"
                 )
-            if self.xbox is not None and self.xbox.dim != self._d:
-                raise ValueError(f"the Xbox state has dim {self.xbox.dim}, the index {self._d}")
+            if xbox is not None and xbox.dim != d:
+                raise ValueError(f"the Xbox state has dim {xbox.dim}, the index {d}")
             self.nprobe = meta["nprobe"]
             union = meta.get("probe_union")
             if not (union is None or isinstance(union, bool)):
@@ -504,13 +573,24 @@ class AmortizedIVF(PicklesWithoutLocks):
                 router = _load_torch_model(blobs["router.pt"])
             query_transform = blobs.get("query_transform.pt")
             self._init_learned(
+                d,
+                xbox,
                 None if query_transform is None else _load_torch_model(query_transform),
                 router,
                 union,
             )
         except (KeyError, TypeError, ValueError, zipfile.BadZipFile, EOFError) as e:
-            raise ValueError(f"{path} is an inconsistent AmortizedIVF file: {e}") from None
+            raise ValueError(f"{name} is an inconsistent AmortizedIVF file: {e}") from None
         return self
+
+    # pickle and copy.deepcopy keep the learned parts (faiss's own pickling keeps the lists only)
+    def __getstate__(self) -> dict:
+        return {"archive": self.serialize()}
+
+    def __setstate__(self, state: dict) -> None:
+        loaded = AmortizedIVF.deserialize(state["archive"])
+        for name, value in vars(loaded).items():
+            object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:
         parts = [
@@ -540,6 +620,39 @@ def _check_payload(meta: dict, index) -> int:
     if index.d not in (d, d + 1):
         raise ValueError(f"meta.json says d = {d}, the faiss index has dimension {index.d}")
     return d
+
+
+_IVF_PARAMS = [
+    name
+    for name in dir(faiss.SearchParametersIVF)
+    if isinstance(getattr(faiss.SearchParametersIVF, name), property) and name != "thisown"
+]
+
+
+def _scan_params(params, nprobe: int, max_codes: int):
+    """A copy of the caller's ``SearchParametersIVF`` (never changed: other threads may share it)
+    with the lists' count set; without one, the index's own ``max_codes``, as faiss does."""
+    scan = faiss.SearchParametersIVF()
+    if params is None:
+        scan.max_codes = max_codes
+    else:
+        for name in _IVF_PARAMS:
+            setattr(scan, name, getattr(params, name))
+    scan.nprobe = nprobe
+    return scan
+
+
+def _into(out, result: np.ndarray, name: str) -> np.ndarray:
+    """``result``, written into the caller's array ``out`` when one is given (faiss's D= / I=)."""
+    if out is None:
+        return result
+    if not isinstance(out, np.ndarray) or out.shape != result.shape or out.dtype != result.dtype:
+        raise ValueError(
+            f"{name} must be a {result.dtype} array of shape {result.shape}, "
+            f"got {getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
+        )
+    out[...] = result
+    return out
 
 
 def _take_in_turn(a: np.ndarray, b: np.ndarray, count: int) -> np.ndarray:

@@ -186,7 +186,7 @@ class LearnedIVF:
             self.index, self.distance_dim = self.twin_of.index, self.twin_of.distance_dim
             return
         self.index = AmortizedIVF(None, keys.shape[1], self.nlist, xbox=self.xbox)
-        self.distance_dim = self.index.index.d
+        self.distance_dim = self.index.d
         self.index.train(keys)
         self.index.add(keys)
         self.learn(self.index)
