@@ -23,6 +23,7 @@ import json
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import faiss
 import numpy as np
@@ -53,7 +54,7 @@ class NotTrainedError(ValueError, RuntimeError):
 _IVFFlat = faiss.IndexIVFFlat
 
 
-class AmortizedIVF(_IVFFlat):
+class AmortizedIVF(faiss.IndexIVFFlat):
     """``faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)`` whose lists are
     chosen by a learned model: a subclass of faiss's own class.
 
@@ -99,7 +100,11 @@ class AmortizedIVF(_IVFFlat):
     xbox: XboxTransform | None = None
     probe_union: bool | None = None
     last_search_stats: dict = {}
-    _lock = _query_transform = _key_predictor = _router = _list_scorer = None
+    _lock: Any = None
+    _query_transform: Any = None
+    _key_predictor: Any = None
+    _router: Any = None
+    _list_scorer: Any = None
 
     def __init__(
         self,
