@@ -124,14 +124,24 @@ def test_save_and_load_round_trip(data, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_foreign_files_and_wrong_dims_are_refused(data, tmp_path):
-    keys, _, _ = data
+def test_plain_hnswlib_files_load_and_wrong_dims_are_refused(data, tmp_path):
+    keys, _, test = data
     plain = hnswlib.Index(space="ip", dim=D)
     plain.init_index(100)
     plain.add_items(keys[:100])
+    plain.mark_deleted(7)
     plain.save_index(str(tmp_path / "plain.bin"))
-    with pytest.raises(ValueError, match="AmortizedHNSW.wrap"):
-        AmortizedHNSW(space="ip", dim=D).load_index(tmp_path / "plain.bin")
+    loaded = AmortizedHNSW(space="ip", dim=D)
+    loaded.load_index(tmp_path / "plain.bin", max_elements=150, allow_replace_deleted=True)
+    assert (loaded.get_current_count(), loaded.get_max_elements()) == (100, 150)
+    np.testing.assert_array_equal(loaded.knn_query(test, 3)[0], plain.knn_query(test, 3)[0])
+    loaded.add_items(keys[100:101], [500], replace_deleted=True)  # takes deleted label 7's slot
+    assert loaded.get_current_count() == 100 and 7 not in loaded.get_ids_list()
+    with pytest.raises(HNSWError, match="dim"):
+        AmortizedHNSW(space="ip", dim=D + 1).load_index(tmp_path / "plain.bin")
+    (tmp_path / "junk.bin").write_bytes(b"\x00" * 64)
+    with pytest.raises(HNSWError, match="not a readable AmortizedHNSW or hnswlib file"):
+        AmortizedHNSW(space="ip", dim=D).load_index(tmp_path / "junk.bin")
     build(keys[:200]).save_index(tmp_path / "ours")
     with pytest.raises(ValueError, match="dim"):
         AmortizedHNSW(space="ip", dim=D + 1).load_index(tmp_path / "ours")
@@ -380,3 +390,43 @@ def test_pickle_round_trip_gives_the_same_results(data):
     copy.resize_index(600)
     copy.add_items(keys[500:510])  # its locks work
     assert copy.get_current_count() == 510
+
+
+# --- drop-in for hnswlib.Index ------------------------------------------------------------------
+
+
+def test_threads_file_size_and_single_vectors_as_in_hnswlib(data, tmp_path):
+    keys, _, test = data
+    ours, plain = build(keys[:500]), hnswlib.Index(space="ip", dim=D)
+    plain.init_index(500)
+    plain.add_items(keys[:500])
+    ours.set_num_threads(1)
+    assert ours.num_threads == 1
+    ours.num_threads = 2
+    assert ours.index.num_threads == 2
+    ours.index.save_index(str(tmp_path / "graph.bin"))
+    assert ours.index_file_size() == (tmp_path / "graph.bin").stat().st_size
+    labels, distances = ours.knn_query(test[0], k=3)  # one vector: a batch of one
+    assert labels.shape == distances.shape == (1, 3)
+    ours.resize_index(501)
+    ours.add_items(keys[500], 500)
+    assert ours.get_current_count() == 501
+    items = ours.get_items([500, 3], return_type="list")
+    assert isinstance(items, list) and np.allclose(items, keys[[500, 3]])
+    labels, _ = ours.knn_query(test[:4], k=1)  # (4, 1) labels, as hnswlib's tests pass them
+    np.testing.assert_array_equal(ours.get_items(labels), keys[labels.ravel().astype(np.int64)])
+    with pytest.raises(ValueError, match="sequence of labels"):
+        ours.get_items(3)
+    ours.set_num_threads(0)  # hnswlib: all cores
+    ours.add_items(keys[:2], np.array([[0], [1]]))  # (n, 1) ids update labels 0 and 1
+    assert ours.get_current_count() == 501
+
+
+def test_wrong_dimensions_are_also_hnswlibs_runtime_error(data):
+    keys, _, test = data
+    index = build(keys[:100])
+    for call in (lambda: index.knn_query(test[:, :3]), lambda: index.add_items(keys[:2, :3])):
+        with pytest.raises(RuntimeError, match="dimension 10"):
+            call()
+        with pytest.raises(ValueError, match="dimension 10"):
+            call()

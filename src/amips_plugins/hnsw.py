@@ -33,7 +33,7 @@ from ._hnsw_file import check_graph
 from ._io import atomic_path, read_archive, scratch_path
 from ._optional import require
 from ._sync import PicklesWithoutLocks, ReadWriteLock
-from ._validation import as_int64, as_matrix, as_positive_int
+from ._validation import MAX_THREADS, DimensionError, as_int64, as_matrix, as_positive_int
 from .exact import rescore, topk_rows
 from .xbox import XboxTransform
 
@@ -59,6 +59,31 @@ def _hnswlib_errors():
     except RuntimeError as e:
         if isinstance(e, HNSWError):
             raise
+        raise HNSWError(str(e)) from None
+
+
+def _read_graph(graph: bytes, dim: int, max_elements: int, allow_replace_deleted: bool):
+    """An hnswlib 'ip' index read from the bytes of its file, checked first (see
+    :mod:`._hnsw_file`), and the labels it marks deleted."""
+    info = check_graph(graph, dim)
+    index = hnswlib.Index(space="ip", dim=dim)
+    with tempfile.TemporaryDirectory() as tmp:  # the file's own folder may be read-only
+        copy = os.path.join(tmp, "graph.bin")
+        with open(copy, "wb") as f:
+            f.write(graph)
+        index.load_index(
+            copy, max_elements=max_elements, allow_replace_deleted=allow_replace_deleted
+        )
+    return index, set(info.deleted_labels)
+
+
+def _rows(data, dim: int) -> np.ndarray:
+    """``data`` as rows (n, dim) float32; one vector (dim,) is a batch of one, as in hnswlib."""
+    if np.ndim(data) == 1:
+        data = data[None] if hasattr(data, "ndim") else [data]
+    try:
+        return as_matrix(data, "data", dim=dim)
+    except DimensionError as e:  # hnswlib raises RuntimeError here
         raise HNSWError(str(e)) from None
 
 
@@ -215,7 +240,7 @@ class AmortizedHNSW(PicklesWithoutLocks):
         """Insert keys ``data`` (n, dim) with labels ``ids`` (default: count .. count + n - 1); a
         label already present has its vector replaced, as in hnswlib. With ``replace_deleted``,
         every key takes the slot of a deleted element while there is one."""
-        x = as_matrix(data, "data", dim=self.dim)
+        x = _rows(data, self.dim)
         self._require_ready()
         if len(x) == 0:
             return
@@ -224,7 +249,7 @@ class AmortizedHNSW(PicklesWithoutLocks):
             if ids is None:
                 labels = np.arange(count, count + len(x), dtype=np.int64)
             else:
-                labels = as_int64(np.atleast_1d(ids), "ids", ndim=1)
+                labels = as_int64(np.reshape(ids, -1), "ids", ndim=1)  # (n,), (n, 1) or scalar
                 if len(labels) != len(x) or (labels < 0).any():
                     raise HNSWError(
                         f"ids must be {len(x)} non-negative integers, got shape {labels.shape}"
@@ -268,7 +293,7 @@ class AmortizedHNSW(PicklesWithoutLocks):
         Returns ``(labels, distances)``: uint64 and float32 (n, k), nearest first, distances
         ``1 - q . x`` as hnswlib's 'ip' space reports them.
         """
-        q = as_matrix(data, "data", dim=self.dim)
+        q = _rows(data, self.dim)
         k = as_positive_int(k, "k")
         self._require_ready()
         with self._graph_lock.reading(), _hnswlib_errors():
@@ -302,6 +327,29 @@ class AmortizedHNSW(PicklesWithoutLocks):
 
     def _as_stored(self, q: np.ndarray) -> np.ndarray:
         return self.xbox.transform_queries(q) if self.xbox is not None else q
+
+    @property
+    def num_threads(self) -> int:
+        """Threads a call with ``num_threads=-1`` uses (hnswlib's default: all cores)."""
+        return self.index.num_threads
+
+    @num_threads.setter
+    def num_threads(self, value: int) -> None:
+        self.set_num_threads(value)
+
+    def set_num_threads(self, num_threads: int) -> None:
+        """Threads for calls with ``num_threads=-1``; 0 or less: all cores, as in hnswlib."""
+        if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)):
+            raise TypeError(f"num_threads must be an integer, got {num_threads!r}")
+        if num_threads > MAX_THREADS:
+            raise HNSWError(f"num_threads must be at most {MAX_THREADS}, got {num_threads}")
+        self.index.set_num_threads(max(int(num_threads), 0))
+
+    def index_file_size(self) -> int:
+        """Bytes of the hnswlib graph as hnswlib saves it (:meth:`save_index` adds the config)."""
+        self._require_ready()
+        with self._graph_lock.reading():
+            return self.index.index_file_size()
 
     def set_ef(self, ef: int) -> None:
         ef = as_positive_int(ef, "ef")
@@ -345,13 +393,22 @@ class AmortizedHNSW(PicklesWithoutLocks):
         with self._graph_lock.reading():
             return self.index.get_ids_list()
 
-    def get_items(self, ids=None) -> np.ndarray:
-        """The original (not augmented) vectors of ``ids``, (n, dim) float32."""
+    def get_items(self, ids=None, return_type: str = "numpy"):
+        """The original (not augmented) vectors of ``ids`` (a sequence; default: every label, in
+        label order): (n, dim) float32, or with ``return_type="list"`` a list of lists."""
+        if return_type not in ("numpy", "list"):
+            raise HNSWError(f"return_type must be 'numpy' or 'list', got {return_type!r}")
+        items = self._get_items(ids)
+        return items.tolist() if return_type == "list" else items
+
+    def _get_items(self, ids) -> np.ndarray:
         self._require_ready()
         with self._graph_lock.reading(), _hnswlib_errors():
-            if ids is None:
-                ids = self.index.get_ids_list()
-            labels = as_int64(np.atleast_1d(ids), "ids", ndim=1)
+            if ids is None:  # in label order: the same for every copy of the index
+                ids = sorted(self.index.get_ids_list())
+            if np.ndim(ids) == 0:  # as in hnswlib
+                raise HNSWError(f"ids must be a sequence of labels, got {ids!r}")
+            labels = as_int64(np.reshape(ids, -1), "ids", ndim=1)  # knn_query's (n, k) too
             if len(labels) == 0:
                 return np.empty((0, self.dim), np.float32)
             items = self.index.get_items(labels)
@@ -407,32 +464,39 @@ class AmortizedHNSW(PicklesWithoutLocks):
                 if self._query_transform is not None:
                     z.writestr("query_transform.pt", self._query_transform.to_bytes())
 
-    def load_index(self, path, max_elements: int = 0) -> None:
-        """Restore an index written by :meth:`save_index` into this object (whose ``dim`` must
-        match). The graph is checked before hnswlib reads it (see :mod:`._hnsw_file`); a plain
-        hnswlib file, a foreign, corrupt or inconsistent one raises :class:`HNSWError`."""
+    def load_index(self, path, max_elements: int = 0, allow_replace_deleted: bool = False) -> None:
+        """Restore an index written by :meth:`save_index`, or a plain hnswlib file written by
+        ``hnswlib.Index.save_index`` (space 'ip', this ``dim``), into this object. The graph is
+        checked before hnswlib reads it (see :mod:`._hnsw_file`); a foreign, corrupt or
+        inconsistent file raises :class:`HNSWError`. ``allow_replace_deleted`` as in hnswlib (a
+        saved AmortizedHNSW also keeps the setting it was built with)."""
+        max_elements = int(as_int64(np.atleast_1d(max_elements), "max_elements", ndim=1)[0])
         try:
-            meta, blobs = read_archive(
-                path, "AmortizedHNSW", _VERSION, ("graph.bin", "query_transform.pt")
-            )
-            graph, transform = blobs["graph.bin"], blobs.get("query_transform.pt")
-            config = self._check_meta(meta)
-            xbox = None if meta["xbox"] is None else XboxTransform.from_state_dict(meta["xbox"])
-            if xbox is not None and xbox.dim != self.dim:
-                raise ValueError(f"the Xbox state has dim {xbox.dim}, the index {self.dim}")
-            info = check_graph(graph, self.dim + (xbox is not None))
-            index = hnswlib.Index(space="ip", dim=self.dim + (xbox is not None))
-            with tempfile.TemporaryDirectory() as tmp:  # the file's folder may be read-only
-                copy = os.path.join(tmp, "graph.bin")
-                with open(copy, "wb") as f:
-                    f.write(graph)
-                del graph
-                index.load_index(
-                    copy,
-                    max_elements=max_elements,
-                    allow_replace_deleted=config["allow_replace_deleted"],
+            if zipfile.is_zipfile(path):
+                meta, blobs = read_archive(
+                    path, "AmortizedHNSW", _VERSION, ("graph.bin", "query_transform.pt")
                 )
-            index.set_ef(config["ef"])
+                graph, transform = blobs["graph.bin"], blobs.get("query_transform.pt")
+                config = self._check_meta(meta)
+                state = meta["xbox"]
+                xbox = None if state is None else XboxTransform.from_state_dict(state)
+                if xbox is not None and xbox.dim != self.dim:
+                    raise ValueError(f"the Xbox state has dim {xbox.dim}, the index {self.dim}")
+            else:  # hnswlib's own format: the graph alone
+                with open(path, "rb") as f:
+                    graph, transform, xbox = f.read(), None, None
+                config = {
+                    "construction": "ip",
+                    "sort_batches": self.sort_batches,
+                    "candidates": self.candidates,
+                    "allow_replace_deleted": False,
+                    "ef": None,
+                }
+            allow = config["allow_replace_deleted"] or bool(allow_replace_deleted)
+            index, deleted = _read_graph(graph, self.dim + (xbox is not None), max_elements, allow)
+            del graph
+            if config["ef"] is not None:
+                index.set_ef(config["ef"])
         except (
             OSError,
             zipfile.BadZipFile,
@@ -442,9 +506,7 @@ class AmortizedHNSW(PicklesWithoutLocks):
             RuntimeError,
         ) as e:
             raise HNSWError(
-                f"{path} is not a readable AmortizedHNSW file ({type(e).__name__}: {e}); "
-                "for a plain hnswlib file, load it with hnswlib and pass it to "
-                "AmortizedHNSW.wrap"
+                f"{path} is not a readable AmortizedHNSW or hnswlib file ({type(e).__name__}: {e})"
             ) from None
         model = None
         if transform is not None:
@@ -454,8 +516,8 @@ class AmortizedHNSW(PicklesWithoutLocks):
         with self._graph_lock.writing():
             self.index, self.xbox, self.construction = index, xbox, config["construction"]
             self.sort_batches, self.candidates = config["sort_batches"], config["candidates"]
-            self._deleted, self._ready = set(info.deleted_labels), True
-            self._allow_replace_deleted = config["allow_replace_deleted"]
+            self._deleted, self._ready = deleted, True
+            self._allow_replace_deleted = allow
             self.query_transform = model
 
     def _check_meta(self, meta: dict) -> dict:
