@@ -24,8 +24,17 @@ def simd(request, monkeypatch):
 
 def reference_topk(queries, keys, k):
     """float64 numpy top-k: higher score first, then lower id; padded with -inf / -1."""
-    scores = np.asarray(queries, np.float64) @ np.asarray(keys, np.float64).T
-    kk = min(k, keys.shape[0])
+    return reference_topk_of_scores(
+        np.asarray(queries, np.float64) @ np.asarray(keys, np.float64).T, k
+    )
+
+
+def reference_topk_of_scores(scores, k):
+    """The k best entries of each row of ``scores``: higher first, then lower column; NaN as -inf;
+    padded with -inf / -1 beyond the columns (faiss's convention)."""
+    scores = np.asarray(scores, np.float64)
+    scores = np.where(np.isnan(scores), -np.inf, scores)
+    kk = min(k, scores.shape[1])
     ids = np.argsort(-scores, axis=1, kind="stable")[:, :kk]
     top = np.take_along_axis(scores, ids, axis=1)
     pad = k - kk

@@ -496,12 +496,16 @@ class AmortizedIVF(faiss.IndexIVFFlat):
     def save(self, path) -> None:
         """Write the faiss index, the Xbox state, the learned parts and the config to one file
         (a zip archive), atomically."""
-        archive = self.serialize()
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(archive)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            self._write_archive(f)
 
     def serialize(self) -> bytes:
         """What :meth:`save` writes, as bytes (:meth:`deserialize` reads them back)."""
+        buf = io.BytesIO()
+        self._write_archive(buf)
+        return buf.getvalue()
+
+    def _write_archive(self, file) -> None:
         meta = {
             "format": _FORMAT,
             "version": _VERSION,
@@ -513,8 +517,7 @@ class AmortizedIVF(faiss.IndexIVFFlat):
         }
         with self._lock.reading():
             serialized = faiss.serialize_index(self).tobytes()
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w") as z:
+        with zipfile.ZipFile(file, "w") as z:
             z.writestr("meta.json", json.dumps(meta))
             z.writestr("index.faiss", serialized)
             if self._query_transform is not None:
@@ -525,7 +528,6 @@ class AmortizedIVF(faiss.IndexIVFFlat):
                 z.writestr("router.npz", arrays.getvalue())
             elif self._router is not None:
                 z.writestr("router.pt", self._router.to_bytes())
-        return buf.getvalue()
 
     @classmethod
     def load(cls, path) -> AmortizedIVF:
