@@ -1,3 +1,5 @@
+import copy
+import pickle
 import threading
 
 import faiss
@@ -5,7 +7,7 @@ import numpy as np
 import pytest
 
 import amips_plugins as ap
-from conftest import assert_topk_matches, reference_topk
+from conftest import assert_topk_matches, beside_writer, reference_topk
 
 
 def test_swap_in_for_faiss_flat_ip():
@@ -90,3 +92,114 @@ def test_search_while_adding():
         t.join()
     assert not errors
     assert index.ntotal == 2000 + 20 * 500
+
+
+# --- drop-in for faiss.IndexFlatIP ---------------------------------------------------------------
+def _keys(n=500, d=12, seed=7):
+    return np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+
+
+def test_faiss_functions_take_it_as_the_flat_index_it_is(tmp_path):
+    xb = _keys()
+    index = ap.ExactIndex(12)
+    index.add(xb)
+    assert isinstance(index, faiss.IndexFlatIP)
+    expected = index.search(xb[:5], 4)
+    path = str(tmp_path / "flat.faiss")
+    faiss.write_index(index, path)
+    for plain in (faiss.read_index(path), faiss.clone_index(index)):
+        assert plain.ntotal == 500
+        np.testing.assert_array_equal(plain.search(xb[:5], 4)[1], expected[1])
+        back = ap.ExactIndex.from_faiss(plain)
+        assert isinstance(back, ap.ExactIndex)
+        np.testing.assert_array_equal(back.search(xb[:5], 4)[1], expected[1])
+    np.testing.assert_array_equal(index.reconstruct(17), xb[17])
+    np.testing.assert_array_equal(index.reconstruct_n(3, 4), xb[3:7])
+    with pytest.raises(TypeError, match="IndexFlatIP"):
+        ap.ExactIndex.from_faiss(faiss.IndexFlatL2(12))
+
+
+def test_keys_added_through_a_faiss_container_are_searched_here_too():
+    xb = _keys()
+    index = ap.ExactIndex(12)
+    with_ids = faiss.IndexIDMap(index)
+    for start, stop in ((0, 100), (100, 500)):  # C++ adds, behind this object's back
+        with_ids.add_with_ids(xb[start:stop], np.arange(1000 + start, 1000 + stop))
+        D, I = index.search(xb[:3], 5)
+        assert_topk_matches(D, I, *reference_topk(xb[:3], xb[:stop], 5))
+    _, mapped = with_ids.search(xb[:3], 5)
+    np.testing.assert_array_equal(mapped, 1000 + I)
+
+
+def test_remove_ids_and_selectors_follow_faiss():
+    xb = _keys()
+    ours, theirs = ap.ExactIndex(12), faiss.IndexFlatIP(12)
+    for index in (ours, theirs):
+        index.add(xb)
+        assert index.remove_ids(np.arange(0, 500, 3)) == 167
+    kept = np.delete(xb, np.arange(0, 500, 3), axis=0)
+    assert_topk_matches(*ours.search(xb[:4], 6), *reference_topk(xb[:4], kept, 6))
+    params = faiss.SearchParameters(sel=faiss.IDSelectorRange(10, 60))
+    D, I = ours.search(xb[:4], 6, params=params)
+    D_ref, I_ref = theirs.search(xb[:4], 6, params=params)
+    np.testing.assert_array_equal(I, I_ref)
+    np.testing.assert_array_equal(D, D_ref)
+    D, I = ours.search(xb[:1], 60, params=params)  # 50 selected keys: padded like ours
+    assert (I[0, 50:] == -1).all() and np.isneginf(D[0, 50:]).all()
+    with pytest.raises(TypeError, match="SearchParameters"):
+        ours.search(xb[:1], 2, params={"sel": None})
+
+
+def test_results_into_the_callers_arrays_and_errors_faiss_code_catches():
+    xb = _keys()
+    index = ap.ExactIndex(12)
+    index.add(xb)
+    D, I = np.empty((2, 3), np.float32), np.empty((2, 3), np.int64)
+    got = index.search(xb[:2], 3, D=D, I=I)
+    assert got[0] is D and got[1] is I
+    assert_topk_matches(D, I, *reference_topk(xb[:2], xb, 3))
+    with pytest.raises(ValueError, match="I must be a int64 array of shape"):
+        index.search(xb[:2], 3, I=np.empty((2, 3), np.int32))
+    with pytest.raises(AssertionError):  # faiss raises AssertionError for a wrong dimension
+        index.add(xb[:, :5])
+    with pytest.raises(RuntimeError):  # as faiss: a flat index keeps ids ntotal .. ntotal + n
+        index.add_with_ids(xb[:2], np.arange(2))
+    with pytest.raises(AttributeError):  # a misspelt attribute is refused, as faiss refuses it
+        index.ntotl = 3
+    assert index.ntotal == 500
+
+
+def test_pickle_and_deepcopy_keep_the_class_and_the_keys():
+    xb = _keys(n=130)
+    index = ap.ExactIndex(12)
+    index.add(xb)
+    for copy_ in (pickle.loads(pickle.dumps(index)), copy.deepcopy(index)):
+        assert type(copy_) is ap.ExactIndex and copy_.ntotal == 130
+        np.testing.assert_array_equal(copy_.keys, xb)
+        copy_.add(xb[:1])
+    assert index.ntotal == 130
+
+
+def test_search_beside_removals_and_resets_sees_whole_states():
+    xb = _keys(n=640, d=8)
+    index = ap.ExactIndex(8)
+    removed = np.arange(0, 640, 2)
+    full, half = faiss.IndexFlatIP(8), faiss.IndexFlatIP(8)
+    full.add(xb)
+    half.add(xb)
+    half.remove_ids(removed)
+    # The three states the writer passes through: empty, all keys, every other key removed.
+    states = [np.full((4, 3), -1), full.search(xb[:4], 3)[1], half.search(xb[:4], 3)[1]]
+
+    def search():
+        ids = index.search(xb[:4], 3)[1]
+        assert any(np.array_equal(ids, state) for state in states), ids
+
+    def writer():
+        for _ in range(15):
+            index.reset()
+            index.add(xb)
+            index.remove_ids(removed)
+
+    calls = beside_writer([search, search], writer)
+    assert min(calls) > 0

@@ -11,7 +11,7 @@ names below that need faiss, hnswlib or torch are loaded on first use.
 import importlib
 import logging
 
-from .exact import ExactIndex, rescore, segment_max_dot, simd_level, topk_dot, topk_rows
+from .exact import rescore, segment_max_dot, simd_level, topk_dot, topk_rows
 from .ground_truth import ground_truth
 from .routing import MaxAffineRouter
 from .xbox import XboxTransform
@@ -23,6 +23,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 # name -> module that defines it, imported when the name is first used.
 _LAZY = {
     "AmortizedIVF": ".ivf",
+    "ExactIndex": ".flat",
     "AmortizedHNSW": ".hnsw",
     **dict.fromkeys(
         ["SupportNet", "KeyNet", "MaxAffineNet", "load_model", "width_for_budget"], ".learn.models"

@@ -20,6 +20,7 @@ __all__ = [
     "as_k",
     "as_int64",
     "as_offsets",
+    "into_out",
 ]
 
 
@@ -128,3 +129,16 @@ def as_offsets(offsets, n: int) -> np.ndarray:
             f"got length {len(off)}: {off[:4]}...{off[-2:]}"
         )
     return off
+
+
+def into_out(out, result: np.ndarray, name: str) -> np.ndarray:
+    """``result``, written into the caller's array ``out`` when one is given (faiss's D= / I=)."""
+    if out is None:
+        return result
+    if not isinstance(out, np.ndarray) or out.shape != result.shape or out.dtype != result.dtype:
+        raise ValueError(
+            f"{name} must be a {result.dtype} array of shape {result.shape}, "
+            f"got {getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
+        )
+    out[...] = result
+    return out

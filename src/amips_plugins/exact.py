@@ -7,18 +7,14 @@ lower id, and rows padded with score ``-inf`` and id ``-1`` where fewer than k k
 from __future__ import annotations
 
 import logging
-import threading
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _core
-from ._validation import as_int64, as_k, as_matrix, as_num_threads, as_positive_int
+from ._validation import as_int64, as_k, as_matrix, as_num_threads
 
-_PANEL = 64  # keys per panel of the kernels' layout (csrc/kernels.h)
-_CACHE_LINE = 64  # bytes
-
-__all__ = ["simd_level", "topk_dot", "segment_max_dot", "rescore", "topk_rows", "ExactIndex"]
+__all__ = ["simd_level", "topk_dot", "segment_max_dot", "rescore", "topk_rows"]
 
 logger = logging.getLogger(__name__)
 logger.debug(
@@ -127,114 +123,3 @@ def topk_rows(
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     k = as_k(k, arr.shape[1], arr.shape[0], name="columns")
     return _core.topk_rows(arr, k, as_num_threads(num_threads))
-
-
-def _aligned_empty(size: int) -> np.ndarray:
-    """An uninitialised float32 buffer starting on a cache line: the kernels' vector loads of a
-    panel then never straddle two lines (16-byte aligned panels searched up to 1.25x slower)."""
-    raw = np.empty(size + _CACHE_LINE // 4, dtype=np.float32)
-    skip = (-raw.ctypes.data % _CACHE_LINE) // 4
-    return raw[skip : skip + size]
-
-
-class ExactIndex:
-    """Exact inner-product index with the interface of ``faiss.IndexFlatIP``.
-
-    ``add(x)``, ``search(x, k) -> (D, I)``, ``ntotal``, ``d``, ``is_trained``, ``reset()``.
-    Keys are validated once when added and stored once: whole panels of 64 keys already in the
-    kernels' layout (in a buffer that grows geometrically), and the last ``ntotal % 64`` keys as
-    rows; searches read both in place, so they skip the packing :func:`topk_dot` does on every
-    call. Safe to search from several threads, also while another adds. Picklable.
-
-    Difference from faiss: rows are padded with ``-inf`` (faiss uses ``-FLT_MAX``) and id ``-1``
-    when k exceeds ``ntotal``, as long as the padded result stays under 1 GiB (beyond that,
-    ValueError); searching an empty index gives a fully padded result, as in faiss.
-    """
-
-    is_trained = True
-
-    def __init__(self, d: int):
-        self.d = as_positive_int(d, "d")
-        self._lock = threading.Lock()
-        self._clear()
-
-    def _clear(self) -> None:
-        self._panels = np.empty(0, dtype=np.float32)  # whole panels, then spare capacity
-        self._n_packed = 0
-        self._tail = np.empty((0, self.d), dtype=np.float32)  # fewer than 64 keys
-
-    @property
-    def ntotal(self) -> int:
-        """Number of keys added."""
-        return self._n_packed + len(self._tail)
-
-    def _snapshot(self) -> tuple[np.ndarray, int, np.ndarray]:
-        with self._lock:
-            return self._panels, self._n_packed, self._tail
-
-    @property
-    def keys(self) -> np.ndarray:
-        """The stored keys as rows, (ntotal, d) float32 (a copy)."""
-        panels, n_packed, tail = self._snapshot()
-        return np.concatenate([_core.unpack_keys(panels, n_packed, self.d), tail])
-
-    def add(self, x: ArrayLike) -> None:
-        """Append keys ``x`` (n, d); they get ids ntotal .. ntotal + n - 1."""
-        x = as_matrix(x, "x", dim=self.d)
-        with self._lock:
-            tail = self._tail
-            if len(tail) and len(tail) + len(x) >= _PANEL:  # the tail's panel fills up
-                cut = _PANEL - len(tail)
-                self._pack(np.concatenate([tail, x[:cut]]))
-                tail, x = tail[:0], x[cut:]
-            if len(tail):
-                self._tail = np.concatenate([tail, x])
-            else:
-                whole = len(x) // _PANEL * _PANEL
-                self._pack(x[:whole])
-                self._tail = x[whole:].copy()
-            # Searches hold the previous buffer and tail objects, which this never changes.
-
-    def _pack(self, rows: np.ndarray) -> None:
-        """Whole panels of ``rows`` after the packed keys (caller holds the lock)."""
-        if len(rows) == 0:
-            return
-        need = (self._n_packed + len(rows)) * self.d
-        if need > len(self._panels):
-            grown = _aligned_empty(max(need, 2 * len(self._panels)))
-            used = self._n_packed * self.d
-            grown[:used] = self._panels[:used]
-            self._panels = grown
-        _core.pack_keys(self._panels, self._n_packed, np.ascontiguousarray(rows))
-        self._n_packed += len(rows)
-
-    def search(
-        self, x: ArrayLike, k: int, *, num_threads: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k keys for each query of ``x`` (nq, d): ``(D, I)`` float32 / int64, (nq, k)."""
-        q = as_matrix(x, "x", dim=self.d)
-        threads = as_num_threads(num_threads)
-        panels, n_packed, tail = self._snapshot()
-        n = n_packed + len(tail)
-        k = as_k(k, n, len(q), pad=True)
-        D = np.full((len(q), k), -np.inf, np.float32)
-        I = np.full((len(q), k), -1, np.int64)
-        if n:  # k beyond the keys: faiss's padding
-            m = min(k, n)
-            D[:, :m], I[:, :m] = _core.topk_dot_packed(q, panels, n_packed, tail, m, threads)
-        return D, I
-
-    def reset(self) -> None:
-        """Remove every key."""
-        with self._lock:
-            self._clear()
-
-    def __getstate__(self) -> dict:
-        return {"d": self.d, "keys": self.keys}
-
-    def __setstate__(self, state: dict) -> None:
-        ExactIndex.__init__(self, state["d"])
-        self.add(state["keys"])
-
-    def __repr__(self) -> str:
-        return f"ExactIndex(d={self.d}, ntotal={self.ntotal})"

@@ -30,7 +30,7 @@ import numpy as np
 
 from ._io import atomic_path, key_fingerprint, read_archive
 from ._sync import ReadWriteLock
-from ._validation import DimensionError, as_int64, as_k, as_matrix, as_positive_int
+from ._validation import DimensionError, as_int64, as_k, as_matrix, as_positive_int, into_out
 from .exact import topk_rows
 from .routing import MaxAffineRouter
 from .xbox import XboxTransform
@@ -392,7 +392,7 @@ class AmortizedIVF(faiss.IndexIVFFlat):
         with self._lock.reading():
             k = as_k(k, self.ntotal, len(q), pad=True)
             scores, ids = self._search(q, k, params)
-        return _into(D, scores, "D"), _into(I, ids, "I")
+        return into_out(D, scores, "D"), into_out(I, ids, "I")
 
     def _search(self, q: np.ndarray, k: int, params):
         self._require_trained()
@@ -647,19 +647,6 @@ def _scan_params(params, nprobe: int, max_codes: int):
             setattr(scan, name, getattr(params, name))
     scan.nprobe = nprobe
     return scan
-
-
-def _into(out, result: np.ndarray, name: str) -> np.ndarray:
-    """``result``, written into the caller's array ``out`` when one is given (faiss's D= / I=)."""
-    if out is None:
-        return result
-    if not isinstance(out, np.ndarray) or out.shape != result.shape or out.dtype != result.dtype:
-        raise ValueError(
-            f"{name} must be a {result.dtype} array of shape {result.shape}, "
-            f"got {getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
-        )
-    out[...] = result
-    return out
 
 
 def _take_in_turn(a: np.ndarray, b: np.ndarray, count: int) -> np.ndarray:

@@ -417,7 +417,8 @@ def cmd_train(args) -> int:
 def cmd_bench_topk(args) -> int:
     import faiss
 
-    from ..exact import ExactIndex, simd_level
+    from ..exact import simd_level
+    from ..flat import ExactIndex
     from .datasets import load_vectors
     from .evaluation import time_each
 

@@ -14,7 +14,7 @@ import math
 import faiss
 import numpy as np
 
-from ..exact import ExactIndex
+from ..flat import ExactIndex
 from ..hnsw import AmortizedHNSW
 from ..ivf import AmortizedIVF
 from ..xbox import XboxTransform
