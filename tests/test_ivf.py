@@ -103,11 +103,50 @@ def test_max_affine_router_finds_more_best_keys_at_equal_nprobe(data):
 
 
 def test_take_in_turn_merges_two_rankings_without_repeats():
-    from amips_plugins.ivf import _take_in_turn
+    from amips_plugins.routing.in_turn import take_in_turn
 
     a = np.array([[3, 1, 4, 0], [5, 6, 7, 8]])
     b = np.array([[3, 4, 2, 9], [8, 7, 6, 5]])
-    np.testing.assert_array_equal(_take_in_turn(a, b, 4), [[3, 1, 4, 2], [5, 8, 6, 7]])
+    np.testing.assert_array_equal(take_in_turn(a, b, 4), [[3, 1, 4, 2], [5, 8, 6, 7]])
+
+
+class ReverseCentroids:
+    """A router of this test's own: faiss's centroid ranking, read from the worst end."""
+
+    member = "router.reverse"
+
+    def __init__(self, dim, num_outputs):
+        self.dim, self.num_outputs = dim, num_outputs
+
+    def rank(self, queries, nprobe, index, params):
+        return index.quantizer.search(queries, index.nlist)[1][:, ::-1][:, :nprobe]
+
+    def cost(self, index, nprobe):
+        return 7, index.nlist
+
+    def to_bytes(self):
+        return b""
+
+
+def test_any_object_with_the_router_protocol_chooses_the_lists(data, tmp_path):
+    keys, _, test = data
+    index = build(keys)
+    index.router = ReverseCentroids(D, NLIST)
+    index.nprobe = 3
+    _, ids = index.search(test[:50], 5)
+    worst = index.quantizer.search(test[:50], NLIST)[1][:, -3:]
+    assign = index.quantizer.search(keys, 1)[1][:, 0]
+    found = ids[ids >= 0]
+    assert np.isin(assign[found], worst).all() and len(found) > 0
+    stats = index.last_search_stats
+    assert stats["network_flops"] == 7
+    assert stats["flops"] == pytest.approx(2 * stats["distances"] * D + 7)
+    with pytest.raises(ValueError, match="cannot be saved.*router.reverse"):
+        index.save(tmp_path / "x.amips")
+    with pytest.raises(ValueError, match="outputs"):
+        index.router = ReverseCentroids(D, NLIST + 1)
+    with pytest.raises(TypeError, match="protocol"):
+        index.router = "centroids"
 
 
 def test_probe_union_scans_the_lists_of_both_rankings(data):

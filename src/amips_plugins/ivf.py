@@ -31,20 +31,24 @@ import numpy as np
 from ._io import atomic_path, key_fingerprint, read_archive
 from ._sync import ReadWriteLock
 from ._validation import DimensionError, as_int64, as_k, as_matrix, as_positive_int, into_out
-from .exact import topk_rows
-from .routing import MaxAffineRouter
+from .routing import (
+    LOADERS,
+    CentroidRouter,
+    InTurn,
+    MaxAffineRouter,
+    NetworkRouter,
+    PredictedKeyRouter,
+    is_router,
+)
+from .routing.network import is_torch_model, load_torch_model
 from .xbox import XboxTransform
 
 __all__ = ["AmortizedIVF"]
 
 _FORMAT = "amips_plugins.AmortizedIVF"  # read back by _io.read_archive
 _VERSION = 1
-_MEMBERS = ("index.faiss", "query_transform.pt", "router.npz", "router.pt")
+_MEMBERS = ("index.faiss", PredictedKeyRouter.member, *LOADERS)
 _MIN_QUERIES_PER_THREAD = 16  # below this, starting a thread costs more than it saves
-
-
-def _is_torch_model(obj) -> bool:
-    return hasattr(obj, "key_multiply_adds") and hasattr(obj, "state_dict")
 
 
 class NotTrainedError(ValueError, RuntimeError):
@@ -68,7 +72,8 @@ class AmortizedIVF(faiss.IndexIVFFlat):
     xbox : cluster the Xbox-augmented keys [x, sqrt(M^2 - |x|^2)] under L2 (queries [q, 0]); the
         lists are still scanned by inner product, so scores stay q . x
     query_transform : one-output model predicting the best key (see :meth:`fit_query_transform`)
-    router : :class:`MaxAffineRouter` or a model with ``nlist`` outputs (see :meth:`fit_router`)
+    router : :class:`MaxAffineRouter`, a model with ``nlist`` outputs (see :meth:`fit_router`), or
+        any object with the router protocol of :mod:`amips_plugins.routing`
     probe_union : probe lists from the learned ranking and faiss's ranking for q in turn (pays
         the coarse step as well as the network); no effect without a learned part. None (the
         default): on with a max-affine router, where it measured best on GloVe and WordNet, off
@@ -102,9 +107,10 @@ class AmortizedIVF(faiss.IndexIVFFlat):
     last_search_stats: dict = {}
     _lock: Any = None
     _query_transform: Any = None
-    _key_predictor: Any = None
     _router: Any = None
-    _list_scorer: Any = None
+    # the routing protocol's objects for router and query_transform (amips_plugins.routing)
+    _router_impl: Any = None
+    _transform_impl: Any = None
 
     def __init__(
         self,
@@ -186,12 +192,11 @@ class AmortizedIVF(faiss.IndexIVFFlat):
 
     @query_transform.setter
     def query_transform(self, model) -> None:
+        impl = None
         if model is not None:
-            from .learn.transform import key_predictor
-
-            self._key_predictor = key_predictor(model, self._d)
+            impl = PredictedKeyRouter(model, self._d, self.nlist)
             self._check_fingerprint(model, "query_transform")
-        self._query_transform = model
+        self._query_transform, self._transform_impl = model, impl
 
     @property
     def router(self):
@@ -199,25 +204,24 @@ class AmortizedIVF(faiss.IndexIVFFlat):
 
     @router.setter
     def router(self, router) -> None:
-        if router is not None:
-            if not (isinstance(router, MaxAffineRouter) or _is_torch_model(router)):
-                raise TypeError(
-                    f"router must be a MaxAffineRouter or a SupportNet / KeyNet, got {type(router)}"
-                )
-            if router.num_outputs != self.nlist or router.dim != self._d:
-                raise ValueError(
-                    f"router must have dim {self._d} and {self.nlist} outputs (one per list), "
-                    f"got dim {router.dim} and {router.num_outputs}"
-                )
-            if _is_torch_model(router):
-                self._check_fingerprint(router, "router")
-        self._router = router
-        if _is_torch_model(router):
-            from .learn.transform import QueryTransform
-
-            self._list_scorer = QueryTransform(router).scores
-        elif router is not None:
-            self._list_scorer = router.scores
+        """A router (see :mod:`amips_plugins.routing`: e.g. a :class:`MaxAffineRouter`) or a
+        SupportNet / KeyNet with one output per list; None: faiss's quantizer."""
+        impl = router
+        if is_torch_model(router):
+            impl = NetworkRouter(router)
+        elif router is not None and not is_router(router):
+            raise TypeError(
+                f"router must be a MaxAffineRouter, a SupportNet / KeyNet or an object with the "
+                f"amips_plugins.routing protocol, got {type(router)}"
+            )
+        if impl is not None and (impl.num_outputs != self.nlist or impl.dim != self._d):
+            raise ValueError(
+                f"router must have dim {self._d} and {self.nlist} outputs (one per list), "
+                f"got dim {impl.dim} and {impl.num_outputs}"
+            )
+        if is_torch_model(router):
+            self._check_fingerprint(router, "router")
+        self._router, self._router_impl = router, impl
 
     def _check_fingerprint(self, model, name: str) -> None:
         """Refuse a model trained for other keys (checked when the index already holds keys)."""
@@ -397,35 +401,13 @@ class AmortizedIVF(faiss.IndexIVFFlat):
     def _search(self, q: np.ndarray, k: int, params):
         self._require_trained()
         nprobe = min(self.nprobe if params is None else params.nprobe, self.nlist)
-        coarse = None if params is None else params.quantizer_params
         if nprobe < 1:
             raise ValueError(f"nprobe must be positive, got {nprobe}")
         scanned = self.xbox.transform_queries(q) if self.xbox is not None else q
         start = time.perf_counter()
-        network_flops, coarse_steps = 0, 1  # coarse steps: quantizer searches, nlist distances each
-        if self._router is not None:
-            list_scores = self._list_scorer(q)
-            network_flops = _flops(self._router)
-            network_end = time.perf_counter()
-            lists = topk_rows(list_scores, nprobe)[1]
-            coarse_steps = 0
-        elif self._query_transform is not None:
-            predicted = self._key_predictor.keys(q)
-            network_flops = _flops(self._query_transform)
-            network_end = time.perf_counter()
-            if self.xbox is not None:
-                predicted = self.xbox.transform_queries(predicted)
-            _, lists = self.quantizer.search(predicted, nprobe, params=coarse)
-        else:
-            network_end = start
-            _, lists = self.quantizer.search(scanned, nprobe, params=coarse)
-        if (
-            self._probes_union() and nprobe > 1
-        ):  # with one probe the learned list is the union's first
-            lists = _take_in_turn(
-                lists, self.quantizer.search(scanned, nprobe, params=coarse)[1], nprobe
-            )
-            coarse_steps += 1
+        router = self._search_router()
+        lists = router.rank(q, nprobe, self, params)
+        network_flops, coarse_distances = router.cost(self, nprobe)
         routing_end = time.perf_counter()
 
         scan_params = _scan_params(params, nprobe, self.max_codes)
@@ -434,7 +416,6 @@ class AmortizedIVF(faiss.IndexIVFFlat):
         )
         end = time.perf_counter()
         n = max(len(q), 1)
-        coarse_distances = coarse_steps * self.nlist
         self.last_search_stats = {
             "queries": len(q),
             "nprobe": nprobe,
@@ -442,16 +423,22 @@ class AmortizedIVF(faiss.IndexIVFFlat):
             "distances": distances / n + coarse_distances,
             "flops": 2 * (distances / n + coarse_distances) * self.d + network_flops,
             "network_flops": network_flops,
-            "network_s": network_end - start,
-            "routing_s": routing_end - network_end,
+            "routing_s": routing_end - start,
             "scan_s": end - routing_end,
         }
         return D, I
 
-    def _probes_union(self) -> bool:
-        if self.probe_union is None:
-            return isinstance(self._router, MaxAffineRouter)
-        return self.probe_union and (self._router is not None or self._query_transform is not None)
+    def _search_router(self):
+        """The router a search uses: the learned one (the router before the query transform),
+        taken in turn with faiss's ranking under ``probe_union``, else faiss's alone."""
+        centroids = CentroidRouter(self._d, self.nlist)
+        learned = self._router_impl or self._transform_impl
+        if learned is None:
+            return centroids
+        union = self.probe_union
+        if union is None:  # the default: measured best with the max-affine router only
+            union = isinstance(self._router, MaxAffineRouter)
+        return InTurn(learned, centroids) if union else learned
 
     def _scan(self, queries: np.ndarray, k: int, lists: np.ndarray, params):
         """faiss's scan of the given lists (n, nprobe) with ``queries``: (D, I, distances computed).
@@ -515,19 +502,19 @@ class AmortizedIVF(faiss.IndexIVFFlat):
             "router": None if self._router is None else type(self._router).__name__,
             "probe_union": self.probe_union,
         }
+        if self._router_impl is not None and self._router_impl.member not in LOADERS:
+            raise ValueError(
+                f"{type(self._router).__name__} cannot be saved: amips_plugins.routing.LOADERS "
+                f"has no reader for its member {self._router_impl.member!r}"
+            )
         with self._lock.reading():
             serialized = faiss.serialize_index(self).tobytes()
         with zipfile.ZipFile(file, "w") as z:
             z.writestr("meta.json", json.dumps(meta))
             z.writestr("index.faiss", serialized)
-            if self._query_transform is not None:
-                z.writestr("query_transform.pt", self._query_transform.to_bytes())
-            if isinstance(self._router, MaxAffineRouter):
-                arrays = io.BytesIO()
-                np.savez(arrays, **self._router.state_dict())
-                z.writestr("router.npz", arrays.getvalue())
-            elif self._router is not None:
-                z.writestr("router.pt", self._router.to_bytes())
+            for impl in (self._transform_impl, self._router_impl):
+                if impl is not None:
+                    z.writestr(impl.member, impl.to_bytes())
 
     @classmethod
     def load(cls, path) -> AmortizedIVF:
@@ -572,17 +559,14 @@ class AmortizedIVF(faiss.IndexIVFFlat):
             union = meta.get("probe_union")
             if not (union is None or isinstance(union, bool)):
                 raise ValueError(f"probe_union must be true, false or null, got {union!r}")
-            router = None
-            if "router.npz" in blobs:
-                with np.load(io.BytesIO(blobs["router.npz"]), allow_pickle=False) as f:
-                    router = MaxAffineRouter.from_state_dict(dict(f))
-            elif "router.pt" in blobs:
-                router = _load_torch_model(blobs["router.pt"])
-            query_transform = blobs.get("query_transform.pt")
+            router = next((LOADERS[m](blobs[m]) for m in LOADERS if m in blobs), None)
+            if isinstance(router, NetworkRouter):
+                router = router.model  # what was set
+            query_transform = blobs.get(PredictedKeyRouter.member)
             self._init_learned(
                 d,
                 xbox,
-                None if query_transform is None else _load_torch_model(query_transform),
+                None if query_transform is None else load_torch_model(query_transform),
                 router,
                 union,
             )
@@ -647,35 +631,3 @@ def _scan_params(params, nprobe: int, max_codes: int):
             setattr(scan, name, getattr(params, name))
     scan.nprobe = nprobe
     return scan
-
-
-def _take_in_turn(a: np.ndarray, b: np.ndarray, count: int) -> np.ndarray:
-    """Per row, the first ``count`` distinct entries of a[0], b[0], a[1], b[1], ... (n, count)."""
-    n, width = a.shape
-    merged = np.empty((n, 2 * width), np.int64)
-    merged[:, 0::2], merged[:, 1::2] = a, b
-    order = np.argsort(merged, axis=1, kind="stable")  # equal entries keep their turn order
-    ranked = np.take_along_axis(merged, order, axis=1)
-    repeat = np.zeros_like(ranked, dtype=bool)
-    repeat[:, 1:] = ranked[:, 1:] == ranked[:, :-1]
-    first = np.empty_like(repeat)
-    np.put_along_axis(first, order, ~repeat, axis=1)
-    slot = np.cumsum(first, axis=1) - 1
-    rows, cols = np.nonzero(first & (slot < count))
-    out = np.full((n, count), -1, np.int64)
-    out[rows, slot[rows, cols]] = merged[rows, cols]
-    return out
-
-
-def _load_torch_model(blob: bytes):
-    """A saved network, read by the learning part (which imports torch only now)."""
-    from .learn.models import load_model
-
-    return load_model(blob)
-
-
-def _flops(model) -> int:
-    """FLOPs per query of the network the search runs."""
-    if isinstance(model, MaxAffineRouter):
-        return 2 * model.multiply_adds()
-    return 2 * (model.multiply_adds() if model.num_outputs > 1 else model.key_multiply_adds())

@@ -11,11 +11,13 @@ that key's list first, and costs one inner product per piece, scored on the C++ 
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._validation import as_matrix, as_num_threads, as_offsets, as_positive_int
-from .exact import segment_max_dot, topk_dot
+from .._validation import as_matrix, as_num_threads, as_offsets, as_positive_int
+from ..exact import segment_max_dot, topk_dot, topk_rows
 
 __all__ = ["MaxAffineRouter", "most_winning_keys"]
 
@@ -85,6 +87,25 @@ class MaxAffineRouter:
     def multiply_adds(self) -> int:
         """Multiply-adds per query: one inner product per piece."""
         return self.pieces.size
+
+    # --- the router protocol (amips_plugins.routing) ----------------------------------------
+    member = "router.npz"
+
+    def rank(self, queries: np.ndarray, nprobe: int, index, params) -> np.ndarray:
+        return topk_rows(self.scores(queries), nprobe)[1]
+
+    def cost(self, index, nprobe: int) -> tuple[int, int]:
+        return 2 * self.multiply_adds(), 0
+
+    def to_bytes(self) -> bytes:
+        arrays = io.BytesIO()
+        np.savez(arrays, **self.state_dict())
+        return arrays.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> MaxAffineRouter:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            return cls.from_state_dict(dict(arrays))
 
     def state_dict(self) -> dict:
         return {"pieces": self.pieces, "offsets": self.offsets}
