@@ -23,8 +23,8 @@ import faiss
 import numpy as np
 
 import amips_plugins as ap
-from amips_plugins import peers
 from amips_plugins.ground_truth import default_cache_dir
+from amips_plugins.harness import peers
 from amips_plugins.harness.datasets import builtin
 from amips_plugins.harness.evaluation import sweep
 

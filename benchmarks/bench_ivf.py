@@ -2,6 +2,7 @@
 
     python benchmarks/bench_ivf.py                        # GloVe 6B 50d
     python benchmarks/bench_ivf.py --dataset wordnet      # WordNet + all-MiniLM-L6-v2, unnormalised
+    python benchmarks/bench_ivf.py --codes PQ25x8 --methods faiss-ip router   # compressed lists
 
 One run builds every method on the same keys (GloVe: 300k keys, 90k training words, 10k held-out
 test words; nlist = sqrt(N)) and prints, per nprobe: top-1 match rate, recall@10, wall-clock per
@@ -22,8 +23,8 @@ import faiss
 import torch
 
 import amips_plugins as ap
-from amips_plugins import peers
 from amips_plugins.ground_truth import default_cache_dir
+from amips_plugins.harness import peers
 from amips_plugins.harness.datasets import builtin
 from amips_plugins.harness.evaluation import format_table, plot_curves, sweep
 
@@ -49,6 +50,12 @@ def main():
         action="store_true",
         help="also search every learned index with probe_union "
         "(faiss's lists and the learned ones in turn)",
+    )
+    p.add_argument(
+        "--codes",
+        default="Flat",
+        help="how the lists store keys, as in faiss.index_factory (Flat, PQ25x8, SQ8, PQ50x4fs, "
+        "RaBitQ); the Xbox methods need Flat",
     )
     p.add_argument("--num-test", type=int, default=10_000)
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
@@ -80,44 +87,53 @@ def main():
         cache_dir=default_cache_dir(),
         progress=False,
     )
+    if args.codes != "Flat" and {"faiss-xbox", "router-xbox"} & set(args.methods):
+        p.error("the Xbox methods need --codes Flat")
+    codes = args.codes
     methods = []
     if "faiss-ip" in args.methods:
-        methods.append(peers.FaissIVF(nlist))
+        methods.append(peers.FaissIVF(nlist, codes=codes))
     if "faiss-xbox" in args.methods:
         methods.append(peers.FaissIVF(nlist, xbox=True))
+    coded = "" if codes == "Flat" else f",{codes}"
     for xbox in (False, True):
         if ("router-xbox" if xbox else "router") in args.methods:
             for per_list in args.pieces:
                 methods.append(
                     peers.LearnedIVF(
-                        f"AmortizedIVF {'Xbox-L2' if xbox else 'IP'} max-affine {per_list}/list",
+                        f"AmortizedIVF{coded} {'Xbox-L2' if xbox else 'IP'} max-affine "
+                        f"{per_list}/list",
                         nlist,
                         lambda ivf, m=per_list: ivf.fit_router(
-                            train_q, num_pieces=m * nlist, num_threads=args.threads
+                            train_q, keys=keys, num_pieces=m * nlist, num_threads=args.threads
                         ),
                         xbox=xbox,
+                        codes=codes,
                     )
                 )
     if "keynet" in args.methods:
         methods.append(
             peers.LearnedIVF(
-                f"AmortizedIVF IP KeyNet 256x3 ({args.budget:.0f} s)",
+                f"AmortizedIVF{coded} IP KeyNet 256x3 ({args.budget:.0f} s)",
                 nlist,
                 lambda ivf: ivf.fit_query_transform(
-                    train_q, ap.KeyNet(ds.d, width=256, depth=3), **fit_kwargs
+                    train_q, ap.KeyNet(ds.d, width=256, depth=3), keys=keys, **fit_kwargs
                 ),
+                codes=codes,
             )
         )
     if "supportnet-router" in args.methods:
         methods.append(
             peers.LearnedIVF(
-                f"AmortizedIVF IP SupportNet router 256x2 ({args.budget:.0f} s)",
+                f"AmortizedIVF{coded} IP SupportNet router 256x2 ({args.budget:.0f} s)",
                 nlist,
                 lambda ivf: ivf.fit_router(
                     train_q,
                     ap.SupportNet(ds.d, nlist, width=256, depth=2, homogeneous=True),
+                    keys=keys,
                     **fit_kwargs,
                 ),
+                codes=codes,
             )
         )
 
@@ -129,7 +145,7 @@ def main():
 
     rows = sweep(methods, keys, test_q, true_ids, k=10)
     print(format_table(rows))
-    out = Path(args.out) / args.dataset
+    out = Path(args.out) / (args.dataset + ("" if codes == "Flat" else "_" + codes))
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(rows, indent=1))
     plot_curves(rows, out / "match_rate.png", f"IVF on {ds.name} (nlist {nlist}), top-1 match rate")

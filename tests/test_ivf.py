@@ -1,4 +1,5 @@
 import json
+import pickle
 import zipfile
 
 import faiss
@@ -618,3 +619,63 @@ def test_remove_ids_and_merge_from_keep_the_index_consistent(data):
     _, ids = index.search(test, 1)
     _, best = ap.topk_dot(test, keys, 1)
     assert (ids[best % 2 == 1] == best[best % 2 == 1]).all()
+
+
+# --- every faiss IVF index -----------------------------------------------------------------------
+COMPRESSED = ["IVF20,PQ4x4", "IVF20,SQ8", "IVF20,PQ4x4fs"] + (
+    ["IVF20,RaBitQ"] if hasattr(faiss, "IndexIVFRaBitQ") else []
+)
+
+
+@pytest.fixture(scope="module", params=COMPRESSED)
+def compressed(request, data):
+    keys, train, test = data
+    index = AmortizedIVF.from_factory(D, request.param)
+    index.train(keys)
+    index.add(keys)
+    return index
+
+
+def test_compressed_indexes_without_a_learned_part_return_what_faiss_returns(compressed, data):
+    _, _, test = data
+    plain = faiss.clone_index(compressed)  # faiss's own class, the same codes
+    assert type(compressed).__name__ == "Amortized" + type(plain).__name__.removeprefix("Index")
+    for nprobe in (1, 5):
+        compressed.nprobe = plain.nprobe = nprobe
+        D_ours, I_ours = compressed.search(test, 10)
+        D_faiss, I_faiss = plain.search(test, 10)
+        np.testing.assert_array_equal(I_ours, I_faiss)
+        # Residual codes add q . centroid, which the core computes for the chosen lists.
+        np.testing.assert_allclose(D_ours, D_faiss, rtol=1e-5, atol=1e-5)
+
+
+def test_compressed_indexes_learn_from_the_raw_keys(compressed, data, tmp_path):
+    keys, train, test = data
+    with pytest.raises(ValueError, match="compressed codes.*keys="):
+        compressed.fit_router(train)
+    with pytest.raises(ValueError, match="row i the key with id i"):
+        compressed.fit_router(train, keys=keys[:-1])
+    compressed.fit_router(train, keys=keys)
+    compressed.nprobe = 1
+    _, routed = compressed.search(test, 1)
+    # The router sends more queries to the list that holds their best key than faiss does.
+    _, best = ap.topk_dot(test, keys, 1)
+    list_of_key = compressed.quantizer.search(keys, 1)[1][:, 0]
+    right_list = list_of_key[best[:, 0]]
+    faiss_first = compressed.quantizer.search(test, 1)[1][:, 0]
+    assert (list_of_key[routed[:, 0]] == right_list).mean() > (faiss_first == right_list).mean()
+    path = tmp_path / "compressed.amips"
+    compressed.save(path)
+    for copy_ in (AmortizedIVF.load(path), pickle.loads(pickle.dumps(compressed))):
+        assert type(copy_) is type(compressed) and isinstance(copy_.router, MaxAffineRouter)
+        np.testing.assert_array_equal(copy_.search(test, 5)[1], compressed.search(test, 5)[1])
+    compressed.router = None
+
+
+def test_from_faiss_and_from_factory_refuse_what_they_cannot_wrap():
+    with pytest.raises(TypeError, match="inner-product faiss IVF index"):
+        AmortizedIVF.from_factory(D, "HNSW16")
+    with pytest.raises(TypeError, match="inner-product faiss IVF index"):
+        AmortizedIVF.from_faiss(faiss.index_factory(D, "IVF4,PQ4x4", faiss.METRIC_L2))
+    with pytest.raises(ValueError, match="faiss cannot build 'IVF4,Nonsense'"):
+        AmortizedIVF.from_factory(D, "IVF4,Nonsense")

@@ -28,9 +28,18 @@ from typing import Any
 import faiss
 import numpy as np
 
+from . import _core
 from ._io import atomic_path, key_fingerprint, read_archive
 from ._sync import ReadWriteLock
-from ._validation import DimensionError, as_int64, as_k, as_matrix, as_positive_int, into_out
+from ._validation import (
+    DimensionError,
+    as_int64,
+    as_k,
+    as_matrix,
+    as_num_threads,
+    as_positive_int,
+    into_out,
+)
 from .routing import (
     LOADERS,
     CentroidRouter,
@@ -43,7 +52,13 @@ from .routing import (
 from .routing.network import is_torch_model, load_torch_model
 from .xbox import XboxTransform
 
-__all__ = ["AmortizedIVF"]
+__all__ = [
+    "AmortizedIVF",
+    "AmortizedIVFBase",
+    "AmortizedIVFPQ",
+    "AmortizedIVFPQFastScan",
+    "AmortizedIVFScalarQuantizer",
+]
 
 _FORMAT = "amips_plugins.AmortizedIVF"  # read back by _io.read_archive
 _VERSION = 1
@@ -55,49 +70,19 @@ class NotTrainedError(ValueError, RuntimeError):
     """The index must be trained first: a ValueError, and the RuntimeError faiss raises."""
 
 
-_IVFFlat = faiss.IndexIVFFlat
+_IVF = faiss.IndexIVF
 
 
-class AmortizedIVF(faiss.IndexIVFFlat):
-    """``faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)`` whose lists are
-    chosen by a learned model: a subclass of faiss's own class.
+class AmortizedIVFBase(faiss.IndexIVF):
+    """The learned choice of lists, shared by :class:`AmortizedIVF` (``faiss.IndexIVFFlat``) and
+    the classes for faiss's compressed IVF indexes (:class:`AmortizedIVFPQ`,
+    :class:`AmortizedIVFScalarQuantizer`, :class:`AmortizedIVFPQFastScan` and, where faiss has
+    it, ``AmortizedIVFRaBitQ``): each also derives from its faiss class, whose C++ object it is.
+    Make one with :meth:`from_faiss`, :meth:`from_factory` or :meth:`load`.
 
-    Parameters
-    ----------
-    quantizer : faiss index or None
-        The coarse quantizer, as for faiss (dimension d, or d + 1 with ``xbox``); None creates
-        ``IndexFlatIP(d)`` (``IndexFlatL2(d + 1)`` with ``xbox``).
-    d, nlist : dimension of keys and queries, number of inverted lists
-    metric : only ``faiss.METRIC_INNER_PRODUCT``
-    xbox : cluster the Xbox-augmented keys [x, sqrt(M^2 - |x|^2)] under L2 (queries [q, 0]); the
-        lists are still scanned by inner product, so scores stay q . x
-    query_transform : one-output model predicting the best key (see :meth:`fit_query_transform`)
-    router : :class:`MaxAffineRouter`, a model with ``nlist`` outputs (see :meth:`fit_router`), or
-        any object with the router protocol of :mod:`amips_plugins.routing`
-    probe_union : probe lists from the learned ranking and faiss's ranking for q in turn (pays
-        the coarse step as well as the network); no effect without a learned part. None (the
-        default): on with a max-affine router, where it measured best on GloVe and WordNet, off
-        otherwise (with the SupportNet router on WordNet it cost a point).
-
-    Every faiss attribute and method is faiss's own (``nprobe``, ``max_codes``, ``quantizer``,
-    ``invlists``, ``reconstruct``, ``range_search``, ``remove_ids``, ...), and faiss's functions
-    and containers take the object as the IndexIVFFlat it is. The learned part applies where
-    Python calls :meth:`search`; ``search(x, k, params=faiss.SearchParametersIVF(nprobe=8))``
-    sets nprobe (and ``max_codes``, ``sel``) for one call, safely beside other threads.
-
-    What C++ sees is the plain IndexIVFFlat: ``faiss.write_index`` / ``serialize_index`` /
-    ``clone_index``, and containers such as ``IndexShards`` / ``IndexReplicas`` /
-    ``IndexPreTransform``, search it with faiss's quantizer and store no learned part. To keep
-    the learned part use :meth:`save` / :meth:`load`, ``pickle`` or ``copy.deepcopy``.
-    With ``xbox`` the faiss index holds the augmented keys, so ``d`` (faiss's) is the key
-    dimension + 1 and faiss's own methods take and return augmented vectors; :meth:`train`,
-    :meth:`add` and :meth:`search` take vectors of the key dimension.
-
-    Differences: bad input raises ValueError / TypeError (also AssertionError for a wrong
-    dimension and RuntimeError before training, as faiss raises), rows are padded with -inf
-    (faiss: -FLT_MAX) and id -1, and ``last_search_stats`` describes the latest search.
-    Searching from several threads is safe, also while another thread adds, removes or resets
-    (a search sees the keys before or after the change, never part of it).
+    Compressed lists cannot give the keys back exactly, so the learned parts are fitted from the
+    raw keys the caller passes (``fit_router(train_queries, keys=...)``, row i the key with id i);
+    the index's own codes are read only for IndexIVFFlat.
     """
 
     # faiss refuses attributes its classes do not have; these are this class's own.
@@ -111,39 +96,7 @@ class AmortizedIVF(faiss.IndexIVFFlat):
     # the routing protocol's objects for router and query_transform (amips_plugins.routing)
     _router_impl: Any = None
     _transform_impl: Any = None
-
-    def __init__(
-        self,
-        quantizer,
-        d: int,
-        nlist: int,
-        metric=faiss.METRIC_INNER_PRODUCT,
-        *,
-        xbox: bool = False,
-        query_transform=None,
-        router=None,
-        probe_union: bool | None = None,
-    ):
-        if metric != faiss.METRIC_INNER_PRODUCT:
-            raise ValueError(
-                "AmortizedIVF searches by inner product (faiss.METRIC_INNER_PRODUCT); "
-                "use faiss.IndexIVFFlat for other metrics"
-            )
-        d, nlist = as_positive_int(d, "d"), as_positive_int(nlist, "nlist")
-        dim = d + 1 if xbox else d
-        if quantizer is None:
-            quantizer = faiss.IndexFlatL2(dim) if xbox else faiss.IndexFlatIP(dim)
-        elif not isinstance(quantizer, faiss.Index):
-            raise TypeError(f"quantizer must be a faiss index or None, got {quantizer!r:.100}")
-        elif quantizer.d != dim:
-            raise DimensionError(
-                f"the quantizer has dimension {quantizer.d}; this index needs {dim}"
-                f"{' (d + 1 with xbox)' if xbox else ''}"
-            )
-        super().__init__(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        self._init_learned(
-            d, XboxTransform(d) if xbox else None, query_transform, router, probe_union
-        )
+    _centroids: Any = None  # the quantizer's centroids, read at the first search after training
 
     def _init_learned(self, d, xbox, query_transform, router, probe_union):
         self._d, self.xbox = d, xbox
@@ -153,37 +106,53 @@ class AmortizedIVF(faiss.IndexIVFFlat):
         self.query_transform, self.router = query_transform, router
         self.probe_union = probe_union
 
-    @classmethod
-    def _adopt(cls, index: faiss.IndexIVFFlat) -> AmortizedIVF:
-        """An instance of this class over the C++ object of ``index`` (shared, not copied)."""
-        self = cls.__new__(cls)
+    @staticmethod
+    def _adopt(index, owner=None) -> AmortizedIVFBase:
+        """An instance of the class for ``index``'s faiss class over its C++ object (shared, not
+        copied); ``owner``: the proxy that frees that object, kept alive (default ``index``)."""
+        amortized = _AMORTIZED[type(index)]
+        self = amortized.__new__(amortized)
         self.this = index.this
-        self.referenced_objects = [index]  # keeps what the original proxy keeps alive
+        self.referenced_objects = [index if owner is None else owner]
         return self
 
     @classmethod
     def from_faiss(
         cls, index, *, query_transform=None, router=None, probe_union: bool | None = None
-    ) -> AmortizedIVF:
-        """Wrap an existing inner-product ``faiss.IndexIVFFlat`` (shared, not copied)."""
-        if (
-            not isinstance(index, faiss.IndexIVFFlat)
-            or index.metric_type != faiss.METRIC_INNER_PRODUCT
-        ):
+    ) -> AmortizedIVFBase:
+        """Wrap an existing inner-product faiss IVF index (shared, not copied): an IndexIVFFlat
+        gives an :class:`AmortizedIVF`, an IndexIVFPQ an :class:`AmortizedIVFPQ`, and so on for
+        every faiss IVF class listed in the README."""
+        plain: Any = faiss.downcast_index(index) if isinstance(index, faiss.Index) else None
+        if type(plain) not in _AMORTIZED or plain.metric_type != faiss.METRIC_INNER_PRODUCT:
+            names = ", ".join(c.__name__ for c in _AMORTIZED)
             raise TypeError(
-                f"from_faiss needs a faiss.IndexIVFFlat with METRIC_INNER_PRODUCT, got {index!r}"
+                f"from_faiss needs an inner-product faiss IVF index ({names}), got {index!r:.100}"
             )
-        self = cls._adopt(index)
-        self._init_learned(index.d, None, query_transform, router, probe_union)
+        self = AmortizedIVFBase._adopt(plain, owner=index)
+        self._init_learned(plain.d, None, query_transform, router, probe_union)
         return self
+
+    @classmethod
+    def from_factory(cls, d: int, description: str, **learned) -> AmortizedIVFBase:
+        """``faiss.index_factory(d, description, faiss.METRIC_INNER_PRODUCT)`` with a learned
+        part, for an IVF description such as ``"IVF1024,PQ32x8"``, ``"IVF1024,SQ8"``,
+        ``"IVF1024,PQ32x4fs"`` or ``"IVF1024,Flat"``; ``learned`` as for :meth:`from_faiss`."""
+        d = as_positive_int(d, "d")
+        try:
+            index = faiss.index_factory(d, description, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as e:
+            message = str(e).strip().splitlines()[-1]
+            raise ValueError(f"faiss cannot build {description!r}: {message}") from None
+        return cls.from_faiss(index, **learned)
 
     @property
     def nprobe(self) -> int:
-        return _IVFFlat.nprobe.__get__(self)
+        return _IVF.nprobe.__get__(self)
 
     @nprobe.setter
     def nprobe(self, value: int) -> None:
-        _IVFFlat.nprobe.__set__(self, as_positive_int(value, "nprobe"))
+        _IVF.nprobe.__set__(self, as_positive_int(value, "nprobe"))
 
     # --- learned parts ------------------------------------------------------------------------
     @property
@@ -225,7 +194,9 @@ class AmortizedIVF(faiss.IndexIVFFlat):
 
     def _check_fingerprint(self, model, name: str) -> None:
         """Refuse a model trained for other keys (checked when the index already holds keys)."""
-        if self.ntotal and model.key_fingerprint is not None:
+        # Compressed lists cannot give the keys back: there the caller vouches for them.
+        stores_keys = isinstance(self, faiss.IndexIVFFlat)
+        if stores_keys and self.ntotal and model.key_fingerprint is not None:
             expected = key_fingerprint(self.keys_by_id())
             if model.key_fingerprint != expected:
                 raise ValueError(
@@ -233,19 +204,39 @@ class AmortizedIVF(faiss.IndexIVFFlat):
                     f"not for this index's {expected}"
                 )
 
-    def grouped_keys(self):
-        """The stored keys grouped by list: ``(keys (ntotal, d), offsets (nlist + 1,), ids
-        (ntotal,))``,
-        list c being rows ``offsets[c]:offsets[c + 1]`` (the Xbox coordinate removed)."""
-        with self._lock.reading():
-            return self._grouped_keys()
+    def grouped_keys(self, keys=None):
+        """The keys grouped by list: ``(keys (ntotal, d), offsets (nlist + 1,), ids (ntotal,))``,
+        list c being rows ``offsets[c]:offsets[c + 1]``.
 
-    def _grouped_keys(self):
+        ``keys``: the raw keys (ntotal, d), row i the key with id i, needed where the lists hold
+        compressed codes; an IndexIVFFlat's own keys are read (the Xbox coordinate removed).
+        """
+        raw = None if keys is None else as_matrix(keys, "keys", dim=self._d)
+        with self._lock.reading():
+            return self._grouped_keys(raw)
+
+    def _grouped_keys(self, raw: np.ndarray | None):
         invlists, dim = self.invlists, self.d
         sizes = np.array([invlists.list_size(c) for c in range(self.nlist)], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes)])
-        keys = np.empty((offsets[-1], dim), np.float32)
         ids = np.empty(offsets[-1], np.int64)
+        for c in np.flatnonzero(sizes):
+            ids[offsets[c] : offsets[c + 1]] = faiss.rev_swig_ptr(
+                invlists.get_ids(int(c)), int(sizes[c])
+            )
+        if raw is not None:
+            if len(raw) != self.ntotal or (len(ids) and (ids.min() < 0 or ids.max() >= len(raw))):
+                raise ValueError(
+                    f"keys must hold the index's {self.ntotal} keys, row i the key with id i; "
+                    f"got {len(raw)} rows for ids up to {ids.max() if len(ids) else None}"
+                )
+            return raw[ids], offsets, ids
+        if not isinstance(self, faiss.IndexIVFFlat):
+            raise ValueError(
+                f"{type(self).__name__} holds compressed codes, which cannot give the keys back "
+                "exactly: pass the raw keys (keys=..., row i the key with id i)"
+            )
+        keys = np.empty((offsets[-1], dim), np.float32)
         for c in np.flatnonzero(sizes):
             n = int(sizes[c])
             keys[offsets[c] : offsets[c + 1]] = (
@@ -253,24 +244,26 @@ class AmortizedIVF(faiss.IndexIVFFlat):
                 .view(np.float32)
                 .reshape(n, dim)
             )
-            ids[offsets[c] : offsets[c + 1]] = faiss.rev_swig_ptr(invlists.get_ids(int(c)), n)
         return np.ascontiguousarray(keys[:, : self._d]), offsets, ids
 
-    def keys_by_id(self) -> np.ndarray:
-        """The stored keys in id order, (ntotal, d): the key set models are fingerprinted on."""
-        keys, _, ids = self.grouped_keys()
-        return keys[np.argsort(ids, kind="stable")]
+    def keys_by_id(self, keys=None) -> np.ndarray:
+        """The keys in id order, (ntotal, d): the key set models are fingerprinted on (``keys``
+        as for :meth:`grouped_keys`)."""
+        grouped, _, ids = self.grouped_keys(keys)
+        return grouped[np.argsort(ids, kind="stable")]
 
-    def fit_query_transform(self, train_queries, model=None, **fit_kwargs) -> list[dict]:
+    def fit_query_transform(
+        self, train_queries, model=None, *, keys=None, **fit_kwargs
+    ) -> list[dict]:
         """Train ``model`` (default: a residual ``KeyNet(d)``) to predict each training query's best
-        key among this index's keys, and use it. ``fit_kwargs`` go to :func:`amips_plugins.fit`;
-        returns its history."""
+        key among this index's keys (``keys`` as for :meth:`grouped_keys`), and use it.
+        ``fit_kwargs`` go to :func:`amips_plugins.fit`; returns its history."""
         from .learn.models import KeyNet
         from .learn.training import fit
 
         self._require_keys()
         model = KeyNet(self._d) if model is None else model
-        history = fit(model, self.keys_by_id(), train_queries, **fit_kwargs)
+        history = fit(model, self.keys_by_id(keys), train_queries, **fit_kwargs)
         self.query_transform = model
         return history
 
@@ -279,6 +272,7 @@ class AmortizedIVF(faiss.IndexIVFFlat):
         train_queries,
         model=None,
         *,
+        keys=None,
         num_pieces: int | None = None,
         num_threads: int | None = None,
         **fit_kwargs,
@@ -289,10 +283,11 @@ class AmortizedIVF(faiss.IndexIVFFlat):
         that win the most training queries (default ``16 * nlist``, the best measured on GloVe);
         returns None. With ``model`` (a SupportNet or KeyNet with ``nlist`` outputs): trained by
         :func:`amips_plugins.fit` to regress every list's support value (``fit_kwargs`` passed
-        on); returns the training history.
+        on); returns the training history. ``keys``: the raw keys, row i the key with id i, for
+        an index whose lists hold compressed codes (see :meth:`grouped_keys`).
         """
         self._require_keys()
-        keys, offsets, ids = self.grouped_keys()
+        keys, offsets, ids = self.grouped_keys(keys)
         if model is None:
             pieces = 16 * self.nlist if num_pieces is None else num_pieces
             self.router = MaxAffineRouter.fit(
@@ -324,7 +319,7 @@ class AmortizedIVF(faiss.IndexIVFFlat):
     # --- faiss's methods ----------------------------------------------------------------------
     def _require_trained(self) -> None:
         if not self.is_trained:
-            raise NotTrainedError("train the index first (faiss.IndexIVFFlat.train)")
+            raise NotTrainedError("train the index first (faiss's train)")
 
     def _stored(self, x: np.ndarray) -> np.ndarray:
         """Validated keys as the faiss index stores them (augmented with ``xbox``)."""
@@ -341,6 +336,7 @@ class AmortizedIVF(faiss.IndexIVFFlat):
             x = XboxTransform(self._d).add_keys(x)
         with self._lock.writing():
             self.train_c(len(x), faiss.swig_ptr(x))
+            self._centroids = None
 
     def add(self, x) -> None:
         """Add keys ``x`` (n, d) with ids ntotal .. ntotal + n - 1."""
@@ -365,14 +361,14 @@ class AmortizedIVF(faiss.IndexIVFFlat):
     def reset(self) -> None:
         """Remove every key (the lists' centroids and the learned parts stay)."""
         with self._lock.writing():
-            _IVFFlat.reset(self)
+            _IVF.reset(self)
             if self.xbox is not None:
                 self.xbox = XboxTransform(self._d)
 
     def remove_ids(self, sel) -> int:
         """faiss's ``remove_ids`` (an IDSelector or an array of ids), ordered against searches."""
         with self._lock.writing():
-            return _IVFFlat.remove_ids(self, sel)
+            return _IVF.remove_ids(self, sel)
 
     def merge_from(self, other, add_id: int = 0) -> None:
         """faiss's ``merge_from``, ordered against searches (not with ``xbox``: the other index's
@@ -380,7 +376,7 @@ class AmortizedIVF(faiss.IndexIVFFlat):
         if self.xbox is not None:
             raise ValueError("merge_from is not supported with xbox")
         with self._lock.writing():
-            _IVFFlat.merge_from(self, other, add_id)
+            _IVF.merge_from(self, other, add_id)
 
     def search(self, x, k: int, *, params=None, D=None, I=None):
         """Top-k keys of every query of ``x`` (n, d) by inner product, in the probed lists.
@@ -450,16 +446,17 @@ class AmortizedIVF(faiss.IndexIVFFlat):
         n = len(lists)
         D = np.empty((n, k), np.float32)
         I = np.empty((n, k), np.int64)
-        dummy_distances = np.zeros(lists.shape, np.float32)
+        centroid_scores = self._centroid_scores(queries, lists)
+        counted = not isinstance(self, faiss.IndexIVFFastScan)  # fast-scan refuses the counters
 
         def scan(rows: slice):
-            stats = faiss.IndexIVFStats()
+            stats = faiss.IndexIVFStats() if counted else None
             self.search_preassigned_c(
                 rows.stop - rows.start,
                 faiss.swig_ptr(queries[rows]),
                 k,
                 faiss.swig_ptr(lists[rows]),
-                faiss.swig_ptr(dummy_distances[rows]),
+                faiss.swig_ptr(centroid_scores[rows]),
                 faiss.swig_ptr(D[rows]),
                 faiss.swig_ptr(I[rows]),
                 False,
@@ -475,9 +472,24 @@ class AmortizedIVF(faiss.IndexIVFFlat):
             bounds = np.linspace(0, n, threads + 1).astype(int).tolist()
             with ThreadPoolExecutor(threads) as pool:
                 parts = list(pool.map(scan, [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]))
+        if not counted:
+            probed, times = np.unique(lists[lists >= 0], return_counts=True)
+            sizes = [self.invlists.list_size(int(c)) for c in probed]
+            return D, I, int(np.dot(sizes, times))
         for stats in parts:
             faiss.cvar.indexIVF_stats.add(stats)
         return D, I, sum(stats.ndis for stats in parts)
+
+    def _centroid_scores(self, queries: np.ndarray, lists: np.ndarray) -> np.ndarray:
+        """q . centroid of every probed list: residual codes (PQ, SQ, RaBitQ) add it to their
+        scores, as in faiss's own search; IndexIVFFlat ignores it."""
+        if isinstance(self, faiss.IndexIVFFlat):
+            return np.zeros(lists.shape, np.float32)
+        if self._centroids is None:  # cleared by train
+            rows = self.quantizer.reconstruct_n(0, self.nlist)
+            self._centroids = as_matrix(rows, "the quantizer's centroids", dim=self.d)
+        # both already checked: the core's rescore without exact.rescore's second check
+        return _core.rescore(queries, self._centroids, lists, as_num_threads(None))
 
     # --- persistence --------------------------------------------------------------------------
     def save(self, path) -> None:
@@ -517,18 +529,18 @@ class AmortizedIVF(faiss.IndexIVFFlat):
                     z.writestr(impl.member, impl.to_bytes())
 
     @classmethod
-    def load(cls, path) -> AmortizedIVF:
+    def load(cls, path) -> AmortizedIVFBase:
         """Read an index written by :meth:`save`; a foreign, corrupt, inconsistent or newer file:
         ValueError. Sizes are checked before anything is allocated for them."""
         return cls._read(path, str(path))
 
     @classmethod
-    def deserialize(cls, data) -> AmortizedIVF:
+    def deserialize(cls, data) -> AmortizedIVFBase:
         """The index :meth:`serialize` gave as ``data`` (bytes); errors as for :meth:`load`."""
         return cls._read(bytes(data), "the data")
 
     @classmethod
-    def _read(cls, source, name: str) -> AmortizedIVF:
+    def _read(cls, source, name: str) -> AmortizedIVFBase:
         try:
             meta, blobs = read_archive(source, "AmortizedIVF", _VERSION, _MEMBERS)
             index = faiss.deserialize_index(np.frombuffer(blobs["index.faiss"], np.uint8))
@@ -545,7 +557,7 @@ class AmortizedIVF(faiss.IndexIVFFlat):
             ) from None
         try:
             d = _check_payload(meta, index)
-            self = cls._adopt(index)
+            self = AmortizedIVFBase._adopt(index)
             xbox = meta["xbox"]
             xbox = None if xbox is None else XboxTransform.from_state_dict(xbox)
             if (xbox is not None) != (index.d == d + 1):
@@ -579,7 +591,7 @@ class AmortizedIVF(faiss.IndexIVFFlat):
         return {"archive": self.serialize()}
 
     def __setstate__(self, state: dict) -> None:
-        loaded = AmortizedIVF.deserialize(state["archive"])
+        loaded = AmortizedIVFBase.deserialize(state["archive"])
         for name, value in vars(loaded).items():
             object.__setattr__(self, name, value)
 
@@ -598,17 +610,124 @@ class AmortizedIVF(faiss.IndexIVFFlat):
             parts.append(f"query_transform={type(self._query_transform).__name__}")
         if self.probe_union is not None:
             parts.append(f"probe_union={self.probe_union}")
-        return f"AmortizedIVF({', '.join(parts)})"
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+class AmortizedIVF(AmortizedIVFBase, faiss.IndexIVFFlat):
+    """``faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)`` whose lists are
+    chosen by a learned model: a subclass of faiss's own class.
+
+    Parameters
+    ----------
+    quantizer : faiss index or None
+        The coarse quantizer, as for faiss (dimension d, or d + 1 with ``xbox``); None creates
+        ``IndexFlatIP(d)`` (``IndexFlatL2(d + 1)`` with ``xbox``).
+    d, nlist : dimension of keys and queries, number of inverted lists
+    metric : only ``faiss.METRIC_INNER_PRODUCT``
+    xbox : cluster the Xbox-augmented keys [x, sqrt(M^2 - |x|^2)] under L2 (queries [q, 0]); the
+        lists are still scanned by inner product, so scores stay q . x
+    query_transform : one-output model predicting the best key (see :meth:`fit_query_transform`)
+    router : :class:`MaxAffineRouter`, a model with ``nlist`` outputs (see :meth:`fit_router`), or
+        any object with the router protocol of :mod:`amips_plugins.routing`
+    probe_union : probe lists from the learned ranking and faiss's ranking for q in turn (pays
+        the coarse step as well as the network); no effect without a learned part. None (the
+        default): on with a max-affine router, where it measured best on GloVe and WordNet, off
+        otherwise (with the SupportNet router on WordNet it cost a point).
+
+    Every faiss attribute and method is faiss's own (``nprobe``, ``max_codes``, ``quantizer``,
+    ``invlists``, ``reconstruct``, ``range_search``, ``remove_ids``, ...), and faiss's functions
+    and containers take the object as the IndexIVFFlat it is. The learned part applies where
+    Python calls :meth:`search`; ``search(x, k, params=faiss.SearchParametersIVF(nprobe=8))``
+    sets nprobe (and ``max_codes``, ``sel``) for one call, safely beside other threads.
+
+    What C++ sees is the plain IndexIVFFlat: ``faiss.write_index`` / ``serialize_index`` /
+    ``clone_index``, and containers such as ``IndexShards`` / ``IndexReplicas`` /
+    ``IndexPreTransform``, search it with faiss's quantizer and store no learned part. To keep
+    the learned part use :meth:`save` / :meth:`load`, ``pickle`` or ``copy.deepcopy``.
+    With ``xbox`` the faiss index holds the augmented keys, so ``d`` (faiss's) is the key
+    dimension + 1 and faiss's own methods take and return augmented vectors; :meth:`train`,
+    :meth:`add` and :meth:`search` take vectors of the key dimension.
+
+    Differences: bad input raises ValueError / TypeError (also AssertionError for a wrong
+    dimension and RuntimeError before training, as faiss raises), rows are padded with -inf
+    (faiss: -FLT_MAX) and id -1, and ``last_search_stats`` describes the latest search.
+    Searching from several threads is safe, also while another thread adds, removes or resets
+    (a search sees the keys before or after the change, never part of it).
+    """
+
+    def __init__(
+        self,
+        quantizer,
+        d: int,
+        nlist: int,
+        metric=faiss.METRIC_INNER_PRODUCT,
+        *,
+        xbox: bool = False,
+        query_transform=None,
+        router=None,
+        probe_union: bool | None = None,
+    ):
+        if metric != faiss.METRIC_INNER_PRODUCT:
+            raise ValueError(
+                "AmortizedIVF searches by inner product (faiss.METRIC_INNER_PRODUCT); "
+                "use faiss.IndexIVFFlat for other metrics"
+            )
+        d, nlist = as_positive_int(d, "d"), as_positive_int(nlist, "nlist")
+        dim = d + 1 if xbox else d
+        if quantizer is None:
+            quantizer = faiss.IndexFlatL2(dim) if xbox else faiss.IndexFlatIP(dim)
+        elif not isinstance(quantizer, faiss.Index):
+            raise TypeError(f"quantizer must be a faiss index or None, got {quantizer!r:.100}")
+        elif quantizer.d != dim:
+            raise DimensionError(
+                f"the quantizer has dimension {quantizer.d}; this index needs {dim}"
+                f"{' (d + 1 with xbox)' if xbox else ''}"
+            )
+        super().__init__(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        self._init_learned(
+            d, XboxTransform(d) if xbox else None, query_transform, router, probe_union
+        )
+
+
+class AmortizedIVFPQ(AmortizedIVFBase, faiss.IndexIVFPQ):
+    """``faiss.IndexIVFPQ`` (inner product) whose lists are chosen by a learned model."""
+
+
+class AmortizedIVFScalarQuantizer(AmortizedIVFBase, faiss.IndexIVFScalarQuantizer):
+    """``faiss.IndexIVFScalarQuantizer`` (inner product) whose lists are chosen by a learned
+    model."""
+
+
+class AmortizedIVFPQFastScan(AmortizedIVFBase, faiss.IndexIVFPQFastScan):
+    """``faiss.IndexIVFPQFastScan`` (inner product) whose lists are chosen by a learned model.
+    faiss counts no statistics for its scan: ``distances`` counts the codes of the probed lists."""
+
+
+# the faiss class of an index -> the class that adds the learned part to it
+_AMORTIZED: dict[type, Any] = {
+    faiss.IndexIVFFlat: AmortizedIVF,
+    faiss.IndexIVFPQ: AmortizedIVFPQ,
+    faiss.IndexIVFScalarQuantizer: AmortizedIVFScalarQuantizer,
+    faiss.IndexIVFPQFastScan: AmortizedIVFPQFastScan,
+}
+if hasattr(faiss, "IndexIVFRaBitQ"):  # faiss >= 1.11
+
+    class AmortizedIVFRaBitQ(AmortizedIVFBase, faiss.IndexIVFRaBitQ):
+        """``faiss.IndexIVFRaBitQ`` (inner product) whose lists are chosen by a learned model."""
+
+    _AMORTIZED[faiss.IndexIVFRaBitQ] = AmortizedIVFRaBitQ
+    __all__.append("AmortizedIVFRaBitQ")
 
 
 def _check_payload(meta: dict, index) -> int:
     """The key dimension that ``meta`` states, checked against the faiss ``index`` it came with."""
-    if not isinstance(index, faiss.IndexIVFFlat):
-        raise ValueError(f"the payload is a {type(index).__name__}, not an IndexIVFFlat")
+    if type(index) not in _AMORTIZED:
+        raise ValueError(f"the payload is a {type(index).__name__}, not a faiss IVF index")
     if index.metric_type != faiss.METRIC_INNER_PRODUCT:
-        raise ValueError("the payload's IndexIVFFlat does not use the inner-product metric")
+        raise ValueError("the payload's faiss index does not use the inner-product metric")
     d = as_positive_int(meta["d"], "d")
-    if index.d not in (d, d + 1):
+    xbox_dims = (d, d + 1) if isinstance(index, faiss.IndexIVFFlat) else (d,)
+    if index.d not in xbox_dims:
         raise ValueError(f"meta.json says d = {d}, the faiss index has dimension {index.d}")
     return d
 

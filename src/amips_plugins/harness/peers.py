@@ -16,7 +16,7 @@ import numpy as np
 
 from ..flat import ExactIndex
 from ..hnsw import AmortizedHNSW
-from ..ivf import AmortizedIVF
+from ..ivf import AmortizedIVF, AmortizedIVFBase
 from ..xbox import XboxTransform
 
 __all__ = ["ExactSearch", "FaissIVF", "FaissHNSW", "HnswlibIP", "LearnedIVF", "OursHNSW"]
@@ -44,16 +44,25 @@ class ExactSearch:
 
 
 class FaissIVF:
-    """``faiss.IndexIVFFlat`` with an inner-product quantizer, or (``xbox=True``) L2 IVF on
-    Xbox-augmented keys and queries."""
+    """faiss's IVF index with an inner-product quantizer, or (``xbox=True``) L2 IVF on
+    Xbox-augmented keys and queries; ``codes``: how the lists store keys, as in
+    ``index_factory`` ("Flat", "PQ25x8", "SQ8", ...; Flat only with xbox)."""
 
     param_name = "nprobe"
     network_flops = 0
 
-    def __init__(self, nlist: int, *, xbox: bool = False, params=(1, 2, 4, 8, 16, 27, 64, 128)):
-        self.nlist, self.xbox = nlist, xbox
+    def __init__(
+        self,
+        nlist: int,
+        *,
+        xbox: bool = False,
+        codes: str = "Flat",
+        params=(1, 2, 4, 8, 16, 27, 64, 128),
+    ):
+        self.nlist, self.xbox, self.codes = nlist, xbox, codes
         self.params = tuple(p for p in params if p <= nlist)
-        self.name = f"faiss IVF {'Xbox-L2' if xbox else 'IP'} (nlist {nlist})"
+        kind = "Xbox-L2" if xbox else "IP"
+        self.name = f"faiss IVF{'' if codes == 'Flat' else ',' + codes} {kind} (nlist {nlist})"
 
     def build(self, keys):
         d = keys.shape[1]
@@ -65,8 +74,8 @@ class FaissIVF:
                 faiss.IndexFlatL2(d + 1), d + 1, self.nlist, faiss.METRIC_L2
             )
         else:
-            quantizer = faiss.IndexFlatIP(d)
-            self.index = faiss.IndexIVFFlat(quantizer, d, self.nlist, faiss.METRIC_INNER_PRODUCT)
+            description = f"IVF{self.nlist},{self.codes}"
+            self.index = faiss.index_factory(d, description, faiss.METRIC_INNER_PRODUCT)
         self.index.train(keys)
         self.index.add(keys)
 
@@ -156,10 +165,12 @@ class LearnedIVF:
         learn,
         *,
         xbox: bool = False,
+        codes: str = "Flat",
         probe_union: bool | None = None,
         params=(1, 2, 4, 8, 16, 27, 64, 128),
     ):
         self.name, self.nlist, self.learn, self.xbox = name, nlist, learn, xbox
+        self.codes = codes
         self.probe_union = probe_union
         self.twin_of: LearnedIVF | None = None
         self.params = tuple(p for p in params if p <= nlist)
@@ -172,20 +183,24 @@ class LearnedIVF:
             self.nlist,
             None,
             xbox=self.xbox,
+            codes=self.codes,
             probe_union=True,
             params=self.params,
         )
         twin.twin_of = self
         return twin
 
-    index: AmortizedIVF
+    index: AmortizedIVFBase
     distance_dim: int
 
     def build(self, keys):
         if self.twin_of is not None:
             self.index, self.distance_dim = self.twin_of.index, self.twin_of.distance_dim
             return
-        self.index = AmortizedIVF(None, keys.shape[1], self.nlist, xbox=self.xbox)
+        if self.codes == "Flat":
+            self.index = AmortizedIVF(None, keys.shape[1], self.nlist, xbox=self.xbox)
+        else:
+            self.index = AmortizedIVF.from_factory(keys.shape[1], f"IVF{self.nlist},{self.codes}")
         self.distance_dim = self.index.d
         self.index.train(keys)
         self.index.add(keys)
