@@ -572,8 +572,6 @@ class AmortizedIVFBase(faiss.IndexIVF):
             if not (union is None or isinstance(union, bool)):
                 raise ValueError(f"probe_union must be true, false or null, got {union!r}")
             router = next((LOADERS[m](blobs[m]) for m in LOADERS if m in blobs), None)
-            if isinstance(router, NetworkRouter):
-                router = router.model  # what was set
             query_transform = blobs.get(PredictedKeyRouter.member)
             self._init_learned(
                 d,

@@ -9,8 +9,8 @@ is any object with:
   ``faiss.SearchParametersIVF`` or None;
 - ``cost(index, nprobe) -> (network_flops, coarse_distances)`` per query: FLOPs of a learned
   model, and distances to the index's centroids (each ``index.d`` multiply-adds);
-- ``member``, ``to_bytes()``, ``from_bytes(data)``: the archive member an AmortizedIVF file keeps
-  it in, and its bytes (routers built from an index's settings need none).
+- ``member``, ``to_bytes()``: the archive member an AmortizedIVF file keeps it in, and its bytes
+  (routers built from an index's settings need none).
 
 A new router is one module here, plus its entry in :data:`LOADERS` to be read back from files.
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 from .centroids import CentroidRouter
 from .in_turn import InTurn
 from .max_affine import MaxAffineRouter, most_winning_keys
-from .network import NetworkRouter, PredictedKeyRouter
+from .network import NetworkRouter, PredictedKeyRouter, load_torch_model
 
 __all__ = [
     "CentroidRouter",
@@ -33,10 +33,11 @@ __all__ = [
     "most_winning_keys",
 ]
 
-# archive member -> how it is read back (files are only ever read by these, never by pickle)
+# archive member -> its reader, giving what ``AmortizedIVF.router`` is set to (files are only
+# ever read by these, never by pickle)
 LOADERS = {
     MaxAffineRouter.member: MaxAffineRouter.from_bytes,
-    NetworkRouter.member: NetworkRouter.from_bytes,
+    NetworkRouter.member: load_torch_model,
 }
 
 

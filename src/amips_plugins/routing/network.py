@@ -43,10 +43,6 @@ class NetworkRouter:
     def to_bytes(self) -> bytes:
         return self.model.to_bytes()
 
-    @classmethod
-    def from_bytes(cls, data: bytes) -> NetworkRouter:
-        return cls(load_torch_model(data))
-
 
 class PredictedKeyRouter:
     """The quantizer's ranking for the best key a one-output model predicts instead of q (the
