@@ -103,6 +103,28 @@ def test_max_affine_router_finds_more_best_keys_at_equal_nprobe(data):
     assert stats["distances"] < index.ntotal  # no coarse step, a few lists scanned
 
 
+def test_search_lists_scans_the_lists_the_caller_chooses(data):
+    keys, train, test = data
+    index = build(keys, xbox=True)
+    index.fit_router(train, num_pieces=NLIST)
+    index.nprobe = 3
+    lists = index.probed_lists(test)
+    assert lists.shape == (len(test), 3) and lists.dtype == np.int64
+    for got, want in zip(index.search_lists(test, 5, lists), index.search(test, 5)):
+        np.testing.assert_array_equal(got, want)
+    one = np.full((len(test), 2), -1)
+    one[:, 0] = 4  # every query scans list 4 only
+    _, ids = index.search_lists(test, 5, one)
+    offsets, list_ids = index.list_ids()
+    assert set(ids[ids >= 0].tolist()) <= set(list_ids[offsets[4] : offsets[5]].tolist())
+    assert index.last_search_stats["lists_probed"] == 1
+    assert index.last_search_stats["distances"] == offsets[5] - offsets[4]
+    with pytest.raises(ValueError, match=f"lists must lie in -1 .. {NLIST - 1}"):
+        index.search_lists(test, 5, one + NLIST)
+    with pytest.raises(ValueError, match="lists has 2 rows"):
+        index.search_lists(test, 5, one[:2])
+
+
 def test_take_in_turn_merges_two_rankings_without_repeats():
     from amips_plugins.routing.in_turn import take_in_turn
 

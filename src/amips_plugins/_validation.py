@@ -120,6 +120,17 @@ def as_int64(x, name: str, *, ndim: int) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
+def as_key_ids(ids, n: int) -> np.ndarray:
+    """Ids for ``n`` keys: (n,) int64, each in 0 .. 2**63 - 1 (-1 is the padding searches
+    return, so no key may have it)."""
+    ids = as_int64(ids, "ids", ndim=1)
+    if len(ids) != n:
+        raise ValueError(f"{len(ids)} ids for {n} vectors")
+    if len(ids) and ids.min() < 0:
+        raise ValueError(f"ids must be non-negative, got {ids.min()}")
+    return ids
+
+
 def as_offsets(offsets, n: int) -> np.ndarray:
     """Segment offsets (C + 1,) int64, non-decreasing from 0 to ``n``, with C >= 1."""
     off = as_int64(offsets, "offsets", ndim=1)

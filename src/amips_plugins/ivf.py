@@ -35,6 +35,7 @@ from ._validation import (
     DimensionError,
     as_int64,
     as_k,
+    as_key_ids,
     as_matrix,
     as_num_threads,
     as_positive_int,
@@ -215,8 +216,14 @@ class AmortizedIVFBase(faiss.IndexIVF):
         with self._lock.reading():
             return self._grouped_keys(raw)
 
-    def _grouped_keys(self, raw: np.ndarray | None):
-        invlists, dim = self.invlists, self.d
+    def list_ids(self) -> tuple[np.ndarray, np.ndarray]:
+        """The ids in every list: ``(offsets (nlist + 1,), ids (ntotal,))``, list c's being
+        ``ids[offsets[c]:offsets[c + 1]]`` in the order the list holds them."""
+        with self._lock.reading():
+            return self._list_ids()
+
+    def _list_ids(self) -> tuple[np.ndarray, np.ndarray]:
+        invlists = self.invlists
         sizes = np.array([invlists.list_size(c) for c in range(self.nlist)], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes)])
         ids = np.empty(offsets[-1], np.int64)
@@ -224,6 +231,12 @@ class AmortizedIVFBase(faiss.IndexIVF):
             ids[offsets[c] : offsets[c + 1]] = faiss.rev_swig_ptr(
                 invlists.get_ids(int(c)), int(sizes[c])
             )
+        return offsets, ids
+
+    def _grouped_keys(self, raw: np.ndarray | None):
+        invlists, dim = self.invlists, self.d
+        offsets, ids = self._list_ids()
+        sizes = np.diff(offsets)
         if raw is not None:
             if len(raw) != self.ntotal or (len(ids) and (ids.min() < 0 or ids.max() >= len(raw))):
                 raise ValueError(
@@ -349,11 +362,7 @@ class AmortizedIVFBase(faiss.IndexIVF):
         """Add keys ``x`` (n, d) with the ``ids`` (n,): integers in 0 .. 2**63 - 1 (-1 is the
         padding searches return, so no key may have it)."""
         x = as_matrix(x, "x", dim=self._d)
-        ids = as_int64(ids, "ids", ndim=1)
-        if len(ids) != len(x):
-            raise ValueError(f"{len(ids)} ids for {len(x)} vectors")
-        if len(ids) and ids.min() < 0:
-            raise ValueError(f"ids must be non-negative, got {ids.min()}")
+        ids = as_key_ids(ids, len(x))
         with self._lock.writing():
             stored = self._stored(x)
             self.add_with_ids_c(len(stored), faiss.swig_ptr(stored), faiss.swig_ptr(ids))
@@ -383,33 +392,21 @@ class AmortizedIVFBase(faiss.IndexIVF):
 
         ``params`` (a ``faiss.SearchParametersIVF``) sets nprobe, ``max_codes`` and the id
         selector ``sel`` for this call. Returns ``(D, I)``: float32 (n, k) inner products best
-        first and int64 (n, k) ids, padded with -inf / -1 where the lists hold fewer than k
-        keys; written into ``D`` / ``I`` when given, as in faiss.
+        first and int64 (n, k) ids, padded as faiss pads (-FLT_MAX / -1) where the lists hold
+        fewer than k keys; written into ``D`` / ``I`` when given, as in faiss.
         """
         q = as_matrix(x, "x", dim=self._d)
-        if params is not None and not isinstance(params, faiss.SearchParametersIVF):
-            raise TypeError(f"params must be a faiss.SearchParametersIVF, got {params!r:.100}")
+        _check_params(params)
         with self._lock.reading():
             k = as_k(k, self.ntotal, len(q), pad=True)
             scores, ids = self._search(q, k, params)
         return into_out(D, scores, "D"), into_out(I, ids, "I")
 
     def _search(self, q: np.ndarray, k: int, params):
-        self._require_trained()
-        nprobe = min(self.nprobe if params is None else params.nprobe, self.nlist)
-        if nprobe < 1:
-            raise ValueError(f"nprobe must be positive, got {nprobe}")
-        scanned = self.xbox.transform_queries(q) if self.xbox is not None else q
         start = time.perf_counter()
-        router = self._search_router()
-        lists = router.rank(q, nprobe, self, params)
-        network_flops, coarse_distances = router.cost(self, nprobe)
+        lists, nprobe, network_flops, coarse_distances = self._route(q, params)
         routing_end = time.perf_counter()
-
-        scan_params = _scan_params(params, nprobe, self.max_codes)
-        D, I, distances = self._scan(
-            scanned, k, np.ascontiguousarray(lists, dtype=np.int64), scan_params
-        )
+        D, I, distances = self._scan(q, k, lists, _scan_params(params, nprobe, self.max_codes))
         end = time.perf_counter()
         n = max(len(q), 1)
         self.last_search_stats = {
@@ -421,6 +418,50 @@ class AmortizedIVFBase(faiss.IndexIVF):
             "network_flops": network_flops,
             "routing_s": routing_end - start,
             "scan_s": end - routing_end,
+        }
+        return D, I
+
+    def _route(self, q: np.ndarray, params):
+        """(lists (n, nprobe) int64, nprobe, network FLOPs and coarse distances per query)."""
+        self._require_trained()
+        nprobe = min(self.nprobe if params is None else params.nprobe, self.nlist)
+        if nprobe < 1:
+            raise ValueError(f"nprobe must be positive, got {nprobe}")
+        router = self._search_router()
+        lists = np.ascontiguousarray(router.rank(q, nprobe, self, params), dtype=np.int64)
+        return (lists, nprobe, *router.cost(self, nprobe))
+
+    def probed_lists(self, x, *, params=None) -> np.ndarray:
+        """The lists :meth:`search` probes for each query of ``x`` (n, d): (n, nprobe) int64,
+        best first, -1 where fewer exist (``params`` as for :meth:`search`)."""
+        q = as_matrix(x, "x", dim=self._d)
+        _check_params(params)
+        with self._lock.reading():
+            return self._route(q, params)[0]
+
+    def search_lists(self, x, k: int, lists, *, params=None):
+        """Top-k keys of every query of ``x`` (n, d) in the lists given for it, ``lists`` (n, m)
+        int64 (-1: none): :meth:`search` with the choice of lists left to the caller (faiss's
+        ``search_preassigned``). Returns ``(D, I)`` as :meth:`search` does; the scan's counts go
+        to ``last_search_stats``."""
+        q = as_matrix(x, "x", dim=self._d)
+        chosen = as_int64(lists, "lists", ndim=2)
+        _check_params(params)
+        if len(chosen) != len(q):
+            raise ValueError(f"lists has {len(chosen)} rows for {len(q)} queries")
+        if chosen.size and (chosen.min() < -1 or chosen.max() >= self.nlist):
+            raise ValueError(f"lists must lie in -1 .. {self.nlist - 1}")
+        with self._lock.reading():
+            self._require_trained()
+            k = as_k(k, self.ntotal, len(q), pad=True)
+            start = time.perf_counter()
+            scan_params = _scan_params(params, chosen.shape[1], self.max_codes)
+            D, I, distances = self._scan(q, k, chosen, scan_params)
+        self.last_search_stats = {
+            "queries": len(q),
+            "lists_probed": int(np.count_nonzero(chosen >= 0)) / max(len(q), 1),
+            "distances": distances / max(len(q), 1),
+            "scan_s": time.perf_counter() - start,
         }
         return D, I
 
@@ -436,13 +477,15 @@ class AmortizedIVFBase(faiss.IndexIVF):
             union = isinstance(self._router, MaxAffineRouter)
         return InTurn(learned, centroids) if union else learned
 
-    def _scan(self, queries: np.ndarray, k: int, lists: np.ndarray, params):
-        """faiss's scan of the given lists (n, nprobe) with ``queries``: (D, I, distances computed).
+    def _scan(self, q: np.ndarray, k: int, lists: np.ndarray, params):
+        """faiss's scan of the given lists (n, nprobe) for the queries ``q`` (with ``xbox``, their
+        augmented form): (D, I, distances computed).
 
         ``search_preassigned`` runs on one thread (faiss's own ``search`` parallelises above it),
         so the queries are split over faiss's OpenMP thread count here; faiss releases the GIL.
         Its counters are added to ``faiss.cvar.indexIVF_stats``, as faiss's search does.
         """
+        queries = self.xbox.transform_queries(q) if self.xbox is not None else q
         n = len(lists)
         D = np.empty((n, k), np.float32)
         I = np.empty((n, k), np.int64)
@@ -647,8 +690,8 @@ class AmortizedIVF(AmortizedIVFBase, faiss.IndexIVFFlat):
     :meth:`add` and :meth:`search` take vectors of the key dimension.
 
     Differences: bad input raises ValueError / TypeError (also AssertionError for a wrong
-    dimension and RuntimeError before training, as faiss raises), rows are padded with -inf
-    (faiss: -FLT_MAX) and id -1, and ``last_search_stats`` describes the latest search.
+    dimension and RuntimeError before training, as faiss raises), and ``last_search_stats``
+    describes the latest search.
     Searching from several threads is safe, also while another thread adds, removes or resets
     (a search sees the keys before or after the change, never part of it).
     """
@@ -735,6 +778,11 @@ _IVF_PARAMS = [
     for name in dir(faiss.SearchParametersIVF)
     if isinstance(getattr(faiss.SearchParametersIVF, name), property) and name != "thisown"
 ]
+
+
+def _check_params(params) -> None:
+    if params is not None and not isinstance(params, faiss.SearchParametersIVF):
+        raise TypeError(f"params must be a faiss.SearchParametersIVF, got {params!r:.100}")
 
 
 def _scan_params(params, nprobe: int, max_codes: int):

@@ -73,11 +73,22 @@ class MaxAffineRouter:
         winners = most_winning_keys(x, best[:, 0], num_pieces)
         list_of_key = np.repeat(np.arange(len(off) - 1), np.diff(off))
         sizes = np.diff(off)
-        means = np.add.reduceat(x, off[:-1][sizes > 0], axis=0) / sizes[sizes > 0, None]
-        owner = np.concatenate([np.flatnonzero(sizes > 0), list_of_key[winners]])
-        pieces = np.concatenate([means.astype(np.float32), x[winners]])
+        sums = np.add.reduceat(x, off[:-1][sizes > 0], axis=0)
+        means = np.zeros((len(sizes), x.shape[1]), np.float32)
+        means[sizes > 0] = sums / sizes[sizes > 0, None]
+        return cls.from_parts(means, sizes, x[winners], list_of_key[winners])
+
+    @classmethod
+    def from_parts(
+        cls, means: np.ndarray, sizes: np.ndarray, keys: np.ndarray, lists: np.ndarray
+    ) -> MaxAffineRouter:
+        """The pieces of :meth:`fit` from its parts: every list's mean (C, d) and size (C,) (an
+        empty list gets no mean), and the chosen ``keys`` (m, d) with their ``lists`` (m,)."""
+        has_mean = np.flatnonzero(sizes > 0)
+        owner = np.concatenate([has_mean, lists])
+        pieces = np.concatenate([means[has_mean], keys]).astype(np.float32)
         order = np.argsort(owner, kind="stable")
-        return cls(pieces[order], np.searchsorted(owner[order], np.arange(len(off))))
+        return cls(pieces[order], np.searchsorted(owner[order], np.arange(len(sizes) + 1)))
 
     def scores(self, queries: ArrayLike, *, num_threads: int | None = None) -> np.ndarray:
         """Predicted support value of every list, (n, C) float32."""

@@ -1,0 +1,468 @@
+"""ShardedIVF: an inverted-file index spread over Ray actors, whose router sends each query
+only to the shards that hold the lists it probes.
+
+The driver (this object) holds the trained coarse quantizer and the learned router, both small;
+the keys live in the shards, one :class:`~amips_plugins.AmortizedIVF` (any faiss IVF index) per
+actor. With ``placement="lists"`` every list lives on one shard, lists with nearby centroids
+together, so the lists a query probes tend to share a shard; with ``placement="keys"`` the keys
+are dealt out by id and every list is spread over every shard, the usual scatter-gather in which
+every query goes to every shard.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from functools import cache
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from .._io import atomic_path
+from .._optional import require
+from .._validation import as_k, as_key_ids, as_matrix, as_positive_int
+from ..exact import topk_rows
+from ..ivf import AmortizedIVF, AmortizedIVFBase, NotTrainedError
+from ..routing import MaxAffineRouter, most_winning_keys
+from .placement import group_lists
+from .shard import Shard
+
+__all__ = ["ShardedIVF", "ShardUnavailableError"]
+
+_FORMAT = "amips_plugins.ShardedIVF"
+_VERSION = 1
+_PLACEMENTS = ("lists", "keys")
+
+
+class ShardUnavailableError(RuntimeError):
+    """A shard's actor died, or did not answer within ``timeout_s``."""
+
+
+class ShardedIVF:
+    """An IVF index (inner product) over ``num_shards`` Ray actors.
+
+    Parameters
+    ----------
+    d, nlist : dimension of keys and queries, number of inverted lists
+    num_shards : number of actors holding the keys
+    codes : how the lists store keys, as the part of a faiss factory string after ``IVF{nlist},``
+        (``"Flat"``, ``"PQ32x8"``, ``"SQ8"``, ...); shards of compressed codes also keep the raw
+        keys they hold, for exact answers and the router's pieces
+    placement : ``"lists"`` (each list on one shard; a query contacts only its lists' shards) or
+        ``"keys"`` (keys dealt out by id; every query contacts every shard)
+    nprobe : lists probed per query (also settable per call)
+    shard_threads : threads each actor searches with
+    actor_options : passed to Ray's ``.options()`` for every actor (e.g. ``{"num_cpus": 4}`` to
+        place one shard per 4 cores of a cluster); by default an actor reserves no core, so any
+        number of shards can share a machine
+    timeout_s : how long a call waits for a shard before it counts as unreachable (None: forever)
+
+    Runs on the Ray cluster the caller has initialised (``ray.init(...)``), or starts a local one.
+    ``train``, ``add``, ``fit_router``, ``search``, ``nprobe``, ``ntotal`` behave as for
+    :class:`~amips_plugins.AmortizedIVF`; ``last_search_stats`` says how many shards each query
+    contacted. ``save(directory)`` writes one file per shard beside the router; each actor writes
+    its own, so on a cluster the directory must be one every node reaches.
+    """
+
+    def __init__(
+        self,
+        d: int,
+        nlist: int,
+        num_shards: int,
+        *,
+        codes: str = "Flat",
+        placement: str = "lists",
+        nprobe: int = 1,
+        shard_threads: int = 1,
+        actor_options: dict | None = None,
+        timeout_s: float | None = None,
+    ):
+        self.d = as_positive_int(d, "d")
+        self.nlist = as_positive_int(nlist, "nlist")
+        self.num_shards = as_positive_int(num_shards, "num_shards")
+        if placement not in _PLACEMENTS:
+            raise ValueError(f"placement must be one of {_PLACEMENTS}, got {placement!r}")
+        if placement == "lists" and self.num_shards > self.nlist:
+            raise ValueError(f"{num_shards} shards cannot each hold some of {nlist} lists")
+        self.codes, self.placement = codes, placement
+        self.nprobe = as_positive_int(nprobe, "nprobe")
+        self.max_shards: int | None = None  # shards a query may contact (placement "lists")
+        self.shard_threads = as_positive_int(shard_threads, "shard_threads")
+        self.actor_options = dict(actor_options or {})
+        self.timeout_s = timeout_s
+        # the trained quantizer and the router; its lists stay empty
+        self._router_index = AmortizedIVF.from_factory(self.d, f"IVF{self.nlist},{codes}")
+        self.shard_of_list: np.ndarray | None = None  # with placement "lists", after train
+        self._shards: list = []  # actor handles, after train
+        self.ntotal = 0
+        self.last_search_stats: dict = {}
+
+    # --- building -----------------------------------------------------------------------------
+    @property
+    def is_trained(self) -> bool:
+        return bool(self._shards)
+
+    @property
+    def router(self):
+        """The learned router (a :class:`MaxAffineRouter`), or None: faiss's centroids."""
+        return self._router_index.router
+
+    @property
+    def routing_index(self) -> AmortizedIVFBase:
+        """What chooses each query's lists: an AmortizedIVF with the trained quantizer and the
+        router, and empty lists."""
+        return self._router_index
+
+    def train(self, x) -> None:
+        """Train the coarse quantizer (and codes) on ``x`` (n >= nlist, d), once, on the driver;
+        then group the lists into shards by their centroids and sizes in ``x``, and start the
+        actors."""
+        if self.ntotal:
+            raise ValueError("the index holds keys: train before adding")
+        x = as_matrix(x, "x", dim=self.d, allow_empty=False)
+        self._router_index.train(x)
+        if self.placement == "lists":
+            centroids = self._router_index.quantizer.reconstruct_n(0, self.nlist)
+            assigned = self._router_index.quantizer.assign(x, 1)[:, 0]
+            sizes = np.bincount(assigned, minlength=self.nlist)
+            self.shard_of_list = group_lists(centroids, sizes, self.num_shards)
+        empty = self._router_index.serialize()
+        self._start([empty] * self.num_shards)
+
+    def _start(self, sources: list) -> None:
+        """One actor per shard, from serialized indexes or saved files."""
+        remote = _remote_shard().options(**self.actor_options)
+        self._shards = [
+            remote.remote(
+                source if isinstance(source, str) else AmortizedIVFBase.deserialize(source),
+                self.shard_threads,
+            )
+            for source in sources
+        ]
+
+    def add(self, x) -> None:
+        """Add keys ``x`` (n, d) with ids ntotal .. ntotal + n - 1."""
+        x = as_matrix(x, "x", dim=self.d)
+        self.add_with_ids(x, np.arange(self.ntotal, self.ntotal + len(x)))
+
+    def add_with_ids(self, x, ids) -> None:
+        """Add keys ``x`` (n, d) with the non-negative ``ids`` (n,), each to its list's shard."""
+        x = as_matrix(x, "x", dim=self.d)
+        ids = as_key_ids(ids, len(x))
+        self._require_trained()
+        if self.shard_of_list is not None:
+            shard = self.shard_of_list[self._router_index.quantizer.assign(x, 1)[:, 0]]
+        else:
+            shard = ids % self.num_shards
+        calls = {}
+        for s in np.unique(shard).tolist():
+            rows = shard == s
+            calls[s] = self._shards[s].add_with_ids.remote(x[rows], ids[rows])
+        self._gather(calls, "add", allow_partial=False)
+        self.ntotal += len(x)
+
+    def fit_router(self, train_queries, *, num_pieces: int | None = None) -> None:
+        """Learn which lists (hence shards) to probe: a :class:`MaxAffineRouter` of the list
+        means plus the ``num_pieces`` (default ``16 * nlist``) keys that are the exact answer of
+        the most ``train_queries``. The answers are found shard by shard and reduced here; only
+        the lists' sums and the winning keys come to the driver."""
+        q = as_matrix(train_queries, "train_queries", dim=self.d, allow_empty=False)
+        if self.ntotal == 0:
+            raise ValueError("add keys to the index before fitting its router")
+        pieces = (
+            16 * self.nlist if num_pieces is None else as_positive_int(num_pieces, "num_pieces")
+        )
+        _, best = self.exact_search(q, 1)
+        winners = np.unique(best[:, 0])
+        found = self._gather(self._broadcast("keys_of", winners), "fit_router")
+        ids, keys, lists = (np.concatenate([f[i] for f in found.values()]) for i in range(3))
+        order = np.argsort(ids)
+        ids, keys, lists = ids[order], keys[order], lists[order]
+        chosen = most_winning_keys(keys, np.searchsorted(ids, best[:, 0]), pieces)
+        parts = self._gather(self._broadcast("list_sums"), "fit_router").values()
+        sums = np.asarray(np.stack([p[0] for p in parts]).sum(axis=0), np.float32)
+        sizes = np.asarray(np.stack([p[1] for p in parts]).sum(axis=0), np.int64)
+        means = np.zeros(sums.shape, np.float32)
+        means[sizes > 0] = sums[sizes > 0] / sizes[sizes > 0, None]
+        self._router_index.router = MaxAffineRouter.from_parts(
+            means, sizes, keys[chosen], lists[chosen]
+        )
+
+    # --- searching ----------------------------------------------------------------------------
+    def exact_search(self, x, k: int):
+        """The exact top-k of every query over all keys, every shard searching its own: (D, I)."""
+        q = as_matrix(x, "x", dim=self.d)
+        k = as_k(k, self.ntotal, len(q), pad=True)
+        self._require_trained()
+        found = self._gather(self._broadcast("exact_topk", q, k), "exact_search")
+        return _merge(len(q), k, [(np.arange(len(q)), f) for f in found.values()])
+
+    def probed_lists(self, x, *, nprobe: int | None = None, max_shards: int | None = None):
+        """The lists :meth:`search` probes for each query of ``x`` (n, d): (n, nprobe) int64,
+        best first, -1 where fewer are chosen.
+
+        With ``max_shards`` (placement "lists"), the shards are ranked by the best of their lists
+        (the support function of a shard's keys is the max over its lists') and only the query's
+        first ``max_shards`` are contacted: the lists probed are the ``nprobe`` best of theirs.
+        """
+        q = as_matrix(x, "x", dim=self.d)
+        self._require_trained()
+        return self._probed_lists(q, *self._effort(nprobe, max_shards))
+
+    def _effort(self, nprobe, max_shards) -> tuple[int, int | None]:
+        nprobe = min(
+            self.nprobe if nprobe is None else as_positive_int(nprobe, "nprobe"), self.nlist
+        )
+        max_shards = self.max_shards if max_shards is None else max_shards
+        if max_shards is not None:
+            if self.shard_of_list is None:
+                raise ValueError('max_shards needs placement="lists"')
+            max_shards = as_positive_int(max_shards, "max_shards")
+        return min(nprobe, self.nlist), max_shards
+
+    def _probed_lists(self, q: np.ndarray, nprobe: int, max_shards: int | None) -> np.ndarray:
+        if max_shards is None or max_shards >= self.num_shards:
+            return self._router_index.probed_lists(
+                q, params=faiss.SearchParametersIVF(nprobe=nprobe)
+            )
+        # rank enough lists that the first shards' share of them usually covers nprobe
+        depth = min(self.nlist, nprobe * -(-self.num_shards // max_shards))
+        ranked = self._router_index.probed_lists(q, params=faiss.SearchParametersIVF(nprobe=depth))
+        shard_of_list = self.shard_of_list
+        assert shard_of_list is not None  # checked by _effort
+        owner = np.where(ranked >= 0, shard_of_list[ranked], self.num_shards)
+        rows = np.arange(len(q))[:, None]
+        first_seen = np.full((len(q), self.num_shards + 1), depth)
+        np.minimum.at(first_seen, (np.broadcast_to(rows, owner.shape), owner), np.arange(depth))
+        first_seen[:, -1] = depth  # "no list" ranks last
+        shard_rank = np.argsort(np.argsort(first_seen, axis=1, kind="stable"), axis=1)
+        kept = (shard_rank[rows, owner] < max_shards) & (ranked >= 0)
+        order = np.argsort(~kept, axis=1, kind="stable")[:, :nprobe]
+        lists = np.take_along_axis(ranked, order, axis=1)
+        lists[~np.take_along_axis(kept, order, axis=1)] = -1
+        return lists
+
+    def search(
+        self,
+        x,
+        k: int,
+        *,
+        nprobe: int | None = None,
+        max_shards: int | None = None,
+        allow_partial: bool = False,
+    ):
+        """Top-k keys of every query of ``x`` (n, d) by inner product in its ``nprobe`` lists
+        (default: ``self.nprobe``), each query sent only to the shards holding them; with
+        ``max_shards`` (default: ``self.max_shards``), to at most that many (see
+        :meth:`probed_lists`).
+
+        Returns ``(D, I)`` as :meth:`AmortizedIVF.search`: the same results as one AmortizedIVF
+        probing the same lists. A shard that is dead or does not answer within ``timeout_s``
+        raises :class:`ShardUnavailableError`; with ``allow_partial`` the other shards' results
+        are returned and ``last_search_stats["partial_queries"]`` counts the queries that lost
+        one of their shards.
+        """
+        q = as_matrix(x, "x", dim=self.d)
+        k = as_k(k, self.ntotal, len(q), pad=True)
+        self._require_trained()
+        effort = self._effort(nprobe, max_shards)
+        start = time.perf_counter()
+        lists = self._probed_lists(q, *effort)
+        if self.shard_of_list is None:  # every list on every shard
+            rows_of = {s: np.arange(len(q)) for s in range(self.num_shards)}
+            lists_of = {s: lists for s in range(self.num_shards)}
+        else:
+            owner = np.where(lists >= 0, self.shard_of_list[lists], -1)
+            rows_of, lists_of = {}, {}
+            for s in np.unique(owner[owner >= 0]).tolist():
+                mine = owner == s
+                rows_of[s] = np.flatnonzero(mine.any(axis=1))
+                lists_of[s] = np.where(mine, lists, -1)[rows_of[s]]
+        routed = time.perf_counter()
+        calls = {
+            s: self._shards[s].search_lists.remote(q[rows], k, lists_of[s])
+            for s, rows in rows_of.items()
+        }
+        found = self._gather(calls, "search", allow_partial)
+        scanned = time.perf_counter()
+        D, I = _merge(len(q), k, [(rows_of[s], found[s][:2]) for s in found])
+        end = time.perf_counter()
+        missing = sorted(set(calls) - set(found))
+        lost = np.zeros(len(q), bool)
+        for s in missing:
+            lost[rows_of[s]] = True
+        n = max(len(q), 1)
+        self.last_search_stats = {
+            "queries": len(q),
+            "nprobe": effort[0],
+            "max_shards": effort[1],
+            "shards_contacted": sum(len(rows) for rows in rows_of.values()) / n,
+            "lists_probed": int(np.count_nonzero(lists >= 0)) / n,
+            "distances": sum(f[2] for f in found.values()) / n,
+            "routing_s": routed - start,
+            "remote_s": scanned - routed,
+            "shard_scan_s": max((f[3] for f in found.values()), default=0.0),
+            "merge_s": end - scanned,
+            "missing_shards": missing,
+            "partial_queries": int(lost.sum()),
+        }
+        return D, I
+
+    def _broadcast(self, method: str, *args) -> dict:
+        return {s: getattr(a, method).remote(*args) for s, a in enumerate(self._shards)}
+
+    def _gather(self, calls: dict, what: str, allow_partial: bool = False) -> dict:
+        """The results of the shards' ``calls`` (shard -> object ref); an unavailable shard raises
+        ShardUnavailableError, or with ``allow_partial`` is left out."""
+        ray = _ray()
+        unavailable: tuple[type[Exception], ...] = (
+            ray.exceptions.RayActorError,
+            ray.exceptions.GetTimeoutError,
+        )
+        if hasattr(ray.exceptions, "ActorUnavailableError"):  # ray >= 2.30
+            unavailable += (ray.exceptions.ActorUnavailableError,)
+        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
+        results, failures = {}, {}
+        for s, ref in calls.items():
+            wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            try:
+                results[s] = ray.get(ref, timeout=wait)
+            except unavailable as e:
+                failures[s] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if failures and not allow_partial:
+            listed = "; ".join(f"shard {s}: {why}" for s, why in failures.items())
+            raise ShardUnavailableError(f"{what} could not reach every shard ({listed})")
+        return results
+
+    def _require_trained(self) -> None:
+        if not self._shards:
+            raise NotTrainedError("train the index first")
+
+    # --- persistence --------------------------------------------------------------------------
+    def save(self, directory) -> None:
+        """Write the router (``router.ivf``), each shard (``shard-{i}.ivf``, written by its actor)
+        and ``meta.json`` (last: a directory without it is not a finished save)."""
+        self._require_trained()
+        path = Path(directory).resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        self._router_index.save(path / "router.ivf")
+        calls = {
+            s: actor.save.remote(str(path / f"shard-{s}.ivf"))
+            for s, actor in enumerate(self._shards)
+        }
+        self._gather(calls, "save")
+        meta = {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "d": self.d,
+            "nlist": self.nlist,
+            "num_shards": self.num_shards,
+            "codes": self.codes,
+            "placement": self.placement,
+            "nprobe": self.nprobe,
+            "ntotal": self.ntotal,
+            "shard_of_list": None if self.shard_of_list is None else self.shard_of_list.tolist(),
+        }
+        with atomic_path(path / "meta.json") as tmp:
+            Path(tmp).write_text(json.dumps(meta))
+
+    @classmethod
+    def load(
+        cls,
+        directory,
+        *,
+        shard_threads: int = 1,
+        actor_options: dict | None = None,
+        timeout_s: float | None = None,
+    ) -> ShardedIVF:
+        """Read a directory written by :meth:`save`, starting one actor per shard file; a missing,
+        foreign or inconsistent directory: ValueError."""
+        path = Path(directory).resolve()
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+            if meta.get("format") != _FORMAT or meta.get("version") != _VERSION:
+                raise ValueError(f"format {meta.get('format')!r} version {meta.get('version')!r}")
+            self = cls(
+                meta["d"],
+                meta["nlist"],
+                meta["num_shards"],
+                codes=meta["codes"],
+                placement=meta["placement"],
+                nprobe=meta["nprobe"],
+                shard_threads=shard_threads,
+                actor_options=actor_options,
+                timeout_s=timeout_s,
+            )
+            router_index = AmortizedIVFBase.load(path / "router.ivf")
+            if (router_index.d, router_index.nlist) != (self.d, self.nlist):
+                raise ValueError("router.ivf does not match meta.json's d and nlist")
+            if meta["shard_of_list"] is not None:
+                shard_of_list = np.asarray(meta["shard_of_list"], np.int64)
+                if (
+                    shard_of_list.shape != (self.nlist,)
+                    or not ((shard_of_list >= 0) & (shard_of_list < self.num_shards)).all()
+                ):
+                    raise ValueError("shard_of_list does not fit nlist and num_shards")
+                self.shard_of_list = shard_of_list
+            files = [path / f"shard-{s}.ivf" for s in range(self.num_shards)]
+            absent = [f.name for f in files if not f.is_file()]
+            if absent:
+                raise ValueError(f"missing shard files {absent}")
+        except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
+            raise ValueError(
+                f"{path} is not a readable ShardedIVF directory ({type(e).__name__}: {e})"
+            ) from None
+        except ValueError as e:
+            raise ValueError(f"{path} is not a readable ShardedIVF directory: {e}") from None
+        self._router_index = router_index
+        self._start([str(f) for f in files])
+        sizes = self._gather(self._broadcast("ntotal"), "load")
+        if sum(sizes.values()) != meta["ntotal"]:
+            raise ValueError(
+                f"{path}: the shards hold {sum(sizes.values())} keys, meta.json says "
+                f"{meta['ntotal']}"
+            )
+        self.ntotal = meta["ntotal"]
+        return self
+
+    def shard_sizes(self) -> list[int]:
+        """Keys held by each shard."""
+        sizes = self._gather(self._broadcast("ntotal"), "shard_sizes")
+        return [sizes[s] for s in range(self.num_shards)]
+
+    def __repr__(self) -> str:
+        return (
+            f"ShardedIVF(d={self.d}, nlist={self.nlist}, num_shards={self.num_shards}, "
+            f"codes={self.codes!r}, placement={self.placement!r}, ntotal={self.ntotal}, "
+            f"nprobe={self.nprobe})"
+        )
+
+
+def _merge(n: int, k: int, parts: list) -> tuple[np.ndarray, np.ndarray]:
+    """The top-k per query of the shards' results: ``parts`` holds (query rows, (D, I)) pairs;
+    what no shard found is padded as faiss pads (-FLT_MAX / -1)."""
+    width = max(sum(part[1][0].shape[1] for part in parts), k)
+    D = np.full((n, width), np.finfo(np.float32).min, np.float32)
+    I = np.full((n, width), -1, np.int64)
+    column = 0
+    for rows, (scores, ids) in parts:
+        D[rows, column : column + scores.shape[1]] = scores
+        I[rows, column : column + scores.shape[1]] = ids
+        column += scores.shape[1]
+    top, columns = topk_rows(D, k)
+    return top, np.take_along_axis(I, columns, axis=1)
+
+
+def _ray():
+    """Ray, with a local cluster started (quietly) if the caller has not connected to one."""
+    ray = require("ray", "distributed")
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    return ray
+
+
+@cache
+def _remote_shard():
+    return _ray().remote(Shard)
