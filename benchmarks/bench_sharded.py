@@ -41,6 +41,7 @@ def main():
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--shards", type=int, default=8)
+    p.add_argument("--keys", type=int, help="use the first this many keys (default: all)")
     p.add_argument("--nprobe", type=int, nargs="+", default=[1, 2, 4, 8, 16, 27])
     p.add_argument(
         "--max-shards",
@@ -56,7 +57,7 @@ def main():
     ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level=logging.ERROR)
 
     ds = builtin("glove50")
-    keys, train_q, test_q = ds.keys, ds.train_queries, ds.test_queries[: args.num_test]
+    keys, train_q, test_q = ds.keys[: args.keys], ds.train_queries, ds.test_queries[: args.num_test]
     nlist = math.isqrt(len(keys))
     _, true_ids = ap.ground_truth(keys, test_q, 10, cache_dir=default_cache_dir(), progress=False)
     print(

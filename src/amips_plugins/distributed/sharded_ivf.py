@@ -234,9 +234,10 @@ class ShardedIVF:
         assert shard_of_list is not None  # checked by _effort
         owner = np.where(ranked >= 0, shard_of_list[ranked], self.num_shards)
         rows = np.arange(len(q))[:, None]
-        first_seen = np.full((len(q), self.num_shards + 1), depth)
-        np.minimum.at(first_seen, (np.broadcast_to(rows, owner.shape), owner), np.arange(depth))
-        first_seen[:, -1] = depth  # "no list" ranks last
+        first_seen = np.full((len(q), self.num_shards + 1), depth)  # the last: "no list"
+        for s in range(self.num_shards):
+            held = owner == s
+            first_seen[:, s] = np.where(held.any(axis=1), held.argmax(axis=1), depth)
         shard_rank = np.argsort(np.argsort(first_seen, axis=1, kind="stable"), axis=1)
         kept = (shard_rank[rows, owner] < max_shards) & (ranked >= 0)
         order = np.argsort(~kept, axis=1, kind="stable")[:, :nprobe]
