@@ -39,7 +39,7 @@ def data():
 
 
 def build(keys, train_q=None, **kwargs):
-    index = ShardedIVF(D, NLIST, SHARDS, **kwargs)
+    index = ShardedIVF(D, NLIST, SHARDS, timeout_s=120, **kwargs)  # a hung shard fails the test
     index.train(keys)
     index.add(keys)
     if train_q is not None:
@@ -137,7 +137,7 @@ def test_compressed_lists_keep_raw_keys_for_the_router(data):
 def test_save_and_load_give_the_same_results(data, routed, tmp_path):
     _, _, test_q = data
     routed.save(tmp_path / "index")
-    loaded = ShardedIVF.load(tmp_path / "index")
+    loaded = ShardedIVF.load(tmp_path / "index", timeout_s=120)
     assert (loaded.ntotal, loaded.nprobe, loaded.num_shards) == (routed.ntotal, 4, SHARDS)
     for a, b in zip(loaded.search(test_q, 10), routed.search(test_q, 10)):
         np.testing.assert_array_equal(a, b)
@@ -175,6 +175,17 @@ def test_a_dead_shard_raises_or_gives_a_result_marked_partial(data):
     np.testing.assert_array_equal(I[whole], I_all[whole])
     with pytest.raises(ShardUnavailableError, match="shard_sizes could not reach every shard"):
         index.shard_sizes()
+
+
+def test_a_shard_that_does_not_answer_in_time_is_unavailable(data, routed):
+    _, _, test_q = data
+    routed.timeout_s = 1e-9
+    try:
+        with pytest.raises(ShardUnavailableError, match="GetTimeoutError"):
+            routed.search(test_q, 10)
+    finally:
+        routed.timeout_s = 120
+    assert routed.search(test_q, 10)[1].shape == (len(test_q), 10)
 
 
 def test_bad_input_gets_a_clear_error(data, routed):

@@ -460,7 +460,8 @@ def _ray():
     """Ray, with a local cluster started (quietly) if the caller has not connected to one."""
     ray = require("ray", "distributed")
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+        # quiet, as a library should be: Ray's warnings and the actors' output stay in its logs
+        ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     return ray
 
 
