@@ -106,18 +106,24 @@ void require_whole_panels(std::int64_t n, std::size_t capacity, const std::strin
                                               " key slots");
 }
 
-ScoresIds topk_dot_packed_py(const Array<float>& queries, const py::array& panels,
-                             std::int64_t n_packed, const Array<float>& tail, std::int64_t k,
-                             int num_threads) {
+// The keys of a buffer filled by pack_keys (its first n_packed) and then the rows of tail, for
+// queries of the same dimension.
+KeySet packed_keys(const Array<float>& queries, const py::array& panels, std::int64_t n_packed,
+                   const Array<float>& tail) {
     require_matrix(queries, "queries");
     require_matrix(tail, "tail");
     const std::size_t d = queries.shape(1);
     require(std::size_t(tail.shape(1)) == d, "queries " + shape_of(queries) + " and tail " +
                                                  shape_of(tail) + " differ in dimension");
     require_whole_panels(n_packed, panel_capacity(panels, d), "n_packed");
-    const KeySet set{static_cast<const float*>(panels.data()), std::size_t(n_packed), tail.data(),
-                     std::size_t(tail.shape(0)), d};
-    return run_topk(queries, set, k, num_threads);
+    return {static_cast<const float*>(panels.data()), std::size_t(n_packed), tail.data(),
+            std::size_t(tail.shape(0)), d};
+}
+
+ScoresIds topk_dot_packed_py(const Array<float>& queries, const py::array& panels,
+                             std::int64_t n_packed, const Array<float>& tail, std::int64_t k,
+                             int num_threads) {
+    return run_topk(queries, packed_keys(queries, panels, n_packed, tail), k, num_threads);
 }
 
 void pack_keys_py(py::array& panels, std::int64_t first, const Array<float>& x) {
@@ -140,11 +146,11 @@ py::array_t<float> unpack_keys_py(const py::array& panels, std::int64_t n, std::
     return x;
 }
 
-ScoresIds segment_max_dot_py(const Array<float>& queries, const Array<float>& keys,
-                             const ExactArray<std::int64_t>& offsets, int num_threads) {
-    require_pair(queries, keys);
+// Runs segment_max_dot over keys (checked by the caller) after checking the offsets.
+ScoresIds run_segment_max(const Array<float>& queries, const KeySet& keys,
+                          const ExactArray<std::int64_t>& offsets, int num_threads) {
     require_threads(num_threads);
-    const std::int64_t n = keys.shape(0);
+    const std::int64_t n = std::int64_t(keys.size());
     require(offsets.ndim() == 1 && offsets.shape(0) >= 2,
             "offsets must be 1-D with at least 2 entries, got shape " + shape_of(offsets));
     const std::int64_t* off = offsets.data();
@@ -153,15 +159,29 @@ ScoresIds segment_max_dot_py(const Array<float>& queries, const Array<float>& ke
                                             std::to_string(n) + "), got " + std::to_string(off[0]) +
                                             " ... " + std::to_string(off[C]));
     for (std::size_t c = 0; c < C; ++c) require(off[c] <= off[c + 1], "offsets must not decrease");
-    const std::size_t nq = queries.shape(0), d = keys.shape(1);
+    const std::size_t nq = queries.shape(0);
     py::array_t<float> scores({nq, C});
     py::array_t<std::int64_t> ids({nq, C});
     {
         py::gil_scoped_release release;
-        segment_max_dot(queries.data(), nq, keys.data(), std::size_t(n), d, off, C, num_threads,
-                        scores.mutable_data(), ids.mutable_data());
+        segment_max_dot(queries.data(), nq, keys, off, C, num_threads, scores.mutable_data(),
+                        ids.mutable_data());
     }
     return {scores, ids};
+}
+
+ScoresIds segment_max_dot_py(const Array<float>& queries, const Array<float>& keys,
+                             const ExactArray<std::int64_t>& offsets, int num_threads) {
+    require_pair(queries, keys);
+    const KeySet set{nullptr, 0, keys.data(), std::size_t(keys.shape(0)), std::size_t(keys.shape(1))};
+    return run_segment_max(queries, set, offsets, num_threads);
+}
+
+ScoresIds segment_max_dot_packed_py(const Array<float>& queries, const py::array& panels,
+                                    std::int64_t n_packed, const Array<float>& tail,
+                                    const ExactArray<std::int64_t>& offsets, int num_threads) {
+    return run_segment_max(queries, packed_keys(queries, panels, n_packed, tail), offsets,
+                           num_threads);
 }
 
 py::array_t<float> rescore_py(const Array<float>& queries, const Array<float>& keys,
@@ -185,6 +205,23 @@ py::array_t<float> rescore_py(const Array<float>& queries, const Array<float>& k
         rescore(queries.data(), nq, keys.data(), d, id, m, num_threads, scores.mutable_data());
     }
     return scores;
+}
+
+py::array_t<std::int64_t> take_in_turn_py(const ExactArray<std::int64_t>& a,
+                                          const ExactArray<std::int64_t>& b, std::int64_t count) {
+    require_matrix(a, "a");
+    require_matrix(b, "b");
+    require(a.shape(0) == b.shape(0),
+            "a " + shape_of(a) + " and b " + shape_of(b) + " differ in their number of rows");
+    require(count >= 0, "count must be non-negative, got " + std::to_string(count));
+    const std::size_t n = a.shape(0);
+    py::array_t<std::int64_t> out({n, std::size_t(count)});
+    {
+        py::gil_scoped_release release;
+        take_in_turn(a.data(), a.shape(1), b.data(), b.shape(1), n, std::size_t(count),
+                     out.mutable_data());
+    }
+    return out;
 }
 
 ScoresIds topk_rows_py(const Array<float>& scores, std::int64_t k, int num_threads) {
@@ -256,10 +293,18 @@ PYBIND11_MODULE(_core, m) {
           "The first n keys (a multiple of 64) of a panel buffer as rows (n, d).");
     m.def("segment_max_dot", &segment_max_dot_py, py::arg("queries"), py::arg("keys"),
           py::arg("offsets"), py::arg("num_threads") = 0);
+    m.def("segment_max_dot_packed", &segment_max_dot_packed_py, py::arg("queries"),
+          py::arg("panels"), py::arg("n_packed"), py::arg("tail"), py::arg("offsets"),
+          py::arg("num_threads") = 0,
+          "segment_max_dot over the first n_packed keys of a buffer filled by pack_keys, then the "
+          "rows of tail; offsets number the keys in that order.");
     m.def("rescore", &rescore_py, py::arg("queries"), py::arg("keys"), py::arg("candidate_ids"),
           py::arg("num_threads") = 0);
     m.def("topk_rows", &topk_rows_py, py::arg("scores"), py::arg("k"), py::arg("num_threads") = 0,
           "The k largest entries of every row, best first (ties: lower column; NaN as -inf).");
+    m.def("take_in_turn", &take_in_turn_py, py::arg("a"), py::arg("b"), py::arg("count"),
+          "Per row, the first count distinct non-negative entries of a[0], b[0], a[1], b[1], ... "
+          "(padded with -1).");
     m.def("all_finite", &all_finite_py, py::arg("x"), "True when no element is NaN or Inf.");
 
     py::class_<XboxTransform>(m, "XboxTransform")

@@ -42,8 +42,11 @@ void scan(const Kernels& kern, const float* queries, std::size_t q0, std::size_t
     const std::size_t d = keys.d, chunks = (d + kChunk - 1) / kChunk, dc_max = std::min(d, kChunk);
     const std::size_t stored_panels = keys.n_packed / kPanel;
     const std::size_t block = std::clamp<std::size_t>(kKeyBlockBytes / (kPanel * dc_max * sizeof(float)), 1, 32);
-    const std::size_t width = block * kPanel;
-    std::vector<float> packed(keys.n_rows ? width * dc_max : 0);
+    const std::size_t width = std::min(block, p1 - p0) * kPanel;
+    // Buffers sized for what this call scans: a single query over a small key set (a router's
+    // pieces) would otherwise spend longer clearing them than scoring.
+    const std::size_t row_panels = p1 - std::clamp(stored_panels, p0, p1);
+    std::vector<float> packed(std::min(block, row_panels) * kPanel * dc_max);
     // With several chunks, every query's scores against the block accumulate here until the last
     // chunk; with one, a tile's scores are visited at once.
     const std::size_t rows = chunks > 1 ? round_up(q1 - q0, kTileQueries) : kTileQueries;
@@ -173,59 +176,72 @@ void topk_dot(const float* queries, std::size_t nq, const KeySet& keys, std::siz
     });
 }
 
-void segment_max_dot(const float* queries, std::size_t nq, const float* keys, std::size_t n,
-                     std::size_t d, const std::int64_t* offsets, std::size_t num_segments,
-                     int num_threads, float* scores, std::int64_t* ids) {
+void segment_max_dot(const float* queries, std::size_t nq, const KeySet& keys,
+                     const std::int64_t* offsets, std::size_t num_segments, int num_threads,
+                     float* scores, std::int64_t* ids) {
     const Kernels kern = kernels_for(active_isa());
+    const std::size_t n = keys.size(), d = keys.d, C = num_segments;
     const int threads = threads_for(num_threads, double(nq) * double(n) * double(d));
     const std::size_t qc = queries_per_chunk(d);
-    const std::size_t C = num_segments;
     std::fill_n(scores, nq * C, kNegInf);
     std::fill_n(ids, nq * C, std::int64_t(-1));
 
-    // Few queries: split the segments into groups of about equal key count (outputs stay disjoint).
-    std::vector<std::size_t> group_start{0};
-    if (nq < std::size_t(threads) * qc) {
-        for (int g = 1; g < threads; ++g) {
-            const std::int64_t target = std::int64_t(n * g / threads);
-            const std::size_t s = std::lower_bound(offsets, offsets + C, target) - offsets;
-            if (s > group_start.back() && s < C) group_start.push_back(s);
-        }
+    // Few queries: the keys are split into groups of whole panels, one task each. A segment that
+    // starts before its group (it straddles the boundary) is kept apart for that group and merged
+    // after, in group order, so no two tasks write one output and ties still keep the lower id.
+    const std::size_t panels = num_panels(keys);
+    const std::size_t groups =
+        nq < std::size_t(threads) * qc ? std::min<std::size_t>(threads, panels) : 1;
+    std::vector<std::size_t> straddling(groups, C);  // C: none
+    for (std::size_t g = 1; g < groups; ++g) {
+        const std::int64_t lo = std::int64_t(panels * g / groups * kPanel);
+        const std::size_t seg = std::upper_bound(offsets, offsets + C, lo) - offsets - 1;
+        if (offsets[seg] < lo) straddling[g] = seg;
     }
-    group_start.push_back(C);
-    const std::size_t groups = group_start.size() - 1;
+    std::vector<float> apart_scores(groups * nq, kNegInf);
+    std::vector<std::int64_t> apart_ids(groups * nq, -1);
     const std::size_t chunks = (nq + qc - 1) / qc;
 
     parallel_for(chunks * groups, threads, [&](std::size_t task) {
         const std::size_t g = task % groups, chunk = task / groups;
         const std::size_t q0 = chunk * qc, q1 = std::min(nq, q0 + qc);
-        const std::size_t x0 = offsets[group_start[g]], x1 = offsets[group_start[g + 1]];
-        const KeySet group{nullptr, 0, keys + x0 * d, x1 - x0, d};
-        scan(kern, queries, q0, q1, group, 0, num_panels(group),
+        scan(kern, queries, q0, q1, keys, panels * g / groups, panels * (g + 1) / groups,
              [&](std::size_t qt, std::size_t nt, std::size_t first, std::size_t count, const float* s,
                  std::size_t ld) {
-                 const std::int64_t lo = std::int64_t(x0 + first), hi = lo + std::int64_t(count);
+                 const std::int64_t lo = std::int64_t(first), hi = lo + std::int64_t(count);
                  // The last segment starting at or before this block's first key.
                  const std::size_t seg = std::upper_bound(offsets, offsets + C, lo) - offsets - 1;
                  for (std::size_t i = 0; i < nt; ++i) {
                      const float* row = s + i * ld - lo;
                      for (std::size_t c = seg; c < C && offsets[c] < hi; ++c) {
                          const std::int64_t a = std::max(offsets[c], lo), b = std::min(offsets[c + 1], hi);
-                         float best = scores[(qt + i) * C + c];
-                         std::int64_t best_id = ids[(qt + i) * C + c];
+                         const bool apart = c == straddling[g];
+                         float& best = apart ? apart_scores[g * nq + qt + i] : scores[(qt + i) * C + c];
+                         std::int64_t& best_id = apart ? apart_ids[g * nq + qt + i] : ids[(qt + i) * C + c];
+                         float top = best;
+                         std::int64_t top_id = best_id;
                          // Branch-free (segments are short, so a branch would mispredict);
                          // strict, so on ties the earlier (lower) id stays.
                          for (std::int64_t j = a; j < b; ++j) {
-                             const bool better = row[j] > best;
-                             best = better ? row[j] : best;
-                             best_id = better ? j : best_id;
+                             const bool better = row[j] > top;
+                             top = better ? row[j] : top;
+                             top_id = better ? j : top_id;
                          }
-                         scores[(qt + i) * C + c] = best;
-                         ids[(qt + i) * C + c] = best_id;
+                         best = top;
+                         best_id = top_id;
                      }
                  }
              });
     });
+    for (std::size_t g = 1; g < groups; ++g) {
+        const std::size_t c = straddling[g];
+        for (std::size_t q = 0; c < C && q < nq; ++q) {
+            if (apart_scores[g * nq + q] > scores[q * C + c]) {  // strict: earlier groups win ties
+                scores[q * C + c] = apart_scores[g * nq + q];
+                ids[q * C + c] = apart_ids[g * nq + q];
+            }
+        }
+    }
 }
 
 void rescore(const float* queries, std::size_t nq, const float* keys, std::size_t d,
@@ -298,6 +314,29 @@ void topk_rows(const float* scores, std::size_t n, std::size_t C, std::size_t k,
             }
         }
     });
+}
+
+void take_in_turn(const std::int64_t* a, std::size_t width_a, const std::int64_t* b,
+                  std::size_t width_b, std::size_t n, std::size_t count, std::int64_t* out) {
+    std::int64_t largest = -1;
+    for (std::size_t i = 0; i < n * width_a; ++i) largest = std::max(largest, a[i]);
+    for (std::size_t i = 0; i < n * width_b; ++i) largest = std::max(largest, b[i]);
+    std::vector<char> taken(std::size_t(largest + 1), 0);  // cleared again after every row
+    for (std::size_t r = 0; r < n; ++r) {
+        std::int64_t* row = out + r * count;
+        std::size_t filled = 0;
+        for (std::size_t j = 0; filled < count && (j < width_a || j < width_b); ++j) {
+            for (const std::int64_t c : {j < width_a ? a[r * width_a + j] : -1,
+                                         j < width_b ? b[r * width_b + j] : -1}) {
+                if (c >= 0 && filled < count && !taken[c]) {
+                    taken[c] = 1;
+                    row[filled++] = c;
+                }
+            }
+        }
+        for (std::size_t i = 0; i < filled; ++i) taken[row[i]] = 0;
+        std::fill(row + filled, row + count, std::int64_t(-1));
+    }
 }
 
 }  // namespace amips

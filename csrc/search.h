@@ -25,11 +25,12 @@ struct KeySet {
 void topk_dot(const float* queries, std::size_t nq, const KeySet& keys, std::size_t k,
               int num_threads, float* scores, std::int64_t* ids);
 
-// Keys (n, d) grouped into contiguous segments [offsets[c], offsets[c+1]): the best key of every
-// segment for each query, (nq, num_segments); empty segments give -inf and -1.
-void segment_max_dot(const float* queries, std::size_t nq, const float* keys, std::size_t n,
-                     std::size_t d, const std::int64_t* offsets, std::size_t num_segments,
-                     int num_threads, float* scores, std::int64_t* ids);
+// Keys grouped into contiguous segments [offsets[c], offsets[c+1]) of their numbering: the best
+// key of every segment for each query, (nq, num_segments), ties by lower id; empty segments give
+// -inf and -1.
+void segment_max_dot(const float* queries, std::size_t nq, const KeySet& keys,
+                     const std::int64_t* offsets, std::size_t num_segments, int num_threads,
+                     float* scores, std::int64_t* ids);
 
 // scores[i, j] = <queries[i], keys[ids[i, j]]>, or -inf where ids[i, j] == -1.
 void rescore(const float* queries, std::size_t nq, const float* keys, std::size_t d,
@@ -44,5 +45,10 @@ void unpack_keys(const float* packed, std::size_t n, std::size_t d, float* x);
 // counts as -inf.
 void topk_rows(const float* scores, std::size_t n, std::size_t C, std::size_t k, int num_threads,
                float* top_scores, std::int64_t* top_ids);
+
+// Per row, the first count distinct non-negative entries of a[0], b[0], a[1], b[1], ...: two
+// rankings (n, width_a) and (n, width_b) taken in turn; out (n, count), padded with -1.
+void take_in_turn(const std::int64_t* a, std::size_t width_a, const std::int64_t* b,
+                  std::size_t width_b, std::size_t n, std::size_t count, std::int64_t* out);
 
 }  // namespace amips

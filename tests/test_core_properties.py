@@ -65,17 +65,25 @@ def test_packed_keys_and_tail_search_as_one_matrix(data, split, k_fraction):
 
 @st.composite
 def segmented(draw):
-    q, x = draw(queries_and_keys(max_n=150, max_d=80))
+    q, x = draw(queries_and_keys(max_n=300, max_d=80))
     cuts = draw(st.lists(st.integers(0, len(x)), min_size=0, max_size=8))
     offsets = np.array([0, *sorted(cuts), len(x)], dtype=np.int64)
     return q, x, offsets
 
 
 @PROPERTY
-@given(data=segmented(), threads=THREADS)
-def test_segment_max_dot_is_numpys_per_segment_argmax(data, threads):
+@given(data=segmented(), threads=st.integers(1, 5), split=st.none() | st.floats(0, 1))
+def test_segment_max_dot_is_numpys_per_segment_argmax(data, threads, split):
+    """Row-major keys, or (``split``) packed keys and a tail; few queries split the keys over the
+    threads at panel boundaries, where segments straddle them."""
     q, x, offsets = data
-    D, I = _core.segment_max_dot(q, x, offsets, threads)
+    if split is None:
+        D, I = _core.segment_max_dot(q, x, offsets, threads)
+    else:
+        n_packed = int(split * len(x)) // 64 * 64
+        panels = np.empty(n_packed * x.shape[1], np.float32)
+        _core.pack_keys(panels, 0, x[:n_packed])
+        D, I = _core.segment_max_dot_packed(q, panels, n_packed, x[n_packed:], offsets, threads)
     scores = q.astype(np.float64) @ x.T.astype(np.float64)
     for c, (lo, hi) in enumerate(zip(offsets[:-1], offsets[1:])):
         if lo == hi:
@@ -84,6 +92,51 @@ def test_segment_max_dot_is_numpys_per_segment_argmax(data, threads):
         best = lo + np.argmax(scores[:, lo:hi], axis=1)  # argmax: the first of equal maxima
         np.testing.assert_array_equal(I[:, c], best)
         np.testing.assert_array_equal(D[:, c], scores[np.arange(len(q)), best].astype(np.float32))
+
+
+@pytest.mark.parametrize("threads", [2, 3, 4])
+@pytest.mark.parametrize("packed", [False, True])
+def test_segment_max_dot_splits_a_few_queries_over_threads_exactly(threads, packed):
+    """Enough work for several threads on 3 queries: the keys are split at panel boundaries, which
+    long segments and ties (small integers) straddle."""
+    rng = np.random.default_rng(threads)
+    q = rng.integers(-3, 4, size=(3, 64)).astype(np.float32)
+    x = rng.integers(-1, 2, size=(20_000, 64)).astype(np.float32)
+    offsets = np.array([0, 5, 6_000, 6_001, 13_333, 13_400, 19_990, 20_000], dtype=np.int64)
+    if packed:
+        panels = np.empty(19_968 * 64, np.float32)
+        _core.pack_keys(panels, 0, x[:19_968])
+        D, I = _core.segment_max_dot_packed(q, panels, 19_968, x[19_968:], offsets, threads)
+    else:
+        D, I = _core.segment_max_dot(q, x, offsets, threads)
+    scores = q.astype(np.float64) @ x.T.astype(np.float64)
+    for c, (lo, hi) in enumerate(zip(offsets[:-1], offsets[1:])):
+        best = lo + np.argmax(scores[:, lo:hi], axis=1)
+        np.testing.assert_array_equal(I[:, c], best)
+        np.testing.assert_array_equal(D[:, c], scores[np.arange(3), best].astype(np.float32))
+
+
+@PROPERTY
+@given(
+    rankings=st.tuples(st.integers(0, 6), st.integers(0, 9), st.integers(0, 9)).flatmap(
+        lambda s: st.tuples(
+            hnp.arrays(np.int64, (s[0], s[1]), elements=st.integers(-1, 12)),
+            hnp.arrays(np.int64, (s[0], s[2]), elements=st.integers(-1, 12)),
+        )
+    ),
+    count=st.integers(0, 12),
+)
+def test_take_in_turn_is_the_first_distinct_lists_of_both_in_turn(rankings, count):
+    a, b = rankings
+    got = _core.take_in_turn(a, b, count)
+    assert got.shape == (len(a), count)
+    for row, ra, rb in zip(got, a, b):
+        want = []
+        for j in range(max(len(ra), len(rb))):
+            for c in (ra[j] if j < len(ra) else -1, rb[j] if j < len(rb) else -1):
+                if c >= 0 and c not in want and len(want) < count:
+                    want.append(int(c))
+        np.testing.assert_array_equal(row, want + [-1] * (count - len(want)))
 
 
 @PROPERTY

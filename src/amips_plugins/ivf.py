@@ -18,6 +18,7 @@ inner products with q. Choosing the lists:
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import time
@@ -788,11 +789,19 @@ def _check_params(params) -> None:
 def _scan_params(params, nprobe: int, max_codes: int):
     """A copy of the caller's ``SearchParametersIVF`` (never changed: other threads may share it)
     with the lists' count set; without one, the index's own ``max_codes``, as faiss does."""
-    scan = faiss.SearchParametersIVF()
     if params is None:
-        scan.max_codes = max_codes
-    else:
-        for name in _IVF_PARAMS:
-            setattr(scan, name, getattr(params, name))
+        return _default_scan_params(nprobe, max_codes)
+    scan = faiss.SearchParametersIVF()
+    for name in _IVF_PARAMS:
+        setattr(scan, name, getattr(params, name))
     scan.nprobe = nprobe
+    return scan
+
+
+@functools.lru_cache(maxsize=64)
+def _default_scan_params(nprobe: int, max_codes: int):
+    """Parameters for a search without the caller's: faiss only reads them, so one object serves
+    every search (and thread) with these values."""
+    scan = faiss.SearchParametersIVF()
+    scan.nprobe, scan.max_codes = nprobe, max_codes
     return scan

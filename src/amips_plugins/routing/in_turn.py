@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _core
+
 __all__ = ["InTurn"]
 
 
@@ -33,18 +35,8 @@ class InTurn:
 
 
 def take_in_turn(a: np.ndarray, b: np.ndarray, count: int) -> np.ndarray:
-    """Per row, the first ``count`` distinct entries of a[0], b[0], a[1], b[1], ... (n, count)."""
-    n, width = a.shape
-    merged = np.empty((n, 2 * width), np.int64)
-    merged[:, 0::2], merged[:, 1::2] = a, b
-    order = np.argsort(merged, axis=1, kind="stable")  # equal entries keep their turn order
-    ranked = np.take_along_axis(merged, order, axis=1)
-    repeat = np.zeros_like(ranked, dtype=bool)
-    repeat[:, 1:] = ranked[:, 1:] == ranked[:, :-1]
-    first = np.empty_like(repeat)
-    np.put_along_axis(first, order, ~repeat, axis=1)
-    slot = np.cumsum(first, axis=1) - 1
-    rows, cols = np.nonzero(first & (slot < count))
-    out = np.full((n, count), -1, np.int64)
-    out[rows, slot[rows, cols]] = merged[rows, cols]
-    return out
+    """Per row, the first ``count`` distinct lists of a[0], b[0], a[1], b[1], ... (n, count),
+    -1 (no list) skipped and padding the rest."""
+    return _core.take_in_turn(
+        np.ascontiguousarray(a, dtype=np.int64), np.ascontiguousarray(b, dtype=np.int64), count
+    )

@@ -16,8 +16,10 @@ import io
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .. import _core
+from .._packed import pack_rows
 from .._validation import as_matrix, as_num_threads, as_offsets, as_positive_int
-from ..exact import segment_max_dot, topk_dot, topk_rows
+from ..exact import topk_dot
 
 __all__ = ["MaxAffineRouter", "most_winning_keys"]
 
@@ -45,6 +47,8 @@ class MaxAffineRouter:
         self.pieces = as_matrix(pieces, "pieces", allow_empty=False)
         self.offsets = as_offsets(offsets, len(self.pieces))
         self.dim, self.num_outputs = self.pieces.shape[1], len(self.offsets) - 1
+        # packed once (validated above): one query's scores then cost the inner products alone
+        self._packed = pack_rows(self.pieces)
 
     @classmethod
     def fit(
@@ -93,7 +97,8 @@ class MaxAffineRouter:
     def scores(self, queries: ArrayLike, *, num_threads: int | None = None) -> np.ndarray:
         """Predicted support value of every list, (n, C) float32."""
         q = as_matrix(queries, "queries", dim=self.dim)
-        return segment_max_dot(q, self.pieces, self.offsets, num_threads=num_threads)[0]
+        threads = as_num_threads(num_threads)
+        return _core.segment_max_dot_packed(q, *self._packed, self.offsets, threads)[0]
 
     def multiply_adds(self) -> int:
         """Multiply-adds per query: one inner product per piece."""
@@ -103,7 +108,9 @@ class MaxAffineRouter:
     member = "router.npz"
 
     def rank(self, queries: np.ndarray, nprobe: int, index, params) -> np.ndarray:
-        return topk_rows(self.scores(queries), nprobe)[1]
+        threads = as_num_threads(None)
+        scores = _core.segment_max_dot_packed(queries, *self._packed, self.offsets, threads)[0]
+        return _core.topk_rows(scores, min(nprobe, self.num_outputs), threads)[1]
 
     def cost(self, index, nprobe: int) -> tuple[int, int]:
         return 2 * self.multiply_adds(), 0
