@@ -3,12 +3,18 @@
     python benchmarks/bench_ivf.py                        # GloVe 6B 50d
     python benchmarks/bench_ivf.py --dataset wordnet      # WordNet + all-MiniLM-L6-v2, unnormalised
     python benchmarks/bench_ivf.py --codes PQ25x8 --methods faiss-ip router   # compressed lists
+    python benchmarks/bench_ivf.py --dataset synthetic --num-keys 300000 1000000 3000000 \
+        --methods faiss-ip router --pieces 16 --single 300 --record     # cost as N grows
 
 One run builds every method on the same keys (GloVe: 300k keys, 90k training words, 10k held-out
 test words; nlist = sqrt(N)) and prints, per nprobe: top-1 match rate, recall@10, wall-clock per
 query and queries/s for the whole test batch (network time included), distances and FLOPs per
-query (coarse step, scan and network), and build time (training included). Writes the rows as
-JSON and a PNG of match rate against wall-clock and against FLOPs under --out.
+query (coarse step, scan and network), and build time (training included; the learned part's
+fit also apart). ``--single N`` adds the median latency of N queries searched one at a time.
+The synthetic set (d = 64, GloVe-like norms, 50k training queries) is drawn at each of
+``--num-keys``, with nlist = sqrt(N) each time. Writes the rows as JSON and a PNG of match rate
+against wall-clock and against FLOPs under --out; ``--record`` also keeps them in
+benchmarks/results/ for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import faiss
@@ -25,8 +32,11 @@ import torch
 import amips_plugins as ap
 from amips_plugins.ground_truth import default_cache_dir
 from amips_plugins.harness import peers
-from amips_plugins.harness.datasets import builtin
+from amips_plugins.harness.datasets import builtin, synthetic
 from amips_plugins.harness.evaluation import format_table, plot_curves, sweep
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import record  # noqa: E402
 
 METHODS = ("faiss-ip", "faiss-xbox", "router", "router-xbox", "keynet", "supportnet-router")
 
@@ -35,7 +45,17 @@ def main():
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--dataset", choices=["glove50", "wordnet"], default="glove50")
+    p.add_argument("--dataset", choices=["glove50", "wordnet", "synthetic"], default="glove50")
+    p.add_argument(
+        "--num-keys",
+        type=int,
+        nargs="+",
+        default=[300_000],
+        help="synthetic: the key counts, one data set each",
+    )
+    p.add_argument("--nprobe", type=int, nargs="+", help="the nprobe sweep (default: 1 to 128)")
+    p.add_argument("--single", type=int, default=0, help="time this many queries one at a time")
+    p.add_argument("--record", action="store_true", help="write benchmarks/results/ivf_*.json")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument(
         "--pieces",
@@ -65,7 +85,37 @@ def main():
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
 
-    ds = builtin(args.dataset, seed=args.seed)
+    if args.codes != "Flat" and {"faiss-xbox", "router-xbox"} & set(args.methods):
+        p.error("the Xbox methods need --codes Flat")
+    if args.dataset == "synthetic":  # drawn one at a time: 3M keys take 0.8 GB
+        sets = (synthetic(n, seed=args.seed) for n in args.num_keys)
+    else:
+        sets = iter([builtin(args.dataset, seed=args.seed)])
+    rows = []
+    for ds in sets:
+        rows += [{"keys": len(ds.keys), **row} for row in run(ds, args)]
+    if args.record:
+        name = "ivf_" + ("scale" if args.dataset == "synthetic" else args.dataset)
+        name += "" if args.codes == "Flat" else "_" + args.codes
+        record.write(name, f"IVF on {args.dataset}, codes {args.codes}", rows, COLUMNS)
+
+
+COLUMNS = [
+    ("keys", "keys", "d"),
+    ("method", "method", ""),
+    ("param", "nprobe", "d"),
+    ("match_rate", "top-1", ".1%"),
+    ("recall", "R@10", ".1%"),
+    ("ms_per_query", "ms / query (batch)", ".4f"),
+    ("single_query_ms", "ms, one query", ".4f"),
+    ("flops_per_query", "FLOPs / query", ".3g"),
+    ("build_s", "build s", ".1f"),
+    ("fit_s", "router fit s", ".1f"),
+]
+
+
+def run(ds, args) -> list[dict]:
+    """Every method of ``args`` built on ``ds`` and swept: the rows."""
     keys, train_q, test_q = ds.keys, ds.train_queries, ds.test_queries[: args.num_test]
     nlist = math.isqrt(len(keys))
     _, true_ids = ap.ground_truth(keys, test_q, 10, cache_dir=default_cache_dir(), progress=False)
@@ -87,12 +137,11 @@ def main():
         cache_dir=default_cache_dir(),
         progress=False,
     )
-    if args.codes != "Flat" and {"faiss-xbox", "router-xbox"} & set(args.methods):
-        p.error("the Xbox methods need --codes Flat")
     codes = args.codes
+    sweep_params = {} if args.nprobe is None else {"params": tuple(args.nprobe)}
     methods = []
     if "faiss-ip" in args.methods:
-        methods.append(peers.FaissIVF(nlist, codes=codes))
+        methods.append(peers.FaissIVF(nlist, codes=codes, **sweep_params))
     if "faiss-xbox" in args.methods:
         methods.append(peers.FaissIVF(nlist, xbox=True))
     coded = "" if codes == "Flat" else f",{codes}"
@@ -109,6 +158,7 @@ def main():
                         ),
                         xbox=xbox,
                         codes=codes,
+                        **sweep_params,
                     )
                 )
     if "keynet" in args.methods:
@@ -143,13 +193,14 @@ def main():
             m.probe_union = False
         methods = [v for m in methods for v in ((m, m.union_twin()) if m in learned else (m,))]
 
-    rows = sweep(methods, keys, test_q, true_ids, k=10)
+    rows = sweep(methods, keys, test_q, true_ids, k=10, single_queries=args.single)
     print(format_table(rows))
-    out = Path(args.out) / (args.dataset + ("" if codes == "Flat" else "_" + codes))
+    out = Path(args.out) / (ds.name + ("" if codes == "Flat" else "_" + codes))
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(rows, indent=1))
     plot_curves(rows, out / "match_rate.png", f"IVF on {ds.name} (nlist {nlist}), top-1 match rate")
     print(f"wrote {out / 'results.json'} and {out / 'match_rate.png'}")
+    return rows
 
 
 if __name__ == "__main__":

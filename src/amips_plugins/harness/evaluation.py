@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 import time
 
 import numpy as np
@@ -40,8 +41,6 @@ def time_each(methods: dict, reps: int = 5):
     Each runs its repetitions in a block, after a pause and one warm-up call: faiss's OpenMP and
     numpy's BLAS threads spin for up to ~0.1 s after a call, which would tax whichever ran next.
     """
-    import statistics
-
     times, results = {}, {}
     for name, fn in methods.items():
         time.sleep(0.3)
@@ -56,25 +55,34 @@ def time_each(methods: dict, reps: int = 5):
 
 
 def sweep(
-    methods, keys, queries, true_ids, *, k: int = 10, progress: ProgressArg = False
+    methods,
+    keys,
+    queries,
+    true_ids,
+    *,
+    k: int = 10,
+    single_queries: int = 0,
+    progress: ProgressArg = False,
 ) -> list[dict]:
     """Build every method on ``keys`` and search ``queries`` at each of its sweep parameters.
 
     Returns one dict per (method, parameter): method, param_name, param, k, match_rate (top-1),
     recall (at k), ms_per_query (wall-clock for the whole batch / nq, a learned model's inference
     included), distances_per_query, flops_per_query (2 per multiply-add of every distance, plus the
-    network's; NaN when the library reports no count) and build_s (training included).
+    network's; NaN when the library reports no count), build_s (training included) and fit_s (the
+    learned part's share of it). With ``single_queries``, also single_query_ms: the median
+    wall-clock of that many of the queries searched one at a time (serving latency).
     ``progress``: True for a tqdm bar over the methods, or a callable(done, total).
     """
     rows = []
     with Progress(progress, len(methods), "methods") as bar:
         for method in methods:
-            rows += _measure(method, keys, queries, true_ids, k)
+            rows += _measure(method, keys, queries, true_ids, k, single_queries)
             bar.update()
     return rows
 
 
-def _measure(method, keys, queries, true_ids, k: int) -> list[dict]:
+def _measure(method, keys, queries, true_ids, k: int, single_queries: int) -> list[dict]:
     """``sweep``'s rows for one method."""
     rows = []
     start = time.perf_counter()
@@ -85,6 +93,14 @@ def _measure(method, keys, queries, true_ids, k: int) -> list[dict]:
         start = time.perf_counter()
         ids, distances = method.search(queries, k, param)
         elapsed = time.perf_counter() - start
+        row = {}
+        if single_queries:
+            one_at_a_time = []
+            for i in range(min(single_queries, len(queries))):
+                start = time.perf_counter()
+                method.search(queries[i : i + 1], k, param)
+                one_at_a_time.append(time.perf_counter() - start)
+            row["single_query_ms"] = 1e3 * statistics.median(one_at_a_time)
         rows.append(
             {
                 "method": method.name,
@@ -97,6 +113,8 @@ def _measure(method, keys, queries, true_ids, k: int) -> list[dict]:
                 "distances_per_query": distances,
                 "flops_per_query": 2.0 * method.distance_dim * distances + method.network_flops,
                 "build_s": build_s,
+                "fit_s": getattr(method, "fit_s", 0.0),
+                **row,
             }
         )
     return rows
@@ -108,6 +126,9 @@ def format_table(rows: list[dict]) -> str:
         f"{'method':<40} {'param':>12} {'top-1 match':>11} {'recall@k':>9} "
         f"{'ms/query':>9} {'queries/s':>9} {'dist/query':>10} {'MFLOP/q':>8} {'build s':>8}"
     )
+    single = any("single_query_ms" in r for r in rows)
+    if single:
+        header += f" {'1-query ms':>10}"
     lines = [header, "-" * len(header)]
     for r in rows:
         param = "" if r["param_name"] is None else f"{r['param_name']} {r['param']}"
@@ -117,6 +138,7 @@ def format_table(rows: list[dict]) -> str:
             f"{r['method']:<40} {param:>12} {r['match_rate']:>11.1%} {r['recall']:>9.1%} "
             f"{r['ms_per_query']:>9.4f} {1e3 / r['ms_per_query']:>9.0f} {dist:>10} {mflops:>8} "
             f"{r['build_s']:>8.1f}"
+            + (f" {r.get('single_query_ms', math.nan):>10.4f}" if single else "")
         )
     return "\n".join(lines)
 

@@ -4,12 +4,14 @@ Every method has ``build(keys)`` and ``search(queries, k, param) -> (ids, distan
 where ``param`` is the method's sweep knob (``nprobe`` or ``ef``) and ``distances_per_query`` the
 number of inner products / distances computed per query (coarse step included), or NaN where the
 library does not report it; after ``build``, ``distance_dim`` is the length of the vectors those
-distances are computed on, and ``network_flops`` the FLOPs per query of a learned model (0 without).
+distances are computed on, ``network_flops`` the FLOPs per query of a learned model (0 without),
+and ``fit_s`` (learned methods only) the seconds ``build`` spent training the learned part.
 """
 
 from __future__ import annotations
 
 import math
+import time
 
 import faiss
 import numpy as np
@@ -175,6 +177,7 @@ class LearnedIVF:
         self.twin_of: LearnedIVF | None = None
         self.params = tuple(p for p in params if p <= nlist)
         self.network_flops = 0
+        self.fit_s = 0.0
 
     def union_twin(self) -> LearnedIVF:
         """The same trained index searched with ``probe_union`` (list it after this method)."""
@@ -196,6 +199,7 @@ class LearnedIVF:
     def build(self, keys):
         if self.twin_of is not None:
             self.index, self.distance_dim = self.twin_of.index, self.twin_of.distance_dim
+            self.fit_s = self.twin_of.fit_s
             return
         if self.codes == "Flat":
             self.index = AmortizedIVF(None, keys.shape[1], self.nlist, xbox=self.xbox)
@@ -204,7 +208,9 @@ class LearnedIVF:
         self.distance_dim = self.index.d
         self.index.train(keys)
         self.index.add(keys)
+        start = time.perf_counter()
         self.learn(self.index)
+        self.fit_s = time.perf_counter() - start
 
     def search(self, queries, k, param):
         self.index.nprobe, self.index.probe_union = param, self.probe_union
