@@ -64,6 +64,13 @@ def main():
         default=[1, 4, 8],
         help="max-affine router sizes, in pieces per list beyond the list means",
     )
+    p.add_argument(
+        "--router-dims",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="score the max-affine routers in these dimensions (0: the keys' own)",
+    )
     p.add_argument("--budget", type=float, default=90, help="training seconds of each network")
     p.add_argument(
         "--union",
@@ -146,15 +153,21 @@ def run(ds, args) -> list[dict]:
         methods.append(peers.FaissIVF(nlist, xbox=True))
     coded = "" if codes == "Flat" else f",{codes}"
     for xbox in (False, True):
-        if ("router-xbox" if xbox else "router") in args.methods:
-            for per_list in args.pieces:
+        if ("router-xbox" if xbox else "router") not in args.methods:
+            continue
+        for per_list in args.pieces:
+            for dim in args.router_dims:
                 methods.append(
                     peers.LearnedIVF(
                         f"AmortizedIVF{coded} {'Xbox-L2' if xbox else 'IP'} max-affine "
-                        f"{per_list}/list",
+                        f"{per_list}/list" + (f" in {dim}-d" if dim else ""),
                         nlist,
-                        lambda ivf, m=per_list: ivf.fit_router(
-                            train_q, keys=keys, num_pieces=m * nlist, num_threads=args.threads
+                        lambda ivf, m=per_list, dim=dim: ivf.fit_router(
+                            train_q,
+                            keys=keys,
+                            num_pieces=m * nlist,
+                            router_dim=dim or None,
+                            num_threads=args.threads,
                         ),
                         xbox=xbox,
                         codes=codes,

@@ -71,3 +71,22 @@ def test_router_state_round_trip_and_bad_offsets():
         MaxAffineRouter(keys, np.array([0, 10]))
     with pytest.raises(ValueError, match="dimension"):
         router.scores(np.zeros((2, 7)))
+
+
+def test_a_projected_router_scores_in_the_queries_principal_directions():
+    rng = np.random.default_rng(4)
+    keys, offsets = grouped_keys(rng)
+    basis = np.linalg.qr(rng.standard_normal((8, 3)))[0]  # queries span 3 of the 8 dimensions
+    train = (rng.standard_normal((2000, 3)) @ basis.T).astype(np.float32)
+    test = (rng.standard_normal((300, 3)) @ basis.T).astype(np.float32)
+    full = MaxAffineRouter.fit(keys, offsets, train, num_pieces=40)
+    projected = MaxAffineRouter.fit(keys, offsets, train, num_pieces=40, dim=3)
+    assert projected.dim == 8 and projected.pieces.shape == (len(full.pieces), 3)
+    assert projected.multiply_adds() == projected.pieces.size + 8 * 3 < full.multiply_adds()
+    # inside the queries' subspace nothing is lost: the same scores up to float rounding
+    np.testing.assert_allclose(projected.scores(test), full.scores(test), rtol=1e-4, atol=1e-4)
+    again = MaxAffineRouter.from_bytes(projected.to_bytes())
+    np.testing.assert_array_equal(again.scores(test), projected.scores(test))
+    assert MaxAffineRouter.fit(keys, offsets, train, num_pieces=40, dim=8).projection is None
+    with pytest.raises(ValueError, match="does not map onto"):
+        MaxAffineRouter(projected.pieces, projected.offsets, np.ones((8, 2)))

@@ -288,6 +288,7 @@ class AmortizedIVFBase(faiss.IndexIVF):
         *,
         keys=None,
         num_pieces: int | None = None,
+        router_dim: int | None = None,
         num_threads: int | None = None,
         **fit_kwargs,
     ) -> list[dict] | None:
@@ -295,7 +296,9 @@ class AmortizedIVFBase(faiss.IndexIVF):
 
         Without ``model``: a :class:`MaxAffineRouter` of the list means plus ``num_pieces`` keys
         that win the most training queries (default ``16 * nlist``, the best measured on GloVe);
-        returns None. With ``model`` (a SupportNet or KeyNet with ``nlist`` outputs): trained by
+        returns None; ``router_dim`` scores it in that many dimensions (see
+        :meth:`MaxAffineRouter.fit`'s ``dim``: cheaper, for high-dimensional keys). With
+        ``model`` (a SupportNet or KeyNet with ``nlist`` outputs): trained by
         :func:`amips_plugins.fit` to regress every list's support value (``fit_kwargs`` passed
         on); returns the training history. ``keys``: the raw keys, row i the key with id i, for
         an index whose lists hold compressed codes (see :meth:`grouped_keys`).
@@ -305,7 +308,7 @@ class AmortizedIVFBase(faiss.IndexIVF):
         if model is None:
             pieces = 16 * self.nlist if num_pieces is None else num_pieces
             self.router = MaxAffineRouter.fit(
-                keys, offsets, train_queries, pieces, num_threads=num_threads
+                keys, offsets, train_queries, pieces, dim=router_dim, num_threads=num_threads
             )
             return None
         from .learn.training import fit

@@ -41,12 +41,24 @@ class MaxAffineRouter:
     ----------
     pieces : array (m, d), grouped so that list c's pieces are rows ``offsets[c]:offsets[c + 1]``
     offsets : int array (C + 1,), non-decreasing from 0 to m; a list without pieces scores -inf
+    projection : optional array (D, d): queries of dimension D are scored as ``q @ projection``
+        against pieces projected the same way (an approximate, cheaper router; see :meth:`fit`)
     """
 
-    def __init__(self, pieces: ArrayLike, offsets: ArrayLike):
+    def __init__(self, pieces: ArrayLike, offsets: ArrayLike, projection: ArrayLike | None = None):
         self.pieces = as_matrix(pieces, "pieces", allow_empty=False)
         self.offsets = as_offsets(offsets, len(self.pieces))
-        self.dim, self.num_outputs = self.pieces.shape[1], len(self.offsets) - 1
+        self.projection: np.ndarray | None = None
+        self.dim = self.pieces.shape[1]
+        if projection is not None:
+            self.projection = as_matrix(projection, "projection", allow_empty=False)
+            if self.projection.shape[1] != self.pieces.shape[1]:
+                raise ValueError(
+                    f"projection {self.projection.shape} does not map onto the pieces' "
+                    f"dimension {self.pieces.shape[1]}"
+                )
+            self.dim = self.projection.shape[0]
+        self.num_outputs = len(self.offsets) - 1
         # packed once (validated above): one query's scores then cost the inner products alone
         self._packed = pack_rows(self.pieces)
 
@@ -58,6 +70,7 @@ class MaxAffineRouter:
         queries: ArrayLike,
         num_pieces: int,
         *,
+        dim: int | None = None,
         num_threads: int | None = None,
     ) -> MaxAffineRouter:
         """Pieces for keys grouped into lists by ``offsets``: every non-empty list's mean, plus the
@@ -69,6 +82,10 @@ class MaxAffineRouter:
         offsets : int array (C + 1,)
         queries : array (nq, d), training queries
         num_pieces : keys to keep beyond the list means (fewer if fewer keys ever win)
+        dim : score in this many dimensions: the pieces and queries projected on the top ``dim``
+            principal directions of the training queries (their second moment), which keeps
+            the part of q . x that queries like these have most of; costs dim / d of the full
+            router's multiply-adds (plus the projection, d * dim) and some accuracy
         """
         x = as_matrix(keys, "keys", allow_empty=False)
         off = as_offsets(offsets, len(x))
@@ -80,7 +97,13 @@ class MaxAffineRouter:
         sums = np.add.reduceat(x, off[:-1][sizes > 0], axis=0)
         means = np.zeros((len(sizes), x.shape[1]), np.float32)
         means[sizes > 0] = sums / sizes[sizes > 0, None]
-        return cls.from_parts(means, sizes, x[winners], list_of_key[winners])
+        router = cls.from_parts(means, sizes, x[winners], list_of_key[winners])
+        if dim is None or as_positive_int(dim, "dim") >= x.shape[1]:
+            return router
+        q64 = q.astype(np.float64)
+        _, vectors = np.linalg.eigh(q64.T @ q64)  # ascending eigenvalues
+        projection = np.ascontiguousarray(vectors[:, ::-1][:, :dim], dtype=np.float32)
+        return cls(router.pieces @ projection, router.offsets, projection)
 
     @classmethod
     def from_parts(
@@ -97,20 +120,25 @@ class MaxAffineRouter:
     def scores(self, queries: ArrayLike, *, num_threads: int | None = None) -> np.ndarray:
         """Predicted support value of every list, (n, C) float32."""
         q = as_matrix(queries, "queries", dim=self.dim)
-        threads = as_num_threads(num_threads)
+        return self._scores(q, as_num_threads(num_threads))
+
+    def _scores(self, q: np.ndarray, threads: int) -> np.ndarray:
+        if self.projection is not None:
+            q = q @ self.projection
         return _core.segment_max_dot_packed(q, *self._packed, self.offsets, threads)[0]
 
     def multiply_adds(self) -> int:
-        """Multiply-adds per query: one inner product per piece."""
-        return self.pieces.size
+        """Multiply-adds per query: one inner product per piece (and the projection's)."""
+        return self.pieces.size + (0 if self.projection is None else self.projection.size)
 
     # --- the router protocol (amips_plugins.routing) ----------------------------------------
     member = "router.npz"
 
     def rank(self, queries: np.ndarray, nprobe: int, index, params) -> np.ndarray:
         threads = as_num_threads(None)
-        scores = _core.segment_max_dot_packed(queries, *self._packed, self.offsets, threads)[0]
-        return _core.topk_rows(scores, min(nprobe, self.num_outputs), threads)[1]
+        return _core.topk_rows(
+            self._scores(queries, threads), min(nprobe, self.num_outputs), threads
+        )[1]
 
     def cost(self, index, nprobe: int) -> tuple[int, int]:
         return 2 * self.multiply_adds(), 0
@@ -126,12 +154,16 @@ class MaxAffineRouter:
             return cls.from_state_dict(dict(arrays))
 
     def state_dict(self) -> dict:
-        return {"pieces": self.pieces, "offsets": self.offsets}
+        state = {"pieces": self.pieces, "offsets": self.offsets}
+        if self.projection is not None:
+            state["projection"] = self.projection
+        return state
 
     @classmethod
     def from_state_dict(cls, state: dict) -> MaxAffineRouter:
-        return cls(state["pieces"], state["offsets"])
+        return cls(state["pieces"], state["offsets"], state.get("projection"))
 
     def __repr__(self) -> str:
         pieces, lists = len(self.pieces), self.num_outputs
-        return f"MaxAffineRouter({pieces} pieces over {lists} lists, dim {self.dim})"
+        scored = "" if self.projection is None else f", scored in {self.pieces.shape[1]}"
+        return f"MaxAffineRouter({pieces} pieces over {lists} lists, dim {self.dim}{scored})"
