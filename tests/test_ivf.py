@@ -701,3 +701,39 @@ def test_from_faiss_and_from_factory_refuse_what_they_cannot_wrap():
         AmortizedIVF.from_faiss(faiss.index_factory(D, "IVF4,PQ4x4", faiss.METRIC_L2))
     with pytest.raises(ValueError, match="faiss cannot build 'IVF4,Nonsense'"):
         AmortizedIVF.from_factory(D, "IVF4,Nonsense")
+
+
+def test_calibrate_measures_recall_per_nprobe_and_target_recall_uses_it(data, tmp_path):
+    keys, train, test = data
+    index = build(keys)
+    index.fit_router(train[:1500], num_pieces=2 * NLIST)
+    held_out = train[1500:]
+    with pytest.raises(ValueError, match="needs a calibration"):
+        index.search(test, 10, target_recall=0.9)
+    curve = index.calibrate(held_out, 10)
+    assert curve.shape == (NLIST,) and curve[-1] == 1.0 and (np.diff(curve) >= 0).all()
+    _, true_ids = ap.topk_dot(held_out, keys, 10)
+    for target in (0.6, 0.9, 0.99):
+        _, ids = index.search(held_out, 10, target_recall=target)
+        nprobe = index.last_search_stats["nprobe"]
+        assert curve[nprobe - 1] >= target and (nprobe == 1 or curve[nprobe - 2] < target)
+        found = np.mean([len(set(a) & set(b)) for a, b in zip(ids, true_ids)]) / 10
+        assert found == pytest.approx(curve[nprobe - 1])  # the measured curve, exactly
+    with pytest.raises(ValueError, match="calibrated for k = 10, not 5"):
+        index.search(test, 5, target_recall=0.9)
+    with pytest.raises(ValueError, match="must lie in"):
+        index.search(test, 10, target_recall=1.5)
+    index.save(tmp_path / "calibrated.amips")
+    loaded = AmortizedIVF.load(tmp_path / "calibrated.amips")
+    for a, b in zip(
+        loaded.search(test, 10, target_recall=0.9), index.search(test, 10, target_recall=0.9)
+    ):
+        np.testing.assert_array_equal(a, b)
+    short = index.calibrate(held_out, 10, max_nprobe=2)
+    assert len(short) == 2
+    if short[-1] < 0.999:
+        with pytest.raises(ValueError, match="above the calibrated maximum"):
+            index.search(test, 10, target_recall=0.999)
+    index.router = None  # another choice of lists: the calibration no longer holds
+    with pytest.raises(ValueError, match="needs a calibration"):
+        index.search(test, 10, target_recall=0.9)

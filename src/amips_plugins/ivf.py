@@ -42,6 +42,7 @@ from ._validation import (
     as_positive_int,
     into_out,
 )
+from .exact import topk_dot
 from .routing import (
     LOADERS,
     CentroidRouter,
@@ -104,6 +105,9 @@ class AmortizedIVFBase(faiss.IndexIVF):
     _router_impl: Any = None
     _transform_impl: Any = None
     _centroids: Any = None  # the quantizer's centroids, read at the first search after training
+    # calibrate()'s mean recall@k (k = _calibrated_k) at nprobe 1, 2, ...; None: not calibrated
+    _recall_curve: Any = None
+    _calibrated_k = 0
 
     def _init_learned(self, d, xbox, query_transform, router, probe_union):
         self._d, self.xbox = d, xbox
@@ -173,6 +177,7 @@ class AmortizedIVFBase(faiss.IndexIVF):
             impl = PredictedKeyRouter(model, self._d, self.nlist)
             self._check_fingerprint(model, "query_transform")
         self._query_transform, self._transform_impl = model, impl
+        self._recall_curve = None  # measured with the previous choice of lists
 
     @property
     def router(self):
@@ -198,6 +203,7 @@ class AmortizedIVFBase(faiss.IndexIVF):
         if is_torch_model(router):
             self._check_fingerprint(router, "router")
         self._router, self._router_impl = router, impl
+        self._recall_curve = None  # measured with the previous choice of lists
 
     def _check_fingerprint(self, model, name: str) -> None:
         """Refuse a model trained for other keys (checked when the index already holds keys)."""
@@ -338,6 +344,64 @@ class AmortizedIVFBase(faiss.IndexIVF):
         self.router = model
         return history
 
+    def calibrate(
+        self, queries, k: int = 10, *, keys=None, max_nprobe: int | None = None
+    ) -> np.ndarray:
+        """Measure how many lists queries like ``queries`` (n, d) need: the mean recall@k of
+        this index's choice of lists at nprobe 1 .. ``max_nprobe`` (default nlist), against the
+        exact top-k (``keys`` as for :meth:`grouped_keys`). Then ``search(x, k,
+        target_recall=r)`` probes the fewest lists whose measured recall reached r.
+
+        Use held-out queries, not those the router was fitted on: the router finds its own
+        training queries' answers more often, and the targets would be missed. Changing the
+        router or the query transform clears the calibration. A key counts as found when its
+        list is probed (the scan is exact; ``max_codes`` is not modelled). Returns the curve,
+        (max_nprobe,) float64.
+        """
+        q = as_matrix(queries, "queries", dim=self._d, allow_empty=False)
+        self._require_keys()
+        k = as_k(k, self.ntotal, len(q))
+        depth = (
+            self.nlist
+            if max_nprobe is None
+            else min(as_positive_int(max_nprobe, "max_nprobe"), self.nlist)
+        )
+        _, true_ids = topk_dot(q, self.keys_by_id(keys), k)
+        lists = self.probed_lists(q, params=faiss.SearchParametersIVF(nprobe=depth))
+        offsets, ids = self.list_ids()
+        by_id = np.argsort(ids, kind="stable")
+        row = by_id[np.searchsorted(ids, true_ids, sorter=by_id)]
+        true_lists = np.searchsorted(offsets, row, side="right") - 1  # (n, k)
+        found_at = np.zeros(depth + 1, np.int64)  # keys first reached at each nprobe
+        for a in range(0, len(q), 1024):  # (chunk, depth, k) comparisons at a time
+            hit = lists[a : a + 1024, :, None] == true_lists[a : a + 1024, None, :]
+            position = np.where(hit.any(axis=1), hit.argmax(axis=1), depth)
+            found_at += np.bincount(position.ravel(), minlength=depth + 1)
+        curve = np.cumsum(found_at[:depth]) / true_ids.size
+        self._recall_curve, self._calibrated_k = curve, k
+        return curve.copy()
+
+    def _nprobe_for(self, target_recall, k: int) -> int:
+        """The fewest lists whose calibrated mean recall@k reached ``target_recall``."""
+        target = float(target_recall)
+        if not 0.0 < target <= 1.0:
+            raise ValueError(f"target_recall must lie in (0, 1], got {target_recall!r}")
+        curve = self._recall_curve
+        if curve is None:
+            raise ValueError(
+                "target_recall needs a calibration: call calibrate(held_out_queries, k) first "
+                "(after fitting the router)"
+            )
+        if k != self._calibrated_k:
+            raise ValueError(f"the index was calibrated for k = {self._calibrated_k}, not {k}")
+        reached = np.flatnonzero(curve >= target - 1e-12)
+        if len(reached) == 0:
+            raise ValueError(
+                f"target_recall {target} is above the calibrated maximum {curve[-1]:.4f} "
+                f"(nprobe {len(curve)})"
+            )
+        return int(reached[0]) + 1
+
     def _require_keys(self) -> None:
         if self.ntotal == 0:
             raise ValueError("add keys to the index before training its learned parts")
@@ -400,18 +464,22 @@ class AmortizedIVFBase(faiss.IndexIVF):
         with self._lock.writing():
             _IVF.merge_from(self, other, add_id)
 
-    def search(self, x, k: int, *, params=None, D=None, I=None):
+    def search(self, x, k: int, *, params=None, target_recall=None, D=None, I=None):
         """Top-k keys of every query of ``x`` (n, d) by inner product, in the probed lists.
 
         ``params`` (a ``faiss.SearchParametersIVF``) sets nprobe, ``max_codes`` and the id
-        selector ``sel`` for this call. Returns ``(D, I)``: float32 (n, k) inner products best
-        first and int64 (n, k) ids, padded as faiss pads (-FLT_MAX / -1) where the lists hold
-        fewer than k keys; written into ``D`` / ``I`` when given, as in faiss.
+        selector ``sel`` for this call; ``target_recall`` (after :meth:`calibrate`) sets nprobe
+        to the fewest lists that reached that mean recall@k on the calibration queries.
+        Returns ``(D, I)``: float32 (n, k) inner products best first and int64 (n, k) ids,
+        padded as faiss pads (-FLT_MAX / -1) where the lists hold fewer than k keys; written
+        into ``D`` / ``I`` when given, as in faiss.
         """
         q = as_matrix(x, "x", dim=self._d)
         _check_params(params)
         with self._lock.reading():
             k = as_k(k, self.ntotal, len(q), pad=True)
+            if target_recall is not None:
+                params = _scan_params(params, self._nprobe_for(target_recall, k), self.max_codes)
             scores, ids = self._search(q, k, params)
         return into_out(D, scores, "D"), into_out(I, ids, "I")
 
@@ -569,6 +637,9 @@ class AmortizedIVFBase(faiss.IndexIVF):
             "xbox": None if self.xbox is None else self.xbox.state_dict(),
             "router": None if self._router is None else type(self._router).__name__,
             "probe_union": self.probe_union,
+            "calibration": None
+            if self._recall_curve is None
+            else {"k": self._calibrated_k, "recall": self._recall_curve.tolist()},
         }
         if self._router_impl is not None and self._router_impl.member not in LOADERS:
             raise ValueError(
@@ -636,6 +707,9 @@ class AmortizedIVFBase(faiss.IndexIVF):
                 router,
                 union,
             )
+            calibration = meta.get("calibration")
+            if calibration is not None:
+                self._recall_curve, self._calibrated_k = _check_calibration(calibration, index)
         except (KeyError, TypeError, ValueError, zipfile.BadZipFile, EOFError) as e:
             raise ValueError(f"{name} is an inconsistent AmortizedIVF file: {e}") from None
         return self
@@ -784,6 +858,20 @@ def _check_payload(meta: dict, index) -> int:
     if index.d not in xbox_dims:
         raise ValueError(f"meta.json says d = {d}, the faiss index has dimension {index.d}")
     return d
+
+
+def _check_calibration(calibration: dict, index) -> tuple[np.ndarray, int]:
+    """The recall curve and k a file's ``calibration`` states, checked."""
+    k = as_positive_int(calibration["k"], "the calibration's k")
+    curve = np.asarray(calibration["recall"], dtype=np.float64)
+    if (
+        curve.ndim != 1
+        or not 1 <= len(curve) <= index.nlist
+        or not np.all((curve >= 0) & (curve <= 1))
+        or np.any(np.diff(curve) < 0)
+    ):
+        raise ValueError("the calibration must be a non-decreasing recall per nprobe in [0, 1]")
+    return curve, k
 
 
 _IVF_PARAMS = [
