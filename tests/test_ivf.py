@@ -737,3 +737,15 @@ def test_calibrate_measures_recall_per_nprobe_and_target_recall_uses_it(data, tm
     index.router = None  # another choice of lists: the calibration no longer holds
     with pytest.raises(ValueError, match="needs a calibration"):
         index.search(test, 10, target_recall=0.9)
+
+
+def test_calibration_does_not_depend_on_the_ids_keys_were_added_with(data):
+    keys, train, _ = data
+    plain, renumbered = build(keys), AmortizedIVF(faiss.IndexFlatIP(D), D, NLIST)
+    renumbered.train(keys)
+    renumbered.add_with_ids(keys, 7 * np.arange(len(keys)) + 3)
+    router = MaxAffineRouter.fit(*plain.grouped_keys()[:2], train[:1500], 2 * NLIST)
+    plain.router = renumbered.router = router
+    np.testing.assert_array_equal(
+        renumbered.calibrate(train[1500:], 10), plain.calibrate(train[1500:], 10)
+    )

@@ -366,18 +366,16 @@ class AmortizedIVFBase(faiss.IndexIVF):
             if max_nprobe is None
             else min(as_positive_int(max_nprobe, "max_nprobe"), self.nlist)
         )
-        _, true_ids = topk_dot(q, self.keys_by_id(keys), k)
+        grouped, offsets, _ = self.grouped_keys(keys)
+        _, rows = topk_dot(q, grouped, k)
+        true_lists = np.searchsorted(offsets, rows, side="right") - 1  # (n, k)
         lists = self.probed_lists(q, params=faiss.SearchParametersIVF(nprobe=depth))
-        offsets, ids = self.list_ids()
-        by_id = np.argsort(ids, kind="stable")
-        row = by_id[np.searchsorted(ids, true_ids, sorter=by_id)]
-        true_lists = np.searchsorted(offsets, row, side="right") - 1  # (n, k)
         found_at = np.zeros(depth + 1, np.int64)  # keys first reached at each nprobe
         for a in range(0, len(q), 1024):  # (chunk, depth, k) comparisons at a time
             hit = lists[a : a + 1024, :, None] == true_lists[a : a + 1024, None, :]
             position = np.where(hit.any(axis=1), hit.argmax(axis=1), depth)
             found_at += np.bincount(position.ravel(), minlength=depth + 1)
-        curve = np.cumsum(found_at[:depth]) / true_ids.size
+        curve = np.cumsum(found_at[:depth]) / rows.size
         self._recall_curve, self._calibrated_k = curve, k
         return curve.copy()
 

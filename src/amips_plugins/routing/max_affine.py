@@ -97,25 +97,33 @@ class MaxAffineRouter:
         sums = np.add.reduceat(x, off[:-1][sizes > 0], axis=0)
         means = np.zeros((len(sizes), x.shape[1]), np.float32)
         means[sizes > 0] = sums / sizes[sizes > 0, None]
-        router = cls.from_parts(means, sizes, x[winners], list_of_key[winners])
-        if dim is None or as_positive_int(dim, "dim") >= x.shape[1]:
-            return router
-        q64 = q.astype(np.float64)
-        _, vectors = np.linalg.eigh(q64.T @ q64)  # ascending eigenvalues
-        projection = np.ascontiguousarray(vectors[:, ::-1][:, :dim], dtype=np.float32)
-        return cls(router.pieces @ projection, router.offsets, projection)
+        projection = None
+        if dim is not None and as_positive_int(dim, "dim") < x.shape[1]:
+            q64 = q.astype(np.float64)
+            _, vectors = np.linalg.eigh(q64.T @ q64)  # ascending eigenvalues
+            projection = np.ascontiguousarray(vectors[:, ::-1][:, :dim], dtype=np.float32)
+        return cls.from_parts(means, sizes, x[winners], list_of_key[winners], projection)
 
     @classmethod
     def from_parts(
-        cls, means: np.ndarray, sizes: np.ndarray, keys: np.ndarray, lists: np.ndarray
+        cls,
+        means: np.ndarray,
+        sizes: np.ndarray,
+        keys: np.ndarray,
+        lists: np.ndarray,
+        projection: np.ndarray | None = None,
     ) -> MaxAffineRouter:
         """The pieces of :meth:`fit` from its parts: every list's mean (C, d) and size (C,) (an
-        empty list gets no mean), and the chosen ``keys`` (m, d) with their ``lists`` (m,)."""
+        empty list gets no mean), and the chosen ``keys`` (m, d) with their ``lists`` (m,);
+        with a ``projection`` (d, r), the pieces are scored in its r dimensions."""
         has_mean = np.flatnonzero(sizes > 0)
         owner = np.concatenate([has_mean, lists])
         pieces = np.concatenate([means[has_mean], keys]).astype(np.float32)
+        if projection is not None:
+            pieces = pieces @ projection
         order = np.argsort(owner, kind="stable")
-        return cls(pieces[order], np.searchsorted(owner[order], np.arange(len(sizes) + 1)))
+        offsets = np.searchsorted(owner[order], np.arange(len(sizes) + 1))
+        return cls(pieces[order], offsets, projection)
 
     def scores(self, queries: ArrayLike, *, num_threads: int | None = None) -> np.ndarray:
         """Predicted support value of every list, (n, C) float32."""
