@@ -1,94 +1,181 @@
-"""Declarative recall for IVF: AmortizedIVF.search(target_recall=...) against faiss's IVF at the
-fixed nprobe that meets the same target.
+"""Declarative recall: our ``target_recall`` searches against every peer at the smallest fixed
+setting (nprobe or ef) that meets the same target.
 
-    python benchmarks/bench_effort.py
+    python benchmarks/bench_effort.py                                # AmortizedIVF, GloVe
+    python benchmarks/bench_effort.py --index hnsw                   # AmortizedHNSW, GloVe
+    python benchmarks/bench_effort.py --index hnsw --dataset wordnet
 
-GloVe 6B 50d (300k keys, nlist 547): the router is fitted on the first 80k training queries; both
-indexes are calibrated on the other 10k (ours by ``calibrate``, faiss's by the smallest nprobe
-whose recall@10 reaches the target there), and measured on the 10k held-out test queries:
-achieved recall@10, queries/s in one batch and one query at a time, distances per query.
+A seeded 80k / 10k split of the data set's training queries: the router (IVF) is fitted on the
+80k; our index is calibrated on the 10k (``calibrate``), and every peer's setting is the smallest
+whose recall@10 reaches the target on them. Measured on the test queries: achieved recall@10,
+queries/s in one batch and one query at a time, distances per query (NaN where the library does
+not count them). IVF: faiss IVF-IP, nlist sqrt(N). HNSW: hnswlib, faiss HNSW, usearch and
+voyager, all inner product, M 16, ef_construction 200, keys inserted in descending norm order
+(the best order for every library: voyager's incremental transform needs it).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import os
 import statistics
 import time
+from pathlib import Path
 
 import faiss
+import numpy as np
 
 import amips_plugins as ap
 from amips_plugins.ground_truth import default_cache_dir
+from amips_plugins.harness import peers
 from amips_plugins.harness.datasets import builtin
 from amips_plugins.harness.evaluation import recall_at_k
 
 TARGETS = (0.90, 0.95, 0.99)
 K = 10
+MAX_EF = 1000
 
 
-def main():
-    ds = builtin("glove50")
-    keys, test = ds.keys, ds.test_queries
-    fit_q, calibration_q = ds.train_queries[:80_000], ds.train_queries[80_000:]
+def smallest_setting(search, queries, truth, target, low, high):
+    """The smallest setting in [low, high] whose recall@K on ``queries`` reaches ``target``
+    (recall grows with the setting), or None."""
+    if recall_at_k(search(queries, high)[0], truth) < target:
+        return None
+    while low < high:
+        middle = (low + high) // 2
+        if recall_at_k(search(queries, middle)[0], truth) >= target:
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+def timed(search, test, single_queries=300):
+    """(ids, distances per query, queries/s in one batch, median ms of one query alone)."""
+    search(test[:100])  # warm-up
+    start = time.perf_counter()
+    ids, distances = search(test)
+    batch = time.perf_counter() - start
+    single = []
+    for i in range(single_queries):
+        start = time.perf_counter()
+        search(test[i : i + 1])
+        single.append(time.perf_counter() - start)
+    return ids, distances, len(test) / batch, 1e3 * statistics.median(single)
+
+
+def ivf_contenders(ds, keys, fit_q, calibration_q, threads):
+    """Ours, calibrated, as ``search(q, target)``; the peers as (name, ``search(q, setting)``,
+    the settings' range)."""
     nlist = math.isqrt(len(keys))
-    truth = {
-        name: ap.ground_truth(keys, q, K, cache_dir=default_cache_dir(), progress=False)[1]
-        for name, q in (("calibration", calibration_q), ("test", test))
-    }
-
     ours = ap.AmortizedIVF(None, ds.d, nlist)
     ours.train(keys)
     ours.add(keys)
     ours.fit_router(fit_q)
     ours.calibrate(calibration_q, K)
-    theirs = faiss.IndexIVFFlat(faiss.IndexFlatIP(ds.d), ds.d, nlist, faiss.METRIC_INNER_PRODUCT)
-    theirs.train(keys)
-    theirs.add(keys)
-
-    def faiss_search(q, nprobe):
-        theirs.nprobe = nprobe
-        faiss.cvar.indexIVF_stats.reset()
-        ids = theirs.search(q, K)[1]
-        return ids, nlist + faiss.cvar.indexIVF_stats.ndis / len(q)
 
     def ours_search(q, target):
         ids = ours.search(q, K, target_recall=target)[1]
         return ids, ours.last_search_stats["distances"]
 
-    print(f"{ds.name}: nlist {nlist}, k {K}, {faiss.omp_get_max_threads()} threads")
+    theirs = peers.FaissIVF(nlist)
+    theirs.build(keys)
+    rival = (f"{theirs.name} nprobe", lambda q, nprobe: theirs.search(q, K, nprobe), 1, nlist)
+    return f"nlist {nlist}", ours_search, [rival]
+
+
+def hnsw_contenders(ds, keys, fit_q, calibration_q, threads):
+    ours = ap.AmortizedHNSW("ip", ds.d)  # inserts by descending norm itself
+    ours.init_index(len(keys), M=16, ef_construction=200)
+    ours.add_items(keys, num_threads=threads)
+    ours.calibrate(calibration_q, K, max_ef=MAX_EF, num_threads=threads)
+
+    def ours_search(q, target):
+        labels = ours.knn_query(q, K, num_threads=threads, target_recall=target)[0]
+        return labels.astype(np.int64), math.nan
+
+    order = np.argsort(-np.linalg.norm(keys, axis=1), kind="stable")
+    rivals = []
+    for method in (
+        peers.HnswlibIP(threads),
+        peers.FaissHNSW(),
+        peers.UsearchIP(threads),
+        peers.VoyagerIP(threads),
+    ):
+        method.build(keys[order])
+
+        def search(q, ef, method=method):
+            ids, distances = method.search(q, K, ef)
+            return order[ids], distances
+
+        rivals.append((f"{method.name} ef", search, K, MAX_EF))
+    return "M 16, ef_construction 200", ours_search, rivals
+
+
+def main():
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--index", choices=["ivf", "hnsw"], default="ivf")
+    p.add_argument("--dataset", choices=["glove50", "wordnet"], default="glove50")
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--out", default="results/bench_effort")
+    args = p.parse_args()
+    faiss.omp_set_num_threads(args.threads)
+
+    ds = builtin(args.dataset)
+    keys, test = ds.keys, ds.test_queries
+    split = np.random.default_rng(0).permutation(len(ds.train_queries))
+    fit_q, calibration_q = ds.train_queries[split[:80_000]], ds.train_queries[split[-10_000:]]
+    truth = {
+        name: ap.ground_truth(keys, q, K, cache_dir=default_cache_dir(), progress=False)[1]
+        for name, q in (("calibration", calibration_q), ("test", test))
+    }
+    contenders = ivf_contenders if args.index == "ivf" else hnsw_contenders
+    setup, ours_search, rivals = contenders(ds, keys, fit_q, calibration_q, args.threads)
+    print(f"{ds.name}, {args.index} ({setup}): k {K}, {args.threads} threads")
+    rows = []
     for target in TARGETS:
-        lo, hi = 1, nlist  # recall grows with nprobe: the smallest meeting the target
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if recall_at_k(faiss_search(calibration_q, mid)[0], truth["calibration"]) >= target:
-                hi = mid
-            else:
-                lo = mid + 1
-        nprobe = lo
-        rows = {
-            "AmortizedIVF target_recall": lambda q, t=target: ours_search(q, t),
-            f"faiss IVF nprobe {nprobe}": lambda q, n=nprobe: faiss_search(q, n),
-        }
-        qps = {}
-        for name, search in rows.items():
-            search(test[:100])  # warm-up
-            start = time.perf_counter()
-            ids, distances = search(test)
-            batch = time.perf_counter() - start
-            single = []
-            for i in range(300):
-                start = time.perf_counter()
-                search(test[i : i + 1])
-                single.append(time.perf_counter() - start)
-            qps[name] = len(test) / batch
-            extra = f" (nprobe {ours.last_search_stats['nprobe']})" if name.startswith("Am") else ""
-            print(
-                f"target {target:.2f} {name + extra:38s} R@10 {recall_at_k(ids, truth['test']):.4f}"
-                f"  {qps[name]:8.0f} q/s batch  {1e3 * statistics.median(single):.3f} ms one "
-                f"query  {distances:8.0f} distances/query"
+        searches = {"ours target_recall": lambda q, t=target: ours_search(q, t)}
+        for name, search, low, high in rivals:
+            setting = smallest_setting(
+                search, calibration_q, truth["calibration"], target, low, high
             )
-        ours_qps, faiss_qps = qps.values()
-        print(f"target {target:.2f} queries/s ours / faiss: {ours_qps / faiss_qps:.2f}")
+            if setting is None:
+                print(f"target {target:.2f} {name}: not reached at {high}")
+                continue
+            searches[f"{name} {setting}"] = lambda q, s=setting, f=search: f(q, s)
+        for name, search in searches.items():
+            ids, distances, qps, one_ms = timed(search, test)
+            row = {
+                "target": target,
+                "method": name,
+                "recall": recall_at_k(ids, truth["test"]),
+                "queries_per_s": qps,
+                "single_query_ms": one_ms,
+                "distances_per_query": distances,
+            }
+            rows.append(row)
+            print(
+                f"target {target:.2f} {name:38s} R@10 {row['recall']:.4f}  {qps:8.0f} q/s batch "
+                f" {one_ms:.3f} ms one query  {distances:8.0f} distances/query",
+                flush=True,
+            )
+        mine = rows[-len(searches)]
+        if len(searches) > 1:
+            best = max(rows[-len(searches) + 1 :], key=lambda r: r["queries_per_s"])
+            print(
+                f"target {target:.2f} ours / best peer ({best['method']}): queries/s "
+                f"{mine['queries_per_s'] / best['queries_per_s']:.2f}, one query "
+                f"{best['single_query_ms'] / mine['single_query_ms']:.2f}"
+            )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{args.index}_{args.dataset}.json"
+    path.write_text(json.dumps(rows, indent=1))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -60,3 +60,21 @@ def test_sweep_measures_every_method(tmp_path):
     assert "hnswlib ip" in format_table(rows)
     plot_curves(rows, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("name", ["UsearchIP", "VoyagerIP"])
+def test_the_other_graph_libraries_search_by_inner_product(name):
+    pytest.importorskip(name[:-2].lower())
+    rng = np.random.default_rng(0)
+    keys = (rng.standard_normal((2000, 12)) * rng.lognormal(0, 0.5, (2000, 1))).astype(np.float32)
+    keys = keys[np.argsort(-np.linalg.norm(keys, axis=1))]  # voyager's transform needs it
+    queries = rng.standard_normal((100, 12)).astype(np.float32)
+    from amips_plugins import topk_dot
+
+    _, true_ids = topk_dot(queries, keys, 5)
+    method = getattr(peers, name)(2)
+    method.build(keys)
+    found, distances = method.search(queries, 5, 200)
+    assert found.dtype == np.int64 and found.shape == (100, 5)
+    assert recall_at_k(found, true_ids) > 0.9
+    assert math.isnan(distances) if name == "VoyagerIP" else 0 < distances <= len(keys)

@@ -430,3 +430,93 @@ def test_wrong_dimensions_are_also_hnswlibs_runtime_error(data):
             call()
         with pytest.raises(ValueError, match="dimension 10"):
             call()
+
+
+# --- declarative recall -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def calibrated(data):
+    """A sparse graph (M 8) whose queries need different ef, calibrated on 1000 queries."""
+    keys, train, _ = data
+    index = AmortizedHNSW(space="ip", dim=D)
+    index.init_index(max_elements=len(keys), M=8, ef_construction=40, random_seed=1)
+    index.add_items(keys, num_threads=1)
+    index.set_ef(33)
+    curve = index.calibrate(train, 10, max_ef=200, num_threads=1)
+    return index, curve
+
+
+def test_calibrate_measures_recall_per_ef_and_keeps_the_index_ef(calibrated):
+    index, curve = calibrated
+    efs, recalls = list(curve), list(curve.values())
+    assert efs[0] == 10 and efs == sorted(efs) and efs[-1] <= 200
+    assert recalls[0] < 0.9 and recalls[-1] > 0.97  # a range worth choosing in
+    assert index.ef == 33
+
+
+def test_target_recall_is_met_on_held_out_queries_with_less_ef_for_lower_targets(data, calibrated):
+    keys, _, test = data
+    index, curve = calibrated
+    _, true = ap.topk_dot(test, keys, 10)
+    previous = 0.0
+    for target in (0.85, 0.9, 0.95):
+        labels, distances = index.knn_query(test, 10, target_recall=target)
+        found = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(labels.tolist(), true.tolist())])
+        assert abs(found - target) < 0.04, (target, found)
+        assert found > previous
+        previous = found
+        groups_ef = index._effort.efforts_for(target)[index._effort.group_of(test)]
+        for ef in np.unique(groups_ef):  # each query is searched at its group's ef
+            rows = groups_ef == ef
+            index.set_ef(int(ef))
+            alone = index.knn_query(test[rows], 10)
+            np.testing.assert_array_equal(alone[0], labels[rows])
+            np.testing.assert_allclose(alone[1], distances[rows], rtol=1e-6)
+    assert index._effort.efforts_for(0.85).mean() < index._effort.efforts_for(0.95).mean()
+
+
+def test_target_recall_errors(data, calibrated):
+    keys, train, test = data
+    index, curve = calibrated
+    with pytest.raises(HNSWError, match="calibrated for k = 10"):
+        index.knn_query(test, 5, target_recall=0.9)
+    with pytest.raises(HNSWError, match="above the calibrated maximum"):
+        index.knn_query(test, 10, target_recall=1.0 if max(curve.values()) < 1 else 1.5)
+    with pytest.raises(HNSWError, match=r"\(0, 1\]"):
+        index.knn_query(test, 10, target_recall=0)
+    fresh = build(keys)
+    with pytest.raises(HNSWError, match="needs a calibration"):
+        fresh.knn_query(test, 10, target_recall=0.9)
+    with pytest.raises(HNSWError, match="at least one query"):
+        fresh.calibrate(train[:0], 10)
+    with pytest.raises(HNSWError, match="exceeds"):
+        fresh.calibrate(train, len(keys) + 1)
+    fresh.calibrate(train[:300], 10, max_ef=20)
+    fresh.query_transform = None  # a new search path: the calibration is gone
+    with pytest.raises(HNSWError, match="needs a calibration"):
+        fresh.knn_query(test, 10, target_recall=0.9)
+
+
+def test_the_calibration_is_saved_with_the_index(data, calibrated, tmp_path):
+    _, _, test = data
+    index, _ = calibrated
+    index.save_index(tmp_path / "index.zip")
+    loaded = AmortizedHNSW(space="ip", dim=D)
+    loaded.load_index(tmp_path / "index.zip")
+    for result, expected in zip(
+        loaded.knn_query(test, 10, target_recall=0.9), index.knn_query(test, 10, target_recall=0.9)
+    ):
+        np.testing.assert_array_equal(result, expected)
+    index.index.save_index(str(tmp_path / "plain.bin"))  # hnswlib's file: no calibration
+    plain = AmortizedHNSW(space="ip", dim=D)
+    plain.load_index(tmp_path / "plain.bin")
+    with pytest.raises(HNSWError, match="needs a calibration"):
+        plain.knn_query(test, 10, target_recall=0.9)
+
+    def bad_calibration(blob):
+        meta = json.loads(blob)
+        meta["calibration"]["recall"][0][0] = 2.0
+        return json.dumps(meta).encode()
+
+    rewrite_member(tmp_path / "index.zip", "meta.json", bad_calibration)
+    with pytest.raises(HNSWError, match="inconsistent effort calibration"):
+        AmortizedHNSW(space="ip", dim=D).load_index(tmp_path / "index.zip")

@@ -16,6 +16,9 @@ batch arriving in random order gives the graph a sorted bulk load gives.
 With a ``query_transform`` (a one-output KeyNet, SupportNet or MaxAffineNet), the graph is
 searched with the predicted best key, ``candidates`` results are gathered and rescored exactly
 with q on the C++ core, and the top k returned.
+
+``calibrate`` measures the ef that held-out queries need, by group of query directions (see
+:mod:`.effort`); then ``knn_query(..., target_recall=r)`` searches every query at its group's ef.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from ._io import atomic_path, read_archive, scratch_path
 from ._optional import require
 from ._sync import PicklesWithoutLocks, ReadWriteLock
 from ._validation import MAX_THREADS, DimensionError, as_int64, as_matrix, as_positive_int
-from .exact import rescore, topk_rows
+from .effort import EffortTable, effort_grid
+from .exact import rescore, topk_dot, topk_rows
 from .xbox import XboxTransform
 
 __all__ = ["AmortizedHNSW", "HNSWError"]
@@ -140,7 +144,7 @@ class AmortizedHNSW(PicklesWithoutLocks):
         # reallocates the graph (init, resize, load) alone.
         self._add_lock = threading.Lock()
         self._graph_lock = ReadWriteLock()
-        self.query_transform = query_transform
+        self.query_transform = query_transform  # also clears the calibration
 
     @property
     def _stored_dim(self) -> int:
@@ -189,6 +193,7 @@ class AmortizedHNSW(PicklesWithoutLocks):
 
             self._predictor = key_predictor(model, self.dim)
         self._query_transform = model
+        self._effort: EffortTable | None = None  # measured with another search path
 
     def fit_query_transform(self, keys, train_queries, model=None, **fit_kwargs) -> list[dict]:
         """Train ``model`` (default: a residual ``KeyNet(dim)``) on ``keys`` (those added), use it;
@@ -287,24 +292,53 @@ class AmortizedHNSW(PicklesWithoutLocks):
                 self._deleted = {label for label in self._deleted if label in kept}
             self._deleted.difference_update(labels.tolist())
 
-    def knn_query(self, data, k: int = 1, num_threads: int = -1, filter=None):
+    def knn_query(
+        self, data, k: int = 1, num_threads: int = -1, filter=None, *, target_recall=None
+    ):
         """The k keys of largest inner product found for every query of ``data`` (n, dim).
 
         Returns ``(labels, distances)``: uint64 and float32 (n, k), nearest first, distances
-        ``1 - q . x`` as hnswlib's 'ip' space reports them.
+        ``1 - q . x`` as hnswlib's 'ip' space reports them. With ``target_recall`` (after
+        :meth:`calibrate` with this k), every query is searched at the ef its group of
+        calibration queries needed for that mean recall@k, instead of the index's ef; such a
+        search has the index to itself while it runs (it switches hnswlib's ef).
         """
         q = _rows(data, self.dim)
         k = as_positive_int(k, "k")
         self._require_ready()
-        with self._graph_lock.reading(), _hnswlib_errors():
-            count = self.index.get_current_count() - len(self._deleted)
-            if count <= 0:
-                raise HNSWError("the index is empty (or all deleted): add_items before knn_query")
+        ef_per_query = None if target_recall is None else self._ef_per_query(q, k, target_recall)
+        lock = self._graph_lock.reading if ef_per_query is None else self._graph_lock.writing
+        with lock(), _hnswlib_errors():
+            count = self._live_count()
             if k > count:
                 raise HNSWError(f"k = {k} exceeds the {count} elements in the index")
             if len(q) == 0:
                 return np.empty((0, k), np.uint64), np.empty((0, k), np.float32)
-            return self._knn_query(q, k, num_threads, filter, count)
+            if ef_per_query is None:
+                return self._knn_query(q, k, num_threads, filter, count)
+            return self._knn_query_per_ef(q, k, num_threads, filter, count, ef_per_query)
+
+    def _live_count(self) -> int:
+        count = self.index.get_current_count() - len(self._deleted)
+        if count <= 0:
+            raise HNSWError("the index is empty (or all deleted): add_items before searching")
+        return count
+
+    def _knn_query_per_ef(self, q, k, num_threads, filter, count, ef_per_query):
+        """Search the queries of each ef together at that ef (hnswlib has one ef per call)."""
+        labels = np.empty((len(q), k), np.uint64)
+        distances = np.empty((len(q), k), np.float32)
+        saved = self.index.ef
+        try:
+            for ef in np.unique(ef_per_query):
+                rows = np.flatnonzero(ef_per_query == ef)
+                self.index.set_ef(int(ef))
+                labels[rows], distances[rows] = self._knn_query(
+                    q[rows], k, num_threads, filter, count
+                )
+        finally:
+            self.index.set_ef(saved)
+        return labels, distances
 
     def _knn_query(self, q, k, num_threads, filter, count):
         if self._query_transform is None:
@@ -324,6 +358,61 @@ class AmortizedHNSW(PicklesWithoutLocks):
         _, best = topk_rows(scores, k)
         top = np.take_along_axis(scores, best, axis=1)
         return np.take_along_axis(labels, best, axis=1), (1.0 - top).astype(np.float32)
+
+    # --- declarative recall -------------------------------------------------------------------
+    def calibrate(
+        self, queries, k: int = 10, *, max_ef: int = 1000, num_threads: int = -1
+    ) -> dict[int, float]:
+        """Measure the ef queries like ``queries`` (n, dim) need: their recall@k against the exact
+        top-k of the keys in the index at ef = k, 1.25 k, ... up to ``max_ef`` (stopping once the
+        mean recall reaches 0.999), by group of query directions, and each ef's seconds per query.
+        Then ``knn_query(data, k, target_recall=r)`` gives every query the ef of its group, so
+        that the mean recall@k over queries like these is r at the least time.
+
+        Use queries drawn as the searched ones will be (not those a query transform was fitted
+        on). Setting a query transform clears the calibration; calibrate again after the keys
+        change much. Searches wait while it runs. Returns the mean recall@k per ef measured.
+        """
+        q = _rows(queries, self.dim)
+        k = as_positive_int(k, "k")
+        max_ef = as_positive_int(max_ef, "max_ef")
+        self._require_ready()
+        if len(q) == 0:
+            raise HNSWError("calibrate needs at least one query")
+        with self._graph_lock.writing(), _hnswlib_errors():
+            count = self._live_count()
+            if k > count:
+                raise HNSWError(f"k = {k} exceeds the {count} elements in the index")
+            labels = np.array(sorted(set(self.index.get_ids_list()) - self._deleted), np.int64)
+            keys = np.asarray(self.index.get_items(labels), dtype=np.float32)[:, : self.dim]
+            truth = labels[topk_dot(q, keys, k)[1]]
+            del keys
+            saved = self.index.ef
+
+            def search(queries: np.ndarray, ef: int) -> np.ndarray:
+                self.index.set_ef(ef)
+                return self._knn_query(queries, k, num_threads, None, count)[0].astype(np.int64)
+
+            try:
+                table = EffortTable.measure(q, truth, search, effort_grid(k, max(k, max_ef)))
+            finally:
+                self.index.set_ef(saved)
+            self._effort = table
+        return table.curve()
+
+    def _ef_per_query(self, q: np.ndarray, k: int, target_recall) -> np.ndarray:
+        """The ef of every query's calibration group for ``target_recall`` at this k."""
+        table = self._effort
+        if table is None:
+            raise HNSWError(
+                "target_recall needs a calibration: call calibrate(held_out_queries, k) first"
+            )
+        if k != table.k:
+            raise HNSWError(f"the index was calibrated for k = {table.k}, not {k}")
+        try:
+            return table.efforts_for(target_recall)[table.group_of(q)]
+        except ValueError as e:
+            raise HNSWError(str(e)) from None
 
     def _as_stored(self, q: np.ndarray) -> np.ndarray:
         return self.xbox.transform_queries(q) if self.xbox is not None else q
@@ -454,6 +543,7 @@ class AmortizedHNSW(PicklesWithoutLocks):
             "ef": self.index.ef,
             "allow_replace_deleted": bool(self._allow_replace_deleted),
             "xbox": None if self.xbox is None else self.xbox.state_dict(),
+            "calibration": None if self._effort is None else self._effort.state_dict(),
         }
         with atomic_path(path) as out, scratch_path(path, "graph") as graph:
             with self._add_lock, self._graph_lock.reading():
@@ -478,13 +568,19 @@ class AmortizedHNSW(PicklesWithoutLocks):
                 )
                 graph, transform = blobs["graph.bin"], blobs.get("query_transform.pt")
                 config = self._check_meta(meta)
+                calibration = meta.get("calibration")
+                effort = (
+                    None
+                    if calibration is None
+                    else EffortTable.from_state_dict(calibration, self.dim)
+                )
                 state = meta["xbox"]
                 xbox = None if state is None else XboxTransform.from_state_dict(state)
                 if xbox is not None and xbox.dim != self.dim:
                     raise ValueError(f"the Xbox state has dim {xbox.dim}, the index {self.dim}")
             else:  # hnswlib's own format: the graph alone
                 with open(path, "rb") as f:
-                    graph, transform, xbox = f.read(), None, None
+                    graph, transform, xbox, effort = f.read(), None, None, None
                 config = {
                     "construction": "ip",
                     "sort_batches": self.sort_batches,
@@ -519,6 +615,7 @@ class AmortizedHNSW(PicklesWithoutLocks):
             self._deleted, self._ready = deleted, True
             self._allow_replace_deleted = allow
             self.query_transform = model
+            self._effort = effort
 
     def _check_meta(self, meta: dict) -> dict:
         if meta["dim"] != self.dim:

@@ -21,7 +21,16 @@ from ..hnsw import AmortizedHNSW
 from ..ivf import AmortizedIVF, AmortizedIVFBase
 from ..xbox import XboxTransform
 
-__all__ = ["ExactSearch", "FaissIVF", "FaissHNSW", "HnswlibIP", "LearnedIVF", "OursHNSW"]
+__all__ = [
+    "ExactSearch",
+    "FaissIVF",
+    "FaissHNSW",
+    "HnswlibIP",
+    "LearnedIVF",
+    "OursHNSW",
+    "UsearchIP",
+    "VoyagerIP",
+]
 
 
 class ExactSearch:
@@ -150,6 +159,75 @@ class HnswlibIP:
         self.index.set_ef(max(param, k))
         labels, _ = self.index.knn_query(queries, k=k, num_threads=self.num_threads)
         return labels.astype(np.int64), math.nan
+
+
+class _GraphLibrary:
+    """An HNSW of another library, searched at ``ef``, built with ``M`` and ``ef_construction``."""
+
+    param_name = "ef"
+    network_flops = 0
+    label = ""
+
+    def __init__(
+        self,
+        num_threads: int,
+        M: int = 16,
+        ef_construction: int = 200,
+        params=(10, 20, 40, 100, 200, 400),
+    ):
+        self.num_threads, self.M, self.ef_construction = num_threads, M, ef_construction
+        self.params = tuple(params)
+        self.name = f"{self.label} (M {M})"
+
+
+class UsearchIP(_GraphLibrary):
+    """usearch's HNSW (``pip install usearch``) with metric "ip" on float32 keys, connectivity M
+    and expansions ef_construction / ef, as hnswlib's."""
+
+    label = "usearch ip"
+
+    def build(self, keys):
+        from usearch.index import Index
+
+        self.distance_dim = keys.shape[1]
+        self.index = Index(
+            ndim=keys.shape[1],
+            metric="ip",
+            dtype="f32",
+            connectivity=self.M,
+            expansion_add=self.ef_construction,
+        )
+        self.index.add(np.arange(len(keys)), keys, threads=self.num_threads)
+
+    def search(self, queries, k, param):
+        self.index.expansion_search = max(param, k)  # type: ignore[misc]  # the stub lacks the setter
+        matches = self.index.search(queries, k, threads=self.num_threads)
+        return matches.keys.astype(np.int64), matches.computed_distances / len(queries)
+
+
+class VoyagerIP(_GraphLibrary):
+    """voyager's HNSW (``pip install voyager``) in ``Space.InnerProduct``, same M and
+    ef_construction (reports no distance counts)."""
+
+    label = "voyager ip"
+
+    def build(self, keys):
+        import voyager
+
+        self.distance_dim = keys.shape[1]
+        self.index = voyager.Index(
+            voyager.Space.InnerProduct,
+            num_dimensions=keys.shape[1],
+            M=self.M,
+            ef_construction=self.ef_construction,
+        )
+        self.index.add_items(keys, np.arange(len(keys)), num_threads=self.num_threads)
+
+    def search(self, queries, k, param):
+        ids, _ = self.index.query(
+            queries, k=k, num_threads=self.num_threads, query_ef=max(param, k)
+        )
+        return ids.astype(np.int64), math.nan
 
 
 class LearnedIVF:

@@ -1,0 +1,192 @@
+"""Per-query search effort for a declared mean recall@k (``target_recall``).
+
+Calibration queries are grouped by direction (spherical k-means): queries pointing the same way
+meet the same part of the index and need about the same effort. Every group keeps its mean
+recall@k at each effort of a grid (``ef`` for a graph), and every effort a cost, the search's
+measured seconds per query. For a target, every group starts at the least effort, and the raise
+that gains the most mean recall per added cost is taken until the groups' weighted mean recall
+meets the target: easy groups keep a small effort, hard ones get a large one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import faiss
+import numpy as np
+
+from ._validation import as_positive_int
+
+__all__ = ["EffortTable", "effort_grid", "recall_per_query"]
+
+# Calibration queries per group; fewer make each group's recall too noisy to allocate by.
+_QUERIES_PER_GROUP = 250
+_MAX_GROUPS = 32
+
+
+def effort_grid(start: int, stop: int, ratio: float = 1.25) -> np.ndarray:
+    """Efforts from ``start`` to ``stop`` (both included), each about ``ratio`` times the last."""
+    grid = [start]
+    while grid[-1] < stop:
+        grid.append(min(stop, max(grid[-1] + 1, round(grid[-1] * ratio))))
+    return np.array(grid, np.int64)
+
+
+def recall_per_query(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """The fraction of each row of ``truth`` (n, k) that the same row of ``found`` holds."""
+    hits = (found[:, :, None] == truth[:, None, :]).any(axis=1)
+    return hits.mean(axis=1)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
+
+
+class EffortTable:
+    """Groups' mean recall@k per effort, and the cost of each effort.
+
+    ``efforts`` (E,) increasing; ``centroids`` (G, d) unit directions of the groups; ``weights``
+    (G,) the share of calibration queries in each group; ``recall`` (G, E) each group's mean
+    recall@k at each effort; ``cost`` (E,) seconds per query (only their ratios matter).
+    """
+
+    def __init__(self, k: int, efforts, centroids, weights, recall, cost):
+        self.k = as_positive_int(k, "k")
+        self.efforts = np.asarray(efforts, np.int64)
+        self.centroids = np.ascontiguousarray(centroids, np.float32)
+        self.weights = np.asarray(weights, np.float64)
+        self.recall = np.asarray(recall, np.float64)
+        self.cost = np.asarray(cost, np.float64)
+        g, e = self.recall.shape if self.recall.ndim == 2 else (0, 0)
+        if not (
+            e >= 1
+            and self.efforts.shape == (e,)
+            and np.all(np.diff(self.efforts) > 0)
+            and self.efforts[0] >= 1
+            and self.centroids.ndim == 2
+            and len(self.centroids) == g
+            and self.weights.shape == (g,)
+            and np.all(self.weights >= 0)
+            and abs(self.weights.sum() - 1) < 1e-6
+            and np.all((self.recall >= 0) & (self.recall <= 1))
+            and self.cost.shape == (e,)
+            and np.all(self.cost > 0)
+            and np.all(np.isfinite(self.centroids))
+        ):
+            raise ValueError("an inconsistent effort calibration (shapes, order or ranges)")
+        self._chosen: dict[float, np.ndarray] = {}
+
+    @classmethod
+    def measure(
+        cls,
+        queries: np.ndarray,
+        truth: np.ndarray,
+        search: Callable[[np.ndarray, int], np.ndarray],
+        efforts: np.ndarray,
+        *,
+        stop_at: float = 0.999,
+        seed: int = 0,
+    ) -> EffortTable:
+        """Run ``search(queries, effort) -> ids (n, k)`` at every effort of the grid, timed, until
+        the mean recall against ``truth`` (n, k) reaches ``stop_at``; group the queries."""
+        num_groups = max(1, min(_MAX_GROUPS, len(queries) // _QUERIES_PER_GROUP))
+        directions = _unit(queries)
+        if num_groups > 1:
+            kmeans = faiss.Kmeans(queries.shape[1], num_groups, niter=20, seed=seed, spherical=True)
+            kmeans.train(directions)
+            centroids = kmeans.centroids
+        else:
+            centroids = _unit(directions.mean(axis=0, keepdims=True))
+        groups = np.argmax(directions @ centroids.T, axis=1)
+        used = np.flatnonzero(np.bincount(groups, minlength=len(centroids)))
+        centroids = centroids[used]
+        groups = np.searchsorted(used, groups)
+        size = np.bincount(groups, minlength=len(used))
+        recall, seconds = [], []
+        for effort in efforts:
+            start = time.perf_counter()
+            found = search(queries, int(effort))
+            seconds.append((time.perf_counter() - start) / len(queries))
+            per_query = recall_per_query(found, truth)
+            recall.append(np.bincount(groups, per_query, minlength=len(used)) / size)
+            if per_query.mean() >= stop_at:
+                break
+        # Timings of single runs are noisy: the cost is a least-squares line in the effort.
+        tried = efforts[: len(seconds)].astype(np.float64)
+        if len(tried) > 1:
+            slope, intercept = np.polyfit(tried, seconds, 1)
+            floor = min(seconds) / 4
+            cost = np.maximum(intercept + slope * tried, floor)
+            cost = np.maximum.accumulate(cost)  # more effort never costs less
+        else:
+            cost = np.array(seconds)
+        return cls(
+            truth.shape[1], tried, centroids, size / size.sum(), np.stack(recall, axis=1), cost
+        )
+
+    @property
+    def max_recall(self) -> float:
+        """The mean recall at the largest effort measured."""
+        return float(self.weights @ self.recall[:, -1])
+
+    def curve(self) -> dict[int, float]:
+        """The mean recall@k over all calibration queries at each effort of the grid."""
+        return dict(zip(self.efforts.tolist(), (self.weights @ self.recall).tolist()))
+
+    def group_of(self, queries: np.ndarray) -> np.ndarray:
+        """The group of every query (n,): the nearest centroid by direction."""
+        return np.argmax(queries @ self.centroids.T, axis=1)
+
+    def efforts_for(self, target_recall: float) -> np.ndarray:
+        """Each group's effort (G,) meeting ``target_recall`` in weighted mean at least cost."""
+        target = float(target_recall)
+        if not 0.0 < target <= 1.0:
+            raise ValueError(f"target_recall must lie in (0, 1], got {target_recall!r}")
+        if target > self.max_recall + 1e-12:
+            raise ValueError(
+                f"target_recall {target} is above the calibrated maximum "
+                f"{self.max_recall:.4f} (ef {self.efforts[-1]})"
+            )
+        if target not in self._chosen:
+            self._chosen[target] = self.efforts[self._choice(target)]
+        return self._chosen[target]
+
+    def _choice(self, target: float) -> np.ndarray:
+        """Indices into the grid, per group: from the least effort everywhere, raise the group
+        whose raise gains the most mean recall per added cost, until the target is met."""
+        rows = np.arange(len(self.recall))
+        picked = np.zeros(len(rows), np.int64)
+        later = np.arange(len(self.efforts))[None, :] > picked[:, None]
+        while self.weights @ self.recall[rows, picked] < target - 1e-12:
+            gain = self.recall - self.recall[rows, picked][:, None]
+            added = self.cost[None, :] - self.cost[picked][:, None]
+            rate = np.where(later & (gain > 0), gain / np.maximum(added, 1e-30), -np.inf)
+            if not np.isfinite(rate.max()):  # rounding: every group is at its best already
+                break
+            group, effort = np.unravel_index(np.argmax(rate), rate.shape)
+            picked[group] = effort
+            later[group] = np.arange(len(self.efforts)) > effort
+        return picked
+
+    def state_dict(self) -> dict:
+        """The table as plain lists (JSON)."""
+        return {
+            "k": self.k,
+            "efforts": self.efforts.tolist(),
+            "centroids": self.centroids.tolist(),
+            "weights": self.weights.tolist(),
+            "recall": self.recall.tolist(),
+            "cost": self.cost.tolist(),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict, dim: int) -> EffortTable:
+        """A table from :meth:`state_dict`, checked (ValueError) against the index's ``dim``."""
+        names = ("k", "efforts", "centroids", "weights", "recall", "cost")
+        table = cls(**{name: state[name] for name in names})
+        if table.centroids.shape[1] != dim:
+            raise ValueError(
+                f"the calibration has dimension {table.centroids.shape[1]}, the index {dim}"
+            )
+        return table

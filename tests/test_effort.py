@@ -1,0 +1,77 @@
+import itertools
+
+import numpy as np
+import pytest
+
+from amips_plugins.effort import EffortTable, effort_grid, recall_per_query
+
+
+def table(recall, weights, cost=(1.0, 2.0, 4.0, 8.0)):
+    recall = np.asarray(recall, np.float64)
+    return EffortTable(
+        10,
+        efforts=[10, 20, 40, 80][: recall.shape[1]],
+        centroids=np.eye(len(recall), 3),
+        weights=weights,
+        recall=recall,
+        cost=cost[: recall.shape[1]],
+    )
+
+
+def test_effort_grid_grows_geometrically_between_its_ends():
+    assert effort_grid(10, 40).tolist() == [10, 12, 15, 19, 24, 30, 38, 40]
+    assert effort_grid(1, 4).tolist() == [1, 2, 3, 4]  # at least one more each step
+    assert effort_grid(7, 7).tolist() == [7]
+
+
+def test_recall_per_query_counts_each_rows_shared_ids():
+    found = np.array([[1, 2, 3], [4, 5, 6]])
+    truth = np.array([[3, 2, 9], [7, 8, 9]])
+    assert recall_per_query(found, truth).tolist() == [2 / 3, 0.0]
+
+
+def test_easy_groups_get_less_effort_and_the_choice_is_the_cheapest_meeting_the_target():
+    # group 0 is done at the first effort, group 1 needs the last
+    t = table([[1.0, 1.0, 1.0, 1.0], [0.2, 0.5, 0.8, 1.0]], [0.5, 0.5])
+    assert t.efforts_for(1.0).tolist() == [10, 80]
+    assert t.efforts_for(0.9).tolist() == [10, 40]
+    assert t.curve() == {10: 0.6, 20: 0.75, 40: 0.9, 80: 1.0}
+    rng = np.random.default_rng(0)
+    for _ in range(50):  # against every assignment, on concave curves (where greedy raises are)
+        steps = rng.dirichlet(np.ones(4), size=3) * rng.uniform(0.5, 1, (3, 1))
+        recall = np.cumsum(np.sort(steps, axis=1)[:, ::-1], axis=1)
+        weights = rng.dirichlet(np.ones(3))
+        t = table(recall, weights, cost=(1.0, 2.0, 3.0, 4.0))
+        target = rng.uniform(recall[:, 0] @ weights, recall[:, -1] @ weights)
+        picked = np.searchsorted(t.efforts, t.efforts_for(target))
+        achieved = weights @ recall[np.arange(3), picked]
+        best = min(
+            weights @ t.cost[list(c)]
+            for c in itertools.product(range(4), repeat=3)
+            if weights @ recall[np.arange(3), list(c)] >= target - 1e-12
+        )
+        assert achieved >= target - 1e-12
+        # greedy raises are exact up to the last one (one step of one group)
+        assert weights @ t.cost[picked] <= best + weights.max() * 1.0 + 1e-9
+
+
+def test_targets_outside_the_measured_range_and_bad_tables_are_refused():
+    t = table([[0.5, 0.9], [0.5, 0.7]], [0.5, 0.5])
+    with pytest.raises(ValueError, match="above the calibrated maximum 0.8"):
+        t.efforts_for(0.85)
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"\(0, 1\]"):
+            t.efforts_for(bad)
+    state = t.state_dict()
+    assert EffortTable.from_state_dict(state, 3).efforts_for(0.8).tolist() == [20, 20]
+    with pytest.raises(ValueError, match="dimension 3"):
+        EffortTable.from_state_dict(state, 4)
+    for name, value in (
+        ("efforts", [20, 10]),
+        ("weights", [0.5, 0.6]),
+        ("recall", [[0.5, 1.2], [0.5, 0.7]]),
+        ("cost", [1.0, 0.0]),
+        ("centroids", [[0.0, 0.0, 1.0]]),
+    ):
+        with pytest.raises(ValueError, match="inconsistent"):
+            EffortTable.from_state_dict({**state, name: value}, 3)
