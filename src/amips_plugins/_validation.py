@@ -74,6 +74,14 @@ def as_positive_int(value, name: str) -> int:
     return int(value)
 
 
+def as_target_recall(value) -> float:
+    """A declared mean recall: a float in (0, 1] (ValueError otherwise, NaN included)."""
+    target = float(value)
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"target_recall must lie in (0, 1], got {value!r}")
+    return target
+
+
 _INT64_MAX = np.iinfo(np.int64).max
 MAX_THREADS = _core.max_threads
 # A result padded beyond the keys (faiss's convention for k > ntotal) may take at most this much.

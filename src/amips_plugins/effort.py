@@ -16,7 +16,7 @@ from collections.abc import Callable
 import faiss
 import numpy as np
 
-from ._validation import as_positive_int
+from ._validation import as_positive_int, as_target_recall
 
 __all__ = ["EffortTable", "effort_grid", "recall_per_query"]
 
@@ -140,9 +140,7 @@ class EffortTable:
 
     def efforts_for(self, target_recall: float) -> np.ndarray:
         """Each group's effort (G,) meeting ``target_recall`` in weighted mean at least cost."""
-        target = float(target_recall)
-        if not 0.0 < target <= 1.0:
-            raise ValueError(f"target_recall must lie in (0, 1], got {target_recall!r}")
+        target = as_target_recall(target_recall)
         if target > self.max_recall + 1e-12:
             raise ValueError(
                 f"target_recall {target} is above the calibrated maximum "

@@ -328,17 +328,23 @@ class AmortizedHNSW(PicklesWithoutLocks):
         """Search the queries of each ef together at that ef (hnswlib has one ef per call)."""
         labels = np.empty((len(q), k), np.uint64)
         distances = np.empty((len(q), k), np.float32)
-        saved = self.index.ef
-        try:
+        with self._ef_restored():
             for ef in np.unique(ef_per_query):
                 rows = np.flatnonzero(ef_per_query == ef)
                 self.index.set_ef(int(ef))
                 labels[rows], distances[rows] = self._knn_query(
                     q[rows], k, num_threads, filter, count
                 )
+        return labels, distances
+
+    @contextmanager
+    def _ef_restored(self):
+        """The index's own ef back after a block that switches it (under the write lock)."""
+        saved = self.index.ef
+        try:
+            yield
         finally:
             self.index.set_ef(saved)
-        return labels, distances
 
     def _knn_query(self, q, k, num_threads, filter, count):
         if self._query_transform is None:
@@ -387,16 +393,13 @@ class AmortizedHNSW(PicklesWithoutLocks):
             keys = np.asarray(self.index.get_items(labels), dtype=np.float32)[:, : self.dim]
             truth = labels[topk_dot(q, keys, k)[1]]
             del keys
-            saved = self.index.ef
 
             def search(queries: np.ndarray, ef: int) -> np.ndarray:
                 self.index.set_ef(ef)
                 return self._knn_query(queries, k, num_threads, None, count)[0].astype(np.int64)
 
-            try:
+            with self._ef_restored():
                 table = EffortTable.measure(q, truth, search, effort_grid(k, max(k, max_ef)))
-            finally:
-                self.index.set_ef(saved)
             self._effort = table
         return table.curve()
 

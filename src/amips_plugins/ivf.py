@@ -40,6 +40,7 @@ from ._validation import (
     as_matrix,
     as_num_threads,
     as_positive_int,
+    as_target_recall,
     into_out,
 )
 from .exact import topk_dot
@@ -381,9 +382,7 @@ class AmortizedIVFBase(faiss.IndexIVF):
 
     def _nprobe_for(self, target_recall, k: int) -> int:
         """The fewest lists whose calibrated mean recall@k reached ``target_recall``."""
-        target = float(target_recall)
-        if not 0.0 < target <= 1.0:
-            raise ValueError(f"target_recall must lie in (0, 1], got {target_recall!r}")
+        target = as_target_recall(target_recall)
         curve = self._recall_curve
         if curve is None:
             raise ValueError(
