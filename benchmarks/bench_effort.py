@@ -94,7 +94,7 @@ def hnsw_contenders(ds, keys, fit_q, calibration_q, threads):
 
     def ours_search(q, target):
         labels = ours.knn_query(q, K, num_threads=threads, target_recall=target)[0]
-        return labels.astype(np.int64), math.nan
+        return labels.astype(np.int64), ours.last_search_stats["distances"]
 
     order = np.argsort(-np.linalg.norm(keys, axis=1), kind="stable")
     rivals = []

@@ -4,11 +4,13 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <tuple>
 
+#include "graph.h"
 #include "kernels.h"
 #include "parallel.h"
 #include "search.h"
@@ -266,6 +268,61 @@ py::array_t<float> xbox_rows(const XboxTransform& t, const Array<float>& x, cons
     return out;
 }
 
+// A contiguous 1-D array of n entries.
+void require_vector(const py::array& a, std::size_t n, const std::string& name) {
+    require(a.ndim() == 1 && std::size_t(a.shape(0)) == n,
+            name + " must be 1-D with " + std::to_string(n) + " entries, got shape " + shape_of(a));
+}
+
+GraphSearch make_graph(const Array<float>& keys, const ExactArray<std::uint32_t>& links0,
+                       const ExactArray<std::uint32_t>& upper,
+                       const ExactArray<std::int64_t>& upper_offsets,
+                       const ExactArray<std::int32_t>& levels, std::int64_t max_m,
+                       std::int64_t entry, const ExactArray<std::uint8_t>& deleted) {
+    require_matrix(keys, "keys");
+    require_matrix(links0, "links0");
+    const std::size_t n = keys.shape(0);
+    require(std::size_t(links0.shape(0)) == n && links0.shape(1) >= 2,
+            "links0 must have one row per key and room for a link, got shape " + shape_of(links0));
+    require(upper.ndim() == 1, "upper must be 1-D, got shape " + shape_of(upper));
+    require_vector(upper_offsets, n, "upper_offsets");
+    require_vector(levels, n, "levels");
+    require_vector(deleted, n, "deleted");
+    require(max_m > 0 && entry >= 0, "max_m must be positive and entry non-negative");
+    py::gil_scoped_release release;
+    return GraphSearch(keys.data(), n, keys.shape(1), links0.data(), links0.shape(1) - 1,
+                       upper.data(), upper.size(), upper_offsets.data(), levels.data(),
+                       std::size_t(max_m), std::uint32_t(std::min<std::int64_t>(entry, n)),
+                       deleted.data());
+}
+
+std::tuple<py::array_t<float>, py::array_t<std::int64_t>, std::size_t> graph_search_py(
+    const GraphSearch& g, const Array<float>& walk, const Array<float>& rank, std::int64_t k,
+    const ExactArray<std::int32_t>& ef, int num_threads) {
+    require_matrix(walk, "walk");
+    require(std::size_t(walk.shape(1)) == g.dim(),
+            "walk must have " + std::to_string(g.dim()) + " columns, got shape " + shape_of(walk));
+    require(rank.ndim() == 2 && rank.shape(0) == walk.shape(0) && rank.shape(1) == walk.shape(1),
+            "rank " + shape_of(rank) + " must have the shape of walk " + shape_of(walk));
+    const std::size_t nq = walk.shape(0);
+    require_vector(ef, nq, "ef");
+    require_k(k, g.size(), "number of elements");
+    require_threads(num_threads);
+    for (py::ssize_t i = 0; i < ef.size(); ++i) {
+        require(ef.data()[i] >= k, "every ef must be at least k = " + std::to_string(k) +
+                                       ", got " + std::to_string(ef.data()[i]));
+    }
+    py::array_t<float> scores({nq, std::size_t(k)});
+    py::array_t<std::int64_t> ids({nq, std::size_t(k)});
+    std::size_t scored;
+    {
+        py::gil_scoped_release release;
+        scored = g.search(walk.data(), rank.data(), nq, std::size_t(k), ef.data(), num_threads,
+                          scores.mutable_data(), ids.mutable_data());
+    }
+    return {scores, ids, scored};
+}
+
 }  // namespace
 }  // namespace amips
 
@@ -327,4 +384,19 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("max_norm", &XboxTransform::max_norm)
         .def_property_readonly("count", &XboxTransform::count)
         .def("set_state", &XboxTransform::set_state, py::arg("max_norm"), py::arg("count"));
+
+    py::class_<GraphSearch>(m, "GraphSearch",
+                            "Beam search over a copy of an hnswlib graph: 8-bit codes for the walk, "
+                            "exact inner products for the returned ranking.")
+        .def(py::init(&make_graph), py::arg("keys"), py::arg("links0"), py::arg("upper"),
+             py::arg("upper_offsets"), py::arg("levels"), py::arg("max_m"), py::arg("entry"),
+             py::arg("deleted"))
+        .def("search", &graph_search_py, py::arg("walk"), py::arg("rank"), py::arg("k"),
+             py::arg("ef"), py::arg("num_threads") = 0,
+             "(scores, elements, codes scored): the k best found by exact inner product with "
+             "rank after a walk by walk with a beam of ef[i] per query; -inf / -1 past what was "
+             "found.")
+        .def_property_readonly("size", &GraphSearch::size)
+        .def_property_readonly("dim", &GraphSearch::dim)
+        .def_property_readonly("memory_bytes", &GraphSearch::memory_bytes);
 }

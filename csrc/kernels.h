@@ -51,10 +51,17 @@ using DotPanelsFn = void (*)(const float* q, std::size_t ldq, std::size_t nq, co
                              std::size_t stride, std::size_t ncols, std::size_t dc, float* out,
                              std::size_t ldo, bool accumulate);
 
+// Codes of a graph walk: one byte per dimension, rows padded with zeros to a multiple of this.
+constexpr std::size_t kCodeQuantum = 16;
+// sum over t < dp of q[t] * codes[t], dp a multiple of kCodeQuantum, in the ISA's own order: an
+// approximate score that only steers a walk, never one that is returned.
+using DotCodesFn = float (*)(const float* q, const std::uint8_t* codes, std::size_t dp);
+
 struct Kernels {
     Isa isa;
     PackFn pack;
     DotPanelsFn dot_panels;
+    DotCodesFn dot_codes;
 };
 
 // Best level the CPU and OS support.
@@ -69,7 +76,8 @@ Kernels kernels_for(Isa isa);
     void pack_##isa(const float*, std::size_t, const std::int64_t*, std::size_t, std::size_t,     \
                     std::size_t, float*);                                                         \
     void dot_panels_##isa(const float*, std::size_t, std::size_t, const float*, std::size_t,      \
-                          std::size_t, std::size_t, float*, std::size_t, bool);
+                          std::size_t, std::size_t, float*, std::size_t, bool);                 \
+    float dot_codes_##isa(const float*, const std::uint8_t*, std::size_t);
 AMIPS_DECLARE_KERNELS(scalar)
 #if defined(__x86_64__)
 AMIPS_DECLARE_KERNELS(avx2)

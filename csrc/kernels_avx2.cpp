@@ -18,6 +18,14 @@ struct Avx2 {
     AMIPS_TARGET static void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
     AMIPS_TARGET static Vec broadcast(const float* p) { return _mm256_broadcast_ss(p); }
     AMIPS_TARGET static Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+    AMIPS_TARGET static Vec codes(const std::uint8_t* p) {
+        return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+    }
+    AMIPS_TARGET static float sum(Vec v) {
+        const __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        const __m128 pair = _mm_add_ps(half, _mm_movehl_ps(half, half));
+        return _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)));
+    }
     // 8 x 8: 32-bit and 64-bit interleaves within 128-bit halves leave, in half H of u[4g + c],
     // column 4H + c of rows 4g..4g+3; one 128-bit permute joins the two halves of each column.
     AMIPS_TARGET static void transpose(Vec* v) {

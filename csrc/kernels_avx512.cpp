@@ -18,6 +18,10 @@ struct Avx512 {
     AMIPS_TARGET static void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
     AMIPS_TARGET static Vec broadcast(const float* p) { return _mm512_set1_ps(*p); }
     AMIPS_TARGET static Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+    AMIPS_TARGET static Vec codes(const std::uint8_t* p) {
+        return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    }
+    AMIPS_TARGET static float sum(Vec v) { return _mm512_reduce_add_ps(v); }
     // 16 x 16 in four rounds of 16 shuffles: 32-bit and 64-bit interleaves within 128-bit lanes
     // leave, in lane L of u[4g + c], column 4L + c of rows 4g..4g+3; two 128-bit shuffles gather
     // each column's four pieces.

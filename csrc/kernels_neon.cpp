@@ -19,6 +19,12 @@ struct Neon {
     static void store(float* p, Vec v) { vst1q_f32(p, v); }
     static Vec broadcast(const float* p) { return vld1q_dup_f32(p); }
     static Vec fma(Vec a, Vec b, Vec c) { return vfmaq_f32(c, a, b); }
+    static Vec codes(const std::uint8_t* p) {
+        std::uint32_t word;
+        __builtin_memcpy(&word, p, sizeof word);
+        return vcvtq_f32_u32(vmovl_u16(vget_low_u16(vmovl_u8(vcreate_u8(word)))));
+    }
+    static float sum(Vec v) { return vaddvq_f32(v); }
     // 4 x 4: 32-bit transposes of row pairs, then 64-bit ones across the pairs.
     static void transpose(Vec* v) {
         const float32x4_t t0 = vtrn1q_f32(v[0], v[1]), t1 = vtrn2q_f32(v[0], v[1]);

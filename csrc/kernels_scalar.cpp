@@ -15,6 +15,8 @@ struct Scalar {
     static void store(float* p, Vec v) { *p = v; }
     static Vec broadcast(const float* p) { return *p; }
     static Vec fma(Vec a, Vec b, Vec c) { return a * b + c; }
+    static Vec codes(const std::uint8_t* p) { return float(*p); }
+    static float sum(Vec v) { return v; }
     static void transpose(Vec*) {}
 };
 

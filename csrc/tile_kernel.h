@@ -6,7 +6,8 @@
 // wider instruction can leak into another path through them.
 //
 // V provides: Vec, kLanes (a divisor of 16), kColumnsPerTile, zero(), load(p), store(p, v),
-// broadcast(p), fma(a, b, c) and transpose(v) (kLanes vectors in place: lane c of v[r] goes to
+// broadcast(p), fma(a, b, c), codes(p) (kLanes bytes as floats), sum(v) (of the lanes) and
+// transpose(v) (kLanes vectors in place: lane c of v[r] goes to
 // lane r of v[c]).
 #pragma once
 
@@ -139,6 +140,15 @@ AMIPS_TARGET inline void dot_panels_impl(const float* q, std::size_t ldq, std::s
     }
 }
 
+// See DotCodesFn in kernels.h.
+template <class V>
+AMIPS_TARGET inline float dot_codes_impl(const float* q, const std::uint8_t* codes, std::size_t dp) {
+    static_assert(kCodeQuantum % V::kLanes == 0, "a code row must hold whole vectors");
+    typename V::Vec acc = V::zero();
+    for (std::size_t t = 0; t < dp; t += V::kLanes) acc = V::fma(V::load(q + t), V::codes(codes + t), acc);
+    return V::sum(acc);
+}
+
 }  // namespace
 }  // namespace amips
 
@@ -152,4 +162,7 @@ AMIPS_TARGET inline void dot_panels_impl(const float* q, std::size_t ldq, std::s
                           std::size_t stride, std::size_t ncols, std::size_t dc, float* out,      \
                           std::size_t ldo, bool accumulate) {                                     \
         dot_panels_impl<V>(q, ldq, nq, panels, stride, ncols, dc, out, ldo, accumulate);          \
+    }                                                                                             \
+    float dot_codes_##isa(const float* q, const std::uint8_t* codes, std::size_t dp) {            \
+        return dot_codes_impl<V>(q, codes, dp);                                                   \
     }

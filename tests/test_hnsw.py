@@ -467,10 +467,11 @@ def test_target_recall_is_met_on_held_out_queries_with_less_ef_for_lower_targets
         groups_ef = index._effort.efforts_for(target)[index._effort.group_of(test)]
         for ef in np.unique(groups_ef):  # each query is searched at its group's ef
             rows = groups_ef == ef
-            index.set_ef(int(ef))
-            alone = index.knn_query(test[rows], 10)
+            alone = index._walk(test[rows], 10, np.full(rows.sum(), ef), 1)
             np.testing.assert_array_equal(alone[0], labels[rows])
-            np.testing.assert_allclose(alone[1], distances[rows], rtol=1e-6)
+            np.testing.assert_array_equal(alone[1], distances[rows])
+        exact = 1 - np.einsum("ij,ikj->ik", test, keys[labels.astype(np.int64)])
+        np.testing.assert_allclose(distances, exact, atol=1e-5)  # exact scores, not the codes'
     assert index._effort.efforts_for(0.85).mean() < index._effort.efforts_for(0.95).mean()
 
 
@@ -494,6 +495,59 @@ def test_target_recall_errors(data, calibrated):
     fresh.query_transform = None  # a new search path: the calibration is gone
     with pytest.raises(HNSWError, match="needs a calibration"):
         fresh.knn_query(test, 10, target_recall=0.9)
+
+
+@pytest.mark.parametrize("construction", ["ip", "xbox"])
+def test_the_walk_with_a_beam_over_every_key_is_exact(data, construction):
+    keys, _, test = data
+    index = build(keys[:500], construction=construction)
+    labels, distances = index._walk(test, 10, np.full(len(test), 500), 0)
+    scores, true = ap.topk_dot(test, keys[:500], 10)
+    np.testing.assert_array_equal(labels, true)
+    np.testing.assert_allclose(distances, 1 - scores, atol=1e-5)
+
+
+def test_target_recall_sees_keys_added_and_deleted_after_calibration(data):
+    keys, train, test = data
+    index = build(keys[:1000])
+    index.calibrate(train[:200], 10, max_ef=50)
+    index.knn_query(test, 10, target_recall=0.9)  # the graph copy is made here
+    index.resize_index(1001)
+    index.add_items(test[:1] * 100, [5000])  # the best key for the first query by far
+    assert index.knn_query(test[:1], 10, target_recall=0.9)[0][0, 0] == 5000
+    index.mark_deleted(5000)
+    assert 5000 not in index.knn_query(test[:1], 10, target_recall=0.9)[0]
+    best = int(index.knn_query(test[:1], 10, target_recall=0.9)[0][0, 0])
+    index.mark_deleted(best)
+    labels = index.knn_query(test, 10, target_recall=0.9)[0]
+    assert best not in labels and 5000 not in labels
+    with pytest.raises(HNSWError, match="no filter"):
+        index.knn_query(test, 10, target_recall=0.9, filter=lambda label: True)
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(index))  # the graph copy is left out, made again
+    np.testing.assert_array_equal(copy.knn_query(test, 10, target_recall=0.9)[0], labels)
+
+
+def test_the_graph_walk_refuses_links_outside_the_graph():
+    keys = np.eye(3, dtype=np.float32)
+    links0 = np.array([[1, 1], [1, 2], [1, 0]], np.uint32)
+    none = np.zeros(0, np.uint32)
+    zeros, flags = np.zeros(3, np.int64), np.zeros(3, np.uint8)
+    levels = np.zeros(3, np.int32)
+    graph = ap._core.GraphSearch(keys, links0, none, zeros, levels, 1, 0, flags)
+    scores, elements, _ = graph.search(keys, keys, 1, np.full(3, 3, np.int32))
+    np.testing.assert_array_equal(elements.ravel(), [0, 1, 2])
+    bad = links0.copy()
+    bad[2, 1] = 3
+    with pytest.raises(ValueError, match="outside the 3 elements"):
+        ap._core.GraphSearch(keys, bad, none, zeros, levels, 1, 0, flags)
+    with pytest.raises(ValueError, match="upper levels lie outside"):
+        ap._core.GraphSearch(keys, links0, none, zeros, np.array([1, 0, 0], np.int32), 1, 0, flags)
+    with pytest.raises(ValueError, match="entry point"):
+        ap._core.GraphSearch(keys, links0, none, zeros, levels, 1, 7, flags)
+    with pytest.raises(ValueError, match="at least k"):
+        graph.search(keys, keys, 2, np.full(3, 1, np.int32))
 
 
 def test_the_calibration_is_saved_with_the_index(data, calibrated, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['XboxTransform', 'all_finite', 'default_num_threads', 'detected_simd_level', 'max_threads', 'pack_keys', 'rescore', 'segment_max_dot', 'segment_max_dot_packed', 'simd_level', 'take_in_turn', 'topk_dot', 'topk_dot_packed', 'topk_rows', 'unpack_keys']
+__all__: list[str] = ['GraphSearch', 'XboxTransform', 'all_finite', 'default_num_threads', 'detected_simd_level', 'max_threads', 'pack_keys', 'rescore', 'segment_max_dot', 'segment_max_dot_packed', 'simd_level', 'take_in_turn', 'topk_dot', 'topk_dot_packed', 'topk_rows', 'unpack_keys']
 class XboxTransform:
     def __init__(self, dim: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
@@ -23,6 +23,25 @@ class XboxTransform:
         ...
     @property
     def max_norm(self) -> float:
+        ...
+class GraphSearch:
+    """
+    Beam search over a copy of an hnswlib graph: 8-bit codes for the walk, exact inner products for the returned ranking.
+    """
+    def __init__(self, keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], links0: typing.Annotated[numpy.typing.ArrayLike, numpy.uint32], upper: typing.Annotated[numpy.typing.ArrayLike, numpy.uint32], upper_offsets: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], levels: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], max_m: typing.SupportsInt | typing.SupportsIndex, entry: typing.SupportsInt | typing.SupportsIndex, deleted: typing.Annotated[numpy.typing.ArrayLike, numpy.uint8]) -> None:
+        ...
+    def search(self, walk: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], rank: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], k: typing.SupportsInt | typing.SupportsIndex, ef: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64], int]:
+        """
+        (scores, elements, codes scored): the k best found by exact inner product with rank after a walk by walk with a beam of ef[i] per query; -inf / -1 past what was found.
+        """
+    @property
+    def dim(self) -> int:
+        ...
+    @property
+    def memory_bytes(self) -> int:
+        ...
+    @property
+    def size(self) -> int:
         ...
 def all_finite(x: typing.Annotated[numpy.typing.ArrayLike, numpy.float32]) -> bool:
     """

@@ -1,4 +1,5 @@
-"""Checks of an hnswlib graph file before hnswlib reads it.
+"""hnswlib's graph layout: checks of a graph file before hnswlib reads it, and a copy of a live
+graph for our own walk (:class:`._core.GraphSearch`).
 
 hnswlib's loader trusts its input: an entry point or a link out of range, or a header that
 disagrees with the dimension, makes searches read outside the graph. This reads the layout that
@@ -14,12 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["GraphInfo", "check_graph"]
+from . import _core
+
+__all__ = ["GraphInfo", "check_graph", "copy_graph"]
 
 # offsetLevel0, max_elements, cur_element_count, size_data_per_element, label_offset, offsetData
 # (size_t), maxlevel (int), enterpoint_node (uint32), maxM, maxM0, M (size_t), mult (double),
 # ef_construction (size_t)
 _HEADER = struct.Struct("<6QiI3QdQ")
+_DELETED = 1 << 16  # hnswlib's mark, in the third byte of an element's level-0 count word
 _MAX_LEVEL = 255  # a level is ~ln(n)/ln(M): far below this for any index that fits in memory
 
 
@@ -65,7 +69,7 @@ def check_graph(buf: bytes, dim: int) -> GraphInfo:
     level0 = np.frombuffer(buf, np.uint32, count * record // 4, _HEADER.size).reshape(count, -1)
     sizes, links = level0[:, 0] & 0xFFFF, level0[:, 1 : 1 + max_m0]
     _check_links(sizes, links, count, max_m0, "level 0")
-    deleted = (level0[:, 0] >> 16) & 1 == 1
+    deleted = level0[:, 0] & _DELETED != 0
     lo, hi = level0[:, label_offset // 4], level0[:, label_offset // 4 + 1]
     labels = lo.astype(np.uint64) | (hi.astype(np.uint64) << np.uint64(32))
 
@@ -106,3 +110,34 @@ def _check_links(sizes: np.ndarray, links: np.ndarray, count: int, width: int, w
     used = np.arange(width) < sizes[:, None]
     if (links[used] >= count).any():
         raise ValueError(f"{where}: a link leads outside the {count} elements")
+
+
+def copy_graph(index) -> tuple[_core.GraphSearch, np.ndarray]:
+    """The graph of a live ``hnswlib.Index`` as a :class:`._core.GraphSearch`, and the label of
+    each of its elements (int64). Reads hnswlib's own state (``__getstate__``): every element's
+    level-0 record (count word, links, vector, label) and the concatenated upper-level blocks."""
+    state = index.__getstate__()[0]
+    count, record = state["cur_element_count"], state["size_data_per_element"]
+    width, data = state["max_M0"] + 1, state["offset_data"]
+    if count == 0 or data != 4 * width or state["label_offset"] != data + 4 * index.dim:
+        raise ValueError(f"an hnswlib graph of {count} elements with an unexpected layout")
+    level0 = state["data_level0"].view(np.uint8)[: count * record].reshape(count, record)
+    links0 = np.ascontiguousarray(level0[:, :data]).view(np.uint32)
+    keys = np.ascontiguousarray(level0[:, data : state["label_offset"]]).view(np.float32)
+    label_bytes = level0[:, state["label_offset"] : state["label_offset"] + 8]
+    labels = np.ascontiguousarray(label_bytes).view(np.uint64).ravel().astype(np.int64)
+    levels = np.ascontiguousarray(state["element_levels"][:count], dtype=np.int32)
+    block_words = state["size_links_per_element"] // 4
+    upper_offsets = np.zeros(count, np.int64)
+    np.cumsum(levels[:-1].astype(np.int64) * block_words, out=upper_offsets[1:])
+    graph = _core.GraphSearch(
+        keys,
+        links0,
+        state["link_lists"].view(np.uint32),
+        upper_offsets,
+        levels,
+        state["max_M"],
+        state["enterpoint_node"],
+        (links0[:, 0] & _DELETED != 0).astype(np.uint8),
+    )
+    return graph, labels

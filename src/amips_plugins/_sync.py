@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 
-__all__ = ["ReadWriteLock", "PicklesWithoutLocks"]
+__all__ = ["ReadWriteLock", "PicklesWithoutTransients"]
 
 
 class ReadWriteLock:
@@ -51,16 +51,17 @@ class ReadWriteLock:
                 self._cond.notify_all()
 
 
-class PicklesWithoutLocks:
-    """Pickling for a class whose instances hold locks: the attributes named in ``_LOCKS`` (name
-    -> factory) are left out of the state and made anew when it is restored."""
+class PicklesWithoutTransients:
+    """Pickling for a class whose instances hold locks or caches: the attributes named in
+    ``_TRANSIENT`` (name -> factory) are left out of the state and made anew when it is
+    restored."""
 
-    _LOCKS: dict = {}
+    _TRANSIENT: dict = {}
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in self._LOCKS}
+        return {k: v for k, v in self.__dict__.items() if k not in self._TRANSIENT}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        for name, make in self._LOCKS.items():
+        for name, make in self._TRANSIENT.items():
             setattr(self, name, make())

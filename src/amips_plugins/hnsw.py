@@ -19,6 +19,9 @@ with q on the C++ core, and the top k returned.
 
 ``calibrate`` measures the ef that held-out queries need, by group of query directions (see
 :mod:`.effort`); then ``knn_query(..., target_recall=r)`` searches every query at its group's ef.
+Those searches walk hnswlib's graph on the C++ core (:class:`._core.GraphSearch`): a copy of its
+links with the keys in 8-bit codes for the walk, the ef keys found ranked again by their exact
+inner product. The copy is made on the first such search after the keys change.
 """
 
 from __future__ import annotations
@@ -32,10 +35,10 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ._hnsw_file import check_graph
+from ._hnsw_file import check_graph, copy_graph
 from ._io import atomic_path, read_archive, scratch_path
 from ._optional import require
-from ._sync import PicklesWithoutLocks, ReadWriteLock
+from ._sync import PicklesWithoutTransients, ReadWriteLock
 from ._validation import MAX_THREADS, DimensionError, as_int64, as_matrix, as_positive_int
 from .effort import EffortTable, effort_grid
 from .exact import rescore, topk_dot, topk_rows
@@ -91,7 +94,7 @@ def _rows(data, dim: int) -> np.ndarray:
         raise HNSWError(str(e)) from None
 
 
-class AmortizedHNSW(PicklesWithoutLocks):
+class AmortizedHNSW(PicklesWithoutTransients):
     """A drop-in for ``hnswlib.Index(space="ip", dim=dim)``.
 
     Parameters
@@ -114,7 +117,12 @@ class AmortizedHNSW(PicklesWithoutLocks):
     ``load_index`` wait for them.
     """
 
-    _LOCKS = {"_add_lock": threading.Lock, "_graph_lock": ReadWriteLock}
+    # The graph copy for target_recall searches is made again when needed.
+    _TRANSIENT = {
+        "_add_lock": threading.Lock,
+        "_graph_lock": ReadWriteLock,
+        "_walker": lambda: None,
+    }
 
     def __init__(
         self,
@@ -144,6 +152,10 @@ class AmortizedHNSW(PicklesWithoutLocks):
         # reallocates the graph (init, resize, load) alone.
         self._add_lock = threading.Lock()
         self._graph_lock = ReadWriteLock()
+        # (GraphSearch, label per element, element count) for target_recall searches; None when
+        # the graph changed since it was made. Set and cleared under _add_lock.
+        self._walker: tuple | None = None
+        self.last_search_stats: dict = {}  # of the last target_recall search: distances per query
         self.query_transform = query_transform  # also clears the calibration
 
     @property
@@ -291,6 +303,7 @@ class AmortizedHNSW(PicklesWithoutLocks):
                 kept = set(self.index.get_ids_list())
                 self._deleted = {label for label in self._deleted if label in kept}
             self._deleted.difference_update(labels.tolist())
+            self._walker = None
 
     def knn_query(
         self, data, k: int = 1, num_threads: int = -1, filter=None, *, target_recall=None
@@ -300,15 +313,16 @@ class AmortizedHNSW(PicklesWithoutLocks):
         Returns ``(labels, distances)``: uint64 and float32 (n, k), nearest first, distances
         ``1 - q . x`` as hnswlib's 'ip' space reports them. With ``target_recall`` (after
         :meth:`calibrate` with this k), every query is searched at the ef its group of
-        calibration queries needed for that mean recall@k, instead of the index's ef; such a
-        search has the index to itself while it runs (it switches hnswlib's ef).
+        calibration queries needed for that mean recall@k, instead of the index's ef, by the
+        C++ core's walk of the graph (no ``filter``).
         """
         q = _rows(data, self.dim)
         k = as_positive_int(k, "k")
         self._require_ready()
         ef_per_query = None if target_recall is None else self._ef_per_query(q, k, target_recall)
-        lock = self._graph_lock.reading if ef_per_query is None else self._graph_lock.writing
-        with lock(), _hnswlib_errors():
+        if ef_per_query is not None and filter is not None:
+            raise HNSWError("target_recall searches take no filter")
+        with self._graph_lock.reading(), _hnswlib_errors():
             count = self._live_count()
             if k > count:
                 raise HNSWError(f"k = {k} exceeds the {count} elements in the index")
@@ -316,7 +330,7 @@ class AmortizedHNSW(PicklesWithoutLocks):
                 return np.empty((0, k), np.uint64), np.empty((0, k), np.float32)
             if ef_per_query is None:
                 return self._knn_query(q, k, num_threads, filter, count)
-            return self._knn_query_per_ef(q, k, num_threads, filter, count, ef_per_query)
+            return self._walk(q, k, ef_per_query, num_threads)
 
     def _live_count(self) -> int:
         count = self.index.get_current_count() - len(self._deleted)
@@ -324,27 +338,25 @@ class AmortizedHNSW(PicklesWithoutLocks):
             raise HNSWError("the index is empty (or all deleted): add_items before searching")
         return count
 
-    def _knn_query_per_ef(self, q, k, num_threads, filter, count, ef_per_query):
-        """Search the queries of each ef together at that ef (hnswlib has one ef per call)."""
-        labels = np.empty((len(q), k), np.uint64)
-        distances = np.empty((len(q), k), np.float32)
-        with self._ef_restored():
-            for ef in np.unique(ef_per_query):
-                rows = np.flatnonzero(ef_per_query == ef)
-                self.index.set_ef(int(ef))
-                labels[rows], distances[rows] = self._knn_query(
-                    q[rows], k, num_threads, filter, count
-                )
-        return labels, distances
-
-    @contextmanager
-    def _ef_restored(self):
-        """The index's own ef back after a block that switches it (under the write lock)."""
-        saved = self.index.ef
-        try:
-            yield
-        finally:
-            self.index.set_ef(saved)
+    def _walk(self, q: np.ndarray, k: int, ef_per_query: np.ndarray, num_threads: int):
+        """Search every query at its own ef by the C++ core's walk of a copy of the graph (made
+        anew when the keys changed), walking by the predicted key under a query transform."""
+        with self._add_lock:
+            if self._walker is None or self._walker[2] != self.index.element_count:
+                self._walker = (*copy_graph(self.index), self.index.element_count)
+            graph, labels, _ = self._walker
+        walk = q if self._query_transform is None else self._predictor.keys(q)
+        ef = np.maximum(ef_per_query, k).astype(np.int32)
+        scores, elements, scored = graph.search(
+            self._as_stored(walk), self._as_stored(q), k, ef, max(num_threads, 0)
+        )
+        # Distances: the walk's code scores, and the exact scores of the ef it found.
+        self.last_search_stats = {"distances": (scored + ef.sum()) / len(q)}
+        if (elements < 0).any():
+            raise HNSWError(
+                f"the walk found fewer than k = {k} live elements; calibrate with a larger max_ef"
+            )
+        return labels[elements].astype(np.uint64), (1.0 - scores).astype(np.float32)
 
     def _knn_query(self, q, k, num_threads, filter, count):
         if self._query_transform is None:
@@ -395,11 +407,10 @@ class AmortizedHNSW(PicklesWithoutLocks):
             del keys
 
             def search(queries: np.ndarray, ef: int) -> np.ndarray:
-                self.index.set_ef(ef)
-                return self._knn_query(queries, k, num_threads, None, count)[0].astype(np.int64)
+                efs = np.full(len(queries), ef, np.int32)
+                return self._walk(queries, k, efs, num_threads)[0].astype(np.int64)
 
-            with self._ef_restored():
-                table = EffortTable.measure(q, truth, search, effort_grid(k, max(k, max_ef)))
+            table = EffortTable.measure(q, truth, search, effort_grid(k, max(k, max_ef)))
             self._effort = table
         return table.curve()
 
@@ -523,6 +534,7 @@ class AmortizedHNSW(PicklesWithoutLocks):
         with self._add_lock, self._graph_lock.reading(), _hnswlib_errors():
             self.index.mark_deleted(label)
             self._deleted.add(label)
+            self._walker = None
 
     def unmark_deleted(self, label: int) -> None:
         label = int(as_int64(np.atleast_1d(label), "label", ndim=1)[0])
@@ -530,6 +542,7 @@ class AmortizedHNSW(PicklesWithoutLocks):
         with self._add_lock, self._graph_lock.reading(), _hnswlib_errors():
             self.index.unmark_deleted(label)
             self._deleted.discard(label)
+            self._walker = None
 
     # --- persistence --------------------------------------------------------------------------
     def save_index(self, path) -> None:
@@ -615,7 +628,7 @@ class AmortizedHNSW(PicklesWithoutLocks):
         with self._graph_lock.writing():
             self.index, self.xbox, self.construction = index, xbox, config["construction"]
             self.sort_batches, self.candidates = config["sort_batches"], config["candidates"]
-            self._deleted, self._ready = deleted, True
+            self._deleted, self._ready, self._walker = deleted, True, None
             self._allow_replace_deleted = allow
             self.query_transform = model
             self._effort = effort

@@ -1,7 +1,8 @@
 // Kernel test without Python, so that it can be cross-compiled and run under qemu: every level the
 // CPU runs is checked against a reference written here, bit for bit. A score is one multiply-add
 // chain over the dimensions in order; fused (std::fma) on the SIMD levels, a product then a sum on
-// the scalar one. Then topk_dot on each level against a brute-force ranking of the same scores.
+// the scalar one. Then topk_dot on each level against a brute-force ranking of the same scores, and
+// the code scores of a graph walk (dot_codes, whose order is the ISA's own) against a sum in double.
 // Exit status 0 when every check held; failures are printed.
 #include <algorithm>
 #include <cmath>
@@ -125,6 +126,24 @@ void check_topk(Isa isa, std::mt19937& rng) {
     }
 }
 
+// dot_codes over every padded width: within float rounding of the sum in double.
+void check_codes(Isa isa, std::mt19937& rng) {
+    const Kernels kern = kernels_for(isa);
+    std::uniform_int_distribution<int> byte(0, 255);
+    for (std::size_t dp = kCodeQuantum; dp <= 400; dp += kCodeQuantum) {
+        const auto q = random_matrix(1, dp, rng);
+        std::vector<std::uint8_t> codes(dp);
+        double exact = 0.0, magnitude = 0.0;
+        for (std::size_t t = 0; t < dp; ++t) {
+            codes[t] = std::uint8_t(byte(rng));
+            exact += double(q[t]) * codes[t];
+            magnitude += std::fabs(double(q[t]) * codes[t]);
+        }
+        const float got = kern.dot_codes(q.data(), codes.data(), dp);
+        if (std::fabs(got - exact) > 1e-5 * magnitude) fail("dot_codes", isa_name(isa), 1, dp, 0);
+    }
+}
+
 }  // namespace
 
 int main() {
@@ -139,6 +158,7 @@ int main() {
         setenv("AMIPS_SIMD", isa_name(isa), 1);  // topk_dot dispatches on it
         check_panels(isa, rng);
         check_topk(isa, rng);
+        check_codes(isa, rng);
         std::printf("%s: %s\n", isa_name(isa), failures ? "failed" : "ok");
     }
     return failures ? 1 : 0;

@@ -1,0 +1,267 @@
+#include "graph.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "kernels.h"
+#include "parallel.h"
+#include "search.h"
+
+namespace amips {
+namespace {
+
+void require(bool ok, const std::string& message) {
+    if (!ok) throw std::invalid_argument(message);
+}
+
+// A link list: count (low 16 bits of the first word; hnswlib keeps flags above) then links.
+void require_links(const std::uint32_t* list, std::size_t width, std::size_t n,
+                   const std::string& where) {
+    const std::uint32_t count = list[0] & 0xFFFF;
+    require(count <= width, where + " has " + std::to_string(count) + " links, more than " +
+                                std::to_string(width));
+    for (std::uint32_t j = 1; j <= count; ++j) {
+        require(list[j] < n, where + " links to element " + std::to_string(list[j]) +
+                                 ", outside the " + std::to_string(n) + " elements");
+    }
+}
+
+using Scored = std::pair<float, std::uint32_t>;
+
+}  // namespace
+
+GraphSearch::GraphSearch(const float* keys, std::size_t n, std::size_t d,
+                         const std::uint32_t* links0, std::size_t max_m0,
+                         const std::uint32_t* upper, std::size_t upper_words,
+                         const std::int64_t* upper_offsets, const std::int32_t* levels,
+                         std::size_t max_m, std::uint32_t entry, const std::uint8_t* deleted)
+    : n_(n),
+      d_(d),
+      code_dim_((d + kCodeQuantum - 1) / kCodeQuantum * kCodeQuantum),
+      max_m0_(max_m0),
+      max_m_(max_m),
+      entry_(entry) {
+    require(n > 0 && d > 0 && max_m0 > 0 && max_m > 0, "the graph is empty or has no links");
+    require(n <= std::numeric_limits<std::uint32_t>::max(), "the graph has too many elements");
+    require(entry < n, "the entry point " + std::to_string(entry) + " is outside the graph");
+    for (std::size_t i = 0; i < n; ++i) {
+        require_links(links0 + i * (max_m0 + 1), max_m0, n, "element " + std::to_string(i));
+    }
+    // A link on level l must lead to an element that has level l, or the walk reads past it.
+    const std::size_t block = max_m + 1;
+    for (std::size_t i = 0; i < n; ++i) {
+        require(levels[i] >= 0, "element " + std::to_string(i) + " has a negative level");
+        if (levels[i] == 0) continue;
+        const std::int64_t first = upper_offsets[i];
+        require(first >= 0 && std::size_t(first) + std::size_t(levels[i]) * block <= upper_words,
+                "element " + std::to_string(i) + "'s upper levels lie outside their array");
+        for (std::int32_t l = 1; l <= levels[i]; ++l) {
+            const std::uint32_t* list = upper + first + (l - 1) * block;
+            const std::string where = "element " + std::to_string(i) + " on level " + std::to_string(l);
+            require_links(list, max_m, n, where);
+            for (std::uint32_t j = 1; j <= (list[0] & 0xFFFF); ++j) {
+                require(levels[list[j]] >= l, where + " links to an element below that level");
+            }
+        }
+    }
+    max_level_ = levels[entry];
+    for (std::size_t i = 0; i < n; ++i) {
+        require(levels[i] <= max_level_, "the entry point is not on the graph's top level");
+    }
+    links0_.assign(links0, links0 + n * (max_m0 + 1));
+    upper_.assign(upper, upper + upper_words);
+    upper_offsets_.assign(upper_offsets, upper_offsets + n);
+    deleted_.assign(deleted, deleted + n);
+    keys_.assign(keys, keys + n * d);
+
+    // Codes: each dimension's range in 256 steps.
+    std::vector<float> low(d, std::numeric_limits<float>::infinity());
+    std::vector<float> high(d, -std::numeric_limits<float>::infinity());
+    for (std::size_t i = 0; i < n; ++i) {
+        for (std::size_t t = 0; t < d; ++t) {
+            low[t] = std::min(low[t], keys[i * d + t]);
+            high[t] = std::max(high[t], keys[i * d + t]);
+        }
+    }
+    scale_.assign(code_dim_, 0.f);
+    for (std::size_t t = 0; t < d; ++t) {
+        scale_[t] = high[t] > low[t] ? (high[t] - low[t]) / 255.f : 1.f;
+    }
+    codes_.assign(n * code_dim_, 0);
+    for (std::size_t i = 0; i < n; ++i) {
+        for (std::size_t t = 0; t < d; ++t) {
+            const float step = std::round((keys[i * d + t] - low[t]) / scale_[t]);
+            codes_[i * code_dim_ + t] = std::uint8_t(step >= 0.f ? std::min(step, 255.f) : 0.f);
+        }
+    }
+}
+
+std::size_t GraphSearch::memory_bytes() const {
+    return (links0_.size() + upper_.size()) * sizeof(std::uint32_t) +
+           upper_offsets_.size() * sizeof(std::int64_t) + codes_.size() + deleted_.size() +
+           (scale_.size() + keys_.size()) * sizeof(float);
+}
+
+// One thread's walk of one query at a time: its scaled query, visited set and two heaps.
+// (Interleaving eight walks on a thread, each asking for memory while the others score, measured
+// no faster on GloVe: the neighbours' codes asked for together already overlap their misses.)
+class GraphSearch::Walk {
+public:
+    explicit Walk(const GraphSearch& g)
+        : g_(g), kernels_(kernels_for(active_isa())), visited_((g.n_ + 63) / 64), query_(g.code_dim_) {}
+
+    // Descends the upper levels greedily by `walk`, then seeds the beam of ef on level 0.
+    void start(const float* walk, std::size_t ef) {
+        // The codes' offsets add the same amount to every score of a query: only the scales count.
+        for (std::size_t t = 0; t < g_.d_; ++t) query_[t] = walk[t] * g_.scale_[t];
+        ef_ = ef;
+        std::uint32_t current = g_.entry_;
+        float best = score(current);
+        for (int level = g_.max_level_; level > 0; --level) {
+            for (bool moved = true; moved;) {
+                moved = false;
+                const std::uint32_t* list =
+                    g_.upper_.data() + g_.upper_offsets_[current] + (level - 1) * (g_.max_m_ + 1);
+                for (std::uint32_t j = 1; j <= (list[0] & 0xFFFF); ++j) {
+                    const float s = score(list[j]);
+                    if (s > best) best = s, current = list[j], moved = true;
+                }
+            }
+        }
+        candidates_.assign(1, {best, current});
+        found_.clear();
+        fresh_.clear();
+        first_visit(current);
+        keep(best, current);
+    }
+
+    // Takes the best candidate and asks for the codes of its unvisited neighbours; false when
+    // the beam is done (no candidate, or none better than the worst of ef found).
+    bool expand() {
+        if (candidates_.empty()) return false;
+        const Scored next = candidates_.front();
+        if (found_.size() >= ef_ && next.first < found_.front().first) return false;
+        std::pop_heap(candidates_.begin(), candidates_.end(), best_first);
+        candidates_.pop_back();
+        const std::uint32_t* list = links_of(next.second);
+        fresh_.clear();
+        for (std::uint32_t j = 1; j <= (list[0] & 0xFFFF); ++j) {
+            if (!first_visit(list[j])) continue;
+            fresh_.push_back(list[j]);
+            __builtin_prefetch(g_.codes_.data() + std::size_t(list[j]) * g_.code_dim_);
+        }
+        return true;
+    }
+
+    // Scores what expand() asked for.
+    void score_fresh() {
+        for (const std::uint32_t e : fresh_) {
+            const float s = score(e);
+            if (found_.size() < ef_ || s > found_.front().first) {
+                candidates_.emplace_back(s, e);
+                std::push_heap(candidates_.begin(), candidates_.end(), best_first);
+                keep(s, e);
+            }
+        }
+    }
+
+    // Ranks what the beam found (rank_found) and clears the visited set for the next query.
+    void finish(const float* rank, std::size_t k, float* scores, std::int64_t* ids) {
+        rank_found(rank, k, scores, ids);
+        for (const std::uint32_t e : touched_) visited_[e >> 6] = 0;
+        touched_.clear();
+    }
+
+    std::size_t scored() const { return scored_; }
+
+private:
+    static bool best_first(const Scored& a, const Scored& b) { return a.first < b.first; }
+    static bool worst_first(const Scored& a, const Scored& b) { return a.first > b.first; }
+
+    const std::uint32_t* links_of(std::uint32_t e) const {
+        return g_.links0_.data() + std::size_t(e) * (g_.max_m0_ + 1);
+    }
+
+    float score(std::uint32_t e) {
+        ++scored_;
+        return kernels_.dot_codes(query_.data(), g_.codes_.data() + e * g_.code_dim_, g_.code_dim_);
+    }
+
+    bool first_visit(std::uint32_t e) {
+        std::uint64_t& word = visited_[e >> 6];
+        const std::uint64_t bit = std::uint64_t(1) << (e & 63);
+        if (word & bit) return false;
+        word |= bit;
+        touched_.push_back(e);
+        return true;
+    }
+
+    // Found: live elements only, worst on top, at most ef.
+    void keep(float s, std::uint32_t e) {
+        if (g_.deleted_[e]) return;
+        found_.emplace_back(s, e);
+        std::push_heap(found_.begin(), found_.end(), worst_first);
+        if (found_.size() > ef_) {
+            std::pop_heap(found_.begin(), found_.end(), worst_first);
+            found_.pop_back();
+        }
+    }
+
+    // The k of the found elements with the largest exact inner products, best first.
+    void rank_found(const float* rank, std::size_t k, float* scores, std::int64_t* ids) {
+        elements_.clear();
+        for (const Scored& f : found_) elements_.push_back(f.second);
+        std::sort(elements_.begin(), elements_.end());
+        exact_.resize(elements_.size());
+        rescore(rank, 1, g_.keys_.data(), g_.d_, elements_.data(), elements_.size(), 1, exact_.data());
+        order_.resize(elements_.size());
+        for (std::size_t j = 0; j < order_.size(); ++j) order_[j] = j;
+        const std::size_t kept = std::min(k, order_.size());
+        std::partial_sort(order_.begin(), order_.begin() + kept, order_.end(),
+                          [&](std::size_t a, std::size_t b) {
+                              return exact_[a] > exact_[b] || (exact_[a] == exact_[b] && a < b);
+                          });
+        for (std::size_t j = 0; j < k; ++j) {
+            scores[j] = j < kept ? exact_[order_[j]] : -std::numeric_limits<float>::infinity();
+            ids[j] = j < kept ? elements_[order_[j]] : -1;
+        }
+    }
+
+    const GraphSearch& g_;
+    const Kernels kernels_;
+    std::vector<std::uint64_t> visited_;
+    std::vector<std::uint32_t> touched_, fresh_;
+    std::vector<float> query_, exact_;
+    std::vector<Scored> candidates_, found_;
+    std::vector<std::int64_t> elements_;
+    std::vector<std::size_t> order_;
+    std::size_t ef_ = 0, scored_ = 0;
+};
+
+std::size_t GraphSearch::search(const float* walk, const float* rank, std::size_t nq,
+                                std::size_t k, const std::int32_t* ef, int num_threads,
+                                float* scores, std::int64_t* ids) const {
+    constexpr std::size_t kQueriesPerTask = 64;
+    const std::size_t tasks = (nq + kQueriesPerTask - 1) / kQueriesPerTask;
+    std::vector<std::size_t> scored(tasks, 0);
+    const std::int32_t widest = nq ? *std::max_element(ef, ef + nq) : 0;
+    const int threads = threads_for(num_threads, double(nq) * widest * max_m0_ * d_);
+    parallel_for(tasks, threads, [&](std::size_t task) {
+        Walk walker(*this);
+        for (std::size_t q = task * kQueriesPerTask; q < std::min(nq, (task + 1) * kQueriesPerTask); ++q) {
+            walker.start(walk + q * d_, std::size_t(ef[q]));
+            while (walker.expand()) walker.score_fresh();
+            walker.finish(rank + q * d_, k, scores + q * k, ids + q * k);
+        }
+        scored[task] = walker.scored();
+    });
+    std::size_t total = 0;
+    for (const std::size_t s : scored) total += s;
+    return total;
+}
+
+}  // namespace amips
