@@ -218,16 +218,11 @@ private:
         std::sort(elements_.begin(), elements_.end());
         exact_.resize(elements_.size());
         rescore(rank, 1, g_.keys_.data(), g_.d_, elements_.data(), elements_.size(), 1, exact_.data());
-        order_.resize(elements_.size());
-        for (std::size_t j = 0; j < order_.size(); ++j) order_[j] = j;
-        const std::size_t kept = std::min(k, order_.size());
-        std::partial_sort(order_.begin(), order_.begin() + kept, order_.end(),
-                          [&](std::size_t a, std::size_t b) {
-                              return exact_[a] > exact_[b] || (exact_[a] == exact_[b] && a < b);
-                          });
+        const std::size_t kept = std::min(k, elements_.size());
+        if (kept > 0) topk_rows(exact_.data(), 1, exact_.size(), kept, 1, scores, ids);  // ties: lower element
         for (std::size_t j = 0; j < k; ++j) {
-            scores[j] = j < kept ? exact_[order_[j]] : -std::numeric_limits<float>::infinity();
-            ids[j] = j < kept ? elements_[order_[j]] : -1;
+            if (j >= kept) scores[j] = -std::numeric_limits<float>::infinity();
+            ids[j] = j < kept ? elements_[ids[j]] : -1;
         }
     }
 
@@ -238,7 +233,6 @@ private:
     std::vector<float> query_, exact_;
     std::vector<Scored> candidates_, found_;
     std::vector<std::int64_t> elements_;
-    std::vector<std::size_t> order_;
     std::size_t ef_ = 0, scored_ = 0;
 };
 
