@@ -8,10 +8,11 @@ setting (nprobe or ef) that meets the same target.
 A seeded 80k / 10k split of the data set's training queries: the router (IVF) is fitted on the
 80k; our index is calibrated on the 10k (``calibrate``), and every peer's setting is the smallest
 whose recall@10 reaches the target on them. Measured on the test queries: achieved recall@10,
-queries/s in one batch and one query at a time, distances per query (NaN where the library does
-not count them). IVF: faiss IVF-IP, nlist sqrt(N). HNSW: hnswlib, faiss HNSW, usearch and
-voyager, all inner product, M 16, ef_construction 200, keys inserted in descending norm order
-(the best order for every library: voyager's incremental transform needs it).
+queries/s in one batch (the median of three, the contenders taking turns) and one query at a
+time, distances per query (NaN where the library does not count them). IVF: faiss IVF-IP, nlist
+sqrt(N). HNSW: hnswlib, faiss HNSW, usearch and voyager, all inner product, M 16,
+ef_construction 200, keys inserted in descending norm order (the best order for every library:
+voyager's incremental transform needs it).
 """
 
 from __future__ import annotations
@@ -52,18 +53,33 @@ def smallest_setting(search, queries, truth, target, low, high):
     return low
 
 
-def timed(search, test, single_queries=300):
-    """(ids, distances per query, queries/s in one batch, median ms of one query alone)."""
-    search(test[:100])  # warm-up
-    start = time.perf_counter()
-    ids, distances = search(test)
-    batch = time.perf_counter() - start
-    single = []
-    for i in range(single_queries):
-        start = time.perf_counter()
-        search(test[i : i + 1])
-        single.append(time.perf_counter() - start)
-    return ids, distances, len(test) / batch, 1e3 * statistics.median(single)
+def timed(searches, test, rounds=3, single_queries=300):
+    """Every search's (ids, distances per query, queries/s in one batch, median ms of one query
+    alone). The searches take turns, ``rounds`` times, so that a slower spell of the machine falls
+    on all of them: queries/s is the median batch's."""
+    batch = {name: [] for name in searches}
+    single = {name: [] for name in searches}
+    results = {}
+    for search in searches.values():
+        search(test[:100])  # warm-up
+    per_round = -(-single_queries // rounds)
+    for r in range(rounds):
+        for name, search in searches.items():
+            start = time.perf_counter()
+            results[name] = search(test)
+            batch[name].append(time.perf_counter() - start)
+            for i in range(r * per_round, (r + 1) * per_round):
+                start = time.perf_counter()
+                search(test[i : i + 1])
+                single[name].append(time.perf_counter() - start)
+    return {
+        name: (
+            *results[name],
+            len(test) / statistics.median(batch[name]),
+            1e3 * statistics.median(single[name]),
+        )
+        for name in searches
+    }
 
 
 def ivf_contenders(ds, keys, fit_q, calibration_q, threads):
@@ -147,8 +163,7 @@ def main():
                 print(f"target {target:.2f} {name}: not reached at {high}")
                 continue
             searches[f"{name} {setting}"] = lambda q, s=setting, f=search: f(q, s)
-        for name, search in searches.items():
-            ids, distances, qps, one_ms = timed(search, test)
+        for name, (ids, distances, qps, one_ms) in timed(searches, test).items():
             row = {
                 "target": target,
                 "method": name,
