@@ -132,6 +132,7 @@ def test_demo_on_a_small_split(tmp_path):
         "--methods",
         "exact",
         "ivf",
+        "amortized-hnsw-recall",
         "--out",
         tmp_path / "demo",
         "--cache-dir",
@@ -141,7 +142,14 @@ def test_demo_on_a_small_split(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     rows = json.loads((tmp_path / "demo" / "results.json").read_text())["rows"]
-    assert {row["method"] for row in rows} == {"exact (amips_plugins)", "faiss IVF IP (nlist 70)"}
+    assert {row["method"] for row in rows} == {
+        "exact (amips_plugins)",
+        "faiss IVF IP (nlist 70)",
+        "AmortizedHNSW ip, target_recall (M 16)",
+    }
+    declared = [row for row in rows if row["param_name"] == "target_recall"]
+    assert [row["param"] for row in declared] == [0.8, 0.9, 0.95, 0.99]
+    assert all(row["recall"] > row["param"] - 0.05 for row in declared)
 
 
 @pytest.mark.parametrize(

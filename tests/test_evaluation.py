@@ -78,3 +78,20 @@ def test_the_other_graph_libraries_search_by_inner_product(name):
     assert found.dtype == np.int64 and found.shape == (100, 5)
     assert recall_at_k(found, true_ids) > 0.9
     assert math.isnan(distances) if name == "VoyagerIP" else 0 < distances <= len(keys)
+
+
+def test_declared_recall_peer_meets_its_targets_on_held_out_queries():
+    pytest.importorskip("hnswlib")
+    rng = np.random.default_rng(1)
+    keys = (rng.standard_normal((4000, 32)) * rng.lognormal(0, 0.5, (4000, 1))).astype(np.float32)
+    queries = rng.standard_normal((2500, 32)).astype(np.float32)
+    calibration, test = queries[:2000], queries[2000:]
+    from amips_plugins import topk_dot
+
+    _, true_ids = topk_dot(test, keys, 10)
+    method = peers.OursHNSWTargetRecall(2, calibration, 10, params=(0.8, 0.95, 1.5))
+    method.build(keys)
+    assert method.fit_s > 0 and method.params == (0.8, 0.95)  # 1.5 is out of reach
+    for target in method.params:
+        found, distances = method.search(test, 10, target)
+        assert abs(recall_at_k(found, true_ids) - target) < 0.03 and distances > 0

@@ -23,8 +23,14 @@ METHODS = (
     "amortized-ivf-keynet",
     "faiss-hnsw",
     "hnswlib",
+    "usearch",
+    "voyager",
     "amortized-hnsw",
+    "amortized-hnsw-recall",
 )
+
+# Training queries that calibrate amortized-hnsw-recall's per-query ef.
+_CALIBRATION_QUERIES = 5_000
 
 
 def _positive_int(text: str) -> int:
@@ -247,6 +253,13 @@ def _methods(args, ds):
             progress=not args.no_progress,
         )
 
+    def calibration_queries():
+        # A random sample: a data set's rows may come in an order (GloVe's by word frequency).
+        import numpy as np
+
+        rng = np.random.default_rng(args.seed)
+        return train[rng.choice(len(train), min(len(train), _CALIBRATION_QUERIES), replace=False)]
+
     make = {
         "exact": lambda: peers.ExactSearch(threads),
         "ivf": lambda: peers.FaissIVF(nlist),
@@ -261,14 +274,19 @@ def _methods(args, ds):
         ),
         "faiss-hnsw": lambda: peers.FaissHNSW(),
         "hnswlib": lambda: peers.HnswlibIP(threads),
+        "usearch": lambda: peers.UsearchIP(threads),
+        "voyager": lambda: peers.VoyagerIP(threads),
         "amortized-hnsw": lambda: peers.OursHNSW(threads),
+        "amortized-hnsw-recall": lambda: peers.OursHNSWTargetRecall(
+            threads, calibration_queries(), args.k
+        ),
     }
     names = args.methods
     if names is None:  # by default, leave out what cannot run here, and say so
         names = [name for name in METHODS if _missing(name) is None]
         for name in sorted(set(METHODS) - set(names)):
             print(f"leaving out {name}: {_missing(name)} is not installed")
-    learned = {"amortized-ivf", "amortized-ivf-keynet"} & set(names)
+    learned = {"amortized-ivf", "amortized-ivf-keynet", "amortized-hnsw-recall"} & set(names)
     if learned and len(train) == 0:
         raise ValueError(
             f"{', '.join(sorted(learned))} need training queries; this data set has none"
@@ -280,7 +298,14 @@ def _missing(method: str) -> str | None:
     """The optional module a method needs that is not installed, or None."""
     import importlib.util
 
-    needs = {"amortized-ivf-keynet": "torch", "hnswlib": "hnswlib", "amortized-hnsw": "hnswlib"}
+    needs = {
+        "amortized-ivf-keynet": "torch",
+        "hnswlib": "hnswlib",
+        "usearch": "usearch",
+        "voyager": "voyager",
+        "amortized-hnsw": "hnswlib",
+        "amortized-hnsw-recall": "hnswlib",
+    }
     module = needs.get(method)
     return module if module is not None and importlib.util.find_spec(module) is None else None
 

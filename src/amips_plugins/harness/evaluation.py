@@ -123,7 +123,7 @@ def _measure(method, keys, queries, true_ids, k: int, single_queries: int) -> li
 def format_table(rows: list[dict]) -> str:
     """The sweep as an aligned text table."""
     header = (
-        f"{'method':<40} {'param':>12} {'top-1 match':>11} {'recall@k':>9} "
+        f"{'method':<40} {'param':>20} {'top-1 match':>11} {'recall@k':>9} "
         f"{'ms/query':>9} {'queries/s':>9} {'dist/query':>10} {'MFLOP/q':>8} {'build s':>8}"
     )
     single = any("single_query_ms" in r for r in rows)
@@ -135,7 +135,7 @@ def format_table(rows: list[dict]) -> str:
         dist = "n/a" if math.isnan(r["distances_per_query"]) else f"{r['distances_per_query']:.0f}"
         mflops = "n/a" if math.isnan(r["flops_per_query"]) else f"{r['flops_per_query'] / 1e6:.3f}"
         lines.append(
-            f"{r['method']:<40} {param:>12} {r['match_rate']:>11.1%} {r['recall']:>9.1%} "
+            f"{r['method']:<40} {param:>20} {r['match_rate']:>11.1%} {r['recall']:>9.1%} "
             f"{r['ms_per_query']:>9.4f} {1e3 / r['ms_per_query']:>9.0f} {dist:>10} {mflops:>8} "
             f"{r['build_s']:>8.1f}"
             + (f" {r.get('single_query_ms', math.nan):>10.4f}" if single else "")

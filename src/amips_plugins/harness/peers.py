@@ -28,6 +28,7 @@ __all__ = [
     "HnswlibIP",
     "LearnedIVF",
     "OursHNSW",
+    "OursHNSWTargetRecall",
     "UsearchIP",
     "VoyagerIP",
 ]
@@ -221,7 +222,10 @@ class VoyagerIP(_GraphLibrary):
             M=self.M,
             ef_construction=self.ef_construction,
         )
-        self.index.add_items(keys, np.arange(len(keys)), num_threads=self.num_threads)
+        # Its inner product adds a coordinate from the largest norm seen so far: keys must come
+        # in descending norm, or later larger ones are misranked.
+        order = np.argsort(-np.linalg.norm(keys, axis=1), kind="stable")
+        self.index.add_items(keys[order], order, num_threads=self.num_threads)
 
     def search(self, queries, k, param):
         ids, _ = self.index.query(
@@ -351,3 +355,32 @@ class OursHNSW:
         self.index.set_ef(max(param, k))
         labels, _ = self.index.knn_query(queries, k=k, num_threads=self.num_threads)
         return labels.astype(np.int64), math.nan
+
+
+class OursHNSWTargetRecall(OursHNSW):
+    """``AmortizedHNSW`` ('ip') calibrated at build time on ``calibration_queries`` for recall@k,
+    then searched with ``target_recall`` = each param: a per-query ef on the C++ walk of its graph.
+    The calibration's seconds are ``fit_s``."""
+
+    param_name = "target_recall"
+
+    def __init__(
+        self, num_threads: int, calibration_queries, k: int, params=(0.8, 0.9, 0.95, 0.99)
+    ):
+        super().__init__(num_threads, params=params)
+        self.calibration_queries, self.k = calibration_queries, k
+        self.name = f"AmortizedHNSW ip, target_recall (M {self.M})"
+        self.fit_s = 0.0
+
+    def build(self, keys):
+        super().build(keys)
+        start = time.perf_counter()
+        curve = self.index.calibrate(self.calibration_queries, self.k, num_threads=self.num_threads)
+        self.fit_s = time.perf_counter() - start
+        self.params = tuple(p for p in self.params if p <= max(curve.values()))  # reachable
+
+    def search(self, queries, k, param):
+        labels, _ = self.index.knn_query(
+            queries, k=k, num_threads=self.num_threads, target_recall=param
+        )
+        return labels.astype(np.int64), self.index.last_search_stats["distances"]
