@@ -152,7 +152,8 @@ public:
         for (std::uint32_t j = 1; j <= (list[0] & 0xFFFF); ++j) {
             if (!first_visit(list[j])) continue;
             fresh_.push_back(list[j]);
-            __builtin_prefetch(g_.codes_.data() + std::size_t(list[j]) * g_.code_dim_);
+            const std::uint8_t* code = g_.codes_.data() + std::size_t(list[j]) * g_.code_dim_;
+            for (std::size_t line = 0; line < g_.code_dim_; line += 64) __builtin_prefetch(code + line);
         }
         return true;
     }
