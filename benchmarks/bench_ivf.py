@@ -38,7 +38,24 @@ from amips_plugins.harness.evaluation import format_table, plot_curves, sweep
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import record  # noqa: E402
 
-METHODS = ("faiss-ip", "faiss-xbox", "router", "router-xbox", "keynet", "supportnet-router")
+METHODS = (
+    "faiss-ip",
+    "faiss-xbox",
+    "auto",
+    "router",
+    "router-xbox",
+    "keynet",
+    "supportnet-router",
+)
+
+
+def print_choice(report, index):
+    print(f"fit_router() chose nprobe {index.nprobe}; held-out top-1 within the budget:")
+    for row in report:
+        print(
+            f"  {row['top1']:6.1%} at {row['flops'] / 1e6:6.2f} MFLOP, nprobe {row['nprobe']:3d}: "
+            f"{row['router']}"
+        )
 
 
 def main():
@@ -152,6 +169,18 @@ def run(ds, args) -> list[dict]:
     if "faiss-xbox" in args.methods:
         methods.append(peers.FaissIVF(nlist, xbox=True))
     coded = "" if codes == "Flat" else f",{codes}"
+    if "auto" in args.methods:  # the router fit_router() chooses, searched at every nprobe
+        methods.append(
+            peers.LearnedIVF(
+                f"AmortizedIVF{coded} IP, fit_router()'s choice",
+                nlist,
+                lambda ivf: print_choice(
+                    ivf.fit_router(train_q, keys=keys, num_threads=args.threads), ivf
+                ),
+                codes=codes,
+                **sweep_params,
+            )
+        )
     for xbox in (False, True):
         if ("router-xbox" if xbox else "router") not in args.methods:
             continue

@@ -96,7 +96,7 @@ def test_the_router_is_the_one_a_single_index_fits_from_all_keys(data, routed):
     keys, train_q, _ = data
     single = AmortizedIVF.from_faiss(faiss.clone_index(routed.routing_index))
     single.add(keys)
-    single.fit_router(train_q)
+    single.fit_router(train_q, num_pieces=16 * single.nlist)  # the max-affine router it fits
     np.testing.assert_array_equal(routed.router.pieces, single.router.pieces)
     np.testing.assert_array_equal(routed.router.offsets, single.router.offsets)
 
@@ -128,7 +128,7 @@ def test_compressed_lists_keep_raw_keys_for_the_router(data):
     index = build(keys, train_q, codes="PQ4x4", nprobe=4)
     single = AmortizedIVF.from_faiss(faiss.clone_index(index.routing_index))
     single.add(keys)
-    single.fit_router(train_q, keys=keys)
+    single.fit_router(train_q, keys=keys, num_pieces=16 * single.nlist)
     np.testing.assert_array_equal(index.router.pieces, single.router.pieces)
     single.nprobe = 4
     np.testing.assert_array_equal(index.search(test_q, 10)[1], single.search(test_q, 10)[1])

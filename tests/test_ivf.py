@@ -194,7 +194,7 @@ def test_probe_union_by_default_only_with_the_max_affine_router(data):
     keys, train, test = data
     index = build(keys)
     index.nprobe = 4
-    index.fit_router(train)
+    index.fit_router(train, num_pieces=16 * NLIST)
     results = {}
     for union in (None, True, False):
         index.probe_union = union
@@ -677,7 +677,7 @@ def test_compressed_indexes_learn_from_the_raw_keys(compressed, data, tmp_path):
         compressed.fit_router(train)
     with pytest.raises(ValueError, match="row i the key with id i"):
         compressed.fit_router(train, keys=keys[:-1])
-    compressed.fit_router(train, keys=keys)
+    compressed.fit_router(train, keys=keys, num_pieces=16 * NLIST)
     compressed.nprobe = 1
     _, routed = compressed.search(test, 1)
     # The router sends more queries to the list that holds their best key than faiss does.

@@ -44,7 +44,7 @@ def test_search_library_runs_with_torch_unimportable(tmp_path):
         index = ap.AmortizedIVF(None, 16, 20)
         index.train(keys)
         index.add(keys)
-        index.fit_router(queries[:300])
+        index.fit_router(queries[:300], num_pieces=16 * 20)
         index.nprobe = 3
         D, I = index.search(queries[300:], 5)
         index.save({str(tmp_path / "ivf.zip")!r})

@@ -1,9 +1,10 @@
+import io
 import numpy as np
 import pytest
 
 import amips_plugins as ap
 from amips_plugins.exact import topk_rows
-from amips_plugins.routing import MaxAffineRouter
+from amips_plugins.routing import MaxAffineRouter, PieceGraphRouter
 
 
 def grouped_keys(rng, n=600, d=8, lists=12):
@@ -90,3 +91,45 @@ def test_a_projected_router_scores_in_the_queries_principal_directions():
     assert MaxAffineRouter.fit(keys, offsets, train, num_pieces=40, dim=8).projection is None
     with pytest.raises(ValueError, match="does not map onto"):
         MaxAffineRouter(projected.pieces, projected.offsets, np.ones((8, 2)))
+
+
+def test_a_graph_walk_over_every_piece_ranks_lists_as_the_exact_router():
+    rng = np.random.default_rng(5)
+    keys, offsets = grouped_keys(rng)
+    router = MaxAffineRouter.fit(keys, offsets, rng.standard_normal((2000, 8)), num_pieces=200)
+    # a beam as wide as the pieces visits every one of them: the exact ranking
+    walked = PieceGraphRouter.build(router.pieces, router.offsets, ef=len(router.pieces))
+    assert walked.num_pieces == len(router.pieces) and walked.dim == 8
+    test = rng.standard_normal((200, 8)).astype(np.float32)
+    np.testing.assert_array_equal(
+        walked.rank(test, 12, None, None), router.rank(test, 12, None, None)
+    )
+    flops, coarse = walked.cost(None, 12)
+    assert coarse == 0 and flops >= 2 * 8 * len(router.pieces)
+    # a narrow beam finds fewer pieces: fewer distinct lists, padded with -1, at less cost
+    narrow = walked.with_ef(2)
+    lists = narrow.rank(test, 12, None, None)
+    assert ((lists == -1).sum(1) >= 10).all() and narrow.cost(None, 12)[0] < flops
+
+
+def test_graph_router_file_round_trip_and_bad_files():
+    rng = np.random.default_rng(6)
+    keys, offsets = grouped_keys(rng)
+    router = PieceGraphRouter.build(keys, offsets, ef=16)
+    again = PieceGraphRouter.from_bytes(router.to_bytes())
+    test = rng.standard_normal((50, 8)).astype(np.float32)
+    np.testing.assert_array_equal(again.rank(test, 4, None, None), router.rank(test, 4, None, None))
+    assert repr(again) == repr(router) == "PieceGraphRouter(600 pieces over 12 lists, dim 8, ef 16)"
+    with np.load(io.BytesIO(router.to_bytes())) as stored:
+        state = dict(stored)
+    for change, message in (
+        ({"links0": None}, "without"),
+        ({"entry": 600}, "entry point"),
+        ({"element_lists": np.full(600, 12)}, "must lie in"),
+        ({"element_lists": np.zeros(5, np.int64)}, "5 entries"),
+    ):
+        bad = {k: v for k, v in {**state, **change}.items() if v is not None}
+        data = io.BytesIO()
+        np.savez(data, **bad)
+        with pytest.raises(ValueError, match=message):
+            PieceGraphRouter.from_bytes(data.getvalue())

@@ -13,7 +13,7 @@ import logging
 
 from .exact import rescore, segment_max_dot, simd_level, topk_dot, topk_rows
 from .ground_truth import ground_truth
-from .routing import MaxAffineRouter
+from .routing import MaxAffineRouter, PieceGraphRouter
 from .xbox import XboxTransform
 
 __version__ = "0.2.0"
@@ -52,6 +52,7 @@ __all__ = [
     "KeyNet",
     "MaxAffineNet",
     "MaxAffineRouter",
+    "PieceGraphRouter",
     "QueryTransform",
     "SupportNet",
     "XboxTransform",

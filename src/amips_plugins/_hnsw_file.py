@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["GraphInfo", "check_graph", "copy_graph"]
+__all__ = ["GraphInfo", "check_graph", "copy_graph", "graph_arrays"]
 
 # offsetLevel0, max_elements, cur_element_count, size_data_per_element, label_offset, offsetData
 # (size_t), maxlevel (int), enterpoint_node (uint32), maxM, maxM0, M (size_t), mult (double),
@@ -114,8 +114,16 @@ def _check_links(sizes: np.ndarray, links: np.ndarray, count: int, width: int, w
 
 def copy_graph(index) -> tuple[_core.GraphSearch, np.ndarray]:
     """The graph of a live ``hnswlib.Index`` as a :class:`._core.GraphSearch`, and the label of
-    each of its elements (int64). Reads hnswlib's own state (``__getstate__``): every element's
-    level-0 record (count word, links, vector, label) and the concatenated upper-level blocks."""
+    each of its elements (int64)."""
+    arrays, labels = graph_arrays(index)
+    return _core.GraphSearch(**arrays), labels
+
+
+def graph_arrays(index) -> tuple[dict, np.ndarray]:
+    """The arguments of :class:`._core.GraphSearch` for the graph of a live ``hnswlib.Index``,
+    and the label of each of its elements (int64). Reads hnswlib's own state (``__getstate__``):
+    every element's level-0 record (count word, links, vector, label) and the concatenated
+    upper-level blocks."""
     state = index.__getstate__()[0]
     count, record = state["cur_element_count"], state["size_data_per_element"]
     width, data = state["max_M0"] + 1, state["offset_data"]
@@ -130,14 +138,14 @@ def copy_graph(index) -> tuple[_core.GraphSearch, np.ndarray]:
     block_words = state["size_links_per_element"] // 4
     upper_offsets = np.zeros(count, np.int64)
     np.cumsum(levels[:-1].astype(np.int64) * block_words, out=upper_offsets[1:])
-    graph = _core.GraphSearch(
-        keys,
-        links0,
-        state["link_lists"].view(np.uint32),
-        upper_offsets,
-        levels,
-        state["max_M"],
-        state["enterpoint_node"],
-        (links0[:, 0] & _DELETED != 0).astype(np.uint8),
-    )
-    return graph, labels
+    arrays = {
+        "keys": keys,
+        "links0": links0,
+        "upper": state["link_lists"].view(np.uint32),
+        "upper_offsets": upper_offsets,
+        "levels": levels,
+        "max_m": int(state["max_M"]),
+        "entry": int(state["enterpoint_node"]),
+        "deleted": (links0[:, 0] & _DELETED != 0).astype(np.uint8),
+    }
+    return arrays, labels

@@ -53,6 +53,7 @@ from .routing import (
     PredictedKeyRouter,
     is_router,
 )
+from .routing.choice import choose_router
 from .routing.network import is_torch_model, load_torch_model
 from .xbox import XboxTransform
 
@@ -67,11 +68,6 @@ __all__ = [
 _FORMAT = "amips_plugins.AmortizedIVF"  # read back by _io.read_archive
 _VERSION = 1
 _MEMBERS = ("index.faiss", PredictedKeyRouter.member, *LOADERS)
-# fit_router's default: a router for keys of more dimensions than this scores its pieces in
-# _PROJECTED_ROUTER_DIM (WordNet + MiniLM, d = 384: 86.1% top-1 at 4.1 MFLOP against faiss's
-# 83.0% at 5.0 with 5% of the lists, where the full router found 81.5% at 5.9)
-_FULL_ROUTER_MAX_DIM = 256
-_PROJECTED_ROUTER_DIM = 128
 _MIN_QUERIES_PER_THREAD = 16  # below this, starting a thread costs more than it saves
 
 
@@ -299,6 +295,7 @@ class AmortizedIVFBase(faiss.IndexIVF):
         model=None,
         *,
         keys=None,
+        budget: float | None = None,
         num_pieces: int | None = None,
         router_dim: int | None = None,
         num_threads: int | None = None,
@@ -306,23 +303,32 @@ class AmortizedIVFBase(faiss.IndexIVF):
     ) -> list[dict] | None:
         """Learn which lists to probe from ``train_queries`` (n, d), and use it.
 
-        Without ``model``: a :class:`MaxAffineRouter` of the list means plus ``num_pieces`` keys
-        that win the most training queries (default ``16 * nlist``, the best measured on GloVe);
-        returns None. ``router_dim``: score it in that many dimensions (see
-        :meth:`MaxAffineRouter.fit`'s ``dim``); by default 128 for keys of more than 256
-        dimensions, which measured best at equal compute on WordNet + MiniLM (d = 384), and the
-        keys' own below (``router_dim=d`` asks for them in any case). With
-        ``model`` (a SupportNet or KeyNet with ``nlist`` outputs): trained by
-        :func:`amips_plugins.fit` to regress every list's support value (``fit_kwargs`` passed
-        on); returns the training history. ``keys``: the raw keys, row i the key with id i, for
-        an index whose lists hold compressed codes (see :meth:`grouped_keys`).
+        By default: the router, ``probe_union`` and ``nprobe`` that find the best key's list for
+        the most held-out training queries within ``budget`` FLOPs per query (None: what faiss's
+        own search spends at 5% of the lists), among a :class:`MaxAffineRouter` of 16 pieces per
+        list (in 128 dimensions for keys of more than 256), a :class:`PieceGraphRouter` over
+        every training answer at a few beams, each alone or with faiss's ranking in turn, and
+        faiss's ranking alone (see :mod:`.routing.choice`); returns each candidate's best row
+        within the budget (``router``, ``nprobe``, ``top1``, ``flops``), best first.
+
+        With ``num_pieces`` or ``router_dim``: that :class:`MaxAffineRouter` (the list means plus
+        ``num_pieces`` keys that win the most training queries, default ``16 * nlist``, scored in
+        ``router_dim`` dimensions, default the keys'); returns None. With ``model`` (a
+        SupportNet or KeyNet with ``nlist`` outputs): trained by :func:`amips_plugins.fit` to
+        regress every list's support value (``fit_kwargs`` passed on); returns the training
+        history. ``keys``: the raw keys, row i the key with id i, for an index whose lists hold
+        compressed codes (see :meth:`grouped_keys`).
         """
         self._require_keys()
         keys, offsets, ids = self.grouped_keys(keys)
+        if model is None and num_pieces is None and router_dim is None:
+            queries = as_matrix(train_queries, "train_queries", dim=self._d, allow_empty=False)
+            choice = choose_router(self, keys, offsets, queries, budget, num_threads)
+            self.router, self.probe_union = choice.router, choice.probe_union
+            self.nprobe = choice.nprobe
+            return choice.report
         if model is None:
             pieces = 16 * self.nlist if num_pieces is None else num_pieces
-            if router_dim is None and self._d > _FULL_ROUTER_MAX_DIM:
-                router_dim = _PROJECTED_ROUTER_DIM
             self.router = MaxAffineRouter.fit(
                 keys, offsets, train_queries, pieces, dim=router_dim, num_threads=num_threads
             )

@@ -237,7 +237,8 @@ class VoyagerIP(_GraphLibrary):
 class LearnedIVF:
     """``AmortizedIVF`` (inner-product lists, or Xbox-L2 ones with ``xbox``) whose learned part is
     trained at build time by ``learn(index)``, e.g. ``lambda ivf: ivf.fit_router(train_queries)``,
-    searched with ``probe_union`` (None: AmortizedIVF's default). Its network's time is part of
+    searched with ``probe_union`` (None: the index's own, AmortizedIVF's default or what
+    ``fit_router`` chose). Its network's time is part of
     every search; its FLOPs are ``network_flops``."""
 
     param_name = "nprobe"
@@ -295,7 +296,9 @@ class LearnedIVF:
         self.fit_s = time.perf_counter() - start
 
     def search(self, queries, k, param):
-        self.index.nprobe, self.index.probe_union = param, self.probe_union
+        self.index.nprobe = param
+        if self.probe_union is not None:
+            self.index.probe_union = self.probe_union
         _, ids = self.index.search(queries, k)
         stats = self.index.last_search_stats
         self.network_flops = stats["network_flops"]

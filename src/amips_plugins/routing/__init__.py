@@ -18,6 +18,7 @@ A new router is one module here, plus its entry in :data:`LOADERS` to be read ba
 from __future__ import annotations
 
 from .centroids import CentroidRouter
+from .graph import PieceGraphRouter
 from .in_turn import InTurn
 from .max_affine import MaxAffineRouter, most_winning_keys
 from .network import NetworkRouter, PredictedKeyRouter, load_torch_model
@@ -28,6 +29,7 @@ __all__ = [
     "LOADERS",
     "MaxAffineRouter",
     "NetworkRouter",
+    "PieceGraphRouter",
     "PredictedKeyRouter",
     "is_router",
     "most_winning_keys",
@@ -38,6 +40,7 @@ __all__ = [
 LOADERS = {
     MaxAffineRouter.member: MaxAffineRouter.from_bytes,
     NetworkRouter.member: load_torch_model,
+    PieceGraphRouter.member: PieceGraphRouter.from_bytes,
 }
 
 

@@ -21,7 +21,7 @@ from .._packed import pack_rows
 from .._validation import as_matrix, as_num_threads, as_offsets, as_positive_int
 from ..exact import topk_dot
 
-__all__ = ["MaxAffineRouter", "most_winning_keys"]
+__all__ = ["MaxAffineRouter", "most_winning_keys", "principal_directions"]
 
 
 def most_winning_keys(keys: np.ndarray, answers: np.ndarray, num_pieces: int) -> np.ndarray:
@@ -32,6 +32,13 @@ def most_winning_keys(keys: np.ndarray, answers: np.ndarray, num_pieces: int) ->
     wins = np.bincount(answers, minlength=len(keys))
     norms = np.einsum("ij,ij->i", keys, keys)
     return np.lexsort((-norms, -wins))[: min(num_pieces, int((wins > 0).sum()))]
+
+
+def principal_directions(queries: np.ndarray, dim: int) -> np.ndarray:
+    """The top ``dim`` principal directions of ``queries`` (their second moment), (d, dim)."""
+    q64 = queries.astype(np.float64)
+    _, vectors = np.linalg.eigh(q64.T @ q64)  # ascending eigenvalues
+    return np.ascontiguousarray(vectors[:, ::-1][:, :dim], dtype=np.float32)
 
 
 class MaxAffineRouter:
@@ -91,18 +98,29 @@ class MaxAffineRouter:
         off = as_offsets(offsets, len(x))
         q = as_matrix(queries, "queries", dim=x.shape[1], allow_empty=False)
         _, best = topk_dot(q, x, 1, num_threads=as_num_threads(num_threads))
-        winners = most_winning_keys(x, best[:, 0], num_pieces)
-        list_of_key = np.repeat(np.arange(len(off) - 1), np.diff(off))
-        sizes = np.diff(off)
-        sums = np.add.reduceat(x, off[:-1][sizes > 0], axis=0)
-        means = np.zeros((len(sizes), x.shape[1]), np.float32)
-        means[sizes > 0] = sums / sizes[sizes > 0, None]
         projection = None
         if dim is not None and as_positive_int(dim, "dim") < x.shape[1]:
-            q64 = q.astype(np.float64)
-            _, vectors = np.linalg.eigh(q64.T @ q64)  # ascending eigenvalues
-            projection = np.ascontiguousarray(vectors[:, ::-1][:, :dim], dtype=np.float32)
-        return cls.from_parts(means, sizes, x[winners], list_of_key[winners], projection)
+            projection = principal_directions(q, dim)
+        return cls.from_answers(x, off, best[:, 0], num_pieces, projection)
+
+    @classmethod
+    def from_answers(
+        cls,
+        keys: np.ndarray,
+        offsets: np.ndarray,
+        answers: np.ndarray,
+        num_pieces: int,
+        projection: np.ndarray | None = None,
+    ) -> MaxAffineRouter:
+        """:meth:`fit` from the training queries' exact top-1 ``answers`` (rows of ``keys``),
+        for checked ``keys`` and ``offsets``; ``projection`` as for :meth:`from_parts`."""
+        winners = most_winning_keys(keys, answers, num_pieces)
+        list_of_key = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+        sizes = np.diff(offsets)
+        sums = np.add.reduceat(keys, offsets[:-1][sizes > 0], axis=0)
+        means = np.zeros((len(sizes), keys.shape[1]), np.float32)
+        means[sizes > 0] = sums / sizes[sizes > 0, None]
+        return cls.from_parts(means, sizes, keys[winners], list_of_key[winners], projection)
 
     @classmethod
     def from_parts(

@@ -1,0 +1,136 @@
+"""Choosing an index's router at a compute budget, by held-out training queries.
+
+Which learned ranking finds the most best keys for a given number of FLOPs per query depends on
+the data: on GloVe (d = 50) 16 exactly scored pieces per list are cheap, on d = 384 text a graph
+walk over every training answer is (see :mod:`.graph`). So the default ``fit_router`` fits each
+candidate on most of the training queries, measures on the rest how often the best key's list is
+among the first nprobe lists against the FLOPs per query (routing, coarse distances and the
+scan, the last at 2 d per key, as faiss's search counts them), and keeps the candidate and nprobe
+that find the most within the budget; faiss's own ranking is a candidate too.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._validation import as_num_threads
+from ..exact import topk_dot
+from .centroids import CentroidRouter
+from .graph import PieceGraphRouter
+from .in_turn import InTurn
+from .max_affine import MaxAffineRouter, principal_directions
+
+__all__ = ["Choice", "choose_router", "default_budget"]
+
+log = logging.getLogger(__name__)
+
+HELD_OUT = 5_000  # queries kept for measuring, at most a tenth of them
+FLAT_PIECES_PER_LIST = 16  # the exactly scored router: measured best on GloVe
+GRAPH_PIECES_PER_LIST = 128  # the graph's: about every distinct answer of WordNet's 180k queries
+# beams tried: at ef 128 the walk found 0.5 points more best keys at equal FLOPs on WordNet, but
+# its inner products (latency-bound, 384-byte codes) cost about twice a scan's per FLOP in time:
+# 95.3% at 0.220 ms per query against ef 64's 95.4% at 0.206, and 1.27x faiss's one-query latency
+GRAPH_EFS = (32, 64)
+PROJECTED_ABOVE, PROJECTED_DIM = 256, 128  # exact pieces of wide keys scored in 128 dimensions
+FAISS_SHARE = 0.05  # the default budget: faiss's own search at 5% of the lists
+
+
+@dataclass
+class Choice:
+    router: object  # None: faiss's own ranking
+    probe_union: bool
+    nprobe: int
+    report: list[dict]  # per candidate: its best nprobe within the budget, top-1 and FLOPs
+
+
+def default_budget(nlist: int) -> int:
+    """The nprobe whose cost in faiss's own search is the default budget."""
+    return max(1, math.ceil(FAISS_SHARE * nlist))
+
+
+def choose_router(index, keys, offsets, queries, budget, num_threads=None, seed=0) -> Choice:
+    """The candidate router, union with faiss's ranking and nprobe that find the best key's list
+    for the most held-out ``queries`` within ``budget`` FLOPs per query (None: what faiss's own
+    search spends at 5% of the lists on them). ``keys`` (n, d) grouped by list as ``offsets``."""
+    threads = as_num_threads(num_threads)
+    held_count = min(HELD_OUT, len(queries) // 10)
+    if held_count < 1:
+        raise ValueError(
+            f"choosing a router needs at least 10 training queries, got {len(queries)}"
+        )
+    order = np.random.default_rng(seed).permutation(len(queries))
+    held, fit = queries[order[:held_count]], queries[order[held_count:]]
+    _, best = topk_dot(queries, keys, 1, num_threads=threads)
+    answers = best[order, 0]
+    held_lists = np.searchsorted(offsets, answers[:held_count], side="right") - 1
+    fit_answers = answers[held_count:]
+
+    nlist, d = len(offsets) - 1, keys.shape[1]
+    max_nprobe = min(nlist, max(64, 4 * default_budget(nlist)))
+    curves = {"faiss centroids": (None, False)}
+    projection = principal_directions(fit, PROJECTED_DIM) if d > PROJECTED_ABOVE else None
+    flat = MaxAffineRouter.from_answers(
+        keys, offsets, fit_answers, FLAT_PIECES_PER_LIST * nlist, projection
+    )
+    many = MaxAffineRouter.from_answers(keys, offsets, fit_answers, GRAPH_PIECES_PER_LIST * nlist)
+    graph = PieceGraphRouter.build(many.pieces, many.offsets, GRAPH_EFS[0], num_threads=threads)
+    for union in (False, True):
+        curves[f"{flat!r}{' + centroids' if union else ''}"] = (flat, union)
+        for ef in GRAPH_EFS:
+            curves[f"{graph.with_ef(ef)!r}{' + centroids' if union else ''}"] = (
+                graph.with_ef(ef),
+                union,
+            )
+
+    sizes = np.diff(offsets)
+    measured = {
+        name: _found_and_flops(index, router, union, held, held_lists, sizes, max_nprobe)
+        for name, (router, union) in curves.items()
+    }
+    if budget is None:
+        budget = measured["faiss centroids"][1][default_budget(nlist) - 1]
+    report, picks = [], []
+    for name, (found, flops) in measured.items():
+        within = np.flatnonzero(flops <= budget)
+        if len(within) == 0:
+            continue
+        p = within[np.argmax(found[within])]  # the first of equal bests: the cheapest
+        report.append(
+            {
+                "router": name,
+                "nprobe": int(p + 1),
+                "top1": float(found[p]),
+                "flops": float(flops[p]),
+            }
+        )
+        picks.append((found[p], -flops[p], name, int(p + 1)))
+    if not picks:
+        raise ValueError(
+            f"a budget of {budget:.4g} FLOPs per query is below every router's cost at one probe"
+        )
+    _, _, name, nprobe = max(picks)
+    router, union = curves[name]
+    log.info("router for a budget of %.4g FLOPs per query: %s at nprobe %d", budget, name, nprobe)
+    report.sort(key=lambda row: -row["top1"])
+    return Choice(router, union, nprobe, report)
+
+
+def _found_and_flops(index, router, union, queries, answer_lists, sizes, max_nprobe):
+    """(share of queries whose answer list is among the first p, FLOPs per query) for p = 1 ..
+    max_nprobe, as arrays."""
+    centroids = CentroidRouter(index.d, len(sizes))
+    ranking = centroids if router is None else InTurn(router, centroids) if union else router
+    lists = ranking.rank(queries, max_nprobe, index, None)
+    hit = lists == answer_lists[:, None]
+    position = np.where(hit.any(1), hit.argmax(1), max_nprobe)
+    found = np.array([(position < p).mean() for p in range(1, max_nprobe + 1)])
+    scanned = np.where(lists >= 0, sizes[np.maximum(lists, 0)], 0).cumsum(1).mean(0)
+    flops = np.empty(max_nprobe)
+    for p in range(1, max_nprobe + 1):
+        network, coarse = ranking.cost(index, p)
+        flops[p - 1] = network + 2 * index.d * (coarse + scanned[p - 1])
+    return found, flops

@@ -1,0 +1,143 @@
+"""The max-affine router evaluated approximately: a graph walk over its pieces.
+
+Ranking lists by max_{p in P_c} q . p is itself a MIPS problem over the pieces, and a router of
+many pieces (every training query's answer) ranks better than a small one but costs one inner
+product per piece when scored exactly. Here the pieces are the elements of an inner-product HNSW
+graph (built by hnswlib, inserted in descending norm order), walked on the C++ core with a beam of
+``ef``: the lists of the ef best pieces found, in order, are the ranking. Its cost is the pieces
+the walk scores, a few hundred to a few thousand whatever their number. On WordNet + MiniLM
+(d = 384) a graph over 41k pieces walked at ef 64 found the best key's list within 12 probes for
+95.5% of the queries, at 1.1 MFLOP of routing; scoring those pieces exactly costs 32 MFLOP.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import numpy as np
+
+from .. import _core
+from .._hnsw_file import graph_arrays
+from .._optional import require
+from .._validation import as_int64, as_matrix, as_num_threads, as_positive_int
+
+__all__ = ["PieceGraphRouter"]
+
+# what a file keeps: the GraphSearch arguments (its scalars as 0-d arrays) and the router's own
+_ARRAYS = ("keys", "links0", "upper", "upper_offsets", "levels", "deleted")
+_SCALARS = ("max_m", "entry")
+_SETTINGS = ("element_lists", "num_outputs", "ef")
+
+
+class PieceGraphRouter:
+    """Lists ranked by the best pieces a graph walk finds, each piece standing for its list.
+
+    Parameters
+    ----------
+    arrays : the :class:`._core.GraphSearch` arguments of a graph over the pieces
+    element_lists : int array (m,), the list of the piece at each graph element
+    num_outputs : the number of lists
+    ef : the walk's beam; its ef best pieces give the ranking (lists short of nprobe distinct
+        lists are padded with -1)
+    """
+
+    member = "graph_router.npz"
+
+    def __init__(self, arrays: dict, element_lists, num_outputs: int, ef: int):
+        self.num_outputs = as_positive_int(num_outputs, "num_outputs")
+        self.element_lists = as_int64(element_lists, "element_lists", ndim=1)
+        self._arrays = arrays
+        self._graph = _core.GraphSearch(**arrays)  # checks every link and level
+        if len(self.element_lists) != self._graph.size:
+            raise ValueError(
+                f"element_lists has {len(self.element_lists)} entries for a graph of "
+                f"{self._graph.size} pieces"
+            )
+        if self.element_lists.min() < 0 or self.element_lists.max() >= self.num_outputs:
+            raise ValueError(f"element_lists must lie in 0 .. {self.num_outputs - 1}")
+        self.dim = self._graph.dim
+        self.ef = as_positive_int(ef, "ef")
+        self._last = threading.local()  # this thread's last walk, for cost()
+
+    @classmethod
+    def build(
+        cls,
+        pieces,
+        offsets,
+        ef: int,
+        *,
+        M: int = 16,
+        ef_construction: int = 200,
+        num_threads: int | None = None,
+        seed: int = 0,
+    ) -> PieceGraphRouter:
+        """The graph over ``pieces`` (m, d), grouped so that list c's are rows
+        ``offsets[c]:offsets[c + 1]`` (a :class:`MaxAffineRouter`'s pieces and offsets)."""
+        hnswlib = require("hnswlib", "hnsw")
+        x = as_matrix(pieces, "pieces", allow_empty=False)
+        owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+        graph = hnswlib.Index(space="ip", dim=x.shape[1])
+        graph.init_index(len(x), M=M, ef_construction=ef_construction, random_seed=seed)
+        graph.set_num_threads(as_num_threads(num_threads))
+        # large-norm pieces first: they answer most queries, and linking them first builds a
+        # better inner-product graph (as in AmortizedHNSW.add_items)
+        order = np.argsort(-np.einsum("ij,ij->i", x, x), kind="stable")
+        graph.add_items(x[order], order)
+        arrays, labels = graph_arrays(graph)
+        return cls(arrays, owner[labels], len(offsets) - 1, ef)
+
+    def with_ef(self, ef: int) -> PieceGraphRouter:
+        """The same graph walked with another beam (shares the graph)."""
+        other = object.__new__(PieceGraphRouter)
+        other.__dict__.update(self.__dict__)
+        other.ef, other._last = as_positive_int(ef, "ef"), threading.local()
+        return other
+
+    @property
+    def num_pieces(self) -> int:
+        return len(self.element_lists)
+
+    # --- the router protocol (amips_plugins.routing) ----------------------------------------
+    def rank(self, queries: np.ndarray, nprobe: int, index, params) -> np.ndarray:
+        threads = as_num_threads(None)
+        n = len(queries)
+        beam = np.full(n, self.ef, np.int32)
+        _, elements, scored = self._graph.search(queries, queries, self.ef, beam, threads)
+        lists = np.where(elements >= 0, self.element_lists[np.maximum(elements, 0)], -1)
+        # pieces scored per query: the walk's codes, then the ef found scored exactly
+        self._last.pieces = (scored + self.ef * n) / max(n, 1)
+        return _core.take_in_turn(lists, np.empty((n, 0), np.int64), min(nprobe, self.num_outputs))
+
+    def cost(self, index, nprobe: int) -> tuple[int, int]:
+        pieces = getattr(self._last, "pieces", self.ef)
+        return round(2 * self.dim * pieces), 0
+
+    def to_bytes(self) -> bytes:
+        arrays = io.BytesIO()
+        np.savez(
+            arrays,
+            element_lists=self.element_lists,
+            num_outputs=self.num_outputs,
+            ef=self.ef,
+            **self._arrays,
+        )
+        return arrays.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> PieceGraphRouter:
+        with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+            missing = {*_ARRAYS, *_SCALARS, *_SETTINGS} - set(stored.files)
+            if missing:
+                raise ValueError(f"a graph router file without {sorted(missing)}")
+            arrays = {name: stored[name] for name in _ARRAYS}
+            arrays.update({name: int(stored[name]) for name in _SCALARS})
+            return cls(
+                arrays, stored["element_lists"], int(stored["num_outputs"]), int(stored["ef"])
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"PieceGraphRouter({self.num_pieces} pieces over {self.num_outputs} lists, "
+            f"dim {self.dim}, ef {self.ef})"
+        )
