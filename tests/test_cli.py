@@ -259,4 +259,4 @@ def test_eval_leaves_out_what_cannot_run_without_torch(files):
     assert "leaving out amortized-ivf-keynet: torch is not installed" in by_default.stdout
     rows = json.loads((files / "out" / "results.json").read_text())["rows"]
     assert not any("KeyNet" in row["method"] for row in rows)
-    assert any(row["method"].startswith("AmortizedIVF max-affine") for row in rows)
+    assert any(row["method"].startswith("AmortizedIVF, fit_router") for row in rows)

@@ -1,4 +1,5 @@
 import io
+
 import numpy as np
 import pytest
 

@@ -33,11 +33,11 @@ import threading
 import zipfile
 from contextlib import contextmanager
 
+import hnswlib
 import numpy as np
 
 from ._hnsw_file import check_graph, copy_graph
 from ._io import atomic_path, read_archive, scratch_path
-from ._optional import require
 from ._sync import PicklesWithoutTransients, ReadWriteLock
 from ._validation import MAX_THREADS, DimensionError, as_int64, as_matrix, as_positive_int
 from .effort import EffortTable, effort_grid
@@ -46,7 +46,6 @@ from .xbox import XboxTransform
 
 __all__ = ["AmortizedHNSW", "HNSWError"]
 
-hnswlib = require("hnswlib", "hnsw")
 
 _FORMAT = "amips_plugins.AmortizedHNSW"  # read back by _io.read_archive
 _VERSION = 1

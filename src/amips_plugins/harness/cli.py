@@ -265,7 +265,7 @@ def _methods(args, ds):
         "ivf": lambda: peers.FaissIVF(nlist),
         "xbox-ivf": lambda: peers.FaissIVF(nlist, xbox=True),
         "amortized-ivf": lambda: peers.LearnedIVF(
-            "AmortizedIVF max-affine router",
+            "AmortizedIVF, fit_router()'s choice",
             nlist,
             lambda ivf: ivf.fit_router(train, num_threads=threads),
         ),

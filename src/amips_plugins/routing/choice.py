@@ -57,6 +57,8 @@ def choose_router(index, keys, offsets, queries, budget, num_threads=None, seed=
     for the most held-out ``queries`` within ``budget`` FLOPs per query (None: what faiss's own
     search spends at 5% of the lists on them). ``keys`` (n, d) grouped by list as ``offsets``."""
     threads = as_num_threads(num_threads)
+    if budget is not None and not (math.isfinite(budget) and budget > 0):
+        raise ValueError(f"budget must be a positive number of FLOPs per query, got {budget}")
     held_count = min(HELD_OUT, len(queries) // 10)
     if held_count < 1:
         raise ValueError(
@@ -71,20 +73,16 @@ def choose_router(index, keys, offsets, queries, budget, num_threads=None, seed=
 
     nlist, d = len(offsets) - 1, keys.shape[1]
     max_nprobe = min(nlist, max(64, 4 * default_budget(nlist)))
-    curves = {"faiss centroids": (None, False)}
+    curves: dict[str, tuple[object, bool]] = {"faiss centroids": (None, False)}
     projection = principal_directions(fit, PROJECTED_DIM) if d > PROJECTED_ABOVE else None
     flat = MaxAffineRouter.from_answers(
         keys, offsets, fit_answers, FLAT_PIECES_PER_LIST * nlist, projection
     )
     many = MaxAffineRouter.from_answers(keys, offsets, fit_answers, GRAPH_PIECES_PER_LIST * nlist)
     graph = PieceGraphRouter.build(many.pieces, many.offsets, GRAPH_EFS[0], num_threads=threads)
-    for union in (False, True):
-        curves[f"{flat!r}{' + centroids' if union else ''}"] = (flat, union)
-        for ef in GRAPH_EFS:
-            curves[f"{graph.with_ef(ef)!r}{' + centroids' if union else ''}"] = (
-                graph.with_ef(ef),
-                union,
-            )
+    for router in (flat, *(graph.with_ef(ef) for ef in GRAPH_EFS)):
+        for union in (False, True):
+            curves[repr(router) + (" + centroids" if union else "")] = (router, union)
 
     sizes = np.diff(offsets)
     measured = {
@@ -93,7 +91,8 @@ def choose_router(index, keys, offsets, queries, budget, num_threads=None, seed=
     }
     if budget is None:
         budget = measured["faiss centroids"][1][default_budget(nlist) - 1]
-    report, picks = [], []
+    report: list[dict] = []
+    picks: list[tuple[float, float, str, int]] = []
     for name, (found, flops) in measured.items():
         within = np.flatnonzero(flops <= budget)
         if len(within) == 0:
@@ -107,7 +106,7 @@ def choose_router(index, keys, offsets, queries, budget, num_threads=None, seed=
                 "flops": float(flops[p]),
             }
         )
-        picks.append((found[p], -flops[p], name, int(p + 1)))
+        picks.append((float(found[p]), -float(flops[p]), name, int(p + 1)))
     if not picks:
         raise ValueError(
             f"a budget of {budget:.4g} FLOPs per query is below every router's cost at one probe"

@@ -19,7 +19,6 @@ import numpy as np
 
 from .. import _core
 from .._hnsw_file import graph_arrays
-from .._optional import require
 from .._validation import as_int64, as_matrix, as_num_threads, as_positive_int
 
 __all__ = ["PieceGraphRouter"]
@@ -74,7 +73,8 @@ class PieceGraphRouter:
     ) -> PieceGraphRouter:
         """The graph over ``pieces`` (m, d), grouped so that list c's are rows
         ``offsets[c]:offsets[c + 1]`` (a :class:`MaxAffineRouter`'s pieces and offsets)."""
-        hnswlib = require("hnswlib", "hnsw")
+        import hnswlib  # only to build
+
         x = as_matrix(pieces, "pieces", allow_empty=False)
         owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
         graph = hnswlib.Index(space="ip", dim=x.shape[1])
