@@ -29,6 +29,7 @@ import faiss
 import numpy as np
 
 import amips_plugins as ap
+from amips_plugins._hnsw_file import insertion_order
 from amips_plugins.ground_truth import default_cache_dir
 from amips_plugins.harness import peers
 from amips_plugins.harness.datasets import builtin
@@ -112,7 +113,7 @@ def hnsw_contenders(ds, keys, fit_q, calibration_q, threads):
         labels = ours.knn_query(q, K, num_threads=threads, target_recall=target)[0]
         return labels.astype(np.int64), ours.last_search_stats["distances"]
 
-    order = np.argsort(-np.linalg.norm(keys, axis=1), kind="stable")
+    order = insertion_order(keys)
     rivals = []
     for method in (
         peers.HnswlibIP(threads),

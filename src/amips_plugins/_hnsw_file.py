@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["GraphInfo", "check_graph", "copy_graph", "graph_arrays"]
+__all__ = ["GraphInfo", "check_graph", "copy_graph", "graph_arrays", "insertion_order"]
 
 # offsetLevel0, max_elements, cur_element_count, size_data_per_element, label_offset, offsetData
 # (size_t), maxlevel (int), enterpoint_node (uint32), maxM, maxM0, M (size_t), mult (double),
@@ -149,3 +149,10 @@ def graph_arrays(index) -> tuple[dict, np.ndarray]:
         "deleted": (links0[:, 0] & _DELETED != 0).astype(np.uint8),
     }
     return arrays, labels
+
+
+def insertion_order(keys: np.ndarray) -> np.ndarray:
+    """Rows of ``keys`` (n, d) by descending norm, the order to insert them into an
+    inner-product graph: large-norm keys answer most queries, and linking them first builds a
+    better graph (Vespa saw the same); voyager's inner product needs it outright."""
+    return np.argsort(-np.einsum("ij,ij->i", keys, keys), kind="stable")

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 import hnswlib
 import numpy as np
 
-from ._hnsw_file import check_graph, copy_graph
+from ._hnsw_file import check_graph, copy_graph, insertion_order
 from ._io import atomic_path, read_archive, scratch_path
 from ._sync import PicklesWithoutTransients, ReadWriteLock
 from ._validation import MAX_THREADS, DimensionError, as_int64, as_matrix, as_positive_int
@@ -291,7 +291,7 @@ class AmortizedHNSW(PicklesWithoutTransients):
                     f"exceeds max_elements = {capacity}; call resize_index first"
                 )
             if self.sort_batches:
-                order = np.argsort(-np.einsum("ij,ij->i", x, x), kind="stable")
+                order = insertion_order(x)
                 x, labels = x[order], labels[order]
             stored = self.xbox.add_keys(x) if self.xbox is not None else x
             with _hnswlib_errors():

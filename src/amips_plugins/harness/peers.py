@@ -16,6 +16,7 @@ import time
 import faiss
 import numpy as np
 
+from .._hnsw_file import insertion_order
 from ..flat import ExactIndex
 from ..hnsw import AmortizedHNSW
 from ..ivf import AmortizedIVF, AmortizedIVFBase
@@ -224,7 +225,7 @@ class VoyagerIP(_GraphLibrary):
         )
         # Its inner product adds a coordinate from the largest norm seen so far: keys must come
         # in descending norm, or later larger ones are misranked.
-        order = np.argsort(-np.linalg.norm(keys, axis=1), kind="stable")
+        order = insertion_order(keys)
         self.index.add_items(keys[order], order, num_threads=self.num_threads)
 
     def search(self, queries, k, param):

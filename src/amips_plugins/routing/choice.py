@@ -126,7 +126,7 @@ def _found_and_flops(index, router, union, queries, answer_lists, sizes, max_npr
     lists = ranking.rank(queries, max_nprobe, index, None)
     hit = lists == answer_lists[:, None]
     position = np.where(hit.any(1), hit.argmax(1), max_nprobe)
-    found = np.array([(position < p).mean() for p in range(1, max_nprobe + 1)])
+    found = np.bincount(position, minlength=max_nprobe + 1).cumsum()[:max_nprobe] / len(queries)
     scanned = np.where(lists >= 0, sizes[np.maximum(lists, 0)], 0).cumsum(1).mean(0)
     flops = np.empty(max_nprobe)
     for p in range(1, max_nprobe + 1):

@@ -18,7 +18,7 @@ import threading
 import numpy as np
 
 from .. import _core
-from .._hnsw_file import graph_arrays
+from .._hnsw_file import graph_arrays, insertion_order
 from .._validation import as_int64, as_matrix, as_num_threads, as_positive_int
 
 __all__ = ["PieceGraphRouter"]
@@ -80,9 +80,7 @@ class PieceGraphRouter:
         graph = hnswlib.Index(space="ip", dim=x.shape[1])
         graph.init_index(len(x), M=M, ef_construction=ef_construction, random_seed=seed)
         graph.set_num_threads(as_num_threads(num_threads))
-        # large-norm pieces first: they answer most queries, and linking them first builds a
-        # better inner-product graph (as in AmortizedHNSW.add_items)
-        order = np.argsort(-np.einsum("ij,ij->i", x, x), kind="stable")
+        order = insertion_order(x)
         graph.add_items(x[order], order)
         arrays, labels = graph_arrays(graph)
         return cls(arrays, owner[labels], len(offsets) - 1, ef)
