@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "huge_pages.h"
+
 namespace amips {
 
 class GraphSearch {
@@ -45,10 +47,12 @@ private:
     std::size_t n_, d_, code_dim_, max_m0_, max_m_;
     std::uint32_t entry_;
     int max_level_;
-    std::vector<std::uint32_t> links0_, upper_;
+    HugeVector<std::uint32_t> links0_, upper_;
     std::vector<std::int64_t> upper_offsets_;
-    std::vector<std::uint8_t> codes_, deleted_;
-    std::vector<float> scale_, keys_;  // code c of dimension t stands for min_t + c * scale_t
+    HugeVector<std::uint8_t> codes_;
+    std::vector<std::uint8_t> deleted_;
+    std::vector<float> scale_;  // code c of dimension t stands for min_t + c * scale_t
+    HugeVector<float> keys_;
 };
 
 }  // namespace amips
