@@ -9,6 +9,7 @@ import pytest
 import amips_plugins as ap
 from amips_plugins.ivf import AmortizedIVF
 from amips_plugins.routing import MaxAffineRouter
+from amips_plugins.routing.choice import default_budget
 from conftest import beside_writer, call_from_threads, rewrite_member
 
 D, NLIST = 12, 24
@@ -266,11 +267,49 @@ def test_a_model_for_other_keys_is_refused(data):
         index.query_transform = ap.KeyNet(D, num_outputs=2, width=8, depth=1)
 
 
+def test_default_fit_router_keeps_the_best_held_out_choice_within_the_budget(data, tmp_path):
+    keys, train, test = data
+    by_faiss = build(keys)  # faiss's own ranking: its cost at 4 probes is the budget
+    by_faiss.nprobe = 4
+    by_faiss.search(train, 1)
+    budget = by_faiss.last_search_stats["flops"]
+    index = build(keys)
+    report = index.fit_router(train, budget=budget)
+    assert all(row["flops"] <= budget for row in report)
+    assert [row["top1"] for row in report] == sorted((row["top1"] for row in report), reverse=True)
+    chosen = "faiss centroids" if index.router is None else repr(index.router)
+    chosen += " + centroids" if index.router is not None and index.probe_union else ""
+    assert (report[0]["router"], report[0]["nprobe"]) == (chosen, index.nprobe)
+    faiss_row = next(row for row in report if row["router"] == "faiss centroids")
+    # on unseen queries: more best keys than faiss's ranking at its most within the budget
+    found = match(index, keys, test, index.nprobe)
+    assert found > match(by_faiss, keys, test, faiss_row["nprobe"]) + 0.1
+    assert index.last_search_stats["flops"] <= 1.1 * budget
+    index.save(tmp_path / "index.amips")
+    loaded = AmortizedIVF.load(tmp_path / "index.amips")
+    assert (repr(loaded.router), loaded.probe_union, loaded.nprobe) == (
+        repr(index.router),
+        index.probe_union,
+        index.nprobe,
+    )
+    np.testing.assert_array_equal(loaded.search(test, 5)[1], index.search(test, 5)[1])
+    with pytest.raises(ValueError, match="below every router's cost"):
+        index.fit_router(train, budget=1.0)
+    with pytest.raises(ValueError, match="budget must be a positive number"):
+        index.fit_router(train, budget=float("nan"))
+    with pytest.raises(ValueError, match="at least 10 training queries"):
+        index.fit_router(train[:9])
+
+
+def test_default_budget_is_faiss_at_five_percent_of_the_lists_rounded_down():
+    assert [default_budget(n) for n in (1, 19, 20, 316, 343, 547)] == [1, 1, 1, 15, 17, 27]
+
+
 def test_save_and_load_round_trip(data, tmp_path):
     keys, train, test = data
-    index = build(keys, xbox=True, probe_union=True)
+    index = build(keys, xbox=True)
     index.fit_router(train)
-    index.nprobe = 3
+    index.probe_union, index.nprobe = True, 3  # fit_router chose its own
     path = tmp_path / "index.amips"
     index.save(path)
     loaded = AmortizedIVF.load(path)
@@ -543,7 +582,7 @@ def test_containers_see_the_plain_index_and_pickle_keeps_the_learned_part(data):
 
     keys, train, test = data
     index = build(keys)
-    index.fit_router(train)
+    index.fit_router(train, num_pieces=16 * NLIST)  # a learned router, whatever the budget
     index.nprobe = 2
     learned = index.search(test, 4)[1]
     shards = faiss.IndexShards(D)

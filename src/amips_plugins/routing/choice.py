@@ -36,7 +36,7 @@ GRAPH_PIECES_PER_LIST = 128  # the graph's: about every distinct answer of WordN
 # 95.3% at 0.220 ms per query against ef 64's 95.4% at 0.206, and 1.27x faiss's one-query latency
 GRAPH_EFS = (32, 64)
 PROJECTED_ABOVE, PROJECTED_DIM = 256, 128  # exact pieces of wide keys scored in 128 dimensions
-FAISS_SHARE = 0.05  # the default budget: faiss's own search at 5% of the lists
+FAISS_SHARE = 20  # the default budget: faiss's own search at 1/20 (5%) of the lists, rounded down
 
 
 @dataclass
@@ -48,8 +48,9 @@ class Choice:
 
 
 def default_budget(nlist: int) -> int:
-    """The nprobe whose cost in faiss's own search is the default budget."""
-    return max(1, math.ceil(FAISS_SHARE * nlist))
+    """The nprobe whose cost in faiss's own search is the default budget: 5% of the lists,
+    rounded down as that setting is usually quoted (27 of 547, 17 of 343), at least one."""
+    return max(1, nlist // FAISS_SHARE)
 
 
 def choose_router(index, keys, offsets, queries, budget, num_threads=None, seed=0) -> Choice:
@@ -92,7 +93,6 @@ def choose_router(index, keys, offsets, queries, budget, num_threads=None, seed=
     if budget is None:
         budget = measured["faiss centroids"][1][default_budget(nlist) - 1]
     report: list[dict] = []
-    picks: list[tuple[float, float, str, int]] = []
     for name, (found, flops) in measured.items():
         within = np.flatnonzero(flops <= budget)
         if len(within) == 0:
@@ -106,15 +106,20 @@ def choose_router(index, keys, offsets, queries, budget, num_threads=None, seed=
                 "flops": float(flops[p]),
             }
         )
-        picks.append((float(found[p]), -float(flops[p]), name, int(p + 1)))
-    if not picks:
+    if not report:
         raise ValueError(
             f"a budget of {budget:.4g} FLOPs per query is below every router's cost at one probe"
         )
-    _, _, name, nprobe = max(picks)
-    router, union = curves[name]
-    log.info("router for a budget of %.4g FLOPs per query: %s at nprobe %d", budget, name, nprobe)
-    report.sort(key=lambda row: -row["top1"])
+    # the most found, then the cheapest; on a tie, the simpler (faiss's, then without the union)
+    report.sort(key=lambda row: (-row["top1"], row["flops"]))
+    router, union = curves[report[0]["router"]]
+    nprobe = report[0]["nprobe"]
+    log.info(
+        "router for a budget of %.4g FLOPs per query: %s at nprobe %d",
+        budget,
+        report[0]["router"],
+        nprobe,
+    )
     return Choice(router, union, nprobe, report)
 
 
