@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -51,10 +52,14 @@ def environment() -> dict:
         "numpy": np.__version__,
         "python": platform.python_version(),
     }
+    distributions = metadata.packages_distributions()  # hnswlib has no __version__
     for name in ("faiss", "hnswlib", "torch", "usearch", "voyager"):
         module = sys.modules.get(name)
         if module is not None:
-            versions[name] = getattr(module, "__version__", "unknown")
+            version = getattr(module, "__version__", None)
+            if version is None and name in distributions:
+                version = metadata.version(distributions[name][0])
+            versions[name] = version or "unknown"
     return {
         "command": "python " + " ".join([os.path.relpath(sys.argv[0], root), *sys.argv[1:]]),
         "commit": git("rev-parse", "--short", "HEAD")
