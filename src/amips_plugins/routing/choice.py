@@ -36,7 +36,7 @@ GRAPH_PIECES_PER_LIST = 128  # the graph's: about every distinct answer of WordN
 # 95.3% at 0.220 ms per query against ef 64's 95.4% at 0.206, and 1.27x faiss's one-query latency
 GRAPH_EFS = (32, 64)
 PROJECTED_ABOVE, PROJECTED_DIM = 256, 128  # exact pieces of wide keys scored in 128 dimensions
-FAISS_SHARE = 20  # the default budget: faiss's own search at 1/20 (5%) of the lists, rounded down
+LISTS_PER_FAISS_PROBE = 20  # the default budget: faiss probing one list in 20 (5%), rounded down
 
 
 @dataclass
@@ -50,7 +50,7 @@ class Choice:
 def default_budget(nlist: int) -> int:
     """The nprobe whose cost in faiss's own search is the default budget: 5% of the lists,
     rounded down as that setting is usually quoted (27 of 547, 17 of 343), at least one."""
-    return max(1, nlist // FAISS_SHARE)
+    return max(1, nlist // LISTS_PER_FAISS_PROBE)
 
 
 def choose_router(index, keys, offsets, queries, budget, num_threads=None, seed=0) -> Choice:
@@ -112,15 +112,10 @@ def choose_router(index, keys, offsets, queries, budget, num_threads=None, seed=
         )
     # the most found, then the cheapest; on a tie, the simpler (faiss's, then without the union)
     report.sort(key=lambda row: (-row["top1"], row["flops"]))
-    router, union = curves[report[0]["router"]]
-    nprobe = report[0]["nprobe"]
-    log.info(
-        "router for a budget of %.4g FLOPs per query: %s at nprobe %d",
-        budget,
-        report[0]["router"],
-        nprobe,
-    )
-    return Choice(router, union, nprobe, report)
+    chosen = report[0]
+    log.info("budget %.4g FLOPs: %s at nprobe %d", budget, chosen["router"], chosen["nprobe"])
+    router, union = curves[chosen["router"]]
+    return Choice(router, union, chosen["nprobe"], report)
 
 
 def _found_and_flops(index, router, union, queries, answer_lists, sizes, max_nprobe):
