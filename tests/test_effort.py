@@ -3,7 +3,13 @@ import itertools
 import numpy as np
 import pytest
 
-from amips_plugins.effort import EffortTable, effort_grid, recall_per_query
+from amips_plugins.effort import (
+    DirectionGroups,
+    EffortTable,
+    ScoreBins,
+    effort_grid,
+    recall_per_query,
+)
 
 
 def table(recall, weights, cost=(1.0, 2.0, 4.0, 8.0)):
@@ -11,7 +17,7 @@ def table(recall, weights, cost=(1.0, 2.0, 4.0, 8.0)):
     return EffortTable(
         10,
         efforts=[10, 20, 40, 80][: recall.shape[1]],
-        centroids=np.eye(len(recall), 3),
+        groups=DirectionGroups(np.eye(len(recall), 3)),
         weights=weights,
         recall=recall,
         cost=cost[: recall.shape[1]],
@@ -75,3 +81,31 @@ def test_targets_outside_the_measured_range_and_bad_tables_are_refused():
     ):
         with pytest.raises(ValueError, match="inconsistent"):
             EffortTable.from_state_dict({**state, name: value}, 3)
+
+
+def test_score_bins_split_at_quantiles_and_leave_no_bin_empty():
+    scores = np.r_[np.full(600, 0.5), np.linspace(0.6, 1.0, 400), -np.inf]  # many ties, one -inf
+    bins, of_query = ScoreBins.fit(scores)
+    counts = np.bincount(of_query, minlength=len(bins))
+    assert 1 < len(bins) <= 4 and (counts > 0).all()  # 1001 scores: 4 quantile bins at most
+    np.testing.assert_array_equal(bins.of(scores), of_query)
+    assert of_query[-1] == 0 and (np.diff(of_query[600:1000]) >= 0).all()  # by score
+    assert len(ScoreBins.fit(np.full(100, 0.3))[0]) == 1
+    with pytest.raises(ValueError, match="inconsistent"):
+        ScoreBins([0.5, 0.2])
+
+
+def test_a_table_from_per_query_measurements_averages_by_group():
+    bins = ScoreBins([0.5])
+    of_query = bins.of(np.array([0.1, 0.2, 0.9]))  # groups 0, 0, 1
+    recall = np.array([[0.2, 1.0], [0.4, 0.6], [1.0, 1.0]])
+    cost = np.array([[1.0, 3.0], [3.0, 5.0], [2.0, 2.5]])
+    t = EffortTable.from_queries(10, [4, 8], bins, of_query, recall, cost)
+    np.testing.assert_allclose(t.weights, [2 / 3, 1 / 3])
+    np.testing.assert_allclose(t.recall, [[0.3, 0.8], [1.0, 1.0]])
+    np.testing.assert_allclose(t.cost, [[2.0, 4.0], [2.0, 2.5]])
+    assert t.efforts_for(0.85).tolist() == [8, 4]  # only the low-score group needs more
+    loaded = EffortTable.from_state_dict(t.state_dict(), 99)  # bins have no dimension
+    assert isinstance(loaded.groups, ScoreBins) and loaded.efforts_for(0.85).tolist() == [8, 4]
+    with pytest.raises(ValueError, match="inconsistent"):
+        EffortTable.from_state_dict({**t.state_dict(), "edges": [0.5, 0.7]}, 99)

@@ -1,11 +1,13 @@
 """Per-query search effort for a declared mean recall@k (``target_recall``).
 
-Calibration queries are grouped by direction (spherical k-means): queries pointing the same way
-meet the same part of the index and need about the same effort. Every group keeps its mean
-recall@k at each effort of a grid (``ef`` for a graph), and every effort a cost, the search's
-measured seconds per query. For a target, every group starts at the least effort, and the raise
-that gains the most mean recall per added cost is taken until the groups' weighted mean recall
-meets the target: easy groups keep a small effort, hard ones get a large one.
+Calibration queries are put in groups of queries that need about the same effort: by direction
+for a graph (:class:`DirectionGroups`: queries pointing the same way meet the same part of the
+index), by the k-th best score after the first lists for IVF (:class:`ScoreBins`: a query whose
+first lists already hold high scores has little left to find). Every group keeps its mean
+recall@k at each effort of a grid (``ef`` for a graph, ``nprobe`` for IVF), and every effort a
+cost. For a target, every group starts at the least effort, and the raise that gains the most
+mean recall per added cost is taken until the groups' weighted mean recall meets the target:
+easy groups keep a small effort, hard ones get a large one.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 from ._validation import as_positive_int, as_target_recall
 
-__all__ = ["EffortTable", "effort_grid", "recall_per_query"]
+__all__ = ["DirectionGroups", "EffortTable", "ScoreBins", "effort_grid", "recall_per_query"]
 
 # Calibration queries per group; fewer make each group's recall too noisy to allocate by.
 _QUERIES_PER_GROUP = 250
@@ -43,18 +45,92 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
 
 
+def _num_groups(num_queries: int) -> int:
+    return max(1, min(_MAX_GROUPS, num_queries // _QUERIES_PER_GROUP))
+
+
+class DirectionGroups:
+    """Queries (n, d) grouped by the nearest of ``centroids`` (G, d), unit directions."""
+
+    def __init__(self, centroids):
+        self.centroids = np.ascontiguousarray(centroids, np.float32)
+        if self.centroids.ndim != 2 or not np.all(np.isfinite(self.centroids)):
+            raise ValueError("an inconsistent effort calibration (the groups' directions)")
+
+    @classmethod
+    def fit(cls, queries: np.ndarray, seed: int = 0) -> tuple[DirectionGroups, np.ndarray]:
+        """Groups from spherical k-means of ``queries``, and each query's group; no group empty."""
+        directions = _unit(queries)
+        num_groups = _num_groups(len(queries))
+        if num_groups > 1:
+            kmeans = faiss.Kmeans(queries.shape[1], num_groups, niter=20, seed=seed, spherical=True)
+            kmeans.train(directions)
+            centroids = kmeans.centroids
+        else:
+            centroids = _unit(directions.mean(axis=0, keepdims=True))
+        groups = np.argmax(directions @ centroids.T, axis=1)
+        used = np.flatnonzero(np.bincount(groups, minlength=len(centroids)))
+        return cls(centroids[used]), np.searchsorted(used, groups)
+
+    def __len__(self) -> int:
+        return len(self.centroids)
+
+    def of(self, queries: np.ndarray) -> np.ndarray:
+        """The group of every query (n,)."""
+        return np.argmax(queries @ self.centroids.T, axis=1)
+
+    def state_dict(self) -> dict:
+        return {"centroids": self.centroids.tolist()}
+
+
+class ScoreBins:
+    """Queries grouped by one score each (n,): bins between increasing ``edges`` (G - 1,)."""
+
+    def __init__(self, edges):
+        self.edges = np.asarray(edges, np.float64)
+        if not (
+            self.edges.ndim == 1
+            and np.all(np.isfinite(self.edges))
+            and np.all(np.diff(self.edges) > 0)
+        ):
+            raise ValueError("an inconsistent effort calibration (the groups' score bins)")
+
+    @classmethod
+    def fit(cls, scores: np.ndarray) -> tuple[ScoreBins, np.ndarray]:
+        """Bins between quantiles of ``scores``, and each score's bin; no bin empty."""
+        finite = scores[np.isfinite(scores)]
+        quantiles = np.linspace(0, 1, _num_groups(len(scores)) + 1)[1:-1]
+        edges = np.unique(np.quantile(finite, quantiles)) if len(finite) else np.empty(0)
+        bins = np.searchsorted(edges, scores, side="right")
+        used = np.unique(bins)
+        # an empty bin joins the one below it: only the lower edges of used bins stay
+        edges = edges[used[1:] - 1]
+        return cls(edges), np.searchsorted(edges, scores, side="right")
+
+    def __len__(self) -> int:
+        return len(self.edges) + 1
+
+    def of(self, scores: np.ndarray) -> np.ndarray:
+        """The bin of every score (n,)."""
+        return np.searchsorted(self.edges, scores, side="right")
+
+    def state_dict(self) -> dict:
+        return {"edges": self.edges.tolist()}
+
+
 class EffortTable:
     """Groups' mean recall@k per effort, and the cost of each effort.
 
-    ``efforts`` (E,) increasing; ``centroids`` (G, d) unit directions of the groups; ``weights``
-    (G,) the share of calibration queries in each group; ``recall`` (G, E) each group's mean
-    recall@k at each effort; ``cost`` (E,) seconds per query (only their ratios matter).
+    ``efforts`` (E,) increasing; ``groups`` a :class:`DirectionGroups` or :class:`ScoreBins` of G
+    groups; ``weights`` (G,) the share of calibration queries in each group; ``recall`` (G, E)
+    each group's mean recall@k at each effort; ``cost`` (E,) or (G, E) per query, in any unit
+    (only their ratios matter).
     """
 
-    def __init__(self, k: int, efforts, centroids, weights, recall, cost):
+    def __init__(self, k: int, efforts, groups, weights, recall, cost):
         self.k = as_positive_int(k, "k")
         self.efforts = np.asarray(efforts, np.int64)
-        self.centroids = np.ascontiguousarray(centroids, np.float32)
+        self.groups = groups
         self.weights = np.asarray(weights, np.float64)
         self.recall = np.asarray(recall, np.float64)
         self.cost = np.asarray(cost, np.float64)
@@ -64,18 +140,37 @@ class EffortTable:
             and self.efforts.shape == (e,)
             and np.all(np.diff(self.efforts) > 0)
             and self.efforts[0] >= 1
-            and self.centroids.ndim == 2
-            and len(self.centroids) == g
+            and len(groups) == g
             and self.weights.shape == (g,)
             and np.all(self.weights >= 0)
             and abs(self.weights.sum() - 1) < 1e-6
             and np.all((self.recall >= 0) & (self.recall <= 1))
-            and self.cost.shape == (e,)
+            and self.cost.shape in ((e,), (g, e))
             and np.all(self.cost > 0)
-            and np.all(np.isfinite(self.centroids))
         ):
             raise ValueError("an inconsistent effort calibration (shapes, order or ranges)")
         self._chosen: dict[float, np.ndarray] = {}
+
+    @classmethod
+    def from_queries(cls, k: int, efforts, groups, group_of_query, recall, cost) -> EffortTable:
+        """A table from per-query measurements: ``group_of_query`` (n,) in ``groups`` (none
+        empty), ``recall`` (n, E) each query's recall@k at each effort, ``cost`` (E,) per query
+        or (n, E) each query's."""
+        size = np.bincount(group_of_query, minlength=len(groups)).astype(np.float64)
+
+        def group_means(per_query: np.ndarray) -> np.ndarray:
+            columns = [np.bincount(group_of_query, c, len(groups)) for c in per_query.T]
+            return np.stack(columns, axis=1) / size[:, None]
+
+        cost = np.asarray(cost, np.float64)
+        return cls(
+            k,
+            efforts,
+            groups,
+            size / size.sum(),
+            group_means(recall),
+            group_means(cost) if cost.ndim == 2 else cost,
+        )
 
     @classmethod
     def measure(
@@ -89,28 +184,16 @@ class EffortTable:
         seed: int = 0,
     ) -> EffortTable:
         """Run ``search(queries, effort) -> ids (n, k)`` at every effort of the grid, timed, until
-        the mean recall against ``truth`` (n, k) reaches ``stop_at``; group the queries."""
-        num_groups = max(1, min(_MAX_GROUPS, len(queries) // _QUERIES_PER_GROUP))
-        directions = _unit(queries)
-        if num_groups > 1:
-            kmeans = faiss.Kmeans(queries.shape[1], num_groups, niter=20, seed=seed, spherical=True)
-            kmeans.train(directions)
-            centroids = kmeans.centroids
-        else:
-            centroids = _unit(directions.mean(axis=0, keepdims=True))
-        groups = np.argmax(directions @ centroids.T, axis=1)
-        used = np.flatnonzero(np.bincount(groups, minlength=len(centroids)))
-        centroids = centroids[used]
-        groups = np.searchsorted(used, groups)
-        size = np.bincount(groups, minlength=len(used))
+        the mean recall against ``truth`` (n, k) reaches ``stop_at``; group the queries by
+        direction. The cost is seconds per query."""
+        groups, group_of_query = DirectionGroups.fit(queries, seed)
         recall, seconds = [], []
         for effort in efforts:
             start = time.perf_counter()
             found = search(queries, int(effort))
             seconds.append((time.perf_counter() - start) / len(queries))
-            per_query = recall_per_query(found, truth)
-            recall.append(np.bincount(groups, per_query, minlength=len(used)) / size)
-            if per_query.mean() >= stop_at:
+            recall.append(recall_per_query(found, truth))
+            if recall[-1].mean() >= stop_at:
                 break
         # Timings of single runs are noisy: the cost is a least-squares line in the effort.
         tried = efforts[: len(seconds)].astype(np.float64)
@@ -121,8 +204,8 @@ class EffortTable:
             cost = np.maximum.accumulate(cost)  # more effort never costs less
         else:
             cost = np.array(seconds)
-        return cls(
-            truth.shape[1], tried, centroids, size / size.sum(), np.stack(recall, axis=1), cost
+        return cls.from_queries(
+            truth.shape[1], tried, groups, group_of_query, np.stack(recall, axis=1), cost
         )
 
     @property
@@ -134,9 +217,9 @@ class EffortTable:
         """The mean recall@k over all calibration queries at each effort of the grid."""
         return dict(zip(self.efforts.tolist(), (self.weights @ self.recall).tolist()))
 
-    def group_of(self, queries: np.ndarray) -> np.ndarray:
-        """The group of every query (n,): the nearest centroid by direction."""
-        return np.argmax(queries @ self.centroids.T, axis=1)
+    def group_of(self, features: np.ndarray) -> np.ndarray:
+        """The group of every query (n,), from its queries (direction groups) or scores (bins)."""
+        return self.groups.of(features)
 
     def efforts_for(self, target_recall: float) -> np.ndarray:
         """Each group's effort (G,) meeting ``target_recall`` in weighted mean at least cost."""
@@ -144,7 +227,7 @@ class EffortTable:
         if target > self.max_recall + 1e-12:
             raise ValueError(
                 f"target_recall {target} is above the calibrated maximum "
-                f"{self.max_recall:.4f} (ef {self.efforts[-1]})"
+                f"{self.max_recall:.4f} (at {self.efforts[-1]}, the largest effort measured)"
             )
         if target not in self._chosen:
             self._chosen[target] = self.efforts[self._choice(target)]
@@ -156,9 +239,10 @@ class EffortTable:
         rows = np.arange(len(self.recall))
         picked = np.zeros(len(rows), np.int64)
         later = np.arange(len(self.efforts))[None, :] > picked[:, None]
+        cost = np.broadcast_to(self.cost, self.recall.shape)
         while self.weights @ self.recall[rows, picked] < target - 1e-12:
             gain = self.recall - self.recall[rows, picked][:, None]
-            added = self.cost[None, :] - self.cost[picked][:, None]
+            added = cost - cost[rows, picked][:, None]
             rate = np.where(later & (gain > 0), gain / np.maximum(added, 1e-30), -np.inf)
             if not np.isfinite(rate.max()):  # rounding: every group is at its best already
                 break
@@ -172,7 +256,7 @@ class EffortTable:
         return {
             "k": self.k,
             "efforts": self.efforts.tolist(),
-            "centroids": self.centroids.tolist(),
+            **self.groups.state_dict(),
             "weights": self.weights.tolist(),
             "recall": self.recall.tolist(),
             "cost": self.cost.tolist(),
@@ -180,11 +264,15 @@ class EffortTable:
 
     @classmethod
     def from_state_dict(cls, state: dict, dim: int) -> EffortTable:
-        """A table from :meth:`state_dict`, checked (ValueError) against the index's ``dim``."""
-        names = ("k", "efforts", "centroids", "weights", "recall", "cost")
-        table = cls(**{name: state[name] for name in names})
-        if table.centroids.shape[1] != dim:
-            raise ValueError(
-                f"the calibration has dimension {table.centroids.shape[1]}, the index {dim}"
-            )
-        return table
+        """A table from :meth:`state_dict`, checked (ValueError); direction groups must have the
+        index's ``dim``."""
+        if "edges" in state:
+            groups: DirectionGroups | ScoreBins = ScoreBins(state["edges"])
+        else:
+            groups = DirectionGroups(state["centroids"])
+            if groups.centroids.shape[1] != dim:
+                raise ValueError(
+                    f"the calibration has dimension {groups.centroids.shape[1]}, the index {dim}"
+                )
+        names = ("k", "efforts", "weights", "recall", "cost")
+        return cls(groups=groups, **{name: state[name] for name in names})
