@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import amips_plugins as ap
-from amips_plugins.ivf import AmortizedIVF
+from amips_plugins.effort import recall_per_query
+from amips_plugins.ivf import FIRST_LISTS, AmortizedIVF
 from amips_plugins.routing import MaxAffineRouter
 from amips_plugins.routing.choice import default_budget
 from conftest import beside_writer, call_from_threads, rewrite_member
@@ -751,13 +752,32 @@ def test_calibrate_measures_recall_per_nprobe_and_target_recall_uses_it(data, tm
         index.search(test, 10, target_recall=0.9)
     curve = index.calibrate(held_out, 10)
     assert curve.shape == (NLIST,) and curve[-1] == 1.0 and (np.diff(curve) >= 0).all()
-    _, true_ids = ap.topk_dot(held_out, keys, 10)
+    first_lists = index.probed_lists(held_out, params=faiss.SearchParametersIVF(nprobe=NLIST))
+    found_at = [
+        [
+            np.flatnonzero(row == ivf_list)[0]
+            for ivf_list in index.quantizer.assign(keys[t], 1)[:, 0]
+        ]
+        for row, t in zip(first_lists, ap.topk_dot(held_out, keys, 10)[1])
+    ]
+    np.testing.assert_allclose(curve, [np.mean(np.less(found_at, n)) for n in range(1, NLIST + 1)])
+    spread = []
     for target in (0.6, 0.9, 0.99):
-        _, ids = index.search(held_out, 10, target_recall=target)
-        nprobe = index.last_search_stats["nprobe"]
-        assert curve[nprobe - 1] >= target and (nprobe == 1 or curve[nprobe - 2] < target)
-        found = np.mean([len(set(a) & set(b)) for a, b in zip(ids, true_ids)]) / 10
-        assert found == pytest.approx(curve[nprobe - 1])  # the measured curve, exactly
+        for queries, slack in ((held_out, 0.0), (test, 0.03)):
+            D, ids = index.search(queries, 10, target_recall=target)
+            stats = index.last_search_stats
+            nprobe = stats["nprobe_per_query"]
+            assert stats["nprobe"] == nprobe.mean() and (nprobe >= FIRST_LISTS).all()
+            # every query's answer is the exact top-10 of its own first nprobe lists
+            everywhere = index.probed_lists(queries, params=faiss.SearchParametersIVF(nprobe=NLIST))
+            own = np.where(np.arange(NLIST) < nprobe[:, None], everywhere, -1)
+            D_own, ids_own = index.search_lists(queries, 10, own)
+            np.testing.assert_array_equal(ids, ids_own)
+            np.testing.assert_allclose(D, D_own, rtol=1e-6)
+            truth = ap.topk_dot(queries, keys, 10)[1]
+            assert recall_per_query(ids, truth).mean() >= target - slack
+        spread.append(nprobe.std())
+    assert max(spread) > 0  # queries got different efforts
     with pytest.raises(ValueError, match="calibrated for k = 10, not 5"):
         index.search(test, 5, target_recall=0.9)
     with pytest.raises(ValueError, match="must lie in"):
@@ -768,14 +788,42 @@ def test_calibrate_measures_recall_per_nprobe_and_target_recall_uses_it(data, tm
         loaded.search(test, 10, target_recall=0.9), index.search(test, 10, target_recall=0.9)
     ):
         np.testing.assert_array_equal(a, b)
-    short = index.calibrate(held_out, 10, max_nprobe=2)
-    assert len(short) == 2
-    if short[-1] < 0.999:
-        with pytest.raises(ValueError, match="above the calibrated maximum"):
-            index.search(test, 10, target_recall=0.999)
+    short = index.calibrate(held_out, 10, max_nprobe=6)
+    assert len(short) == 6
+    with pytest.raises(ValueError, match="above the calibrated maximum"):
+        index.search(test, 10, target_recall=min(1.0, short[-1] + 0.001))
     index.router = None  # another choice of lists: the calibration no longer holds
     with pytest.raises(ValueError, match="needs a calibration"):
         index.search(test, 10, target_recall=0.9)
+
+
+def test_a_file_with_one_recall_curve_for_all_queries_still_loads(data, tmp_path):
+    keys, train, test = data
+    index = build(keys)
+    index.save(tmp_path / "index.amips")
+
+    def one_curve(blob):
+        meta = json.loads(blob)
+        meta["calibration"] = {"k": 10, "recall": [0.5, 0.8, 0.95, 0.99]}
+        return json.dumps(meta).encode()
+
+    rewrite_member(tmp_path / "index.amips", "meta.json", one_curve)
+    loaded = AmortizedIVF.load(tmp_path / "index.amips")
+    D, ids = loaded.search(test, 10, target_recall=0.9)  # the curve's nprobe 3, for every query
+    assert loaded.last_search_stats["nprobe_per_query"].tolist() == [3] * len(test)
+    D3, ids3 = index.search(test, 10, params=faiss.SearchParametersIVF(nprobe=3))
+    np.testing.assert_array_equal(ids, ids3)
+    with pytest.raises(ValueError, match="above the calibrated maximum 0.99"):
+        loaded.search(test, 10, target_recall=0.995)
+
+    def too_deep(blob):
+        meta = json.loads(blob)
+        meta["calibration"] = {"k": 10, "recall": [1.0] * (NLIST + 1)}
+        return json.dumps(meta).encode()
+
+    rewrite_member(tmp_path / "index.amips", "meta.json", too_deep)
+    with pytest.raises(ValueError, match="reaches nprobe 25 of 24"):
+        AmortizedIVF.load(tmp_path / "index.amips")
 
 
 def test_calibration_does_not_depend_on_the_ids_keys_were_added_with(data):
