@@ -525,15 +525,14 @@ class AmortizedIVFBase(faiss.IndexIVF):
             _scan_params(params, first, self.max_codes),
         )
         nprobe = chosen[table.group_of(_kth_score_over_norm(D, q))]
+        lists = np.where(np.arange(deepest)[None, :] < nprobe[:, None], lists, -1)  # each its own
         if deepest > first:
-            more = np.arange(first, deepest)[None, :] < nprobe[:, None]
-            rest = np.where(more, lists[:, first:], -1)
+            rest = np.ascontiguousarray(lists[:, first:])
             D2, I2, distances2 = self._scan(
                 q, k, rest, _scan_params(params, deepest - first, self.max_codes)
             )
             D, I = _merge_top_k(D, I, D2, I2)
             distances += distances2
-        lists = np.where(np.arange(deepest)[None, :] < nprobe[:, None], lists, -1)
         self._record_stats(
             q, lists, nprobe.mean(), distances, network_flops, coarse, (start, routed)
         )
