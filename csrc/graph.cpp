@@ -76,6 +76,7 @@ GraphSearch::GraphSearch(const float* keys, std::size_t n, std::size_t d,
     upper_.assign(upper, upper + upper_words);
     upper_offsets_.assign(upper_offsets, upper_offsets + n);
     deleted_.assign(deleted, deleted + n);
+    any_deleted_ = std::any_of(deleted, deleted + n, [](std::uint8_t d) { return d != 0; });
     keys_.assign(keys, keys + n * d);
 
     // Codes: each dimension's range in 256 steps.
@@ -147,6 +148,13 @@ public:
         if (found_.size() >= ef_ && next.first < found_.front().first) return false;
         std::pop_heap(candidates_.begin(), candidates_.end(), best_first);
         candidates_.pop_back();
+        // The next expansion's links, likely out of cache, arrive while these neighbours score.
+        if (!candidates_.empty()) {
+            const char* links = reinterpret_cast<const char*>(links_of(candidates_.front().second));
+            for (std::size_t line = 0; line < (g_.max_m0_ + 1) * sizeof(std::uint32_t); line += 64) {
+                __builtin_prefetch(links + line);
+            }
+        }
         const std::uint32_t* list = links_of(next.second);
         fresh_.clear();
         for (std::uint32_t j = 1; j <= (list[0] & 0xFFFF); ++j) {
@@ -180,8 +188,15 @@ public:
     std::size_t scored() const { return scored_; }
 
 private:
-    static bool best_first(const Scored& a, const Scored& b) { return a.first < b.first; }
-    static bool worst_first(const Scored& a, const Scored& b) { return a.first > b.first; }
+    // Function objects, not functions: the heaps inline them (a function pointer is called).
+    struct BestFirst {
+        bool operator()(const Scored& a, const Scored& b) const { return a.first < b.first; }
+    };
+    struct WorstFirst {
+        bool operator()(const Scored& a, const Scored& b) const { return a.first > b.first; }
+    };
+    static constexpr BestFirst best_first{};
+    static constexpr WorstFirst worst_first{};
 
     const std::uint32_t* links_of(std::uint32_t e) const {
         return g_.links0_.data() + std::size_t(e) * (g_.max_m0_ + 1);
@@ -203,7 +218,7 @@ private:
 
     // Found: live elements only, worst on top, at most ef.
     void keep(float s, std::uint32_t e) {
-        if (g_.deleted_[e]) return;
+        if (g_.any_deleted_ && g_.deleted_[e]) return;
         found_.emplace_back(s, e);
         std::push_heap(found_.begin(), found_.end(), worst_first);
         if (found_.size() > ef_) {

@@ -51,6 +51,7 @@ private:
     std::vector<std::int64_t> upper_offsets_;
     HugeVector<std::uint8_t> codes_;
     std::vector<std::uint8_t> deleted_;
+    bool any_deleted_;
     std::vector<float> scale_;  // code c of dimension t stands for min_t + c * scale_t
     HugeVector<float> keys_;
 };
