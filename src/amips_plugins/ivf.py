@@ -525,11 +525,13 @@ class AmortizedIVFBase(faiss.IndexIVF):
             _scan_params(params, first, self.max_codes),
         )
         nprobe = chosen[table.group_of(_kth_score_over_norm(D, q))]
-        lists = np.where(np.arange(deepest)[None, :] < nprobe[:, None], lists, -1)  # each its own
-        if deepest > first:
+        # each query its own lists; none scanned past the deepest these queries need
+        reach = int(nprobe.max()) if len(q) else first
+        lists = np.where(np.arange(reach)[None, :] < nprobe[:, None], lists[:, :reach], -1)
+        if reach > first:
             rest = np.ascontiguousarray(lists[:, first:])
             D2, I2, distances2 = self._scan(
-                q, k, rest, _scan_params(params, deepest - first, self.max_codes)
+                q, k, rest, _scan_params(params, reach - first, self.max_codes)
             )
             D, I = _merge_top_k(D, I, D2, I2)
             distances += distances2
