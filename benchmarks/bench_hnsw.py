@@ -1,10 +1,12 @@
-"""AmortizedHNSW against hnswlib and faiss HNSW, in Vespa's protocol: insertion order x ef.
+"""AmortizedHNSW against hnswlib, faiss HNSW, usearch and voyager, in Vespa's protocol: insertion
+order x ef.
 
     python benchmarks/bench_hnsw.py                       # GloVe 6B 50d
     python benchmarks/bench_hnsw.py --dataset wordnet     # WordNet + all-MiniLM-L6-v2, unnormalised
 
 Keys (GloVe: 300k words) are inserted in random order, ascending norm or descending norm (ours
-also streamed in 10 random batches); 2k held-out words are the queries. M = 16,
+also streamed in 10 random batches; voyager's inner product needs descending norm, so it sorts
+them itself); 2k held-out words are the queries. M = 16,
 ef_construction = 200, ef in {10, 40, 100, 400}. Prints recall@10 against the exact top-10 and
 queries/s (the whole batch, all threads, network included) for every method, order and ef, and
 writes them as JSON. The learned query transforms (random order only) are trained on the
@@ -28,7 +30,16 @@ from amips_plugins.harness import peers
 from amips_plugins.harness.datasets import builtin
 from amips_plugins.harness.evaluation import sweep
 
-METHODS = ("hnswlib", "faiss", "ours-ip", "ours-xbox", "ours-keynet", "ours-maxaffine")
+METHODS = (
+    "hnswlib",
+    "faiss",
+    "usearch",
+    "voyager",
+    "ours-ip",
+    "ours-xbox",
+    "ours-keynet",
+    "ours-maxaffine",
+)
 
 
 def main():
@@ -93,6 +104,10 @@ def main():
                 methods.append(peers.HnswlibIP(args.threads, params=params))
             if "faiss" in args.methods:
                 methods.append(peers.FaissHNSW(params=params))
+            if "usearch" in args.methods:
+                methods.append(peers.UsearchIP(args.threads, params=params))
+            if "voyager" in args.methods:  # inserts by descending norm whatever the order
+                methods.append(peers.VoyagerIP(args.threads, params=params))
         for construction in ("ip", "xbox"):
             if f"ours-{construction}" in args.methods:
                 methods.append(
