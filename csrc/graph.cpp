@@ -32,6 +32,12 @@ void require_links(const std::uint32_t* list, std::size_t width, std::size_t n,
 
 using Scored = std::pair<float, std::uint32_t>;
 
+// Prefetches every cache line of `bytes` from `data`, so that they arrive while other work runs.
+void ask_for(const void* data, std::size_t bytes) {
+    const char* start = static_cast<const char*>(data);
+    for (std::size_t line = 0; line < bytes; line += 64) __builtin_prefetch(start + line);
+}
+
 }  // namespace
 
 GraphSearch::GraphSearch(const float* keys, std::size_t n, std::size_t d,
@@ -150,18 +156,14 @@ public:
         candidates_.pop_back();
         // The next expansion's links, likely out of cache, arrive while these neighbours score.
         if (!candidates_.empty()) {
-            const char* links = reinterpret_cast<const char*>(links_of(candidates_.front().second));
-            for (std::size_t line = 0; line < (g_.max_m0_ + 1) * sizeof(std::uint32_t); line += 64) {
-                __builtin_prefetch(links + line);
-            }
+            ask_for(links_of(candidates_.front().second), (g_.max_m0_ + 1) * sizeof(std::uint32_t));
         }
         const std::uint32_t* list = links_of(next.second);
         fresh_.clear();
         for (std::uint32_t j = 1; j <= (list[0] & 0xFFFF); ++j) {
             if (!first_visit(list[j])) continue;
             fresh_.push_back(list[j]);
-            const std::uint8_t* code = g_.codes_.data() + std::size_t(list[j]) * g_.code_dim_;
-            for (std::size_t line = 0; line < g_.code_dim_; line += 64) __builtin_prefetch(code + line);
+            ask_for(g_.codes_.data() + std::size_t(list[j]) * g_.code_dim_, g_.code_dim_);
         }
         return true;
     }
