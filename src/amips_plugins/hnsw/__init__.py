@@ -1,0 +1,35 @@
+"""AmortizedHNSW: an ``hnswlib.Index(space="ip")`` drop-in with a choice of construction space,
+norm-ordered insertion and an optional learned query transform.
+
+Construction spaces (the graph is always searched by inner product, so distances are hnswlib's
+``1 - q . x`` on the original vectors):
+
+- ``"ip"``: the raw keys, as ``hnswlib.Index(space="ip")`` builds them;
+- ``"xbox"``: the Xbox-augmented keys [x, sqrt(M^2 - |x|^2)], M the largest norm so far (grown
+  batch by batch). All augmented keys share the norm M, so hnswlib's inner-product distance
+  between them orders neighbours exactly as L2 does, and a query [q, 0] still scores q . x.
+
+``add_items`` inserts every batch in descending norm order by default: large-norm keys are the
+answers of most queries, and linking them first builds a better graph (Vespa saw the same), so a
+batch arriving in random order gives the graph a sorted bulk load gives.
+
+With a ``query_transform`` (a one-output KeyNet, SupportNet or MaxAffineNet), the graph is
+searched with the predicted best key, ``candidates`` results are gathered and rescored exactly
+with q on the C++ core, and the top k returned.
+
+``calibrate`` measures the ef that held-out queries need, by group of query directions (see
+:mod:`amips_plugins.effort`); then ``knn_query(..., target_recall=r)`` searches every query at
+its group's ef. Those searches walk hnswlib's graph on the C++ core (``_core.GraphSearch``): a
+copy of its links with the keys in 8-bit codes for the walk, the ef keys found ranked again by
+their exact inner product. The copy is made on the first such search after the keys change.
+
+One module per concern: :mod:`.index` (the hnswlib-facing class: building, adding, searching,
+deleting), :mod:`.settings` (hnswlib's settings and read-only views), :mod:`.transform` (the
+query transform), :mod:`.calibration` (``target_recall`` and the C++ walk), :mod:`.files` (save,
+load) and :mod:`.state` (what they share).
+"""
+
+from .index import AmortizedHNSW
+from .state import CONSTRUCTIONS, HNSWError
+
+__all__ = ["CONSTRUCTIONS", "AmortizedHNSW", "HNSWError"]

@@ -1,0 +1,89 @@
+"""Declared recall for an :class:`AmortizedHNSW`: ``calibrate`` measures the ef each group of
+query directions needs; ``knn_query(x, k, target_recall=r)`` walks the graph on the C++ core at
+each query's ef (see :mod:`amips_plugins.effort`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._hnsw_file import copy_graph
+from .._validation import as_positive_int
+from ..effort import EffortTable, effort_grid
+from ..exact import topk_dot
+from .state import HNSWError, HNSWState, hnswlib_errors, rows
+
+__all__ = ["Calibration"]
+
+
+class Calibration(HNSWState):
+    """``calibrate`` and the walk of ``target_recall`` searches."""
+
+    def calibrate(
+        self, queries, k: int = 10, *, max_ef: int = 1000, num_threads: int = -1
+    ) -> dict[int, float]:
+        """Measure the ef queries like ``queries`` (n, dim) need: their recall@k against the exact
+        top-k of the keys in the index at ef = k, 1.25 k, ... up to ``max_ef`` (stopping once the
+        mean recall reaches 0.999), by group of query directions, and each ef's seconds per query.
+        Then ``knn_query(data, k, target_recall=r)`` gives every query the ef of its group, so
+        that the mean recall@k over queries like these is r at the least time.
+
+        Use queries drawn as the searched ones will be (not those a query transform was fitted
+        on). Setting a query transform clears the calibration; calibrate again after the keys
+        change much. Searches wait while it runs. Returns the mean recall@k per ef measured.
+        """
+        q = rows(queries, self.dim)
+        k = as_positive_int(k, "k")
+        max_ef = as_positive_int(max_ef, "max_ef")
+        self._require_ready()
+        if len(q) == 0:
+            raise HNSWError("calibrate needs at least one query")
+        with self._graph_lock.writing(), hnswlib_errors():
+            count = self._live_count()
+            if k > count:
+                raise HNSWError(f"k = {k} exceeds the {count} elements in the index")
+            labels = np.array(sorted(set(self.index.get_ids_list()) - self._deleted), np.int64)
+            keys = np.asarray(self.index.get_items(labels), dtype=np.float32)[:, : self.dim]
+            truth = labels[topk_dot(q, keys, k)[1]]
+            del keys
+
+            def search(queries: np.ndarray, ef: int) -> np.ndarray:
+                efs = np.full(len(queries), ef, np.int32)
+                return self._walk(queries, k, efs, num_threads)[0].astype(np.int64)
+
+            table = EffortTable.measure(q, truth, search, effort_grid(k, max(k, max_ef)))
+            self._effort = table
+        return table.curve()
+
+    def _ef_per_query(self, q: np.ndarray, k: int, target_recall) -> np.ndarray:
+        """The ef of every query's calibration group for ``target_recall`` at this k."""
+        table = self._effort
+        if table is None:
+            raise HNSWError(
+                "target_recall needs a calibration: call calibrate(held_out_queries, k) first"
+            )
+        if k != table.k:
+            raise HNSWError(f"the index was calibrated for k = {table.k}, not {k}")
+        try:
+            return table.efforts_for(target_recall)[table.group_of(q)]
+        except ValueError as e:
+            raise HNSWError(str(e)) from None
+
+    def _walk(self, q: np.ndarray, k: int, ef_per_query: np.ndarray, num_threads: int):
+        """Search every query at its own ef by the C++ core's walk of a copy of the graph (made
+        anew when the keys changed), walking by the predicted key under a query transform."""
+        with self._add_lock:
+            if self._walker is None or self._walker[2] != self.index.element_count:
+                self._walker = (*copy_graph(self.index), self.index.element_count)
+            graph, labels, _ = self._walker
+        walk = q if self._query_transform is None else self._predictor.keys(q)
+        ef = np.maximum(ef_per_query, k).astype(np.int32)
+        scores, elements, scored = graph.search(
+            self._as_stored(walk), self._as_stored(q), k, ef, max(num_threads, 0)
+        )
+        # Distances: the walk's code scores, and the exact scores of the ef it found.
+        self.last_search_stats = {"distances": (scored + ef.sum()) / len(q)}
+        if (elements < 0).any():
+            raise HNSWError(
+                f"the walk found fewer than k = {k} live elements; calibrate with a larger max_ef"
+            )
+        return labels[elements].astype(np.uint64), (1.0 - scores).astype(np.float32)

@@ -1,0 +1,89 @@
+"""What every part of :class:`AmortizedHNSW` shares: the attributes it keeps beside the hnswlib
+index, its error type, and the checks of input and state."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from .._sync import ReadWriteLock
+from .._validation import DimensionError, as_matrix
+from ..effort import EffortTable
+from ..xbox import XboxTransform
+
+__all__ = ["CONSTRUCTIONS", "HNSWError", "HNSWState", "hnswlib_errors", "rows"]
+
+CONSTRUCTIONS = ("ip", "xbox")
+
+
+class HNSWError(ValueError, RuntimeError):
+    """Bad input, or an index not in a state to do it: a ValueError, and also the RuntimeError
+    hnswlib raises in these cases, so code written for either catches it."""
+
+
+@contextmanager
+def hnswlib_errors():
+    """hnswlib's own RuntimeErrors (unknown label, already deleted, ...) as HNSWError."""
+    try:
+        yield
+    except RuntimeError as e:
+        if isinstance(e, HNSWError):
+            raise
+        raise HNSWError(str(e)) from None
+
+
+def rows(data, dim: int) -> np.ndarray:
+    """``data`` as rows (n, dim) float32; one vector (dim,) is a batch of one, as in hnswlib."""
+    if np.ndim(data) == 1:
+        data = data[None] if hasattr(data, "ndim") else [data]
+    try:
+        return as_matrix(data, "data", dim=dim)
+    except DimensionError as e:  # hnswlib raises RuntimeError here
+        raise HNSWError(str(e)) from None
+
+
+class HNSWState:
+    """The attributes an :class:`AmortizedHNSW` keeps beside hnswlib's index, declared once for
+    every part (index, settings, transform, calibration, files) it is made of."""
+
+    space: str
+    dim: int
+    construction: str
+    sort_batches: bool
+    candidates: int
+    xbox: XboxTransform | None
+    index: Any  # the hnswlib.Index
+    _ready: bool  # hnswlib crashes when used before init_index / load_index
+    _deleted: set[int]  # labels marked deleted, for capacity checks
+    _allow_replace_deleted: bool | None  # None: unknown (a wrapped index)
+    # Adds, deletions and saves one at a time; searches beside them; whatever replaces or
+    # reallocates the graph (init, resize, load) alone.
+    _add_lock: threading.Lock
+    _graph_lock: ReadWriteLock
+    # (GraphSearch, label per element, element count) for target_recall searches; None when the
+    # graph changed since it was made. Set and cleared under _add_lock.
+    _walker: tuple | None
+    last_search_stats: dict  # of the last target_recall search: distances per query
+    _query_transform: Any
+    _predictor: Any  # the query transform's key predictor
+    _effort: EffortTable | None  # calibrate()'s, for target_recall; None: not calibrated
+
+    @property
+    def _stored_dim(self) -> int:
+        return self.dim + 1 if self.xbox is not None else self.dim
+
+    def _require_ready(self) -> None:
+        if not self._ready:
+            raise HNSWError("the index is not initialised: call init_index or load_index first")
+
+    def _live_count(self) -> int:
+        count = self.index.get_current_count() - len(self._deleted)
+        if count <= 0:
+            raise HNSWError("the index is empty (or all deleted): add_items before searching")
+        return count
+
+    def _as_stored(self, q: np.ndarray) -> np.ndarray:
+        return self.xbox.transform_queries(q) if self.xbox is not None else q

@@ -1,0 +1,152 @@
+"""Files of an amortized IVF index: ``save`` / ``load``, ``serialize`` / ``deserialize`` and
+pickling, one zip archive holding faiss's serialized index, the learned parts and ``meta.json``."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from typing import TYPE_CHECKING
+
+import faiss
+import numpy as np
+
+from .._io import atomic_path, read_archive
+from .._validation import as_positive_int
+from ..routing import LOADERS, PredictedKeyRouter
+from ..routing.network import load_torch_model
+from ..xbox import XboxTransform
+from .calibration import check_calibration
+from .state import AMORTIZED, IVFState
+
+if TYPE_CHECKING:
+    from .index import AmortizedIVFBase
+
+__all__ = ["Files"]
+
+_FORMAT = "amips_plugins.AmortizedIVF"  # read back by _io.read_archive
+_VERSION = 1
+_MEMBERS = ("index.faiss", PredictedKeyRouter.member, *LOADERS)
+
+
+class Files(IVFState):
+    """``save``, ``load``, ``serialize``, ``deserialize`` and pickling of
+    :class:`AmortizedIVFBase`."""
+
+    def save(self, path) -> None:
+        """Write the faiss index, the Xbox state, the learned parts and the config to one file
+        (a zip archive), atomically."""
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            self._write_archive(f)
+
+    def serialize(self) -> bytes:
+        """What :meth:`save` writes, as bytes (:meth:`deserialize` reads them back)."""
+        buf = io.BytesIO()
+        self._write_archive(buf)
+        return buf.getvalue()
+
+    def _write_archive(self, file) -> None:
+        meta = {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "d": self._d,
+            "nprobe": self.nprobe,
+            "xbox": None if self.xbox is None else self.xbox.state_dict(),
+            "router": None if self._router is None else type(self._router).__name__,
+            "probe_union": self.probe_union,
+            "calibration": None if self._effort is None else self._effort.state_dict(),
+        }
+        if self._router_impl is not None and self._router_impl.member not in LOADERS:
+            raise ValueError(
+                f"{type(self._router).__name__} cannot be saved: amips_plugins.routing.LOADERS "
+                f"has no reader for its member {self._router_impl.member!r}"
+            )
+        with self._lock.reading():
+            serialized = faiss.serialize_index(self).tobytes()
+        with zipfile.ZipFile(file, "w") as z:
+            z.writestr("meta.json", json.dumps(meta))
+            z.writestr("index.faiss", serialized)
+            for impl in (self._transform_impl, self._router_impl):
+                if impl is not None:
+                    z.writestr(impl.member, impl.to_bytes())
+
+    @classmethod
+    def load(cls, path) -> AmortizedIVFBase:
+        """Read an index written by :meth:`save`; a foreign, corrupt, inconsistent or newer file:
+        ValueError. Sizes are checked before anything is allocated for them."""
+        return cls._read(path, str(path))
+
+    @classmethod
+    def deserialize(cls, data) -> AmortizedIVFBase:
+        """The index :meth:`serialize` gave as ``data`` (bytes); errors as for :meth:`load`."""
+        return cls._read(bytes(data), "the data")
+
+    @classmethod
+    def _read(cls, source, name: str) -> AmortizedIVFBase:
+        try:
+            meta, blobs = read_archive(source, "AmortizedIVF", _VERSION, _MEMBERS)
+            index = faiss.deserialize_index(np.frombuffer(blobs["index.faiss"], np.uint8))
+        except (
+            OSError,
+            zipfile.BadZipFile,
+            KeyError,
+            json.JSONDecodeError,
+            UnicodeDecodeError,
+            RuntimeError,
+        ) as e:
+            raise ValueError(
+                f"{name} is not a readable AmortizedIVF file ({type(e).__name__}: {e})"
+            ) from None
+        try:
+            d = check_payload(meta, index)
+            self = cls._adopt(index)
+            xbox = meta["xbox"]
+            xbox = None if xbox is None else XboxTransform.from_state_dict(xbox)
+            if (xbox is not None) != (index.d == d + 1):
+                raise ValueError(
+                    f"the faiss index has dimension {index.d} and the Xbox state is "
+                    f"{'absent' if xbox is None else 'present'}, for d = {d}"
+                )
+            if xbox is not None and xbox.dim != d:
+                raise ValueError(f"the Xbox state has dim {xbox.dim}, the index {d}")
+            self.nprobe = meta["nprobe"]
+            union = meta.get("probe_union")
+            if not (union is None or isinstance(union, bool)):
+                raise ValueError(f"probe_union must be true, false or null, got {union!r}")
+            router = next((LOADERS[m](blobs[m]) for m in LOADERS if m in blobs), None)
+            query_transform = blobs.get(PredictedKeyRouter.member)
+            self._init_learned(
+                d,
+                xbox,
+                None if query_transform is None else load_torch_model(query_transform),
+                router,
+                union,
+            )
+            calibration = meta.get("calibration")
+            if calibration is not None:
+                self._effort = check_calibration(calibration, index)
+        except (KeyError, TypeError, ValueError, zipfile.BadZipFile, EOFError) as e:
+            raise ValueError(f"{name} is an inconsistent AmortizedIVF file: {e}") from None
+        return self
+
+    # pickle and copy.deepcopy keep the learned parts (faiss's own pickling keeps the lists only)
+    def __getstate__(self) -> dict:
+        return {"archive": self.serialize()}
+
+    def __setstate__(self, state: dict) -> None:
+        loaded = type(self).deserialize(state["archive"])
+        for name, value in vars(loaded).items():
+            object.__setattr__(self, name, value)
+
+
+def check_payload(meta: dict, index) -> int:
+    """The key dimension that ``meta`` states, checked against the faiss ``index`` it came with."""
+    if type(index) not in AMORTIZED:
+        raise ValueError(f"the payload is a {type(index).__name__}, not a faiss IVF index")
+    if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise ValueError("the payload's faiss index does not use the inner-product metric")
+    d = as_positive_int(meta["d"], "d")
+    xbox_dims = (d, d + 1) if isinstance(index, faiss.IndexIVFFlat) else (d,)
+    if index.d not in xbox_dims:
+        raise ValueError(f"meta.json says d = {d}, the faiss index has dimension {index.d}")
+    return d

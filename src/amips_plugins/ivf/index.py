@@ -1,0 +1,162 @@
+"""AmortizedIVFBase: a faiss IVF index whose lists are chosen by a learned part; its faiss-facing
+methods (construction, ``train``, ``add``, ``reset``, ``remove_ids``, ...). The other concerns are
+its parts, one module each: search (:mod:`.search`), learned parts (:mod:`.learned`), declared
+recall (:mod:`.calibration`), files (:mod:`.files`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faiss
+import numpy as np
+
+from .._sync import ReadWriteLock
+from .._validation import as_key_ids, as_matrix, as_positive_int
+from ..xbox import XboxTransform
+from .calibration import Calibration
+from .files import Files
+from .learned import Learned
+from .search import Search
+from .state import AMORTIZED, FAISS_IVF
+
+__all__ = ["AmortizedIVFBase"]
+
+
+class AmortizedIVFBase(Files, Calibration, Learned, Search):
+    """The learned choice of lists, shared by :class:`AmortizedIVF` (``faiss.IndexIVFFlat``) and
+    the classes for faiss's compressed IVF indexes (:class:`AmortizedIVFPQ`,
+    :class:`AmortizedIVFScalarQuantizer`, :class:`AmortizedIVFPQFastScan` and, where faiss has
+    it, ``AmortizedIVFRaBitQ``): each also derives from its faiss class, whose C++ object it is.
+    Make one with :meth:`from_faiss`, :meth:`from_factory` or :meth:`load`.
+
+    Compressed lists cannot give the keys back exactly, so the learned parts are fitted from the
+    raw keys the caller passes (``fit_router(train_queries, keys=...)``, row i the key with id i);
+    the index's own codes are read only for IndexIVFFlat.
+    """
+
+    def _init_learned(self, d, xbox, query_transform, router, probe_union):
+        self._d, self.xbox = d, xbox
+        # Searches read the lists while add / reset change them: faiss does not order the two.
+        self._lock = ReadWriteLock()
+        self.last_search_stats = {}  # replaced whole by each search
+        self.query_transform, self.router = query_transform, router
+        self.probe_union = probe_union
+
+    @staticmethod
+    def _adopt(index, owner=None) -> AmortizedIVFBase:
+        """An instance of the class for ``index``'s faiss class over its C++ object (shared, not
+        copied); ``owner``: the proxy that frees that object, kept alive (default ``index``)."""
+        amortized = AMORTIZED[type(index)]
+        self = amortized.__new__(amortized)
+        self.this = index.this
+        self.referenced_objects = [index if owner is None else owner]
+        return self
+
+    @classmethod
+    def from_faiss(
+        cls, index, *, query_transform=None, router=None, probe_union: bool | None = None
+    ) -> AmortizedIVFBase:
+        """Wrap an existing inner-product faiss IVF index (shared, not copied): an IndexIVFFlat
+        gives an :class:`AmortizedIVF`, an IndexIVFPQ an :class:`AmortizedIVFPQ`, and so on for
+        every faiss IVF class listed in the README."""
+        plain: Any = faiss.downcast_index(index) if isinstance(index, faiss.Index) else None
+        if type(plain) not in AMORTIZED or plain.metric_type != faiss.METRIC_INNER_PRODUCT:
+            names = ", ".join(c.__name__ for c in AMORTIZED)
+            raise TypeError(
+                f"from_faiss needs an inner-product faiss IVF index ({names}), got {index!r:.100}"
+            )
+        self = cls._adopt(plain, owner=index)
+        self._init_learned(plain.d, None, query_transform, router, probe_union)
+        return self
+
+    @classmethod
+    def from_factory(cls, d: int, description: str, **learned) -> AmortizedIVFBase:
+        """``faiss.index_factory(d, description, faiss.METRIC_INNER_PRODUCT)`` with a learned
+        part, for an IVF description such as ``"IVF1024,PQ32x8"``, ``"IVF1024,SQ8"``,
+        ``"IVF1024,PQ32x4fs"`` or ``"IVF1024,Flat"``; ``learned`` as for :meth:`from_faiss`."""
+        d = as_positive_int(d, "d")
+        try:
+            index = faiss.index_factory(d, description, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as e:
+            message = str(e).strip().splitlines()[-1]
+            raise ValueError(f"faiss cannot build {description!r}: {message}") from None
+        return cls.from_faiss(index, **learned)
+
+    @property
+    def nprobe(self) -> int:
+        return FAISS_IVF.nprobe.__get__(self)
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        FAISS_IVF.nprobe.__set__(self, as_positive_int(value, "nprobe"))
+
+    # --- faiss's methods ----------------------------------------------------------------------
+    def _stored(self, x: np.ndarray) -> np.ndarray:
+        """Validated keys as the faiss index stores them (augmented with ``xbox``)."""
+        self._require_trained()
+        return self.xbox.add_keys(x) if self.xbox is not None else x
+
+    def train(self, x) -> None:
+        """Cluster ``x`` (n >= nlist, d) into the lists (with ``xbox``: augmented by their own
+        max norm)."""
+        x = as_matrix(x, "x", dim=self._d, allow_empty=False)
+        if len(x) < self.nlist:
+            raise ValueError(f"training needs at least nlist = {self.nlist} vectors, got {len(x)}")
+        if self.xbox is not None:
+            x = XboxTransform(self._d).add_keys(x)
+        with self._lock.writing():
+            self.train_c(len(x), faiss.swig_ptr(x))
+            self._centroids = None
+
+    def add(self, x) -> None:
+        """Add keys ``x`` (n, d) with ids ntotal .. ntotal + n - 1."""
+        x = as_matrix(x, "x", dim=self._d)
+        with self._lock.writing():
+            stored = self._stored(x)
+            self.add_c(len(stored), faiss.swig_ptr(stored))
+
+    def add_with_ids(self, x, ids) -> None:
+        """Add keys ``x`` (n, d) with the ``ids`` (n,): integers in 0 .. 2**63 - 1 (-1 is the
+        padding searches return, so no key may have it)."""
+        x = as_matrix(x, "x", dim=self._d)
+        ids = as_key_ids(ids, len(x))
+        with self._lock.writing():
+            stored = self._stored(x)
+            self.add_with_ids_c(len(stored), faiss.swig_ptr(stored), faiss.swig_ptr(ids))
+
+    def reset(self) -> None:
+        """Remove every key (the lists' centroids and the learned parts stay)."""
+        with self._lock.writing():
+            FAISS_IVF.reset(self)
+            if self.xbox is not None:
+                self.xbox = XboxTransform(self._d)
+
+    def remove_ids(self, sel) -> int:
+        """faiss's ``remove_ids`` (an IDSelector or an array of ids), ordered against searches."""
+        with self._lock.writing():
+            return FAISS_IVF.remove_ids(self, sel)
+
+    def merge_from(self, other, add_id: int = 0) -> None:
+        """faiss's ``merge_from``, ordered against searches (not with ``xbox``: the other index's
+        keys were augmented for another max norm)."""
+        if self.xbox is not None:
+            raise ValueError("merge_from is not supported with xbox")
+        with self._lock.writing():
+            FAISS_IVF.merge_from(self, other, add_id)
+
+    def __repr__(self) -> str:
+        parts = [
+            f"d={self._d}",
+            f"nlist={self.nlist}",
+            f"ntotal={self.ntotal}",
+            f"nprobe={self.nprobe}",
+        ]
+        if self.xbox is not None:
+            parts.append("xbox")
+        if self._router is not None:
+            parts.append(f"router={type(self._router).__name__}")
+        if self._query_transform is not None:
+            parts.append(f"query_transform={type(self._query_transform).__name__}")
+        if self.probe_union is not None:
+            parts.append(f"probe_union={self.probe_union}")
+        return f"{type(self).__name__}({', '.join(parts)})"

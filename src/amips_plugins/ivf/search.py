@@ -1,0 +1,217 @@
+"""Searching an amortized IVF index: route (choose each query's lists), scan them with faiss's
+``search_preassigned``, record what it cost in ``last_search_stats``."""
+
+from __future__ import annotations
+
+import functools
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import faiss
+import numpy as np
+
+from .. import _core
+from .._validation import as_int64, as_k, as_matrix, as_num_threads, into_out
+from ..routing import CentroidRouter, InTurn, MaxAffineRouter
+from .state import IVFState
+
+__all__ = ["Search", "check_params", "default_scan_params", "scan_params"]
+
+_MIN_QUERIES_PER_THREAD = 16  # below this, starting a thread costs more than it saves
+
+
+class Search(IVFState):
+    """``search``, ``search_lists`` and ``probed_lists`` of :class:`AmortizedIVFBase`."""
+
+    def search(self, x, k: int, *, params=None, target_recall=None, D=None, I=None):
+        """Top-k keys of every query of ``x`` (n, d) by inner product, in the probed lists.
+
+        ``params`` (a ``faiss.SearchParametersIVF``) sets nprobe, ``max_codes`` and the id
+        selector ``sel`` for this call; ``target_recall`` (after :meth:`calibrate`) sets every
+        query's nprobe from the k-th best score in its first lists, so that the mean recall@k
+        over queries like the calibration ones meets it (``last_search_stats["nprobe_per_query"]``).
+        Returns ``(D, I)``: float32 (n, k) inner products best first and int64 (n, k) ids,
+        padded as faiss pads (-FLT_MAX / -1) where the lists hold fewer than k keys; written
+        into ``D`` / ``I`` when given, as in faiss.
+        """
+        q = as_matrix(x, "x", dim=self._d)
+        check_params(params)
+        with self._lock.reading():
+            k = as_k(k, self.ntotal, len(q), pad=True)
+            if target_recall is None:
+                scores, ids = self._search(q, k, params)
+            else:
+                scores, ids = self._search_to_target(q, k, target_recall, params)
+        return into_out(D, scores, "D"), into_out(I, ids, "I")
+
+    def _search(self, q: np.ndarray, k: int, params):
+        start = time.perf_counter()
+        lists, nprobe, network_flops, coarse_distances = self._route(q, params)
+        routed = time.perf_counter()
+        D, I, distances = self._scan(q, k, lists, scan_params(params, nprobe, self.max_codes))
+        self._record_stats(
+            q, lists, nprobe, distances, network_flops, coarse_distances, (start, routed)
+        )
+        return D, I
+
+    def _record_stats(self, q, lists, nprobe, distances, network_flops, coarse_distances, times):
+        """``last_search_stats`` of a search: ``times`` (its start, the end of its routing)."""
+        start, routed = times
+        end = time.perf_counter()
+        n = max(len(q), 1)
+        self.last_search_stats = {
+            "queries": len(q),
+            "nprobe": nprobe,
+            "lists_probed": int(np.count_nonzero(lists >= 0)) / n,
+            "distances": distances / n + coarse_distances,
+            "flops": 2 * (distances / n + coarse_distances) * self.d + network_flops,
+            "network_flops": network_flops,
+            "routing_s": routed - start,
+            "scan_s": end - routed,
+        }
+
+    def _route(self, q: np.ndarray, params):
+        """(lists (n, nprobe) int64, nprobe, network FLOPs and coarse distances per query)."""
+        self._require_trained()
+        nprobe = min(self.nprobe if params is None else params.nprobe, self.nlist)
+        if nprobe < 1:
+            raise ValueError(f"nprobe must be positive, got {nprobe}")
+        router = self._search_router()
+        lists = np.ascontiguousarray(router.rank(q, nprobe, self, params), dtype=np.int64)
+        return (lists, nprobe, *router.cost(self, nprobe))
+
+    def probed_lists(self, x, *, params=None) -> np.ndarray:
+        """The lists :meth:`search` probes for each query of ``x`` (n, d): (n, nprobe) int64,
+        best first, -1 where fewer exist (``params`` as for :meth:`search`)."""
+        q = as_matrix(x, "x", dim=self._d)
+        check_params(params)
+        with self._lock.reading():
+            return self._route(q, params)[0]
+
+    def search_lists(self, x, k: int, lists, *, params=None):
+        """Top-k keys of every query of ``x`` (n, d) in the lists given for it, ``lists`` (n, m)
+        int64 (-1: none): :meth:`search` with the choice of lists left to the caller (faiss's
+        ``search_preassigned``). Returns ``(D, I)`` as :meth:`search` does; the scan's counts go
+        to ``last_search_stats``."""
+        q = as_matrix(x, "x", dim=self._d)
+        chosen = as_int64(lists, "lists", ndim=2)
+        check_params(params)
+        if len(chosen) != len(q):
+            raise ValueError(f"lists has {len(chosen)} rows for {len(q)} queries")
+        if chosen.size and (chosen.min() < -1 or chosen.max() >= self.nlist):
+            raise ValueError(f"lists must lie in -1 .. {self.nlist - 1}")
+        with self._lock.reading():
+            self._require_trained()
+            k = as_k(k, self.ntotal, len(q), pad=True)
+            start = time.perf_counter()
+            per_call = scan_params(params, chosen.shape[1], self.max_codes)
+            D, I, distances = self._scan(q, k, chosen, per_call)
+        self.last_search_stats = {
+            "queries": len(q),
+            "lists_probed": int(np.count_nonzero(chosen >= 0)) / max(len(q), 1),
+            "distances": distances / max(len(q), 1),
+            "scan_s": time.perf_counter() - start,
+        }
+        return D, I
+
+    def _search_router(self):
+        """The router a search uses: the learned one (the router before the query transform),
+        taken in turn with faiss's ranking under ``probe_union``, else faiss's alone."""
+        centroids = CentroidRouter(self._d, self.nlist)
+        learned = self._router_impl or self._transform_impl
+        if learned is None:
+            return centroids
+        union = self.probe_union
+        if union is None:  # the default: measured best with the max-affine router only
+            union = isinstance(self._router, MaxAffineRouter)
+        return InTurn(learned, centroids) if union else learned
+
+    def _scan(self, q: np.ndarray, k: int, lists: np.ndarray, params):
+        """faiss's scan of the given lists (n, nprobe) for the queries ``q`` (with ``xbox``, their
+        augmented form): (D, I, distances computed).
+
+        ``search_preassigned`` runs on one thread (faiss's own ``search`` parallelises above it),
+        so the queries are split over faiss's OpenMP thread count here; faiss releases the GIL.
+        Its counters are added to ``faiss.cvar.indexIVF_stats``, as faiss's search does.
+        """
+        queries = self.xbox.transform_queries(q) if self.xbox is not None else q
+        n = len(lists)
+        D = np.empty((n, k), np.float32)
+        I = np.empty((n, k), np.int64)
+        centroid_scores = self._centroid_scores(queries, lists)
+        counted = not isinstance(self, faiss.IndexIVFFastScan)  # fast-scan refuses the counters
+
+        def scan(rows: slice):
+            stats = faiss.IndexIVFStats() if counted else None
+            self.search_preassigned_c(
+                rows.stop - rows.start,
+                faiss.swig_ptr(queries[rows]),
+                k,
+                faiss.swig_ptr(lists[rows]),
+                faiss.swig_ptr(centroid_scores[rows]),
+                faiss.swig_ptr(D[rows]),
+                faiss.swig_ptr(I[rows]),
+                False,
+                params,
+                stats,
+            )
+            return stats
+
+        threads = min(faiss.omp_get_max_threads(), n // _MIN_QUERIES_PER_THREAD)
+        if threads <= 1:
+            parts = [scan(slice(0, n))]
+        else:
+            bounds = np.linspace(0, n, threads + 1).astype(int).tolist()
+            with ThreadPoolExecutor(threads) as pool:
+                parts = list(pool.map(scan, [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]))
+        if not counted:
+            probed, times = np.unique(lists[lists >= 0], return_counts=True)
+            sizes = [self.invlists.list_size(int(c)) for c in probed]
+            return D, I, int(np.dot(sizes, times))
+        for stats in parts:
+            faiss.cvar.indexIVF_stats.add(stats)
+        return D, I, sum(stats.ndis for stats in parts)
+
+    def _centroid_scores(self, queries: np.ndarray, lists: np.ndarray) -> np.ndarray:
+        """q . centroid of every probed list: residual codes (PQ, SQ, RaBitQ) add it to their
+        scores, as in faiss's own search; IndexIVFFlat ignores it."""
+        if isinstance(self, faiss.IndexIVFFlat):
+            return np.zeros(lists.shape, np.float32)
+        if self._centroids is None:  # cleared by train
+            rows = self.quantizer.reconstruct_n(0, self.nlist)
+            self._centroids = as_matrix(rows, "the quantizer's centroids", dim=self.d)
+        # both already checked: the core's rescore without exact.rescore's second check
+        return _core.rescore(queries, self._centroids, lists, as_num_threads(None))
+
+
+_IVF_PARAMS = [
+    name
+    for name in dir(faiss.SearchParametersIVF)
+    if isinstance(getattr(faiss.SearchParametersIVF, name), property) and name != "thisown"
+]
+
+
+def check_params(params) -> None:
+    if params is not None and not isinstance(params, faiss.SearchParametersIVF):
+        raise TypeError(f"params must be a faiss.SearchParametersIVF, got {params!r:.100}")
+
+
+def scan_params(params, nprobe: int, max_codes: int):
+    """A copy of the caller's ``SearchParametersIVF`` (never changed: other threads may share it)
+    with the lists' count set; without one, the index's own ``max_codes``, as faiss does."""
+    if params is None:
+        return default_scan_params(nprobe, max_codes)
+    scan = faiss.SearchParametersIVF()
+    for name in _IVF_PARAMS:
+        setattr(scan, name, getattr(params, name))
+    scan.nprobe = nprobe
+    return scan
+
+
+@functools.lru_cache(maxsize=64)
+def default_scan_params(nprobe: int, max_codes: int):
+    """Parameters for a search without the caller's: faiss only reads them, so one object serves
+    every search (and thread) with these values."""
+    scan = faiss.SearchParametersIVF()
+    scan.nprobe, scan.max_codes = nprobe, max_codes
+    return scan

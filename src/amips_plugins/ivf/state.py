@@ -1,0 +1,49 @@
+"""What every part of :class:`AmortizedIVFBase` shares: the attributes it keeps beside faiss's
+IVF index, the registry of the faiss classes it wraps, and the checks of the index's state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faiss
+
+from ..effort import EffortTable
+from ..xbox import XboxTransform
+
+__all__ = ["AMORTIZED", "FAISS_IVF", "IVFState", "NotTrainedError"]
+
+FAISS_IVF = faiss.IndexIVF
+
+# the faiss class of an index -> the class that adds the learned part to it (filled by classes.py)
+AMORTIZED: dict[type, Any] = {}
+
+
+class NotTrainedError(ValueError, RuntimeError):
+    """The index must be trained first: a ValueError, and the RuntimeError faiss raises."""
+
+
+class IVFState(faiss.IndexIVF):
+    """The attributes an amortized IVF index keeps beside faiss's, declared once for every part
+    (search, learned parts, calibration, files) that :class:`AmortizedIVFBase` is made of."""
+
+    # faiss refuses attributes its classes do not have; these are this class's own.
+    _d = 0  # the key dimension (faiss's d is one more with xbox)
+    xbox: XboxTransform | None = None
+    probe_union: bool | None = None
+    last_search_stats: dict = {}
+    _lock: Any = None
+    _query_transform: Any = None
+    _router: Any = None
+    # the routing protocol's objects for router and query_transform (amips_plugins.routing)
+    _router_impl: Any = None
+    _transform_impl: Any = None
+    _centroids: Any = None  # the quantizer's centroids, read at the first search after training
+    _effort: EffortTable | None = None  # calibrate()'s, for target_recall; None: not calibrated
+
+    def _require_trained(self) -> None:
+        if not self.is_trained:
+            raise NotTrainedError("train the index first (faiss's train)")
+
+    def _require_keys(self) -> None:
+        if self.ntotal == 0:
+            raise ValueError("add keys to the index before training its learned parts")
