@@ -59,6 +59,8 @@ class ShardedIVF:
         number of shards can share a machine
     timeout_s : how long a call waits for a shard before it counts as unreachable (None: forever)
 
+    Notes
+    -----
     Runs on the Ray cluster the caller has initialised (``ray.init(...)``), or starts a local one.
     ``train``, ``add``, ``fit_router``, ``search``, ``nprobe``, ``ntotal`` behave as for
     :class:`~amips_plugins.AmortizedIVF`; ``last_search_stats`` says how many shards each query
