@@ -1,9 +1,9 @@
 """Maximum inner product search for FAISS and hnswlib.
 
-The search library lives here: exact top-k on the C++ core (:func:`topk_dot`,
-:class:`ExactIndex`), the Xbox transform, the max-affine IVF router and the index wrappers
-:class:`AmortizedIVF` (faiss) and :class:`AmortizedHNSW` (hnswlib). The learned networks
-(:mod:`amips_plugins.learn`, needs torch) and the measuring harness (:mod:`amips_plugins.harness`:
+The search library lives here: exact top-k on the C++ core (``topk_dot``,
+``ExactIndex``), the Xbox transform, the max-affine IVF router and the index wrappers
+``AmortizedIVF`` (faiss) and ``AmortizedHNSW`` (hnswlib). The learned networks
+(``amips_plugins.learn``, needs torch) and the measuring harness (``amips_plugins.harness``:
 data sets, evaluation, the ``amips`` command) are subpackages; nothing here imports them, and the
 names below that need faiss, hnswlib or torch are loaded on first use.
 """

@@ -1,5 +1,5 @@
 """hnswlib's graph layout: checks of a graph file before hnswlib reads it, and a copy of a live
-graph for our own walk (:class:`._core.GraphSearch`).
+graph for our own walk (``_core.GraphSearch``).
 
 hnswlib's loader trusts its input: an entry point or a link out of range, or a header that
 disagrees with the dimension, makes searches read outside the graph. This reads the layout that
@@ -113,14 +113,14 @@ def _check_links(sizes: np.ndarray, links: np.ndarray, count: int, width: int, w
 
 
 def copy_graph(index) -> tuple[_core.GraphSearch, np.ndarray]:
-    """The graph of a live ``hnswlib.Index`` as a :class:`._core.GraphSearch`, and the label of
+    """The graph of a live ``hnswlib.Index`` as a ``_core.GraphSearch``, and the label of
     each of its elements (int64)."""
     arrays, labels = graph_arrays(index)
     return _core.GraphSearch(**arrays), labels
 
 
 def graph_arrays(index) -> tuple[dict, np.ndarray]:
-    """The arguments of :class:`._core.GraphSearch` for the graph of a live ``hnswlib.Index``,
+    """The arguments of ``_core.GraphSearch`` for the graph of a live ``hnswlib.Index``,
     and the label of each of its elements (int64). Reads hnswlib's own state (``__getstate__``):
     every element's level-0 record (count word, links, vector, label) and the concatenated
     upper-level blocks."""

@@ -46,7 +46,7 @@ def as_matrix(x, name: str, *, dim: int | None = None, allow_empty: bool = True)
     """Return ``x`` as a C-contiguous float32 array of shape (n, d), copying only if needed.
 
     Raises TypeError for non-numeric input and ValueError for a wrong number of dimensions, a
-    dimension other than ``dim`` (:class:`DimensionError`), no rows when ``allow_empty`` is
+    dimension other than ``dim`` (``DimensionError``), no rows when ``allow_empty`` is
     false, or NaN / Inf values (float64 values beyond float32 range count as Inf).
     """
     arr = _to_numpy(x, name)

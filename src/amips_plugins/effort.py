@@ -1,8 +1,8 @@
 """Per-query search effort for a declared mean recall@k (``target_recall``).
 
 Calibration queries are put in groups of queries that need about the same effort: by direction
-for a graph (:class:`DirectionGroups`: queries pointing the same way meet the same part of the
-index), by the k-th best score after the first lists for IVF (:class:`ScoreBins`: a query whose
+for a graph (``DirectionGroups``: queries pointing the same way meet the same part of the
+index), by the k-th best score after the first lists for IVF (``ScoreBins``: a query whose
 first lists already hold high scores has little left to find). Every group keeps its mean
 recall@k at each effort of a grid (``ef`` for a graph, ``nprobe`` for IVF), and every effort a
 cost. For a target, every group starts at the least effort, and the raise that gains the most
@@ -121,7 +121,7 @@ class ScoreBins:
 class EffortTable:
     """Groups' mean recall@k per effort, and the cost of each effort.
 
-    ``efforts`` (E,) increasing; ``groups`` a :class:`DirectionGroups` or :class:`ScoreBins` of G
+    ``efforts`` (E,) increasing; ``groups`` a ``DirectionGroups`` or ``ScoreBins`` of G
     groups; ``weights`` (G,) the share of calibration queries in each group; ``recall`` (G, E)
     each group's mean recall@k at each effort; ``cost`` (E,) or (G, E) per query, in any unit
     (only their ratios matter).
@@ -264,7 +264,7 @@ class EffortTable:
 
     @classmethod
     def from_state_dict(cls, state: dict, dim: int) -> EffortTable:
-        """A table from :meth:`state_dict`, checked (ValueError); direction groups must have the
+        """A table from ``state_dict``, checked (ValueError); direction groups must have the
         index's ``dim``."""
         if "edges" in state:
             groups: DirectionGroups | ScoreBins = ScoreBins(state["edges"])

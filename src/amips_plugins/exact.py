@@ -46,7 +46,7 @@ def topk_dot(
     ----------
     queries : array (nq, d)
     keys : array (n, d), n >= 1
-    k : int, 1 <= k <= n (ValueError beyond; :class:`ExactIndex` pads as faiss does)
+    k : int, 1 <= k <= n (ValueError beyond; ``ExactIndex`` pads as faiss does)
     num_threads : int, optional (default: all cores this process may use)
 
     Returns
@@ -57,7 +57,7 @@ def topk_dot(
     Notes
     -----
     Keys are checked for NaN / Inf and packed into the kernels' layout on every call; to search
-    the same keys repeatedly, add them once to an :class:`ExactIndex`, which does both once.
+    the same keys repeatedly, add them once to an ``ExactIndex``, which does both once.
     """
     q, x = _queries_and_keys(queries, keys)
     return _core.topk_dot(q, x, as_k(k, len(x), len(q)), as_num_threads(num_threads))

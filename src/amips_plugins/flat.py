@@ -19,18 +19,18 @@ _FlatIP = faiss.IndexFlatIP
 
 
 class ExactIndex(faiss.IndexFlatIP):
-    """Exact inner-product index: a subclass of ``faiss.IndexFlatIP`` whose :meth:`search` runs
+    """Exact inner-product index: a subclass of ``faiss.IndexFlatIP`` whose ``search`` runs
     on the C++ core.
 
     Everything else is faiss's own (``ntotal``, ``d``, ``reconstruct``, ``reconstruct_n``,
     ``range_search``, ``assign``, ...), and faiss's functions and containers take the object as
     the IndexFlatIP it is: ``faiss.write_index`` (read back with ``faiss.read_index`` and
-    :meth:`from_faiss`), ``clone_index``, ``IndexIDMap``, ``IndexShards``. Those run faiss's
+    ``from_faiss``), ``clone_index``, ``IndexIDMap``, ``IndexShards``. Those run faiss's
     C++ search, which is exact too.
 
     Besides faiss's rows, the keys are kept in the kernels' layout: whole panels of 64 keys (in
     a buffer that grows geometrically) and the last ``ntotal % 64`` keys as rows, so a search
-    skips the packing :func:`topk_dot` does on every call. This costs a second copy of the
+    skips the packing ``topk_dot`` does on every call. This costs a second copy of the
     keys: twice the memory of ``faiss.IndexFlatIP``. Keys that C++ adds or removes (e.g.
     through ``IndexIDMap``) are repacked at the next search here.
 

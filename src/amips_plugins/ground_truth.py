@@ -72,7 +72,7 @@ def ground_truth(
     num_threads: int | None = None,
     progress: ProgressArg = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k keys of every query, as :func:`amips_plugins.topk_dot` returns them.
+    """Exact top-k keys of every query, as ``amips_plugins.topk_dot`` returns them.
 
     With ``cache_dir`` the result is stored under a hash of the keys, queries and k and read back
     on the next call. Work proceeds in chunks of queries, so Ctrl-C stops it between chunks
@@ -109,8 +109,8 @@ def segment_ground_truth(
     num_threads: int | None = None,
     progress: ProgressArg = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Best key of every segment for each query (see :func:`amips_plugins.segment_max_dot`),
-    computed in chunks and cached like :func:`ground_truth`.
+    """Best key of every segment for each query (see ``amips_plugins.segment_max_dot``),
+    computed in chunks and cached like ``ground_truth``.
 
     Returns
     -------

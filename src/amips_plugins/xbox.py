@@ -70,7 +70,7 @@ class XboxTransform:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a state from :meth:`state_dict` (ValueError for a foreign or mismatched one)."""
+        """Restore a state from ``state_dict`` (ValueError for a foreign or mismatched one)."""
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
             raise ValueError(f"not an XboxTransform state: {state!r:.200}")
         if state.get("version") != _VERSION:

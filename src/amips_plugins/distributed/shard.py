@@ -1,4 +1,4 @@
-"""One shard of a :class:`~amips_plugins.distributed.ShardedIVF`: the keys of some lists, in
+"""One shard of a ``amips_plugins.distributed.ShardedIVF``: the keys of some lists, in
 an AmortizedIVF, run by a Ray actor (a plain class here, so that it can be used and tested
 without Ray). Every shard has the whole trained quantizer; ids are the sharded index's."""
 

@@ -2,7 +2,7 @@
 only to the shards that hold the lists it probes.
 
 The driver (this object) holds the trained coarse quantizer and the learned router, both small;
-the keys live in the shards, one :class:`~amips_plugins.AmortizedIVF` (any faiss IVF index) per
+the keys live in the shards, one ``amips_plugins.AmortizedIVF`` (any faiss IVF index) per
 actor. With ``placement="lists"`` every list lives on one shard, lists with nearby centroids
 together, so the lists a query probes tend to share a shard; with ``placement="keys"`` the keys
 are dealt out by id and every list is spread over every shard, the usual scatter-gather in which
@@ -63,7 +63,7 @@ class ShardedIVF:
     -----
     Runs on the Ray cluster the caller has initialised (``ray.init(...)``), or starts a local one.
     ``train``, ``add``, ``fit_router``, ``search``, ``nprobe``, ``ntotal`` behave as for
-    :class:`~amips_plugins.AmortizedIVF`; ``last_search_stats`` says how many shards each query
+    ``amips_plugins.AmortizedIVF``; ``last_search_stats`` says how many shards each query
     contacted. ``save(directory)`` writes one file per shard beside the router; each actor writes
     its own, so on a cluster the directory must be one every node reaches.
     """
@@ -108,7 +108,7 @@ class ShardedIVF:
 
     @property
     def router(self):
-        """The learned router (a :class:`MaxAffineRouter`), or None: faiss's centroids."""
+        """The learned router (a ``MaxAffineRouter``), or None: faiss's centroids."""
         return self._router_index.router
 
     @property
@@ -166,7 +166,7 @@ class ShardedIVF:
         self.ntotal += len(x)
 
     def fit_router(self, train_queries, *, num_pieces: int | None = None) -> None:
-        """Learn which lists (hence shards) to probe: a :class:`MaxAffineRouter` of the list
+        """Learn which lists (hence shards) to probe: a ``MaxAffineRouter`` of the list
         means plus the ``num_pieces`` (default ``16 * nlist``) keys that are the exact answer of
         the most ``train_queries``. The answers are found shard by shard and reduced here; only
         the lists' sums and the winning keys come to the driver."""
@@ -202,7 +202,7 @@ class ShardedIVF:
         return _merge(len(q), k, [(np.arange(len(q)), f) for f in found.values()])
 
     def probed_lists(self, x, *, nprobe: int | None = None, max_shards: int | None = None):
-        """The lists :meth:`search` probes for each query of ``x`` (n, d): (n, nprobe) int64,
+        """The lists ``search`` probes for each query of ``x`` (n, d): (n, nprobe) int64,
         best first, -1 where fewer are chosen.
 
         With ``max_shards`` (placement "lists"), the shards are ranked by the best of their lists
@@ -259,11 +259,11 @@ class ShardedIVF:
         """Top-k keys of every query of ``x`` (n, d) by inner product in its ``nprobe`` lists
         (default: ``self.nprobe``), each query sent only to the shards holding them; with
         ``max_shards`` (default: ``self.max_shards``), to at most that many (see
-        :meth:`probed_lists`).
+        ``probed_lists``).
 
-        Returns ``(D, I)`` as :meth:`AmortizedIVF.search`: the same results as one AmortizedIVF
+        Returns ``(D, I)`` as ``AmortizedIVF.search``: the same results as one AmortizedIVF
         probing the same lists. A shard that is dead or does not answer within ``timeout_s``
-        raises :class:`ShardUnavailableError`; with ``allow_partial`` the other shards' results
+        raises ``ShardUnavailableError``; with ``allow_partial`` the other shards' results
         are returned and ``last_search_stats["partial_queries"]`` counts the queries that lost
         one of their shards.
         """
@@ -380,7 +380,7 @@ class ShardedIVF:
         actor_options: dict | None = None,
         timeout_s: float | None = None,
     ) -> ShardedIVF:
-        """Read a directory written by :meth:`save`, starting one actor per shard file; a missing,
+        """Read a directory written by ``save``, starting one actor per shard file; a missing,
         foreign or inconsistent directory: ValueError."""
         path = Path(directory).resolve()
         try:

@@ -18,15 +18,15 @@ searched with the predicted best key, ``candidates`` results are gathered and re
 with q on the C++ core, and the top k returned.
 
 ``calibrate`` measures the ef that held-out queries need, by group of query directions (see
-:mod:`amips_plugins.effort`); then ``knn_query(..., target_recall=r)`` searches every query at
+``amips_plugins.effort``); then ``knn_query(..., target_recall=r)`` searches every query at
 its group's ef. Those searches walk hnswlib's graph on the C++ core (``_core.GraphSearch``): a
 copy of its links with the keys in 8-bit codes for the walk, the ef keys found ranked again by
 their exact inner product. The copy is made on the first such search after the keys change.
 
-One module per concern: :mod:`.index` (the hnswlib-facing class: building, adding, searching,
-deleting), :mod:`.settings` (hnswlib's settings and read-only views), :mod:`.transform` (the
-query transform), :mod:`.calibration` (``target_recall`` and the C++ walk), :mod:`.files` (save,
-load) and :mod:`.state` (what they share).
+One module per concern: ``index`` (the hnswlib-facing class: building, adding, searching,
+deleting), ``settings`` (hnswlib's settings and read-only views), ``transform`` (the
+query transform), ``calibration`` (``target_recall`` and the C++ walk), ``files`` (save,
+load) and ``state`` (what they share).
 """
 
 from .index import AmortizedHNSW

@@ -1,6 +1,6 @@
-"""Declared recall for an :class:`AmortizedHNSW`: ``calibrate`` measures the ef each group of
+"""Declared recall for an ``AmortizedHNSW``: ``calibrate`` measures the ef each group of
 query directions needs; ``knn_query(x, k, target_recall=r)`` walks the graph on the C++ core at
-each query's ef (see :mod:`amips_plugins.effort`)."""
+each query's ef (see ``amips_plugins.effort``)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Files of an :class:`AmortizedHNSW`: ``save_index`` writes one zip archive (hnswlib's graph file,
+"""Files of an ``AmortizedHNSW``: ``save_index`` writes one zip archive (hnswlib's graph file,
 the Xbox state, the query transform, the calibration and ``meta.json``); ``load_index`` reads it,
-or a plain hnswlib file, after checking the graph (see :mod:`amips_plugins._hnsw_file`)."""
+or a plain hnswlib file, after checking the graph (see ``amips_plugins._hnsw_file``)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ _VERSION = 1
 
 def _read_graph(graph: bytes, dim: int, max_elements: int, allow_replace_deleted: bool):
     """An hnswlib 'ip' index read from the bytes of its file, checked first (see
-    :mod:`._hnsw_file`), and the labels it marks deleted."""
+    ``_hnsw_file``), and the labels it marks deleted."""
     info = check_graph(graph, dim)
     index = hnswlib.Index(space="ip", dim=dim)
     with tempfile.TemporaryDirectory() as tmp:  # the file's own folder may be read-only
@@ -69,10 +69,10 @@ class Files(HNSWState):
                     z.writestr("query_transform.pt", self._query_transform.to_bytes())
 
     def load_index(self, path, max_elements: int = 0, allow_replace_deleted: bool = False) -> None:
-        """Restore an index written by :meth:`save_index`, or a plain hnswlib file written by
+        """Restore an index written by ``save_index``, or a plain hnswlib file written by
         ``hnswlib.Index.save_index`` (space 'ip', this ``dim``), into this object. The graph is
-        checked before hnswlib reads it (see :mod:`._hnsw_file`); a foreign, corrupt or
-        inconsistent file raises :class:`HNSWError`. ``allow_replace_deleted`` as in hnswlib (a
+        checked before hnswlib reads it (see ``_hnsw_file``); a foreign, corrupt or
+        inconsistent file raises ``HNSWError``. ``allow_replace_deleted`` as in hnswlib (a
         saved AmortizedHNSW also keeps the setting it was built with)."""
         max_elements = int(as_int64(np.atleast_1d(max_elements), "max_elements", ndim=1)[0])
         try:

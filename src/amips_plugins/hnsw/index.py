@@ -1,5 +1,5 @@
 """AmortizedHNSW: the hnswlib-facing class (building, adding, searching, deleting); its other
-concerns are its parts, one module each (see :mod:`amips_plugins.hnsw`)."""
+concerns are its parts, one module each (see ``amips_plugins.hnsw``)."""
 
 from __future__ import annotations
 
@@ -28,19 +28,27 @@ class AmortizedHNSW(Files, Calibration, Transform, Settings, PicklesWithoutTrans
 
     Parameters
     ----------
-    space : only ``"ip"`` (inner product)
-    dim : dimension of keys and queries
-    construction : ``"ip"`` or ``"xbox"`` (see the module docstring)
-    sort_batches : insert each batch of ``add_items`` in descending norm order
-    query_transform : one-output model predicting the best key, or None
-    candidates : results gathered per query when searching with the predicted key (at least k)
+    space : str
+        Only ``"ip"`` (inner product).
+    dim : int
+        Dimension of keys and queries.
+    construction : str
+        ``"ip"`` or ``"xbox"`` (see ``amips_plugins.hnsw``).
+    sort_batches : bool
+        Insert each batch of ``add_items`` in descending norm order.
+    query_transform : model or None
+        A one-output model predicting the best key.
+    candidates : int
+        Results gathered per query when searching with the predicted key (at least k).
 
+    Notes
+    -----
     Methods and return conventions follow hnswlib: ``init_index``, ``add_items``,
     ``knn_query -> (labels uint64 (n, k), distances float32 (n, k))``, ``set_ef``, ``ef``,
     ``get_current_count``, ``get_max_elements``, ``resize_index``, ``mark_deleted``,
     ``unmark_deleted``, ``save_index``, ``load_index``; the hnswlib object is ``.index``.
     Differences: bad input or state (wrong dimension, NaN, k above the element count, an empty
-    or uninitialised index, an unknown label) raises :class:`HNSWError`, a ValueError that is also
+    or uninitialised index, an unknown label) raises ``HNSWError``, a ValueError that is also
     a RuntimeError; a batch that cannot fit is refused whole. Every method is safe to call from
     several threads: searches and adds run side by side, ``resize_index``, ``init_index`` and
     ``load_index`` wait for them.
@@ -204,7 +212,7 @@ class AmortizedHNSW(Files, Calibration, Transform, Settings, PicklesWithoutTrans
 
         Returns ``(labels, distances)``: uint64 and float32 (n, k), nearest first, distances
         ``1 - q . x`` as hnswlib's 'ip' space reports them. With ``target_recall`` (after
-        :meth:`calibrate` with this k), every query is searched at the ef its group of
+        ``calibrate`` with this k), every query is searched at the ef its group of
         calibration queries needed for that mean recall@k, instead of the index's ef, by the
         C++ core's walk of the graph (no ``filter``).
         """

@@ -1,4 +1,4 @@
-"""hnswlib's settings and read-only views of an :class:`AmortizedHNSW`: threads, ef, sizes, the
+"""hnswlib's settings and read-only views of an ``AmortizedHNSW``: threads, ef, sizes, the
 labels and the stored vectors."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class Settings(HNSWState):
         self.index.set_num_threads(max(int(num_threads), 0))
 
     def index_file_size(self) -> int:
-        """Bytes of the hnswlib graph as hnswlib saves it (:meth:`save_index` adds the config)."""
+        """Bytes of the hnswlib graph as hnswlib saves it (``save_index`` adds the config)."""
         self._require_ready()
         with self._graph_lock.reading():
             return self.index.index_file_size()

@@ -1,4 +1,4 @@
-"""What every part of :class:`AmortizedHNSW` shares: the attributes it keeps beside the hnswlib
+"""What every part of ``AmortizedHNSW`` shares: the attributes it keeps beside the hnswlib
 index, its error type, and the checks of input and state."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def rows(data, dim: int) -> np.ndarray:
 
 
 class HNSWState:
-    """The attributes an :class:`AmortizedHNSW` keeps beside hnswlib's index, declared once for
+    """The attributes an ``AmortizedHNSW`` keeps beside hnswlib's index, declared once for
     every part (index, settings, transform, calibration, files) it is made of."""
 
     space: str

@@ -1,4 +1,4 @@
-"""The learned query transform of an :class:`AmortizedHNSW`: the graph searched with the predicted
+"""The learned query transform of an ``AmortizedHNSW``: the graph searched with the predicted
 best key, the candidates found rescored exactly with q."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class Transform(HNSWState):
 
     def fit_query_transform(self, keys, train_queries, model=None, **fit_kwargs) -> list[dict]:
         """Train ``model`` (default: a residual ``KeyNet(dim)``) on ``keys`` (those added), use it;
-        ``fit_kwargs`` go to :func:`amips_plugins.fit`; returns its history."""
+        ``fit_kwargs`` go to ``amips_plugins.fit``; returns its history."""
         from ..learn.models import KeyNet
         from ..learn.training import fit
 

@@ -5,7 +5,7 @@ The search itself stays faiss's: the lists to probe are computed here and handed
 inner products with q. Choosing the lists:
 
 - no learned part: faiss's quantizer ranks the centroids for q (results equal faiss's own search);
-- ``router`` (a :class:`MaxAffineRouter`, or a model with one output per list): lists ranked by
+- ``router`` (a ``MaxAffineRouter``, or a model with one output per list): lists ranked by
   the predicted support value of each list; no coarse quantizer step;
 - ``query_transform`` (a one-output KeyNet, SupportNet or MaxAffineNet): the quantizer ranks the
   centroids for the predicted best key instead of q. The chosen lists are then scanned with q
@@ -15,10 +15,10 @@ inner products with q. Choosing the lists:
   (learned first, then faiss's first, then the second of each, ...), duplicates skipped, until
   nprobe lists are chosen.
 
-One module per concern: :mod:`.classes` (the faiss classes), :mod:`.index` (their shared base:
-construction and faiss's methods), :mod:`.search`, :mod:`.learned` (router, query transform and
-their fitting), :mod:`.calibration` (``target_recall``), :mod:`.files` (save, load, pickle) and
-:mod:`.state` (what they share).
+One module per concern: ``classes`` (the faiss classes), ``index`` (their shared base:
+construction and faiss's methods), ``search``, ``learned`` (router, query transform and
+their fitting), ``calibration`` (``target_recall``), ``files`` (save, load, pickle) and
+``state`` (what they share).
 """
 
 from . import classes

@@ -1,6 +1,6 @@
 """Declared recall for an amortized IVF index: ``calibrate`` measures, query by query, how many
 lists queries like the user's need; ``search(x, k, target_recall=r)`` then scans each query's first
-lists and as many more as its group needs (see :mod:`amips_plugins.effort`)."""
+lists and as many more as its group needs (see ``amips_plugins.effort``)."""
 
 from __future__ import annotations
 
@@ -24,15 +24,15 @@ FIRST_LISTS = 4
 
 
 class Calibration(IVFState):
-    """``calibrate`` and the ``target_recall`` search of :class:`AmortizedIVFBase`."""
+    """``calibrate`` and the ``target_recall`` search of ``AmortizedIVFBase``."""
 
     def calibrate(
         self, queries, k: int = 10, *, keys=None, max_nprobe: int | None = None
     ) -> np.ndarray:
         """Measure how many lists queries like ``queries`` (n, d) need, query by query: the
         recall@k of this index's choice of lists at nprobe up to ``max_nprobe`` (default nlist),
-        against the exact top-k (``keys`` as for :meth:`grouped_keys`). The queries are grouped
-        by the k-th best score (over |q|) in their first :data:`FIRST_LISTS` lists.
+        against the exact top-k (``keys`` as for ``grouped_keys``). The queries are grouped
+        by the k-th best score (over |q|) in their first ``FIRST_LISTS`` lists.
 
         Then ``search(x, k, target_recall=r)`` scans each query's first lists, finds its group
         from what they hold, and scans as many more as that group needs, so that the mean

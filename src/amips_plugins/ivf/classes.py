@@ -1,4 +1,4 @@
-"""The faiss classes with a learned choice of lists: :class:`AmortizedIVF` (the
+"""The faiss classes with a learned choice of lists: ``AmortizedIVF`` (the
 ``faiss.IndexIVFFlat`` drop-in) and one class for each of faiss's compressed IVF indexes."""
 
 from __future__ import annotations
@@ -27,31 +27,41 @@ class AmortizedIVF(AmortizedIVFBase, faiss.IndexIVFFlat):
     quantizer : faiss index or None
         The coarse quantizer, as for faiss (dimension d, or d + 1 with ``xbox``); None creates
         ``IndexFlatIP(d)`` (``IndexFlatL2(d + 1)`` with ``xbox``).
-    d, nlist : dimension of keys and queries, number of inverted lists
-    metric : only ``faiss.METRIC_INNER_PRODUCT``
-    xbox : cluster the Xbox-augmented keys [x, sqrt(M^2 - |x|^2)] under L2 (queries [q, 0]); the
-        lists are still scanned by inner product, so scores stay q . x
-    query_transform : one-output model predicting the best key (see :meth:`fit_query_transform`)
-    router : :class:`MaxAffineRouter`, a model with ``nlist`` outputs (see :meth:`fit_router`), or
-        any object with the router protocol of :mod:`amips_plugins.routing`
-    probe_union : probe lists from the learned ranking and faiss's ranking for q in turn (pays
-        the coarse step as well as the network); no effect without a learned part. None (the
-        default): on with a max-affine router, where it measured best on GloVe and WordNet, off
-        otherwise (with the SupportNet router on WordNet it cost a point).
+    d : int
+        Dimension of keys and queries.
+    nlist : int
+        Number of inverted lists.
+    metric : int
+        Only ``faiss.METRIC_INNER_PRODUCT``.
+    xbox : bool
+        Cluster the Xbox-augmented keys [x, sqrt(M^2 - |x|^2)] under L2 (queries [q, 0]); the
+        lists are still scanned by inner product, so scores stay q . x.
+    query_transform : model or None
+        A one-output model predicting the best key (see ``fit_query_transform``).
+    router : router or None
+        A ``MaxAffineRouter``, a model with ``nlist`` outputs (see ``fit_router``), or
+        any object with the router protocol of ``amips_plugins.routing``.
+    probe_union : bool or None
+        Probe lists from the learned ranking and faiss's ranking for q in turn (pays the coarse
+        step as well as the network); no effect without a learned part. None (the default): on
+        with a max-affine router, where it measured best on GloVe and WordNet, off otherwise
+        (with the SupportNet router on WordNet it cost a point).
 
+    Notes
+    -----
     Every faiss attribute and method is faiss's own (``nprobe``, ``max_codes``, ``quantizer``,
     ``invlists``, ``reconstruct``, ``range_search``, ``remove_ids``, ...), and faiss's functions
     and containers take the object as the IndexIVFFlat it is. The learned part applies where
-    Python calls :meth:`search`; ``search(x, k, params=faiss.SearchParametersIVF(nprobe=8))``
+    Python calls ``search``; ``search(x, k, params=faiss.SearchParametersIVF(nprobe=8))``
     sets nprobe (and ``max_codes``, ``sel``) for one call, safely beside other threads.
 
     What C++ sees is the plain IndexIVFFlat: ``faiss.write_index`` / ``serialize_index`` /
     ``clone_index``, and containers such as ``IndexShards`` / ``IndexReplicas`` /
     ``IndexPreTransform``, search it with faiss's quantizer and store no learned part. To keep
-    the learned part use :meth:`save` / :meth:`load`, ``pickle`` or ``copy.deepcopy``.
+    the learned part use ``save`` / ``load``, ``pickle`` or ``copy.deepcopy``.
     With ``xbox`` the faiss index holds the augmented keys, so ``d`` (faiss's) is the key
-    dimension + 1 and faiss's own methods take and return augmented vectors; :meth:`train`,
-    :meth:`add` and :meth:`search` take vectors of the key dimension.
+    dimension + 1 and faiss's own methods take and return augmented vectors; ``train``,
+    ``add`` and ``search`` take vectors of the key dimension.
 
     Differences: bad input raises ValueError / TypeError (also AssertionError for a wrong
     dimension and RuntimeError before training, as faiss raises), and ``last_search_stats``

@@ -31,7 +31,7 @@ _MEMBERS = ("index.faiss", PredictedKeyRouter.member, *LOADERS)
 
 class Files(IVFState):
     """``save``, ``load``, ``serialize``, ``deserialize`` and pickling of
-    :class:`AmortizedIVFBase`."""
+    ``AmortizedIVFBase``."""
 
     def save(self, path) -> None:
         """Write the faiss index, the Xbox state, the learned parts and the config to one file
@@ -40,7 +40,7 @@ class Files(IVFState):
             self._write_archive(f)
 
     def serialize(self) -> bytes:
-        """What :meth:`save` writes, as bytes (:meth:`deserialize` reads them back)."""
+        """What ``save`` writes, as bytes (``deserialize`` reads them back)."""
         buf = io.BytesIO()
         self._write_archive(buf)
         return buf.getvalue()
@@ -72,13 +72,13 @@ class Files(IVFState):
 
     @classmethod
     def load(cls, path) -> AmortizedIVFBase:
-        """Read an index written by :meth:`save`; a foreign, corrupt, inconsistent or newer file:
+        """Read an index written by ``save``; a foreign, corrupt, inconsistent or newer file:
         ValueError. Sizes are checked before anything is allocated for them."""
         return cls._read(path, str(path))
 
     @classmethod
     def deserialize(cls, data) -> AmortizedIVFBase:
-        """The index :meth:`serialize` gave as ``data`` (bytes); errors as for :meth:`load`."""
+        """The index ``serialize`` gave as ``data`` (bytes); errors as for ``load``."""
         return cls._read(bytes(data), "the data")
 
     @classmethod

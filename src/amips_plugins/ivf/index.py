@@ -1,7 +1,7 @@
 """AmortizedIVFBase: a faiss IVF index whose lists are chosen by a learned part; its faiss-facing
 methods (construction, ``train``, ``add``, ``reset``, ``remove_ids``, ...). The other concerns are
-its parts, one module each: search (:mod:`.search`), learned parts (:mod:`.learned`), declared
-recall (:mod:`.calibration`), files (:mod:`.files`)."""
+its parts, one module each: search (``search``), learned parts (``learned``), declared
+recall (``calibration``), files (``files``)."""
 
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ __all__ = ["AmortizedIVFBase"]
 
 
 class AmortizedIVFBase(Files, Calibration, Learned, Search):
-    """The learned choice of lists, shared by :class:`AmortizedIVF` (``faiss.IndexIVFFlat``) and
-    the classes for faiss's compressed IVF indexes (:class:`AmortizedIVFPQ`,
-    :class:`AmortizedIVFScalarQuantizer`, :class:`AmortizedIVFPQFastScan` and, where faiss has
+    """The learned choice of lists, shared by ``AmortizedIVF`` (``faiss.IndexIVFFlat``) and
+    the classes for faiss's compressed IVF indexes (``AmortizedIVFPQ``,
+    ``AmortizedIVFScalarQuantizer``, ``AmortizedIVFPQFastScan`` and, where faiss has
     it, ``AmortizedIVFRaBitQ``): each also derives from its faiss class, whose C++ object it is.
-    Make one with :meth:`from_faiss`, :meth:`from_factory` or :meth:`load`.
+    Make one with ``from_faiss``, ``from_factory`` or ``load``.
 
     Compressed lists cannot give the keys back exactly, so the learned parts are fitted from the
     raw keys the caller passes (``fit_router(train_queries, keys=...)``, row i the key with id i);
@@ -57,7 +57,7 @@ class AmortizedIVFBase(Files, Calibration, Learned, Search):
         cls, index, *, query_transform=None, router=None, probe_union: bool | None = None
     ) -> AmortizedIVFBase:
         """Wrap an existing inner-product faiss IVF index (shared, not copied): an IndexIVFFlat
-        gives an :class:`AmortizedIVF`, an IndexIVFPQ an :class:`AmortizedIVFPQ`, and so on for
+        gives an ``AmortizedIVF``, an IndexIVFPQ an ``AmortizedIVFPQ``, and so on for
         every faiss IVF class listed in the README."""
         plain: Any = faiss.downcast_index(index) if isinstance(index, faiss.Index) else None
         if type(plain) not in AMORTIZED or plain.metric_type != faiss.METRIC_INNER_PRODUCT:
@@ -73,7 +73,7 @@ class AmortizedIVFBase(Files, Calibration, Learned, Search):
     def from_factory(cls, d: int, description: str, **learned) -> AmortizedIVFBase:
         """``faiss.index_factory(d, description, faiss.METRIC_INNER_PRODUCT)`` with a learned
         part, for an IVF description such as ``"IVF1024,PQ32x8"``, ``"IVF1024,SQ8"``,
-        ``"IVF1024,PQ32x4fs"`` or ``"IVF1024,Flat"``; ``learned`` as for :meth:`from_faiss`."""
+        ``"IVF1024,PQ32x4fs"`` or ``"IVF1024,Flat"``; ``learned`` as for ``from_faiss``."""
         d = as_positive_int(d, "d")
         try:
             index = faiss.index_factory(d, description, faiss.METRIC_INNER_PRODUCT)

@@ -18,7 +18,7 @@ __all__ = ["Learned"]
 
 class Learned(IVFState):
     """``router``, ``query_transform``, ``fit_router``, ``fit_query_transform`` and the keys they
-    are fitted on (``grouped_keys``, ``list_ids``, ``keys_by_id``) of :class:`AmortizedIVFBase`."""
+    are fitted on (``grouped_keys``, ``list_ids``, ``keys_by_id``) of ``AmortizedIVFBase``."""
 
     @property
     def query_transform(self):
@@ -39,7 +39,7 @@ class Learned(IVFState):
 
     @router.setter
     def router(self, router) -> None:
-        """A router (see :mod:`amips_plugins.routing`: e.g. a :class:`MaxAffineRouter`) or a
+        """A router (see ``amips_plugins.routing``: e.g. a ``MaxAffineRouter``) or a
         SupportNet / KeyNet with one output per list; None: faiss's quantizer."""
         impl = router
         if is_torch_model(router):
@@ -127,7 +127,7 @@ class Learned(IVFState):
 
     def keys_by_id(self, keys=None) -> np.ndarray:
         """The keys in id order, (ntotal, d): the key set models are fingerprinted on (``keys``
-        as for :meth:`grouped_keys`)."""
+        as for ``grouped_keys``)."""
         grouped, _, ids = self.grouped_keys(keys)
         return grouped[np.argsort(ids, kind="stable")]
 
@@ -135,8 +135,8 @@ class Learned(IVFState):
         self, train_queries, model=None, *, keys=None, **fit_kwargs
     ) -> list[dict]:
         """Train ``model`` (default: a residual ``KeyNet(d)``) to predict each training query's best
-        key among this index's keys (``keys`` as for :meth:`grouped_keys`), and use it.
-        ``fit_kwargs`` go to :func:`amips_plugins.fit`; returns its history."""
+        key among this index's keys (``keys`` as for ``grouped_keys``), and use it.
+        ``fit_kwargs`` go to ``amips_plugins.fit``; returns its history."""
         from ..learn.models import KeyNet
         from ..learn.training import fit
 
@@ -162,19 +162,19 @@ class Learned(IVFState):
 
         By default: the router, ``probe_union`` and ``nprobe`` that find the best key's list for
         the most held-out training queries within ``budget`` FLOPs per query (None: what faiss's
-        own search spends at 5% of the lists), among a :class:`MaxAffineRouter` of 16 pieces per
-        list (in 128 dimensions for keys of more than 256), a :class:`PieceGraphRouter` over
+        own search spends at 5% of the lists), among a ``MaxAffineRouter`` of 16 pieces per
+        list (in 128 dimensions for keys of more than 256), a ``PieceGraphRouter`` over
         every training answer at a few beams, each alone or with faiss's ranking in turn, and
-        faiss's ranking alone (see :mod:`.routing.choice`); returns each candidate's best row
+        faiss's ranking alone (see ``routing.choice``); returns each candidate's best row
         within the budget (``router``, ``nprobe``, ``top1``, ``flops``), best first.
 
-        With ``num_pieces`` or ``router_dim``: that :class:`MaxAffineRouter` (the list means plus
+        With ``num_pieces`` or ``router_dim``: that ``MaxAffineRouter`` (the list means plus
         ``num_pieces`` keys that win the most training queries, default ``16 * nlist``, scored in
         ``router_dim`` dimensions, default the keys'); returns None. With ``model`` (a
-        SupportNet or KeyNet with ``nlist`` outputs): trained by :func:`amips_plugins.fit` to
+        SupportNet or KeyNet with ``nlist`` outputs): trained by ``amips_plugins.fit`` to
         regress every list's support value (``fit_kwargs`` passed on); returns the training
         history. ``keys``: the raw keys, row i the key with id i, for an index whose lists hold
-        compressed codes (see :meth:`grouped_keys`).
+        compressed codes (see ``grouped_keys``).
         """
         self._require_keys()
         keys, offsets, ids = self.grouped_keys(keys)

@@ -21,13 +21,13 @@ _MIN_QUERIES_PER_THREAD = 16  # below this, starting a thread costs more than it
 
 
 class Search(IVFState):
-    """``search``, ``search_lists`` and ``probed_lists`` of :class:`AmortizedIVFBase`."""
+    """``search``, ``search_lists`` and ``probed_lists`` of ``AmortizedIVFBase``."""
 
     def search(self, x, k: int, *, params=None, target_recall=None, D=None, I=None):
         """Top-k keys of every query of ``x`` (n, d) by inner product, in the probed lists.
 
         ``params`` (a ``faiss.SearchParametersIVF``) sets nprobe, ``max_codes`` and the id
-        selector ``sel`` for this call; ``target_recall`` (after :meth:`calibrate`) sets every
+        selector ``sel`` for this call; ``target_recall`` (after ``calibrate``) sets every
         query's nprobe from the k-th best score in its first lists, so that the mean recall@k
         over queries like the calibration ones meets it (``last_search_stats["nprobe_per_query"]``).
         Returns ``(D, I)``: float32 (n, k) inner products best first and int64 (n, k) ids,
@@ -81,8 +81,8 @@ class Search(IVFState):
         return (lists, nprobe, *router.cost(self, nprobe))
 
     def probed_lists(self, x, *, params=None) -> np.ndarray:
-        """The lists :meth:`search` probes for each query of ``x`` (n, d): (n, nprobe) int64,
-        best first, -1 where fewer exist (``params`` as for :meth:`search`)."""
+        """The lists ``search`` probes for each query of ``x`` (n, d): (n, nprobe) int64,
+        best first, -1 where fewer exist (``params`` as for ``search``)."""
         q = as_matrix(x, "x", dim=self._d)
         check_params(params)
         with self._lock.reading():
@@ -90,8 +90,8 @@ class Search(IVFState):
 
     def search_lists(self, x, k: int, lists, *, params=None):
         """Top-k keys of every query of ``x`` (n, d) in the lists given for it, ``lists`` (n, m)
-        int64 (-1: none): :meth:`search` with the choice of lists left to the caller (faiss's
-        ``search_preassigned``). Returns ``(D, I)`` as :meth:`search` does; the scan's counts go
+        int64 (-1: none): ``search`` with the choice of lists left to the caller (faiss's
+        ``search_preassigned``). Returns ``(D, I)`` as ``search`` does; the scan's counts go
         to ``last_search_stats``."""
         q = as_matrix(x, "x", dim=self._d)
         chosen = as_int64(lists, "lists", ndim=2)

@@ -1,4 +1,4 @@
-"""What every part of :class:`AmortizedIVFBase` shares: the attributes it keeps beside faiss's
+"""What every part of ``AmortizedIVFBase`` shares: the attributes it keeps beside faiss's
 IVF index, the registry of the faiss classes it wraps, and the checks of the index's state."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class NotTrainedError(ValueError, RuntimeError):
 
 class IVFState(faiss.IndexIVF):
     """The attributes an amortized IVF index keeps beside faiss's, declared once for every part
-    (search, learned parts, calibration, files) that :class:`AmortizedIVFBase` is made of."""
+    (search, learned parts, calibration, files) that ``AmortizedIVFBase`` is made of."""
 
     # faiss refuses attributes its classes do not have; these are this class's own.
     _d = 0  # the key dimension (faiss's d is one more with xbox)

@@ -1,6 +1,6 @@
 """Ways to choose the lists an IVF search probes.
 
-A router ranks the lists of an :class:`~amips_plugins.AmortizedIVF` for a batch of queries. It
+A router ranks the lists of an ``amips_plugins.AmortizedIVF`` for a batch of queries. It
 is any object with:
 
 - ``dim``, ``num_outputs``: the query dimension and the number of lists it ranks;
@@ -12,7 +12,7 @@ is any object with:
 - ``member``, ``to_bytes()``: the archive member an AmortizedIVF file keeps it in, and its bytes
   (routers built from an index's settings need none).
 
-A new router is one module here, plus its entry in :data:`LOADERS` to be read back from files.
+A new router is one module here, plus its entry in ``LOADERS`` to be read back from files.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Which learned ranking finds the most best keys for a given number of FLOPs per query depends on
 the data: on GloVe (d = 50) 16 exactly scored pieces per list are cheap, on d = 384 text a graph
-walk over every training answer is (see :mod:`.graph`). So the default ``fit_router`` fits each
+walk over every training answer is (see ``graph``). So the default ``fit_router`` fits each
 candidate on most of the training queries, measures on the rest how often the best key's list is
 among the first nprobe lists against the FLOPs per query (routing, coarse distances and the
 scan, the last at 2 d per key, as faiss's search counts them), and keeps the candidate and nprobe

@@ -34,7 +34,7 @@ class PieceGraphRouter:
 
     Parameters
     ----------
-    arrays : the :class:`._core.GraphSearch` arguments of a graph over the pieces
+    arrays : the ``_core.GraphSearch`` arguments of a graph over the pieces
     element_lists : int array (m,), the list of the piece at each graph element
     num_outputs : the number of lists
     ef : the walk's beam; its ef best pieces give the ranking (lists short of nprobe distinct
@@ -72,7 +72,7 @@ class PieceGraphRouter:
         seed: int = 0,
     ) -> PieceGraphRouter:
         """The graph over ``pieces`` (m, d), grouped so that list c's are rows
-        ``offsets[c]:offsets[c + 1]`` (a :class:`MaxAffineRouter`'s pieces and offsets)."""
+        ``offsets[c]:offsets[c + 1]`` (a ``MaxAffineRouter``'s pieces and offsets)."""
         import hnswlib  # only to build
 
         x = as_matrix(pieces, "pieces", allow_empty=False)

@@ -49,7 +49,7 @@ class MaxAffineRouter:
     pieces : array (m, d), grouped so that list c's pieces are rows ``offsets[c]:offsets[c + 1]``
     offsets : int array (C + 1,), non-decreasing from 0 to m; a list without pieces scores -inf
     projection : optional array (D, d): queries of dimension D are scored as ``q @ projection``
-        against pieces projected the same way (an approximate, cheaper router; see :meth:`fit`)
+        against pieces projected the same way (an approximate, cheaper router; see ``fit``)
     """
 
     def __init__(self, pieces: ArrayLike, offsets: ArrayLike, projection: ArrayLike | None = None):
@@ -112,8 +112,8 @@ class MaxAffineRouter:
         num_pieces: int,
         projection: np.ndarray | None = None,
     ) -> MaxAffineRouter:
-        """:meth:`fit` from the training queries' exact top-1 ``answers`` (rows of ``keys``),
-        for checked ``keys`` and ``offsets``; ``projection`` as for :meth:`from_parts`."""
+        """``fit`` from the training queries' exact top-1 ``answers`` (rows of ``keys``),
+        for checked ``keys`` and ``offsets``; ``projection`` as for ``from_parts``."""
         winners = most_winning_keys(keys, answers, num_pieces)
         list_of_key = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
         sizes = np.diff(offsets)
@@ -131,7 +131,7 @@ class MaxAffineRouter:
         lists: np.ndarray,
         projection: np.ndarray | None = None,
     ) -> MaxAffineRouter:
-        """The pieces of :meth:`fit` from its parts: every list's mean (C, d) and size (C,) (an
+        """The pieces of ``fit`` from its parts: every list's mean (C, d) and size (C,) (an
         empty list gets no mean), and the chosen ``keys`` (m, d) with their ``lists`` (m,);
         with a ``projection`` (d, r), the pieces are scored in its r dimensions."""
         has_mean = np.flatnonzero(sizes > 0)
