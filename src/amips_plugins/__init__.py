@@ -11,6 +11,7 @@ names below that need faiss, hnswlib or torch are loaded on first use.
 import importlib
 import logging
 
+from ._freshness import StaleCalibrationError, StaleWarning
 from .exact import rescore, segment_max_dot, simd_level, topk_dot, topk_rows
 from .ground_truth import ground_truth
 from .routing import MaxAffineRouter, PieceGraphRouter
@@ -54,6 +55,8 @@ __all__ = [
     "MaxAffineRouter",
     "PieceGraphRouter",
     "QueryTransform",
+    "StaleCalibrationError",
+    "StaleWarning",
     "SupportNet",
     "XboxTransform",
     "__version__",

@@ -156,3 +156,60 @@ def insertion_order(keys: np.ndarray) -> np.ndarray:
     inner-product graph: large-norm keys answer most queries, and linking them first builds a
     better graph (Vespa saw the same); voyager's inner product needs it outright."""
     return np.argsort(-np.einsum("ij,ij->i", keys, keys), kind="stable")
+
+
+def index_from_arrays(arrays: dict, labels: np.ndarray, ef_construction: int = 200):
+    """A live ``hnswlib.Index(space="ip")`` holding the graph of ``arrays`` (the arguments of a
+    ``_core.GraphSearch``, which must have accepted them: every link and level checked) with
+    ``labels`` (one per element): the inverse of ``graph_arrays``, through hnswlib's own
+    pickled state, so that elements can be added to a graph read from a file."""
+    import hnswlib
+
+    keys, links0, levels = arrays["keys"], arrays["links0"], arrays["levels"]
+    count, dim = keys.shape
+    max_m, max_m0 = int(arrays["max_m"]), links0.shape[1] - 1
+    data = 4 * (max_m0 + 1)
+    record = np.concatenate(
+        [
+            links0.view(np.uint8).reshape(count, -1),
+            keys.view(np.uint8).reshape(count, -1),
+            labels.astype(np.uint64).view(np.uint8).reshape(count, 8),
+        ],
+        axis=1,
+    )
+    entry = int(arrays["entry"])
+    state = {
+        "ser_version": 1,
+        "space": "ip",
+        "dim": dim,
+        "index_inited": True,
+        "ep_added": True,
+        "normalize": False,
+        "num_threads": 1,
+        "seed": 100,
+        "offset_level0": 0,
+        "max_elements": count,
+        "cur_element_count": count,
+        "size_data_per_element": record.shape[1],
+        "label_offset": data + 4 * dim,
+        "offset_data": data,
+        "max_level": int(levels[entry]),
+        "enterpoint_node": entry,
+        "max_M": max_m,
+        "max_M0": max_m0,
+        "M": max_m,
+        "mult": 1 / np.log(max_m),
+        "ef_construction": ef_construction,
+        "ef": 10,
+        "has_deletions": bool(arrays["deleted"].any()),
+        "size_links_per_element": 4 * (max_m + 1),
+        "allow_replace_deleted": False,
+        "label_lookup_external": labels.astype(np.uint64),
+        "label_lookup_internal": np.arange(count, dtype=np.uint32),
+        "element_levels": levels.astype(np.int32),
+        "data_level0": record.ravel().view(np.int8),
+        "link_lists": np.ascontiguousarray(arrays["upper"]).view(np.int8),
+    }
+    index = hnswlib.Index.__new__(hnswlib.Index)
+    index.__setstate__((state,))
+    return index

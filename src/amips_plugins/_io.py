@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "CALIBRATION_QUERIES",
     "atomic_path",
     "scratch_path",
     "read_member",
@@ -25,9 +26,13 @@ __all__ = [
     "default_cache_dir",
     "cached_arrays",
     "key_fingerprint",
+    "npy_bytes",
+    "read_npy",
 ]
 
 logger = logging.getLogger(__name__)
+
+CALIBRATION_QUERIES = "calibration_queries.npy"  # the member an index keeps them in
 
 
 def _remove_orphans(path: Path) -> None:
@@ -148,3 +153,15 @@ def key_fingerprint(keys) -> dict:
     x = np.ascontiguousarray(keys, dtype=np.float32)
     digest = hashlib.blake2b(x.data.cast("B"), digest_size=16).hexdigest()
     return {"n": int(x.shape[0]), "d": int(x.shape[1]), "blake2b": digest}
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """``array`` in the ``.npy`` format, as an archive member holds it."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def read_npy(data: bytes) -> np.ndarray:
+    """The array of ``.npy`` bytes (never pickled objects); ValueError for anything else."""
+    return np.load(io.BytesIO(data), allow_pickle=False)

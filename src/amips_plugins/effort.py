@@ -58,10 +58,15 @@ class DirectionGroups:
             raise ValueError("an inconsistent effort calibration (the groups' directions)")
 
     @classmethod
-    def fit(cls, queries: np.ndarray, seed: int = 0) -> tuple[DirectionGroups, np.ndarray]:
-        """Groups from spherical k-means of ``queries``, and each query's group; no group empty."""
+    def fit(
+        cls, queries: np.ndarray, seed: int = 0, *, num_groups: int | None = None
+    ) -> tuple[DirectionGroups, np.ndarray]:
+        """Groups from spherical k-means of ``queries``, and each query's group; no group empty.
+        ``num_groups``: at most this many (default: one per 250 queries, at most 32)."""
         directions = _unit(queries)
-        num_groups = _num_groups(len(queries))
+        if num_groups is None:
+            num_groups = _num_groups(len(queries))
+        num_groups = max(1, min(num_groups, len(queries)))
         if num_groups > 1:
             kmeans = faiss.Kmeans(queries.shape[1], num_groups, niter=20, seed=seed, spherical=True)
             kmeans.train(directions)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._freshness import StaleCalibrationError, kept_calibration_queries
 from .._hnsw_file import copy_graph
 from .._validation import as_positive_int
 from ..effort import EffortTable, effort_grid
@@ -28,8 +29,13 @@ class Calibration(HNSWState):
         that the mean recall@k over queries like these is r at the least time.
 
         Use queries drawn as the searched ones will be (not those a query transform was fitted
-        on). Setting a query transform clears the calibration; calibrate again after the keys
-        change much. Searches wait while it runs. Returns the mean recall@k per ef measured.
+        on). Setting a query transform clears the calibration. Searches wait while it runs.
+        Returns the mean recall@k per ef measured.
+
+        The index keeps up to ``KEPT_CALIBRATION_QUERIES`` of the queries: after the keys change
+        (``add_items``, ``mark_deleted``, ...), the next ``target_recall`` search measures the
+        calibration again on them (``last_search_stats["calibration"]`` says ``"measured
+        again"``), or, with ``auto_recalibrate = False``, raises ``StaleCalibrationError``.
         """
         q = rows(queries, self.dim)
         k = as_positive_int(k, "k")
@@ -38,35 +44,66 @@ class Calibration(HNSWState):
         if len(q) == 0:
             raise HNSWError("calibrate needs at least one query")
         with self._graph_lock.writing(), hnswlib_errors():
-            count = self._live_count()
-            if k > count:
-                raise HNSWError(f"k = {k} exceeds the {count} elements in the index")
-            labels = np.array(sorted(set(self.index.get_ids_list()) - self._deleted), np.int64)
-            keys = np.asarray(self.index.get_items(labels), dtype=np.float32)[:, : self.dim]
-            truth = labels[topk_dot(q, keys, k)[1]]
-            del keys
-
-            def search(queries: np.ndarray, ef: int) -> np.ndarray:
-                efs = np.full(len(queries), ef, np.int32)
-                return self._walk(queries, k, efs, num_threads)[0].astype(np.int64)
-
-            table = EffortTable.measure(q, truth, search, effort_grid(k, max(k, max_ef)))
-            self._effort = table
+            self._note_changes_from_cpp()
+            table = self._measure(q, k, max_ef, num_threads)
+            self._effort, self._effort_version = table, self._keys_version
+            self._calibration_queries = kept_calibration_queries(q)
+            self._calibration_max_ef = max_ef
         return table.curve()
 
-    def _ef_per_query(self, q: np.ndarray, k: int, target_recall) -> np.ndarray:
-        """The ef of every query's calibration group for ``target_recall`` at this k."""
-        table = self._effort
+    def _measure(self, q: np.ndarray, k: int, max_ef: int, num_threads: int) -> EffortTable:
+        """The effort table of queries ``q`` against the keys present (under the graph lock)."""
+        count = self._live_count()
+        if k > count:
+            raise HNSWError(f"k = {k} exceeds the {count} elements in the index")
+        labels = np.array(sorted(set(self.index.get_ids_list()) - self._deleted), np.int64)
+        keys = np.asarray(self.index.get_items(labels), dtype=np.float32)[:, : self.dim]
+        truth = labels[topk_dot(q, keys, k)[1]]
+        del keys
+
+        def search(queries: np.ndarray, ef: int) -> np.ndarray:
+            efs = np.full(len(queries), ef, np.int32)
+            return self._walk(queries, k, efs, num_threads)[0].astype(np.int64)
+
+        return EffortTable.measure(q, truth, search, effort_grid(k, max(k, max_ef)))
+
+    def _ef_per_query(
+        self, q: np.ndarray, k: int, target_recall, num_threads: int
+    ) -> tuple[np.ndarray, str]:
+        """The ef of every query's calibration group for ``target_recall`` at this k, measured
+        again on the kept queries when the keys changed since (under the graph lock); and
+        which of the two."""
+        table, state = self._effort, "current"
         if table is None:
             raise HNSWError(
                 "target_recall needs a calibration: call calibrate(held_out_queries, k) first"
             )
         if k != table.k:
             raise HNSWError(f"the index was calibrated for k = {table.k}, not {k}")
+        if self._effort_version != self._keys_version:
+            with self._recalibrating:  # one search measures, the others wait for its table
+                table, state = self._effort or table, "measured again"
+                if self._effort_version != self._keys_version:
+                    table = self._measured_again(table, num_threads)
+                    self._effort, self._effort_version = table, self._keys_version
         try:
-            return table.efforts_for(target_recall)[table.group_of(q)]
+            return table.efforts_for(target_recall)[table.group_of(q)], state
         except ValueError as e:
             raise HNSWError(str(e)) from None
+
+    def _measured_again(self, table: EffortTable, num_threads: int) -> EffortTable:
+        queries = self._calibration_queries
+        why = None
+        if not self.auto_recalibrate:
+            why = "auto_recalibrate is off"
+        elif queries is None:
+            why = "the index kept no calibration queries (a file from an earlier version)"
+        if why is not None or queries is None:
+            raise StaleCalibrationError(
+                f"the keys changed since calibrate() and the calibration cannot be measured "
+                f"again ({why}): call calibrate(held_out_queries, k) again"
+            )
+        return self._measure(queries, table.k, self._calibration_max_ef, num_threads)
 
     def _walk(self, q: np.ndarray, k: int, ef_per_query: np.ndarray, num_threads: int):
         """Search every query at its own ef by the C++ core's walk of a copy of the graph (made

@@ -13,8 +13,8 @@ import hnswlib
 import numpy as np
 
 from .._hnsw_file import check_graph
-from .._io import atomic_path, read_archive, scratch_path
-from .._validation import as_int64, as_positive_int
+from .._io import CALIBRATION_QUERIES, atomic_path, npy_bytes, read_archive, read_npy, scratch_path
+from .._validation import as_int64, as_matrix, as_positive_int
 from ..effort import EffortTable
 from ..xbox import XboxTransform
 from .state import CONSTRUCTIONS, HNSWError, HNSWState
@@ -58,15 +58,25 @@ class Files(HNSWState):
             "allow_replace_deleted": bool(self._allow_replace_deleted),
             "xbox": None if self.xbox is None else self.xbox.state_dict(),
             "calibration": None if self._effort is None else self._effort.state_dict(),
+            "calibration_max_ef": self._calibration_max_ef,
+            "auto_recalibrate": self.auto_recalibrate,
         }
         with atomic_path(path) as out, scratch_path(path, "graph") as graph:
             with self._add_lock, self._graph_lock.reading():
+                self._note_changes_from_cpp()
                 self.index.save_index(str(graph))
+                meta["stale"] = sorted(self._stale)
+                # a calibration measured on other keys is measured again after loading
+                meta["calibration_stale"] = (
+                    self._effort is not None and self._effort_version != self._keys_version
+                )
             with zipfile.ZipFile(out, "w") as z:
                 z.writestr("meta.json", json.dumps(meta))
                 z.write(graph, "graph.bin")
                 if self._query_transform is not None:
                     z.writestr("query_transform.pt", self._query_transform.to_bytes())
+                if self._calibration_queries is not None:
+                    z.writestr(CALIBRATION_QUERIES, npy_bytes(self._calibration_queries))
 
     def load_index(self, path, max_elements: int = 0, allow_replace_deleted: bool = False) -> None:
         """Restore an index written by ``save_index``, or a plain hnswlib file written by
@@ -78,7 +88,10 @@ class Files(HNSWState):
         try:
             if zipfile.is_zipfile(path):
                 meta, blobs = read_archive(
-                    path, "AmortizedHNSW", _VERSION, ("graph.bin", "query_transform.pt")
+                    path,
+                    "AmortizedHNSW",
+                    _VERSION,
+                    ("graph.bin", "query_transform.pt", CALIBRATION_QUERIES),
                 )
                 graph, transform = blobs["graph.bin"], blobs.get("query_transform.pt")
                 config = self._check_meta(meta)
@@ -92,15 +105,26 @@ class Files(HNSWState):
                 xbox = None if state is None else XboxTransform.from_state_dict(state)
                 if xbox is not None and xbox.dim != self.dim:
                     raise ValueError(f"the Xbox state has dim {xbox.dim}, the index {self.dim}")
+                kept = blobs.get(CALIBRATION_QUERIES)
+                calibration_queries = (
+                    None if kept is None else as_matrix(read_npy(kept), "calibration queries")
+                )
+                if calibration_queries is not None and calibration_queries.shape[1] != self.dim:
+                    raise ValueError("the calibration queries do not have the index's dim")
             else:  # hnswlib's own format: the graph alone
                 with open(path, "rb") as f:
                     graph, transform, xbox, effort = f.read(), None, None, None
+                calibration_queries = None
                 config = {
                     "construction": "ip",
                     "sort_batches": self.sort_batches,
                     "candidates": self.candidates,
                     "allow_replace_deleted": False,
                     "ef": None,
+                    "calibration_max_ef": 1000,
+                    "calibration_stale": False,
+                    "stale": [],
+                    "auto_recalibrate": True,
                 }
             allow = config["allow_replace_deleted"] or bool(allow_replace_deleted)
             index, deleted = _read_graph(graph, self.dim + (xbox is not None), max_elements, allow)
@@ -130,6 +154,13 @@ class Files(HNSWState):
             self._allow_replace_deleted = allow
             self.query_transform = model
             self._effort = effort
+            self._keys_version += 1  # other keys: other learned parts, as the file says
+            self._keys_seen = index.element_count
+            self._effort_version = self._keys_version - config["calibration_stale"]
+            self._calibration_queries = calibration_queries
+            self._calibration_max_ef = config["calibration_max_ef"]
+            self._stale = set(config["stale"])
+            self.auto_recalibrate = config["auto_recalibrate"]
 
     def _check_meta(self, meta: dict) -> dict:
         if meta["dim"] != self.dim:
@@ -140,12 +171,20 @@ class Files(HNSWState):
             raise ValueError(
                 f"construction {meta['construction']!r} with xbox {meta['xbox']!r:.80}"
             )
-        flags = {name: meta.get(name, False) for name in ("sort_batches", "allow_replace_deleted")}
+        names = ("sort_batches", "allow_replace_deleted", "calibration_stale")
+        flags = {name: meta.get(name, False) for name in names}
+        flags["auto_recalibrate"] = meta.get("auto_recalibrate", True)
         if not all(isinstance(v, bool) for v in flags.values()):
-            raise ValueError(f"sort_batches and allow_replace_deleted must be booleans: {flags}")
+            raise ValueError(f"{', '.join(flags)} must be booleans: {flags}")
+        stale = meta.get("stale", [])
+        if not isinstance(stale, list) or not set(stale) <= {"query_transform"}:
+            raise ValueError(f"stale must list learned parts, got {stale!r:.80}")
+        max_ef = meta.get("calibration_max_ef", 1000)
         return {
             **flags,
             "construction": meta["construction"],
             "candidates": as_positive_int(meta["candidates"], "candidates"),
             "ef": as_positive_int(meta["ef"], "ef"),
+            "calibration_max_ef": as_positive_int(max_ef, "calibration_max_ef"),
+            "stale": stale,
         }

@@ -10,6 +10,7 @@ import threading
 import hnswlib
 import numpy as np
 
+from .._freshness import warn_stale
 from .._hnsw_file import check_graph, insertion_order
 from .._sync import PicklesWithoutTransients, ReadWriteLock
 from .._validation import as_int64, as_positive_int
@@ -58,6 +59,7 @@ class AmortizedHNSW(Files, Calibration, Transform, Settings, PicklesWithoutTrans
     _TRANSIENT = {
         "_add_lock": threading.Lock,
         "_graph_lock": ReadWriteLock,
+        "_recalibrating": threading.Lock,
         "_walker": lambda: None,
     }
 
@@ -88,8 +90,13 @@ class AmortizedHNSW(Files, Calibration, Transform, Settings, PicklesWithoutTrans
         self._allow_replace_deleted = None
         self._add_lock = threading.Lock()
         self._graph_lock = ReadWriteLock()
+        self._recalibrating = threading.Lock()
         self._walker = None
         self.last_search_stats = {}
+        self._keys_version = self._keys_seen = self._effort_version = 0
+        self._stale = set()
+        self._calibration_queries, self._calibration_max_ef = None, 1000
+        self.auto_recalibrate = True
         self.query_transform = query_transform  # also clears the calibration
 
     @classmethod
@@ -105,6 +112,7 @@ class AmortizedHNSW(Files, Calibration, Transform, Settings, PicklesWithoutTrans
             **kwargs,
         )
         self.index = index
+        self._keys_seen = index.element_count
         self._ready = index.max_elements > 0
         if self._ready:  # which labels are deleted: only the saved graph tells
             with tempfile.TemporaryDirectory() as tmp:
@@ -203,7 +211,7 @@ class AmortizedHNSW(Files, Calibration, Transform, Settings, PicklesWithoutTrans
                 kept = set(self.index.get_ids_list())
                 self._deleted = {label for label in self._deleted if label in kept}
             self._deleted.difference_update(labels.tolist())
-            self._walker = None
+            self._keys_changed()
 
     def knn_query(
         self, data, k: int = 1, num_threads: int = -1, filter=None, *, target_recall=None
@@ -214,23 +222,35 @@ class AmortizedHNSW(Files, Calibration, Transform, Settings, PicklesWithoutTrans
         ``1 - q . x`` as hnswlib's 'ip' space reports them. With ``target_recall`` (after
         ``calibrate`` with this k), every query is searched at the ef its group of
         calibration queries needed for that mean recall@k, instead of the index's ef, by the
-        C++ core's walk of the graph (no ``filter``).
+        C++ core's walk of the graph (no ``filter``); after a change of keys the calibration
+        is measured again first (see ``calibrate``). ``last_search_stats["stale"]`` names the
+        learned parts fitted on other keys (a ``StaleWarning`` is issued too).
         """
         q = rows(data, self.dim)
         k = as_positive_int(k, "k")
         self._require_ready()
-        ef_per_query = None if target_recall is None else self._ef_per_query(q, k, target_recall)
-        if ef_per_query is not None and filter is not None:
+        if target_recall is not None and filter is not None:
             raise HNSWError("target_recall searches take no filter")
         with self._graph_lock.reading(), hnswlib_errors():
+            self._note_changes_from_cpp()
+            stale = set(self._stale)
+            if target_recall is not None:  # checked before anything else, as other errors are
+                ef_per_query, state = self._ef_per_query(q, k, target_recall, num_threads)
             count = self._live_count()
             if k > count:
                 raise HNSWError(f"k = {k} exceeds the {count} elements in the index")
             if len(q) == 0:
-                return np.empty((0, k), np.uint64), np.empty((0, k), np.float32)
-            if ef_per_query is None:
-                return self._knn_query(q, k, num_threads, filter, count)
-            return self._walk(q, k, ef_per_query, num_threads)
+                result = np.empty((0, k), np.uint64), np.empty((0, k), np.float32)
+                self.last_search_stats = {}
+            elif target_recall is None:
+                result = self._knn_query(q, k, num_threads, filter, count)
+                self.last_search_stats = {}
+            else:
+                result = self._walk(q, k, ef_per_query, num_threads)
+                self.last_search_stats["calibration"] = state
+            self.last_search_stats["stale"] = sorted(stale)
+        warn_stale(stale)
+        return result
 
     def resize_index(self, new_size: int) -> None:
         new_size = as_positive_int(new_size, "new_size")
@@ -249,7 +269,7 @@ class AmortizedHNSW(Files, Calibration, Transform, Settings, PicklesWithoutTrans
         with self._add_lock, self._graph_lock.reading(), hnswlib_errors():
             self.index.mark_deleted(label)
             self._deleted.add(label)
-            self._walker = None
+            self._keys_changed()
 
     def unmark_deleted(self, label: int) -> None:
         label = int(as_int64(np.atleast_1d(label), "label", ndim=1)[0])
@@ -257,7 +277,7 @@ class AmortizedHNSW(Files, Calibration, Transform, Settings, PicklesWithoutTrans
         with self._add_lock, self._graph_lock.reading(), hnswlib_errors():
             self.index.unmark_deleted(label)
             self._deleted.discard(label)
-            self._walker = None
+            self._keys_changed()
 
     def __repr__(self) -> str:
         return (

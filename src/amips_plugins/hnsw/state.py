@@ -70,6 +70,29 @@ class HNSWState:
     _query_transform: Any
     _predictor: Any  # the query transform's key predictor
     _effort: EffortTable | None  # calibrate()'s, for target_recall; None: not calibrated
+    # the keys the learned parts describe (see amips_plugins._freshness)
+    _keys_version: int  # counts the changes of keys made through this class
+    _keys_seen: int  # the element count after the last of them (another: a change in hnswlib)
+    _stale: set[str]  # learned parts that could not follow a change of keys
+    _effort_version: int  # _keys_version when the calibration was measured
+    _calibration_queries: np.ndarray | None  # kept to measure it again after the keys change
+    _calibration_max_ef: int  # its max_ef
+    auto_recalibrate: bool  # after a change of keys: measure again (True) or raise (False)
+    _recalibrating: threading.Lock  # one search measures again, the others wait for it
+
+    def _keys_changed(self) -> None:
+        """Note a change of keys: the walk's copy of the graph is made again, the calibration
+        measured again at the next target_recall search, a query transform is stale."""
+        self._walker = None
+        self._keys_version += 1
+        self._keys_seen = self.index.element_count
+        if self._query_transform is not None:
+            self._stale.add("query_transform")
+
+    def _note_changes_from_cpp(self) -> None:
+        """A search's check that no element was added to the hnswlib index behind this class."""
+        if self.index.element_count != self._keys_seen:
+            self._keys_changed()
 
     @property
     def _stored_dim(self) -> int:

@@ -26,6 +26,7 @@ class Transform(HNSWState):
 
             self._predictor = key_predictor(model, self.dim)
         self._query_transform = model
+        self._stale.discard("query_transform")
         self._effort = None  # measured with another search path
 
     def fit_query_transform(self, keys, train_queries, model=None, **fit_kwargs) -> list[dict]:

@@ -9,6 +9,7 @@ import time
 import faiss
 import numpy as np
 
+from .._freshness import StaleCalibrationError, kept_calibration_queries
 from .._validation import as_k, as_matrix, as_positive_int
 from ..effort import EffortTable, ScoreBins, effort_grid
 from ..exact import topk_dot
@@ -44,19 +45,36 @@ class Calibration(IVFState):
         router or the query transform clears the calibration. A key counts as found when its
         list is probed (the scan is exact; ``max_codes`` is not modelled). Returns the mean
         recall@k at nprobe 1 .. max_nprobe, (max_nprobe,) float64.
+
+        The index keeps up to ``KEPT_CALIBRATION_QUERIES`` of the queries: after the keys
+        change, the next ``target_recall`` search measures the calibration again on them
+        (``last_search_stats["calibration"]`` says ``"measured again"``), or, with
+        ``auto_recalibrate = False``, raises ``StaleCalibrationError``. Where the lists hold
+        codes, measuring needs the raw keys: call ``calibrate`` again with ``keys``.
         """
         q = as_matrix(queries, "queries", dim=self._d, allow_empty=False)
-        self._require_keys()
-        k = as_k(k, self.ntotal, len(q))
-        depth = (
-            self.nlist
-            if max_nprobe is None
-            else min(as_positive_int(max_nprobe, "max_nprobe"), self.nlist)
-        )
-        grouped, offsets, _ = self.grouped_keys(keys)
+        raw = None if keys is None else as_matrix(keys, "keys", dim=self._d)
+        with self._lock.reading():
+            self._require_keys()
+            k = as_k(k, self.ntotal, len(q))
+            depth = (
+                self.nlist
+                if max_nprobe is None
+                else min(as_positive_int(max_nprobe, "max_nprobe"), self.nlist)
+            )
+            self._note_changes_from_cpp()
+            table, found_at = self._measure(q, k, depth, *self._grouped_keys(raw)[:2])
+            self._effort, self._effort_version = table, self._keys_version
+            self._calibration_queries, self._calibration_depth = kept_calibration_queries(q), depth
+        return np.bincount(found_at.ravel(), minlength=depth + 1)[:depth].cumsum() / found_at.size
+
+    def _measure(self, q, k, depth, grouped, offsets) -> tuple[EffortTable, np.ndarray]:
+        """The effort table of queries ``q`` for this index's choice of lists, and the probe at
+        which each of their true top-k keys is found (n, k) (``depth``: not within it); under
+        the lock, over the keys ``grouped`` by list as ``offsets``."""
         _, rows = topk_dot(q, grouped, k)
         true_lists = np.searchsorted(offsets, rows, side="right") - 1  # (n, k)
-        lists = self.probed_lists(q, params=faiss.SearchParametersIVF(nprobe=depth))
+        lists = self._route(q, faiss.SearchParametersIVF(nprobe=depth))[0]
         found_at = np.empty(true_lists.shape, np.int64)  # the probe reaching each key; depth: none
         for a in range(0, len(q), 1024):  # (chunk, depth, k) comparisons at a time
             hit = lists[a : a + 1024, :, None] == true_lists[a : a + 1024, None, :]
@@ -66,19 +84,19 @@ class Calibration(IVFState):
         recall = np.stack([(found_at < n).mean(axis=1) for n in efforts], axis=1)
         sizes = np.diff(offsets)
         scanned = np.cumsum(np.where(lists >= 0, sizes[np.maximum(lists, 0)], 0), axis=1)
-        with self._lock.reading():
-            scores = self._scan(
-                q, k, np.ascontiguousarray(lists[:, :first]), default_scan_params(first, 0)
-            )[0]
+        scores = self._scan(
+            q, k, np.ascontiguousarray(lists[:, :first]), default_scan_params(first, 0)
+        )[0]
         bins, group = ScoreBins.fit(kth_score_over_norm(scores, q))
         # cost: keys scanned, plus one so that it is positive where the first lists are empty
         table = EffortTable.from_queries(
             k, efforts, bins, group, recall, 1 + scanned[:, efforts - 1]
         )
-        self._effort = table
-        return np.bincount(found_at.ravel(), minlength=depth + 1)[:depth].cumsum() / rows.size
+        return table, found_at
 
-    def _calibration(self, k: int) -> EffortTable:
+    def _calibration(self, k: int) -> tuple[EffortTable, str]:
+        """The calibration for a ``target_recall`` search at this k, measured again on the kept
+        queries when the keys changed since (under the read lock); and which of the two."""
         table = self._effort
         if table is None:
             raise ValueError(
@@ -87,11 +105,38 @@ class Calibration(IVFState):
             )
         if k != table.k:
             raise ValueError(f"the index was calibrated for k = {table.k}, not {k}")
-        return table
+        if self._effort_version == self._keys_version:
+            return table, "current"
+        with self._recalibrating:  # one search measures, the others wait for its table
+            current = self._effort
+            if current is None or self._effort_version != self._keys_version:
+                current = self._measured_again(table)
+                self._effort, self._effort_version = current, self._keys_version
+            return current, "measured again"
+
+    def _measured_again(self, table: EffortTable) -> EffortTable:
+        """The calibration measured again on the kept queries, after the keys changed."""
+        queries = self._calibration_queries
+        why = None
+        if not self.auto_recalibrate:
+            why = "auto_recalibrate is off"
+        elif queries is None:
+            why = "the index kept no calibration queries (a file from an earlier version)"
+        elif not isinstance(self, faiss.IndexIVFFlat):
+            why = "its lists hold codes, which cannot give the keys back: pass keys="
+        elif self.ntotal < table.k:
+            why = f"it holds {self.ntotal} keys, fewer than k = {table.k}"
+        if why is not None:
+            raise StaleCalibrationError(
+                f"the keys changed since calibrate() and the calibration cannot be measured "
+                f"again ({why}): call calibrate(held_out_queries, k) again"
+            )
+        grouped, offsets, _ = self._grouped_keys(None)
+        return self._measure(queries, table.k, self._calibration_depth, grouped, offsets)[0]
 
     def _search_to_target(self, q: np.ndarray, k: int, target_recall, params):
         """The calibrated search: each query's first lists, then its group's further ones."""
-        table = self._calibration(k)
+        table, state = self._calibration(k)
         chosen = table.efforts_for(target_recall)  # nprobe per group
         start = time.perf_counter()
         deepest = int(chosen.max())
@@ -119,6 +164,7 @@ class Calibration(IVFState):
             q, lists, nprobe.mean(), distances, network_flops, coarse, (start, routed)
         )
         self.last_search_stats["nprobe_per_query"] = nprobe
+        self.last_search_stats["calibration"] = state
         return D, I
 
 

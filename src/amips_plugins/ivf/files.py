@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 import faiss
 import numpy as np
 
-from .._io import atomic_path, read_archive
-from .._validation import as_positive_int
+from .._io import CALIBRATION_QUERIES, atomic_path, npy_bytes, read_archive, read_npy
+from .._validation import as_matrix, as_positive_int
 from ..routing import LOADERS, PredictedKeyRouter
+from ..routing.ledger import AnswerLedger
 from ..routing.network import load_torch_model
 from ..xbox import XboxTransform
 from .calibration import check_calibration
@@ -26,7 +27,13 @@ __all__ = ["Files"]
 
 _FORMAT = "amips_plugins.AmortizedIVF"  # read back by _io.read_archive
 _VERSION = 1
-_MEMBERS = ("index.faiss", PredictedKeyRouter.member, *LOADERS)
+_MEMBERS = (
+    "index.faiss",
+    PredictedKeyRouter.member,
+    *LOADERS,
+    AnswerLedger.member,
+    CALIBRATION_QUERIES,
+)
 
 
 class Files(IVFState):
@@ -55,20 +62,32 @@ class Files(IVFState):
             "router": None if self._router is None else type(self._router).__name__,
             "probe_union": self.probe_union,
             "calibration": None if self._effort is None else self._effort.state_dict(),
+            "calibration_depth": self._calibration_depth if self._effort is not None else None,
+            "auto_recalibrate": self.auto_recalibrate,
         }
         if self._router_impl is not None and self._router_impl.member not in LOADERS:
             raise ValueError(
                 f"{type(self._router).__name__} cannot be saved: amips_plugins.routing.LOADERS "
                 f"has no reader for its member {self._router_impl.member!r}"
             )
+        members = {}
         with self._lock.reading():
-            serialized = faiss.serialize_index(self).tobytes()
+            self._note_changes_from_cpp()
+            meta["stale"] = sorted(self._stale)
+            # a calibration measured on other keys is measured again after loading
+            meta["calibration_stale"] = (
+                self._effort is not None and self._effort_version != self._keys_version
+            )
+            members["index.faiss"] = faiss.serialize_index(self).tobytes()
+            for impl in (self._transform_impl, self._router_impl, self._ledger):
+                if impl is not None:
+                    members[impl.member] = impl.to_bytes()
+            if self._calibration_queries is not None:
+                members[CALIBRATION_QUERIES] = npy_bytes(self._calibration_queries)
         with zipfile.ZipFile(file, "w") as z:
             z.writestr("meta.json", json.dumps(meta))
-            z.writestr("index.faiss", serialized)
-            for impl in (self._transform_impl, self._router_impl):
-                if impl is not None:
-                    z.writestr(impl.member, impl.to_bytes())
+            for member, data in members.items():
+                z.writestr(member, data)
 
     @classmethod
     def load(cls, path) -> AmortizedIVFBase:
@@ -122,12 +141,41 @@ class Files(IVFState):
                 router,
                 union,
             )
-            calibration = meta.get("calibration")
-            if calibration is not None:
-                self._effort = check_calibration(calibration, index)
+            self._read_upkeep(meta, blobs, d)
         except (KeyError, TypeError, ValueError, zipfile.BadZipFile, EOFError) as e:
             raise ValueError(f"{name} is an inconsistent AmortizedIVF file: {e}") from None
         return self
+
+    def _read_upkeep(self, meta: dict, blobs: dict, d: int) -> None:
+        """The calibration, the router's ledger and what is stale, from a file's ``meta`` and
+        members (all optional: files of earlier versions hold none of them)."""
+        calibration = meta.get("calibration")
+        if calibration is not None:
+            self._effort = check_calibration(calibration, self)
+            depth = meta.get("calibration_depth")  # None: a file before it was kept
+            self._calibration_depth = as_positive_int(
+                self._effort.efforts[-1] if depth is None else depth, "calibration_depth"
+            )
+            if self._calibration_depth > self.nlist:
+                raise ValueError(f"calibration_depth {self._calibration_depth} > nlist")
+            if meta.get("calibration_stale", False):
+                self._effort_version = -1
+        if CALIBRATION_QUERIES in blobs:
+            queries = read_npy(blobs[CALIBRATION_QUERIES])
+            self._calibration_queries = as_matrix(queries, "calibration queries", dim=d)
+        if AnswerLedger.member in blobs:
+            ledger = AnswerLedger.from_bytes(blobs[AnswerLedger.member])
+            if ledger.queries.shape[1] != d or not hasattr(self._router_impl, "add_pieces"):
+                raise ValueError("the answer ledger does not fit the index or its router")
+            self._ledger = ledger
+        stale = meta.get("stale", [])
+        if not isinstance(stale, list) or not set(stale) <= {"router", "query_transform"}:
+            raise ValueError(f"stale must list learned parts, got {stale!r:.80}")
+        self._stale = set(stale)
+        flag = meta.get("auto_recalibrate", True)
+        if not isinstance(flag, bool):
+            raise ValueError(f"auto_recalibrate must be true or false, got {flag!r:.40}")
+        self.auto_recalibrate = flag
 
     # pickle and copy.deepcopy keep the learned parts (faiss's own pickling keeps the lists only)
     def __getstate__(self) -> dict:

@@ -5,6 +5,7 @@ recall (``calibration``), files (``files``)."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import faiss
@@ -18,11 +19,12 @@ from .files import Files
 from .learned import Learned
 from .search import Search
 from .state import AMORTIZED, FAISS_IVF
+from .upkeep import Upkeep
 
 __all__ = ["AmortizedIVFBase"]
 
 
-class AmortizedIVFBase(Files, Calibration, Learned, Search):
+class AmortizedIVFBase(Files, Calibration, Learned, Upkeep, Search):
     """The learned choice of lists, shared by ``AmortizedIVF`` (``faiss.IndexIVFFlat``) and
     the classes for faiss's compressed IVF indexes (``AmortizedIVFPQ``,
     ``AmortizedIVFScalarQuantizer``, ``AmortizedIVFPQFastScan`` and, where faiss has
@@ -38,7 +40,9 @@ class AmortizedIVFBase(Files, Calibration, Learned, Search):
         self._d, self.xbox = d, xbox
         # Searches read the lists while add / reset change them: faiss does not order the two.
         self._lock = ReadWriteLock()
+        self._recalibrating = threading.Lock()
         self.last_search_stats = {}  # replaced whole by each search
+        self._stale, self._keys_seen = set(), self.ntotal
         self.query_transform, self.router = query_transform, router
         self.probe_union = probe_union
 
@@ -107,13 +111,14 @@ class AmortizedIVFBase(Files, Calibration, Learned, Search):
         with self._lock.writing():
             self.train_c(len(x), faiss.swig_ptr(x))
             self._centroids = None
+            if self.ntotal:  # the keys stay in the lists of the old centroids
+                self._changed(followed=False)
 
     def add(self, x) -> None:
         """Add keys ``x`` (n, d) with ids ntotal .. ntotal + n - 1."""
         x = as_matrix(x, "x", dim=self._d)
         with self._lock.writing():
-            stored = self._stored(x)
-            self.add_c(len(stored), faiss.swig_ptr(stored))
+            self._add_keys(x, None)
 
     def add_with_ids(self, x, ids) -> None:
         """Add keys ``x`` (n, d) with the ``ids`` (n,): integers in 0 .. 2**63 - 1 (-1 is the
@@ -121,20 +126,29 @@ class AmortizedIVFBase(Files, Calibration, Learned, Search):
         x = as_matrix(x, "x", dim=self._d)
         ids = as_key_ids(ids, len(x))
         with self._lock.writing():
-            stored = self._stored(x)
-            self.add_with_ids_c(len(stored), faiss.swig_ptr(stored), faiss.swig_ptr(ids))
+            self._add_keys(x, ids)
 
     def reset(self) -> None:
-        """Remove every key (the lists' centroids and the learned parts stay)."""
+        """Remove every key (the lists' centroids stay; a router fitted by ``fit_router`` keeps
+        its training queries and takes its pieces from the keys added next)."""
         with self._lock.writing():
             FAISS_IVF.reset(self)
             if self.xbox is not None:
                 self.xbox = XboxTransform(self._d)
+            self._keys_cleared()
 
     def remove_ids(self, sel) -> int:
-        """faiss's ``remove_ids`` (an IDSelector or an array of ids), ordered against searches."""
+        """faiss's ``remove_ids`` (an IDSelector or an array of ids), ordered against searches;
+        returns the number of keys removed."""
         with self._lock.writing():
-            return FAISS_IVF.remove_ids(self, sel)
+            # which ids went (sel may be any IDSelector): needed by a router that follows them
+            follows = self._maintained_router() is not None
+            before = self._list_ids()[1] if follows else np.empty(0, np.int64)
+            count = FAISS_IVF.remove_ids(self, sel)
+            if count:
+                after = self._list_ids()[1] if follows else before
+                self._keys_removed(np.setdiff1d(before, after))
+            return count
 
     def merge_from(self, other, add_id: int = 0) -> None:
         """faiss's ``merge_from``, ordered against searches (not with ``xbox``: the other index's
@@ -142,7 +156,7 @@ class AmortizedIVFBase(Files, Calibration, Learned, Search):
         if self.xbox is not None:
             raise ValueError("merge_from is not supported with xbox")
         with self._lock.writing():
-            FAISS_IVF.merge_from(self, other, add_id)
+            self._keys_merged(other, add_id)
 
     def __repr__(self) -> str:
         parts = [

@@ -11,6 +11,7 @@ import faiss
 import numpy as np
 
 from .. import _core
+from .._freshness import warn_stale
 from .._validation import as_int64, as_k, as_matrix, as_num_threads, into_out
 from ..routing import CentroidRouter, InTurn, MaxAffineRouter
 from .state import IVFState
@@ -37,11 +38,15 @@ class Search(IVFState):
         q = as_matrix(x, "x", dim=self._d)
         check_params(params)
         with self._lock.reading():
+            self._note_changes_from_cpp()
             k = as_k(k, self.ntotal, len(q), pad=True)
             if target_recall is None:
                 scores, ids = self._search(q, k, params)
             else:
                 scores, ids = self._search_to_target(q, k, target_recall, params)
+            stale = set(self._stale)
+            self.last_search_stats["stale"] = sorted(stale)
+        warn_stale(stale)
         return into_out(D, scores, "D"), into_out(I, ids, "I")
 
     def _search(self, q: np.ndarray, k: int, params):

@@ -38,7 +38,18 @@ class IVFState(faiss.IndexIVF):
     _router_impl: Any = None
     _transform_impl: Any = None
     _centroids: Any = None  # the quantizer's centroids, read at the first search after training
-    _effort: EffortTable | None = None  # calibrate()'s, for target_recall; None: not calibrated
+    # the keys the learned parts describe (see amips_plugins._freshness and .upkeep)
+    _keys_version = 0  # counts the changes of keys made through this class
+    _keys_seen = 0  # ntotal after the last of them: another ntotal means a change from C++
+    _ledger: Any = None  # the fitted router's training queries and answers, kept as keys change
+    _stale: Any = None  # learned parts that could not follow a change of keys (set of names)
+    # calibrate()'s, for target_recall; None: not calibrated
+    _effort: EffortTable | None = None
+    _effort_version = 0  # _keys_version when it was measured
+    _calibration_queries: Any = None  # kept to measure it again after the keys change
+    _calibration_depth = 0  # its max_nprobe
+    auto_recalibrate = True  # after a change of keys: measure again (True) or raise (False)
+    _recalibrating: Any = None  # one search measures again, the others wait for it
 
     def _require_trained(self) -> None:
         if not self.is_trained:

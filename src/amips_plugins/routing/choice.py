@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validation import as_num_threads
-from ..exact import topk_dot
 from .centroids import CentroidRouter
 from .graph import PieceGraphRouter
 from .in_turn import InTurn
@@ -53,10 +52,13 @@ def default_budget(nlist: int) -> int:
     return max(1, nlist // LISTS_PER_FAISS_PROBE)
 
 
-def choose_router(index, keys, offsets, queries, budget, num_threads=None, seed=0) -> Choice:
+def choose_router(
+    index, keys, offsets, ids, queries, best, budget, num_threads=None, seed=0
+) -> Choice:
     """The candidate router, union with faiss's ranking and nprobe that find the best key's list
     for the most held-out ``queries`` within ``budget`` FLOPs per query (None: what faiss's own
-    search spends at 5% of the lists on them). ``keys`` (n, d) grouped by list as ``offsets``."""
+    search spends at 5% of the lists on them). ``keys`` (n, d) grouped by list as ``offsets``,
+    with their ``ids`` (n,); ``best`` (nq,) the row of each query's best key."""
     threads = as_num_threads(num_threads)
     if budget is not None and not (math.isfinite(budget) and budget > 0):
         raise ValueError(f"budget must be a positive number of FLOPs per query, got {budget}")
@@ -67,8 +69,7 @@ def choose_router(index, keys, offsets, queries, budget, num_threads=None, seed=
         )
     order = np.random.default_rng(seed).permutation(len(queries))
     held, fit = queries[order[:held_count]], queries[order[held_count:]]
-    _, best = topk_dot(queries, keys, 1, num_threads=threads)
-    answers = best[order, 0]
+    answers = best[order]
     held_lists = np.searchsorted(offsets, answers[:held_count], side="right") - 1
     fit_answers = answers[held_count:]
 
@@ -77,10 +78,14 @@ def choose_router(index, keys, offsets, queries, budget, num_threads=None, seed=
     curves: dict[str, tuple[object, bool]] = {"faiss centroids": (None, False)}
     projection = principal_directions(fit, PROJECTED_DIM) if d > PROJECTED_ABOVE else None
     flat = MaxAffineRouter.from_answers(
-        keys, offsets, fit_answers, FLAT_PIECES_PER_LIST * nlist, projection
+        keys, offsets, fit_answers, FLAT_PIECES_PER_LIST * nlist, projection, ids
     )
-    many = MaxAffineRouter.from_answers(keys, offsets, fit_answers, GRAPH_PIECES_PER_LIST * nlist)
-    graph = PieceGraphRouter.build(many.pieces, many.offsets, GRAPH_EFS[0], num_threads=threads)
+    many = MaxAffineRouter.from_answers(
+        keys, offsets, fit_answers, GRAPH_PIECES_PER_LIST * nlist, None, ids
+    )
+    graph = PieceGraphRouter.build(
+        many.pieces, many.offsets, GRAPH_EFS[0], num_threads=threads, piece_ids=many.piece_ids
+    )
     for router in (flat, *(graph.with_ef(ef) for ef in GRAPH_EFS)):
         for union in (False, True):
             curves[repr(router) + (" + centroids" if union else "")] = (router, union)

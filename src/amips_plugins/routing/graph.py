@@ -18,7 +18,7 @@ import threading
 import numpy as np
 
 from .. import _core
-from .._hnsw_file import graph_arrays, insertion_order
+from .._hnsw_file import graph_arrays, index_from_arrays, insertion_order
 from .._validation import as_int64, as_matrix, as_num_threads, as_positive_int
 
 __all__ = ["PieceGraphRouter"]
@@ -39,25 +39,43 @@ class PieceGraphRouter:
     num_outputs : the number of lists
     ef : the walk's beam; its ef best pieces give the ranking (lists short of nprobe distinct
         lists are padded with -1)
+    element_ids : optional int array (m,), the id of the key each element is (-1: a list mean,
+        or not known), so that ``remove_pieces`` can drop the pieces of removed keys
+
+    Pieces are added and removed in an hnswlib graph (``add_pieces``, ``remove_pieces``); the walk
+    reads a copy of it, made again at the first ranking after a change.
     """
 
     member = "graph_router.npz"
 
-    def __init__(self, arrays: dict, element_lists, num_outputs: int, ef: int):
+    def __init__(self, arrays: dict, element_lists, num_outputs: int, ef: int, element_ids=None):
         self.num_outputs = as_positive_int(num_outputs, "num_outputs")
         self.element_lists = as_int64(element_lists, "element_lists", ndim=1)
         self._arrays = arrays
-        self._graph = _core.GraphSearch(**arrays)  # checks every link and level
-        if len(self.element_lists) != self._graph.size:
+        self._graph: _core.GraphSearch | None = _core.GraphSearch(**arrays)  # checks every link
+        size = self._graph.size
+        if len(self.element_lists) != size:
             raise ValueError(
-                f"element_lists has {len(self.element_lists)} entries for a graph of "
-                f"{self._graph.size} pieces"
+                f"element_lists has {len(self.element_lists)} entries for a graph of {size} pieces"
             )
         if self.element_lists.min() < 0 or self.element_lists.max() >= self.num_outputs:
             raise ValueError(f"element_lists must lie in 0 .. {self.num_outputs - 1}")
+        self.element_ids = (
+            np.full(size, -1, np.int64)
+            if element_ids is None
+            else as_int64(element_ids, "element_ids", ndim=1)
+        )
+        if len(self.element_ids) != size:
+            raise ValueError(f"{len(self.element_ids)} element_ids for {size} pieces")
         self.dim = self._graph.dim
         self.ef = as_positive_int(ef, "ef")
         self._last = threading.local()  # this thread's last walk, for cost()
+        # The hnswlib graph pieces are added to, made from the arrays when first needed (the
+        # same graph whether this router was built or read from a file); its labels are the
+        # element numbers of the arrays, then the new pieces' numbers.
+        self._index = None
+        self._label_lists, self._label_ids = self.element_lists, self.element_ids.copy()
+        self._changing = threading.Lock()
 
     @classmethod
     def build(
@@ -70,9 +88,11 @@ class PieceGraphRouter:
         ef_construction: int = 200,
         num_threads: int | None = None,
         seed: int = 0,
+        piece_ids: np.ndarray | None = None,
     ) -> PieceGraphRouter:
         """The graph over ``pieces`` (m, d), grouped so that list c's are rows
-        ``offsets[c]:offsets[c + 1]`` (a ``MaxAffineRouter``'s pieces and offsets)."""
+        ``offsets[c]:offsets[c + 1]`` (a ``MaxAffineRouter``'s pieces, offsets and
+        ``piece_ids``)."""
         import hnswlib  # only to build
 
         x = as_matrix(pieces, "pieces", allow_empty=False)
@@ -83,26 +103,80 @@ class PieceGraphRouter:
         order = insertion_order(x)
         graph.add_items(x[order], order)
         arrays, labels = graph_arrays(graph)
-        return cls(arrays, owner[labels], len(offsets) - 1, ef)
+        ids = np.full(len(x), -1, np.int64) if piece_ids is None else piece_ids
+        return cls(arrays, owner[labels], len(offsets) - 1, ef, ids[labels])
 
     def with_ef(self, ef: int) -> PieceGraphRouter:
-        """The same graph walked with another beam (shares the graph)."""
+        """The same graph walked with another beam (shares the graph until pieces change)."""
         other = object.__new__(PieceGraphRouter)
         other.__dict__.update(self.__dict__)
         other.ef, other._last = as_positive_int(ef, "ef"), threading.local()
+        other._changing = threading.Lock()
         return other
+
+    # --- pieces as keys come and go -----------------------------------------------------------
+    def add_pieces(self, keys: np.ndarray, lists: np.ndarray, ids: np.ndarray) -> None:
+        """Insert the keys (n, d) of the given ``lists`` (n,) and ``ids`` (n,) into the graph
+        (by descending norm, as it was built)."""
+        if len(keys) == 0:
+            return
+        with self._changing:
+            index = self._live_index()
+            first = len(self._label_lists)
+            if index.element_count + len(keys) > index.max_elements:
+                index.resize_index(max(2 * index.max_elements, index.element_count + len(keys)))
+            order = insertion_order(keys)
+            index.add_items(keys[order], first + order, num_threads=1)  # the same graph each time
+            self._label_lists = np.concatenate([self._label_lists, lists])
+            self._label_ids = np.concatenate([self._label_ids, ids])
+            self._graph = None
+
+    def remove_pieces(self, ids: np.ndarray) -> int:
+        """Mark the pieces that are the keys ``ids`` deleted (the walk passes through them but
+        never ranks their lists); returns how many."""
+        with self._changing:
+            labels = np.flatnonzero(np.isin(self._label_ids, ids) & (self._label_ids >= 0))
+            if len(labels):
+                index = self._live_index()
+                for label in labels.tolist():
+                    index.mark_deleted(label)
+                self._label_ids[labels] = -1  # a deleted piece stands for no key
+                self._graph = None
+            return len(labels)
+
+    def _live_index(self):
+        if self._index is None:
+            self._index = index_from_arrays(self._arrays, np.arange(len(self.element_lists)))
+        return self._index
+
+    def _walked(self):
+        """The GraphSearch of the current pieces (copied from the hnswlib graph after a
+        change)."""
+        with self._changing:
+            if self._graph is None:
+                self._arrays, labels = graph_arrays(self._index)
+                self._graph = _core.GraphSearch(**self._arrays)
+                self.element_lists = self._label_lists[labels]
+                self.element_ids = self._label_ids[labels]
+            return self._graph, self.element_lists
+
+    @property
+    def piece_ids(self) -> np.ndarray:
+        """The id of the key each piece is (-1: a list mean, a removed key, or not known)."""
+        return self._label_ids
 
     @property
     def num_pieces(self) -> int:
-        return len(self.element_lists)
+        return self._walked()[0].size
 
     # --- the router protocol (amips_plugins.routing) ----------------------------------------
     def rank(self, queries: np.ndarray, nprobe: int, index, params) -> np.ndarray:
         threads = as_num_threads(None)
         n = len(queries)
         beam = np.full(n, self.ef, np.int32)
-        _, elements, scored = self._graph.search(queries, queries, self.ef, beam, threads)
-        lists = np.where(elements >= 0, self.element_lists[np.maximum(elements, 0)], -1)
+        graph, element_lists = self._walked()
+        _, elements, scored = graph.search(queries, queries, self.ef, beam, threads)
+        lists = np.where(elements >= 0, element_lists[np.maximum(elements, 0)], -1)
         # pieces scored per query: the walk's codes, then the ef found scored exactly
         self._last.pieces = (scored + self.ef * n) / max(n, 1)
         return _core.take_in_turn(lists, np.empty((n, 0), np.int64), min(nprobe, self.num_outputs))
@@ -112,10 +186,12 @@ class PieceGraphRouter:
         return round(2 * self.dim * pieces), 0
 
     def to_bytes(self) -> bytes:
+        self._walked()
         arrays = io.BytesIO()
         np.savez(
             arrays,
             element_lists=self.element_lists,
+            element_ids=self.element_ids,
             num_outputs=self.num_outputs,
             ef=self.ef,
             **self._arrays,
@@ -130,8 +206,9 @@ class PieceGraphRouter:
                 raise ValueError(f"a graph router file without {sorted(missing)}")
             arrays = {name: stored[name] for name in _ARRAYS}
             arrays.update({name: int(stored[name]) for name in _SCALARS})
+            ids = stored["element_ids"] if "element_ids" in stored.files else None
             return cls(
-                arrays, stored["element_lists"], int(stored["num_outputs"]), int(stored["ef"])
+                arrays, stored["element_lists"], int(stored["num_outputs"]), int(stored["ef"]), ids
             )
 
     def __repr__(self) -> str:
