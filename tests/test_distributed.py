@@ -192,6 +192,10 @@ def test_bad_input_gets_a_clear_error(data, routed):
     keys, _, test_q = data
     with pytest.raises(ValueError, match="placement"):
         ShardedIVF(D, NLIST, SHARDS, placement="random")
+    with pytest.raises(ValueError, match="timeout_s must be positive"):
+        ShardedIVF(D, NLIST, SHARDS, timeout_s=-1)
+    with pytest.raises(TypeError, match="timeout_s must be a number"):
+        ShardedIVF(D, NLIST, SHARDS, timeout_s="x")
     with pytest.raises(ValueError, match="cannot each hold"):
         ShardedIVF(D, 4, 8)
     with pytest.raises(RuntimeError, match="train the index first"):

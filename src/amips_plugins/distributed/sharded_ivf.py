@@ -12,32 +12,25 @@ every query goes to every shard.
 from __future__ import annotations
 
 import json
-import logging
 import time
-from functools import cache
 from pathlib import Path
 
 import faiss
 import numpy as np
 
 from .._io import atomic_path
-from .._optional import require
 from .._validation import as_k, as_key_ids, as_matrix, as_positive_int
 from ..exact import topk_rows
 from ..ivf import AmortizedIVF, AmortizedIVFBase, NotTrainedError
 from ..routing import MaxAffineRouter, most_winning_keys
+from .actors import ShardActors, ShardUnavailableError
 from .placement import group_lists
-from .shard import Shard
 
 __all__ = ["ShardedIVF", "ShardUnavailableError"]
 
 _FORMAT = "amips_plugins.ShardedIVF"
 _VERSION = 1
 _PLACEMENTS = ("lists", "keys")
-
-
-class ShardUnavailableError(RuntimeError):
-    """A shard's actor died, or did not answer within ``timeout_s``."""
 
 
 class ShardedIVF:
@@ -93,13 +86,27 @@ class ShardedIVF:
         self.max_shards: int | None = None  # shards a query may contact (placement "lists")
         self.shard_threads = as_positive_int(shard_threads, "shard_threads")
         self.actor_options = dict(actor_options or {})
-        self.timeout_s = timeout_s
         # the trained quantizer and the router; its lists stay empty
         self._router_index = AmortizedIVF.from_factory(self.d, f"IVF{self.nlist},{codes}")
         self.shard_of_list: np.ndarray | None = None  # with placement "lists", after train
-        self._shards: list = []  # actor handles, after train
+        self._shards = ShardActors(self.actor_options, None, self.shard_threads)
+        self.timeout_s = timeout_s
         self.ntotal = 0
         self.last_search_stats: dict = {}
+
+    @property
+    def timeout_s(self) -> float | None:
+        """Seconds a call waits for a shard before it counts as unreachable (None: forever)."""
+        return self._shards.timeout_s
+
+    @timeout_s.setter
+    def timeout_s(self, value: float | None) -> None:
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+                raise TypeError(f"timeout_s must be a number of seconds or None, got {value!r}")
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(f"timeout_s must be positive and finite, got {value}")
+        self._shards.timeout_s = None if value is None else float(value)
 
     # --- building -----------------------------------------------------------------------------
     @property
@@ -131,18 +138,7 @@ class ShardedIVF:
             sizes = np.bincount(assigned, minlength=self.nlist)
             self.shard_of_list = group_lists(centroids, sizes, self.num_shards)
         empty = self._router_index.serialize()
-        self._start([empty] * self.num_shards)
-
-    def _start(self, sources: list) -> None:
-        """One actor per shard, from serialized indexes or saved files."""
-        remote = _remote_shard().options(**self.actor_options)
-        self._shards = [
-            remote.remote(
-                source if isinstance(source, str) else AmortizedIVFBase.deserialize(source),
-                self.shard_threads,
-            )
-            for source in sources
-        ]
+        self._shards.start([empty] * self.num_shards)
 
     def add(self, x) -> None:
         """Add keys ``x`` (n, d) with ids ntotal .. ntotal + n - 1."""
@@ -162,7 +158,7 @@ class ShardedIVF:
         for s in np.unique(shard).tolist():
             rows = shard == s
             calls[s] = self._shards[s].add_with_ids.remote(x[rows], ids[rows])
-        self._gather(calls, "add", allow_partial=False)
+        self._shards.gather(calls, "add", allow_partial=False)
         self.ntotal += len(x)
 
     def fit_router(self, train_queries, *, num_pieces: int | None = None) -> None:
@@ -178,12 +174,12 @@ class ShardedIVF:
         )
         _, best = self.exact_search(q, 1)
         winners = np.unique(best[:, 0])
-        found = self._gather(self._broadcast("keys_of", winners), "fit_router")
+        found = self._shards.gather(self._shards.broadcast("keys_of", winners), "fit_router")
         ids, keys, lists = (np.concatenate([f[i] for f in found.values()]) for i in range(3))
         order = np.argsort(ids)
         ids, keys, lists = ids[order], keys[order], lists[order]
         chosen = most_winning_keys(keys, np.searchsorted(ids, best[:, 0]), pieces)
-        parts = self._gather(self._broadcast("list_sums"), "fit_router").values()
+        parts = self._shards.gather(self._shards.broadcast("list_sums"), "fit_router").values()
         sums = np.asarray(np.stack([p[0] for p in parts]).sum(axis=0), np.float32)
         sizes = np.asarray(np.stack([p[1] for p in parts]).sum(axis=0), np.int64)
         means = np.zeros(sums.shape, np.float32)
@@ -198,7 +194,7 @@ class ShardedIVF:
         q = as_matrix(x, "x", dim=self.d)
         k = as_k(k, self.ntotal, len(q), pad=True)
         self._require_trained()
-        found = self._gather(self._broadcast("exact_topk", q, k), "exact_search")
+        found = self._shards.gather(self._shards.broadcast("exact_topk", q, k), "exact_search")
         return _merge(len(q), k, [(np.arange(len(q)), f) for f in found.values()])
 
     def probed_lists(self, x, *, nprobe: int | None = None, max_shards: int | None = None):
@@ -288,7 +284,7 @@ class ShardedIVF:
             s: self._shards[s].search_lists.remote(q[rows], k, lists_of[s])
             for s, rows in rows_of.items()
         }
-        found = self._gather(calls, "search", allow_partial)
+        found = self._shards.gather(calls, "search", allow_partial)
         scanned = time.perf_counter()
         D, I = _merge(len(q), k, [(rows_of[s], found[s][:2]) for s in found])
         end = time.perf_counter()
@@ -313,32 +309,6 @@ class ShardedIVF:
         }
         return D, I
 
-    def _broadcast(self, method: str, *args) -> dict:
-        return {s: getattr(a, method).remote(*args) for s, a in enumerate(self._shards)}
-
-    def _gather(self, calls: dict, what: str, allow_partial: bool = False) -> dict:
-        """The results of the shards' ``calls`` (shard -> object ref); an unavailable shard raises
-        ShardUnavailableError, or with ``allow_partial`` is left out."""
-        ray = _ray()
-        unavailable: tuple[type[Exception], ...] = (
-            ray.exceptions.RayActorError,
-            ray.exceptions.GetTimeoutError,
-        )
-        if hasattr(ray.exceptions, "ActorUnavailableError"):  # ray >= 2.30
-            unavailable += (ray.exceptions.ActorUnavailableError,)
-        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
-        results, failures = {}, {}
-        for s, ref in calls.items():
-            wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            try:
-                results[s] = ray.get(ref, timeout=wait)
-            except unavailable as e:
-                failures[s] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        if failures and not allow_partial:
-            listed = "; ".join(f"shard {s}: {why}" for s, why in failures.items())
-            raise ShardUnavailableError(f"{what} could not reach every shard ({listed})")
-        return results
-
     def _require_trained(self) -> None:
         if not self._shards:
             raise NotTrainedError("train the index first")
@@ -352,10 +322,10 @@ class ShardedIVF:
         path.mkdir(parents=True, exist_ok=True)
         self._router_index.save(path / "router.ivf")
         calls = {
-            s: actor.save.remote(str(path / f"shard-{s}.ivf"))
-            for s, actor in enumerate(self._shards)
+            s: self._shards[s].save.remote(str(path / f"shard-{s}.ivf"))
+            for s in range(len(self._shards))
         }
-        self._gather(calls, "save")
+        self._shards.gather(calls, "save")
         meta = {
             "format": _FORMAT,
             "version": _VERSION,
@@ -420,8 +390,8 @@ class ShardedIVF:
         except ValueError as e:
             raise ValueError(f"{path} is not a readable ShardedIVF directory: {e}") from None
         self._router_index = router_index
-        self._start([str(f) for f in files])
-        sizes = self._gather(self._broadcast("ntotal"), "load")
+        self._shards.start([str(f) for f in files])
+        sizes = self._shards.gather(self._shards.broadcast("ntotal"), "load")
         if sum(sizes.values()) != meta["ntotal"]:
             raise ValueError(
                 f"{path}: the shards hold {sum(sizes.values())} keys, meta.json says "
@@ -432,7 +402,7 @@ class ShardedIVF:
 
     def shard_sizes(self) -> list[int]:
         """Keys held by each shard."""
-        sizes = self._gather(self._broadcast("ntotal"), "shard_sizes")
+        sizes = self._shards.gather(self._shards.broadcast("ntotal"), "shard_sizes")
         return [sizes[s] for s in range(self.num_shards)]
 
     def __repr__(self) -> str:
@@ -456,17 +426,3 @@ def _merge(n: int, k: int, parts: list) -> tuple[np.ndarray, np.ndarray]:
         column += scores.shape[1]
     top, columns = topk_rows(D, k)
     return top, np.take_along_axis(I, columns, axis=1)
-
-
-def _ray():
-    """Ray, with a local cluster started (quietly) if the caller has not connected to one."""
-    ray = require("ray", "distributed")
-    if not ray.is_initialized():
-        # quiet, as a library should be: Ray's warnings and the actors' output stay in its logs
-        ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    return ray
-
-
-@cache
-def _remote_shard():
-    return _ray().remote(Shard)
