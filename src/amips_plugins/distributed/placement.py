@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["group_lists"]
+__all__ = ["group_lists", "lists_on_first_shards"]
 
 _ROUNDS = 20
 _SLACK = 1.05  # a shard may hold this much more than an equal share of the keys
@@ -49,3 +49,23 @@ def _assign_within_capacity(affinity: np.ndarray, weights: np.ndarray, capacity:
         s = int(np.argmin(load))
         shard[c], load[s] = s, load[s] + weights[c]
     return shard
+
+
+def lists_on_first_shards(
+    ranked: np.ndarray, shard_of_list: np.ndarray, num_shards: int, nprobe: int, max_shards: int
+) -> np.ndarray:
+    """Per query, the first ``nprobe`` of its ``ranked`` lists (n, depth; -1: none) held by the
+    ``max_shards`` shards whose best list comes first: (n, nprobe), -1 where fewer remain."""
+    n, depth = ranked.shape
+    owner = np.where(ranked >= 0, shard_of_list[np.maximum(ranked, 0)], num_shards)
+    rows = np.arange(n)[:, None]
+    first_seen = np.full((n, num_shards + 1), depth)  # the last: "no list"
+    for s in range(num_shards):
+        held = owner == s
+        first_seen[:, s] = np.where(held.any(axis=1), held.argmax(axis=1), depth)
+    shard_rank = np.argsort(np.argsort(first_seen, axis=1, kind="stable"), axis=1)
+    kept = (shard_rank[rows, owner] < max_shards) & (ranked >= 0)
+    order = np.argsort(~kept, axis=1, kind="stable")[:, :nprobe]
+    lists = np.take_along_axis(ranked, order, axis=1)
+    lists[~np.take_along_axis(kept, order, axis=1)] = -1
+    return lists

@@ -24,7 +24,7 @@ from ..exact import topk_rows
 from ..ivf import AmortizedIVF, AmortizedIVFBase, NotTrainedError
 from ..routing import MaxAffineRouter, most_winning_keys
 from .actors import ShardActors, ShardUnavailableError
-from .placement import group_lists
+from .placement import group_lists, lists_on_first_shards
 
 __all__ = ["ShardedIVF", "ShardUnavailableError"]
 
@@ -228,20 +228,10 @@ class ShardedIVF:
         # rank enough lists that the first shards' share of them usually covers nprobe
         depth = min(self.nlist, nprobe * -(-self.num_shards // max_shards))
         ranked = self._router_index.probed_lists(q, params=faiss.SearchParametersIVF(nprobe=depth))
-        shard_of_list = self.shard_of_list
-        assert shard_of_list is not None  # checked by _effort
-        owner = np.where(ranked >= 0, shard_of_list[ranked], self.num_shards)
-        rows = np.arange(len(q))[:, None]
-        first_seen = np.full((len(q), self.num_shards + 1), depth)  # the last: "no list"
-        for s in range(self.num_shards):
-            held = owner == s
-            first_seen[:, s] = np.where(held.any(axis=1), held.argmax(axis=1), depth)
-        shard_rank = np.argsort(np.argsort(first_seen, axis=1, kind="stable"), axis=1)
-        kept = (shard_rank[rows, owner] < max_shards) & (ranked >= 0)
-        order = np.argsort(~kept, axis=1, kind="stable")[:, :nprobe]
-        lists = np.take_along_axis(ranked, order, axis=1)
-        lists[~np.take_along_axis(kept, order, axis=1)] = -1
-        return lists
+        assert self.shard_of_list is not None  # checked by _effort
+        return lists_on_first_shards(
+            ranked, self.shard_of_list, self.num_shards, nprobe, max_shards
+        )
 
     def search(
         self,
