@@ -147,6 +147,22 @@ def test_ivf_stats_table_matches_a_search():
     assert listed == seen
 
 
+def test_hnsw_stats_table_matches_a_search():
+    """docs/api/hnsw.md lists exactly the keys of ``last_search_stats`` a search leaves."""
+    table = (ROOT / "docs" / "api" / "hnsw.md").read_text()
+    listed = set(re.findall(r"^\| `(\w+)` \|", table, re.M))
+    keys = np.random.default_rng(0).standard_normal((1_000, 8)).astype(np.float32)
+    graph = ap.AmortizedHNSW("ip", 8)
+    graph.init_index(1_000)
+    graph.add_items(keys)
+    graph.knn_query(keys[:20], 5)
+    seen = set(graph.last_search_stats)
+    graph.calibrate(keys[:300], k=5)
+    graph.knn_query(keys[:20], 5, target_recall=0.9)
+    seen |= set(graph.last_search_stats)
+    assert listed == seen
+
+
 def test_cli_page_lists_every_option():
     from amips_plugins.harness.cli import build_parser
 

@@ -42,6 +42,8 @@ class PieceGraphRouter:
     element_ids : optional int array (m,), the id of the key each element is (-1: a list mean,
         or not known), so that ``remove_pieces`` can drop the pieces of removed keys
 
+    Notes
+    -----
     Pieces are added and removed in an hnswlib graph (``add_pieces``, ``remove_pieces``); the walk
     reads a copy of it, made again at the first ranking after a change.
     """
