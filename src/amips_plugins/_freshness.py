@@ -19,6 +19,7 @@ __all__ = [
     "KEPT_CALIBRATION_QUERIES",
     "StaleCalibrationError",
     "StaleWarning",
+    "check_measurable",
     "kept_calibration_queries",
     "warn_stale",
 ]
@@ -53,4 +54,19 @@ def warn_stale(parts: set[str]) -> None:
             "follow them: fit it again (results may miss the new keys)",
             StaleWarning,
             stacklevel=4,
+        )
+
+
+def check_measurable(auto_recalibrate: bool, kept, obstacle: str | None = None) -> None:
+    """Raise ``StaleCalibrationError`` unless a calibration the keys left behind may be measured
+    again (``auto_recalibrate``), on the ``kept`` calibration queries, with no ``obstacle``."""
+    why = obstacle
+    if not auto_recalibrate:
+        why = "auto_recalibrate is off"
+    elif kept is None:
+        why = "the index kept no calibration queries (a file from an earlier version)"
+    if why is not None:
+        raise StaleCalibrationError(
+            f"the keys changed since calibrate() and the calibration cannot be measured again "
+            f"({why}): call calibrate(held_out_queries, k) again"
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._freshness import StaleCalibrationError, kept_calibration_queries
+from .._freshness import check_measurable, kept_calibration_queries
 from .._hnsw_file import copy_graph
 from .._validation import as_positive_int
 from ..effort import EffortTable, effort_grid
@@ -92,17 +92,10 @@ class Calibration(HNSWState):
             raise HNSWError(str(e)) from None
 
     def _measured_again(self, table: EffortTable, num_threads: int) -> EffortTable:
+        """The calibration measured again on the kept queries, after the keys changed."""
         queries = self._calibration_queries
-        why = None
-        if not self.auto_recalibrate:
-            why = "auto_recalibrate is off"
-        elif queries is None:
-            why = "the index kept no calibration queries (a file from an earlier version)"
-        if why is not None or queries is None:
-            raise StaleCalibrationError(
-                f"the keys changed since calibrate() and the calibration cannot be measured "
-                f"again ({why}): call calibrate(held_out_queries, k) again"
-            )
+        check_measurable(self.auto_recalibrate, queries)
+        assert queries is not None  # checked above
         return self._measure(queries, table.k, self._calibration_max_ef, num_threads)
 
     def _walk(self, q: np.ndarray, k: int, ef_per_query: np.ndarray, num_threads: int):

@@ -9,7 +9,7 @@ import time
 import faiss
 import numpy as np
 
-from .._freshness import StaleCalibrationError, kept_calibration_queries
+from .._freshness import check_measurable, kept_calibration_queries
 from .._validation import as_k, as_matrix, as_positive_int
 from ..effort import EffortTable, ScoreBins, effort_grid
 from ..exact import topk_dot
@@ -117,20 +117,12 @@ class Calibration(IVFState):
     def _measured_again(self, table: EffortTable) -> EffortTable:
         """The calibration measured again on the kept queries, after the keys changed."""
         queries = self._calibration_queries
-        why = None
-        if not self.auto_recalibrate:
-            why = "auto_recalibrate is off"
-        elif queries is None:
-            why = "the index kept no calibration queries (a file from an earlier version)"
-        elif not isinstance(self, faiss.IndexIVFFlat):
-            why = "its lists hold codes, which cannot give the keys back: pass keys="
+        obstacle = None
+        if not isinstance(self, faiss.IndexIVFFlat):
+            obstacle = "its lists hold codes, which cannot give the keys back: pass keys="
         elif self.ntotal < table.k:
-            why = f"it holds {self.ntotal} keys, fewer than k = {table.k}"
-        if why is not None:
-            raise StaleCalibrationError(
-                f"the keys changed since calibrate() and the calibration cannot be measured "
-                f"again ({why}): call calibrate(held_out_queries, k) again"
-            )
+            obstacle = f"it holds {self.ntotal} keys, fewer than k = {table.k}"
+        check_measurable(self.auto_recalibrate, queries, obstacle)
         grouped, offsets, _ = self._grouped_keys(None)
         return self._measure(queries, table.k, self._calibration_depth, grouped, offsets)[0]
 
