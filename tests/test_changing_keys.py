@@ -307,3 +307,18 @@ def test_hnsw_target_recall_is_measured_again_after_the_keys_change(data, tmp_pa
     loaded.add_items(keys[:10] * 3, np.arange(N, N + 10), replace_deleted=False)
     with pytest.raises(StaleCalibrationError):
         loaded.knn_query(test, 10, target_recall=0.95)
+
+
+def test_a_target_recall_must_be_a_number(data):
+    keys, _, calibration, test = data
+    index = half_built(data)
+    graph = ap.AmortizedHNSW("ip", D)
+    graph.init_index(N // 2)
+    graph.add_items(keys[: N // 2])
+    graph.calibrate(calibration[:500], 10)
+    for bad in ("0.9", b"0.9", True, [0.9]):  # as k="3" is refused
+        with pytest.raises(TypeError, match="target_recall must be a number"):
+            index.search(test[:5], 10, target_recall=bad)
+        with pytest.raises(TypeError, match="target_recall must be a number"):
+            graph.knn_query(test[:5], 10, target_recall=bad)
+    index.search(test[:5], 10, target_recall=np.float32(0.9))

@@ -88,6 +88,14 @@ def test_state_round_trip_and_pickle():
             "max_norm": -1.0,
             "count": 1,
         },
+        {"format": "amips_plugins.XboxTransform", "version": 1, "dim": 5, "max_norm": 1.0},
+        {
+            "format": "amips_plugins.XboxTransform",
+            "version": 1,
+            "dim": 5,
+            "max_norm": "x",
+            "count": 1,
+        },
     ],
 )
 def test_bad_state_is_refused(state):

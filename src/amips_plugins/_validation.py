@@ -75,7 +75,10 @@ def as_positive_int(value, name: str) -> int:
 
 
 def as_target_recall(value) -> float:
-    """A declared mean recall: a float in (0, 1] (ValueError otherwise, NaN included)."""
+    """A declared mean recall: a float in (0, 1] (ValueError otherwise, NaN included); a string
+    or a bool is a TypeError, as faiss and hnswlib refuse strings for numbers."""
+    if isinstance(value, (str, bytes, bool)) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"target_recall must be a number, got {value!r:.40}")
     target = float(value)
     if not 0.0 < target <= 1.0:
         raise ValueError(f"target_recall must lie in (0, 1], got {value!r}")

@@ -81,7 +81,13 @@ class XboxTransform:
             raise ValueError(
                 f"XboxTransform state has dim {state.get('dim')!r}, this one has {self.dim}"
             )
-        self._impl.set_state(float(state["max_norm"]), int(state["count"]))
+        try:
+            max_norm, count = float(state["max_norm"]), int(state["count"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(
+                f"XboxTransform state without a valid max_norm and count: {e}"
+            ) from None
+        self._impl.set_state(max_norm, count)
 
     @classmethod
     def from_state_dict(cls, state: dict) -> XboxTransform:
