@@ -1,5 +1,7 @@
+import json
 import threading
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -103,10 +105,15 @@ def beside_writer(readers, writer) -> list[int]:
 
 
 def rewrite_member(path, name, transform):
-    """Rewrite member ``name`` of a saved archive through ``transform(bytes) -> bytes``."""
+    """Rewrite member ``name`` of a saved archive through ``transform(bytes) -> bytes``, as a
+    crafted file would: its manifest in ``meta.json`` made to describe the new member."""
     with zipfile.ZipFile(path) as z:
         members = {n: z.read(n) for n in z.namelist()}
     members[name] = transform(members[name])
+    meta = json.loads(members["meta.json"])
+    if name != "meta.json" and "members" in meta:
+        meta["members"][name] = {"size": len(members[name]), "crc32": zlib.crc32(members[name])}
+        members["meta.json"] = json.dumps(meta).encode()
     with zipfile.ZipFile(path, "w") as z:
         for n, blob in members.items():
             z.writestr(n, blob)

@@ -9,6 +9,7 @@ element's upper-level links) and refuses any file a search could not walk safely
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -47,11 +48,14 @@ def check_graph(buf: bytes, dim: int) -> GraphInfo:
     if len(buf) < _HEADER.size:
         raise ValueError(f"the graph is {len(buf)} bytes, shorter than its header")
     (level0_offset, max_elements, count, record, label_offset, data_offset, max_level, entry,
-     max_m, max_m0, m, _mult, _ef) = _HEADER.unpack_from(buf)  # fmt: skip
+     max_m, max_m0, m, mult, ef_construction) = _HEADER.unpack_from(buf)  # fmt: skip
     links0 = max_m0 * 4 + 4
     layout = (level0_offset, data_offset, label_offset, record)
-    if m < 2 or not 1 <= max_m <= 1 << 16 or not 1 <= max_m0 <= 1 << 16:
+    # hnswlib sets maxM = M, maxM0 = 2 M and mult = 1 / ln M; an add trusts all three
+    if not 2 <= m <= 1 << 15 or (max_m, max_m0) != (m, 2 * m):
         raise ValueError(f"the graph has M = {m}, maxM = {max_m}, maxM0 = {max_m0}")
+    if not abs(mult * math.log(m) - 1) < 1e-6 or not m <= ef_construction <= 1 << 24:
+        raise ValueError(f"the graph has mult = {mult:.6g}, ef_construction = {ef_construction}")
     if layout != (0, links0, links0 + 4 * dim, links0 + 4 * dim + 8):
         raise ValueError(f"the graph's element layout {layout} is not that of dimension {dim}")
     if count > max_elements or max_elements * record > _memory_bytes():

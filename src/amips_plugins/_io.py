@@ -12,6 +12,7 @@ import logging
 import os
 import tempfile
 import zipfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,6 +24,7 @@ __all__ = [
     "scratch_path",
     "read_member",
     "read_archive",
+    "write_archive",
     "default_cache_dir",
     "cached_arrays",
     "key_fingerprint",
@@ -91,6 +93,20 @@ def atomic_path(path: str | os.PathLike):
         os.replace(tmp, path)
 
 
+def write_archive(file, meta: dict, members: dict[str, bytes | Path]) -> None:
+    """Write a zip archive of ``members`` (bytes, or a file's path), uncompressed, and last its
+    ``meta.json``: ``meta`` with a manifest of every member's size and CRC-32, by which
+    ``read_archive`` checks the archive whole."""
+    with zipfile.ZipFile(file, "w") as z:
+        for name, data in members.items():
+            if isinstance(data, Path):
+                z.write(data, name)
+            else:
+                z.writestr(name, data)
+        manifest = {i.filename: {"size": i.file_size, "crc32": i.CRC} for i in z.infolist()}
+        z.writestr("meta.json", json.dumps({**meta, "members": manifest}))
+
+
 def read_member(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
     """Member ``name`` of an archive, refused (ValueError) when it claims more than ``limit`` bytes:
     members are written uncompressed, so none can be larger than its archive."""
@@ -102,23 +118,64 @@ def read_member(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
 
 def read_archive(source, name: str, version: int, members: tuple[str, ...]):
     """``(meta, blobs)`` of an archive written by ``name``'s save (a path, or its bytes): its
-    ``meta.json`` (format ``amips_plugins.<name>`` and ``version`` checked, ValueError otherwise)
-    and those of ``members`` it holds, each bounded by the archive's size. A damaged archive
-    raises what zipfile / json raise."""
+    ``meta.json`` (format ``amips_plugins.<name>`` and ``version`` checked) and those of
+    ``members`` it holds, each bounded by the archive's size. When ``meta.json`` has a manifest
+    (every file written since it was added), the archive must hold exactly the members it lists,
+    with their sizes and CRC-32s. Anything else, a damaged zip included, is one ValueError
+    that names the file."""
     in_memory = isinstance(source, (bytes, bytearray, memoryview))
-    limit = len(source) if in_memory else os.path.getsize(source)
     what = "the archive" if in_memory else source
-    with zipfile.ZipFile(io.BytesIO(source) if in_memory else source) as z:
-        meta = json.loads(read_member(z, "meta.json", limit))
-        if not isinstance(meta, dict) or meta.get("format") != f"amips_plugins.{name}":
-            raise ValueError(f"{what} is not an {name} file")
-        if meta.get("version") != version:
-            raise ValueError(
-                f"{what} has {name} format version {meta.get('version')}, "
-                f"this release reads {version}"
-            )
-        names = set(z.namelist())
-        return meta, {m: read_member(z, m, limit) for m in members if m in names}
+    try:
+        limit = len(source) if in_memory else os.path.getsize(source)
+        with zipfile.ZipFile(io.BytesIO(source) if in_memory else source) as z:
+            meta = json.loads(read_member(z, "meta.json", limit))
+            if not isinstance(meta, dict) or meta.get("format") != f"amips_plugins.{name}":
+                raise ValueError("it is not one")
+            if meta.get("version") != version:
+                raise ValueError(
+                    f"it has format version {meta.get('version')}, this release reads {version}"
+                )
+            blobs = _members(z, meta.get("members"), members, limit)
+    except (
+        ValueError,  # json's errors too
+        OSError,
+        zipfile.BadZipFile,
+        zlib.error,
+        EOFError,
+        KeyError,
+        NotImplementedError,  # a compression method zipfile lacks
+        RuntimeError,  # zipfile: "encrypted"
+    ) as e:
+        cause = str(e) if type(e) is ValueError else f"{type(e).__name__}: {e}"
+        raise ValueError(f"{what} is not a readable {name} file: {cause}") from None
+    return meta, blobs
+
+
+def _members(z: zipfile.ZipFile, manifest, wanted: tuple[str, ...], limit: int) -> dict:
+    """The members of ``wanted`` that ``z`` holds. With a ``manifest``, ``z`` must hold exactly
+    the members it lists besides ``meta.json``, each of its size and CRC-32 (ValueError)."""
+    names = z.namelist()
+    if len(set(names)) != len(names):
+        raise ValueError("it holds two members of one name")
+    if manifest is None:  # a file written before manifests
+        return {m: read_member(z, m, limit) for m in wanted if m in names}
+    if not isinstance(manifest, dict):
+        raise ValueError("its manifest is not a mapping")
+    held = set(names) - {"meta.json"}
+    for member in sorted(set(manifest) - held):
+        raise ValueError(f"member {member} is missing")
+    for member in sorted(held - set(manifest)):
+        raise ValueError(f"member {member} is not in its manifest")
+    blobs = {}
+    for member, entry in manifest.items():
+        if not isinstance(entry, dict) or set(entry) != {"size", "crc32"}:
+            raise ValueError(f"the manifest entry of member {member} is malformed")
+        data = read_member(z, member, limit)
+        if len(data) != entry["size"] or zlib.crc32(data) != entry["crc32"]:
+            raise ValueError(f"member {member} is not the one its manifest describes")
+        if member in wanted:
+            blobs[member] = data
+    return blobs
 
 
 def default_cache_dir() -> Path:

@@ -4,16 +4,24 @@ or a plain hnswlib file, after checking the graph (see ``amips_plugins._hnsw_fil
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import zipfile
+from pathlib import Path
 
 import hnswlib
 import numpy as np
 
 from .._hnsw_file import check_graph
-from .._io import CALIBRATION_QUERIES, atomic_path, npy_bytes, read_archive, read_npy, scratch_path
+from .._io import (
+    CALIBRATION_QUERIES,
+    atomic_path,
+    npy_bytes,
+    read_archive,
+    read_npy,
+    scratch_path,
+    write_archive,
+)
 from .._validation import as_int64, as_matrix, as_positive_int
 from ..effort import EffortTable
 from ..xbox import XboxTransform
@@ -70,13 +78,12 @@ class Files(HNSWState):
                 meta["calibration_stale"] = (
                     self._effort is not None and self._effort_version != self._keys_version
                 )
-            with zipfile.ZipFile(out, "w") as z:
-                z.writestr("meta.json", json.dumps(meta))
-                z.write(graph, "graph.bin")
-                if self._query_transform is not None:
-                    z.writestr("query_transform.pt", self._query_transform.to_bytes())
-                if self._calibration_queries is not None:
-                    z.writestr(CALIBRATION_QUERIES, npy_bytes(self._calibration_queries))
+            members: dict[str, bytes | Path] = {"graph.bin": graph}
+            if self._query_transform is not None:
+                members["query_transform.pt"] = self._query_transform.to_bytes()
+            if self._calibration_queries is not None:
+                members[CALIBRATION_QUERIES] = npy_bytes(self._calibration_queries)
+            write_archive(out, meta, members)
 
     def load_index(self, path, max_elements: int = 0, allow_replace_deleted: bool = False) -> None:
         """Restore an index written by ``save_index``, or a plain hnswlib file written by

@@ -4,14 +4,20 @@ pickling, one zip archive holding faiss's serialized index, the learned parts an
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
 
-from .._io import CALIBRATION_QUERIES, atomic_path, npy_bytes, read_archive, read_npy
+from .._io import (
+    CALIBRATION_QUERIES,
+    atomic_path,
+    npy_bytes,
+    read_archive,
+    read_npy,
+    write_archive,
+)
 from .._validation import as_matrix, as_positive_int
 from ..routing import LOADERS, PredictedKeyRouter
 from ..routing.ledger import AnswerLedger
@@ -84,10 +90,7 @@ class Files(IVFState):
                     members[impl.member] = impl.to_bytes()
             if self._calibration_queries is not None:
                 members[CALIBRATION_QUERIES] = npy_bytes(self._calibration_queries)
-        with zipfile.ZipFile(file, "w") as z:
-            z.writestr("meta.json", json.dumps(meta))
-            for member, data in members.items():
-                z.writestr(member, data)
+        write_archive(file, meta, members)
 
     @classmethod
     def load(cls, path) -> AmortizedIVFBase:
@@ -102,17 +105,10 @@ class Files(IVFState):
 
     @classmethod
     def _read(cls, source, name: str) -> AmortizedIVFBase:
+        meta, blobs = read_archive(source, "AmortizedIVF", _VERSION, _MEMBERS)
         try:
-            meta, blobs = read_archive(source, "AmortizedIVF", _VERSION, _MEMBERS)
             index = faiss.deserialize_index(np.frombuffer(blobs["index.faiss"], np.uint8))
-        except (
-            OSError,
-            zipfile.BadZipFile,
-            KeyError,
-            json.JSONDecodeError,
-            UnicodeDecodeError,
-            RuntimeError,
-        ) as e:
+        except (KeyError, RuntimeError) as e:
             raise ValueError(
                 f"{name} is not a readable AmortizedIVF file ({type(e).__name__}: {e})"
             ) from None
@@ -133,6 +129,9 @@ class Files(IVFState):
             if not (union is None or isinstance(union, bool)):
                 raise ValueError(f"probe_union must be true, false or null, got {union!r}")
             router = next((LOADERS[m](blobs[m]) for m in LOADERS if m in blobs), None)
+            if (router is None) != (meta["router"] is None):
+                held = "none" if router is None else type(router).__name__
+                raise ValueError(f"meta.json names router {meta['router']!r:.40}, it holds {held}")
             query_transform = blobs.get(PredictedKeyRouter.member)
             self._init_learned(
                 d,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import zipfile
 
 import torch
 import torch.nn.functional as F
@@ -298,12 +299,14 @@ def load_model(path: str | os.PathLike | bytes, *, keys=None) -> _LearnedMIPS:
     if isinstance(path, (bytes, bytearray)):
         path = f"a {len(path)}-byte model"  # named so in the errors below
     try:
+        _check_crcs(source)
         blob = torch.load(source, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as e:  # torch raises many types for a damaged or foreign file
+        first_line = next(iter(str(e).splitlines()), "")
         raise ValueError(
-            f"{path} is not a readable amips_plugins model ({type(e).__name__}: {e})"
+            f"{path} is not a readable amips_plugins model ({type(e).__name__}: {first_line})"
         ) from None
     if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
         raise ValueError(f"{path} is not an amips_plugins model")
@@ -320,6 +323,17 @@ def load_model(path: str | os.PathLike | bytes, *, keys=None) -> _LearnedMIPS:
     model = _restore(_CLASSES[blob["class"]], blob.get("config"), blob.get("state_dict"), path)
     model.key_fingerprint = blob.get("key_fingerprint")
     return model.eval()
+
+
+def _check_crcs(source) -> None:
+    """Every member of the zip that ``torch.save`` wrote read whole against its CRC-32, which
+    ``torch.load`` does not check: a flipped byte in the weights would load as other weights."""
+    with zipfile.ZipFile(source) as z:
+        damaged = z.testzip()
+    if damaged is not None:
+        raise ValueError(f"member {damaged} does not match its CRC-32")
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
 
 
 def _restore(cls, config, state, path) -> _LearnedMIPS:
