@@ -131,6 +131,23 @@ def test_keys_added_through_a_faiss_container_are_searched_here_too():
     np.testing.assert_array_equal(mapped, 1000 + I)
 
 
+def test_a_removal_and_an_add_through_a_faiss_container_are_found():
+    xb = _keys()
+    index = ap.ExactIndex(12)
+    with_ids = faiss.IndexIDMap(index)
+    with_ids.add_with_ids(xb[:300], np.arange(300))
+    index.search(xb[:3], 5)  # packed
+    for new, removed in enumerate((7, 299, 0), start=300):  # one key out, another in
+        with_ids.remove_ids(np.array([removed], np.int64))
+        with_ids.add_with_ids(xb[new : new + 1], np.array([1000 + removed]))
+        rows = index.keys
+        queries = np.concatenate([xb[removed : removed + 1], xb[new : new + 1]])
+        D, I = index.search(queries, 5)
+        assert_topk_matches(D, I, *reference_topk(queries, rows, 5))
+        _, mapped = with_ids.search(queries, 1)
+        assert removed not in mapped
+
+
 def test_remove_ids_and_selectors_follow_faiss():
     xb = _keys()
     ours, theirs = ap.ExactIndex(12), faiss.IndexFlatIP(12)

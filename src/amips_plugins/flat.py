@@ -32,7 +32,10 @@ class ExactIndex(faiss.IndexFlatIP):
     a buffer that grows geometrically) and the last ``ntotal % 64`` keys as rows, so a search
     skips the packing ``topk_dot`` does on every call. This costs a second copy of the
     keys: twice the memory of ``faiss.IndexFlatIP``. Keys that C++ adds or removes (e.g.
-    through ``IndexIDMap``) are repacked at the next search here.
+    through ``IndexIDMap``) are repacked at the next search here: a search compares the count
+    and a sample of rows (64 spread over the index, the last 64) with what was packed, so a
+    removal followed by as many adds is found too. Only a change that leaves every sampled
+    row as it was (possible with repeated keys) would go unnoticed.
 
     Safe to search from several threads, also while another adds, removes or resets (a search
     sees the keys before or after the change). Picklable.
@@ -47,6 +50,7 @@ class ExactIndex(faiss.IndexFlatIP):
     _panels: Any = None  # whole panels, then spare capacity
     _n_packed = 0
     _tail: Any = None  # the last ntotal % 64 keys as rows
+    _marks: Any = None  # faiss's rows at _sampled(ntotal) when they were packed
 
     def __init__(self, d: int):
         super().__init__(as_positive_int(d, "d"))
@@ -67,6 +71,19 @@ class ExactIndex(faiss.IndexFlatIP):
         self._panels = np.empty(0, dtype=np.float32)
         self._n_packed = 0
         self._tail = np.empty((0, self.d), dtype=np.float32)
+        self._marks = self._sampled_rows()
+
+    def _sampled_rows(self) -> np.ndarray:
+        """faiss's rows at 64 positions spread over the index and its last 64, as bits."""
+        n = self.ntotal
+        spread = np.linspace(0, n - 1, min(n, 64), dtype=np.int64)
+        positions = np.union1d(spread, np.arange(max(n - 64, 0), n))
+        return _rows_of(self)[positions].view(np.uint32)
+
+    def _in_step(self) -> bool:
+        """Whether the packed keys are still faiss's rows (C++ may have changed them)."""
+        n_packed = self._n_packed + len(self._tail)
+        return n_packed == self.ntotal and np.array_equal(self._sampled_rows(), self._marks)
 
     @property
     def keys(self) -> np.ndarray:
@@ -78,9 +95,11 @@ class ExactIndex(faiss.IndexFlatIP):
         """Append keys ``x`` (n, d); they get ids ntotal .. ntotal + n - 1."""
         x = as_matrix(x, "x", dim=self.d)
         with self._lock.writing():
+            in_step = self._in_step()
             self.add_c(len(x), faiss.swig_ptr(x))
-            if self._n_packed + len(self._tail) + len(x) == self.ntotal:
+            if in_step:
                 self._append_packed(x)
+                self._marks = self._sampled_rows()
             else:  # C++ changed the keys behind this object's back
                 self._repack()
 
@@ -115,14 +134,15 @@ class ExactIndex(faiss.IndexFlatIP):
         """Pack faiss's rows anew (after a reset or a removal)."""
         self._clear_packed()
         self._append_packed(_rows_of(self))
+        self._marks = self._sampled_rows()
 
     def _packed(self) -> tuple[np.ndarray, int, np.ndarray]:
         """The packed keys as one search reads them, repacked first if C++ changed the rows."""
         with self._lock.reading():
-            if self._n_packed + len(self._tail) == self.ntotal:
+            if self._in_step():
                 return self._panels, self._n_packed, self._tail
         with self._lock.writing():
-            if self._n_packed + len(self._tail) != self.ntotal:
+            if not self._in_step():
                 self._repack()
             return self._panels, self._n_packed, self._tail
 
