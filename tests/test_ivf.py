@@ -9,7 +9,7 @@ import pytest
 import amips_plugins as ap
 from amips_plugins.effort import recall_per_query
 from amips_plugins.ivf import FIRST_LISTS, AmortizedIVF
-from amips_plugins.routing import MaxAffineRouter
+from amips_plugins.routing import MaxAffineRouter, PieceGraphRouter
 from amips_plugins.routing.choice import default_budget
 from conftest import beside_writer, call_from_threads, rewrite_member
 
@@ -174,6 +174,20 @@ def test_any_object_with_the_router_protocol_chooses_the_lists(data, tmp_path):
         index.router = "centroids"
 
 
+def test_nprobe_nlist_is_exhaustive_whatever_lists_the_router_finds(data):
+    keys, train, test = data
+    index = build(keys)
+    index.fit_router(train, num_pieces=4 * NLIST)
+    # A walk of beam 2 finds at most 2 lists: faiss's ranking must give the rest.
+    index.router = PieceGraphRouter.build(index.router.pieces, index.router.offsets, ef=2)
+    index.probe_union = False
+    assert (index.probed_lists(test[:50], params=None) >= 0).all()
+    index.nprobe = NLIST
+    _, ids = index.search(test, 1)
+    _, best = ap.topk_dot(test, keys, 1)
+    np.testing.assert_array_equal(ids, best)
+
+
 def test_probe_union_scans_the_lists_of_both_rankings(data):
     keys, train, test = data
     index = build(keys)
@@ -298,8 +312,21 @@ def test_default_fit_router_keeps_the_best_held_out_choice_within_the_budget(dat
         index.fit_router(train, budget=1.0)
     with pytest.raises(ValueError, match="budget must be a positive number"):
         index.fit_router(train, budget=float("nan"))
-    with pytest.raises(ValueError, match="at least 10 training queries"):
+    with pytest.raises(ValueError, match="at least 10 distinct training queries"):
         index.fit_router(train[:9])
+
+
+def test_copies_of_training_queries_are_never_both_fitted_and_held_out(data):
+    keys, train, _ = data
+    index = build(keys)
+    with pytest.raises(ValueError, match="10 distinct training queries, got 1 among 500"):
+        index.fit_router(np.repeat(train[:1], 500, axis=0))
+    few = np.repeat(train[:40], 25, axis=0)  # 40 distinct for 24 lists
+    with pytest.warns(UserWarning, match="40 distinct training queries for 24 lists"):
+        report = index.fit_router(few)
+    # Measured on 4 held-out queries that were not fitted, no router finds all of them at
+    # nprobe 1; fitted on their copies, the piece graph would.
+    assert all(row["top1"] < 1 or row["nprobe"] > 1 for row in report)
 
 
 def test_default_budget_is_faiss_at_five_percent_of_the_lists_rounded_down():

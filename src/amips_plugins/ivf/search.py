@@ -14,6 +14,8 @@ from .. import _core
 from .._freshness import warn_stale
 from .._validation import as_int64, as_k, as_matrix, as_num_threads, into_out
 from ..routing import CentroidRouter, InTurn, MaxAffineRouter
+from ..routing.centroids import centroids_for
+from ..routing.in_turn import take_in_turn
 from .state import IVFState
 
 __all__ = ["Search", "check_params", "default_scan_params", "scan_params"]
@@ -83,6 +85,11 @@ class Search(IVFState):
             raise ValueError(f"nprobe must be positive, got {nprobe}")
         router = self._search_router()
         lists = np.ascontiguousarray(router.rank(q, nprobe, self, params), dtype=np.int64)
+        short = (lists < 0).any(axis=1)
+        if short.any():  # faiss's ranking fills what a router leaves: nprobe = nlist scans all
+            rest = centroids_for(q[short], nprobe, self, params)
+            both = np.concatenate([lists[short], rest], axis=1)
+            lists[short] = take_in_turn(both, np.empty((len(both), 0), np.int64), nprobe)
         return (lists, nprobe, *router.cost(self, nprobe))
 
     def probed_lists(self, x, *, params=None) -> np.ndarray:

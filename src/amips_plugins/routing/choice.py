@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,7 @@ __all__ = ["Choice", "choose_router", "default_budget"]
 log = logging.getLogger(__name__)
 
 HELD_OUT = 5_000  # queries kept for measuring, at most a tenth of them
+FEW_PER_LIST = 4  # fewer distinct training queries per list than this earn a warning
 FLAT_PIECES_PER_LIST = 16  # the exactly scored router: measured best on GloVe
 GRAPH_PIECES_PER_LIST = 128  # the graph's: about every distinct answer of WordNet's 180k queries
 # beams tried: at ef 128 the walk found 0.5 points more best keys at equal FLOPs on WordNet, but
@@ -62,18 +64,29 @@ def choose_router(
     threads = as_num_threads(num_threads)
     if budget is not None and not (math.isfinite(budget) and budget > 0):
         raise ValueError(f"budget must be a positive number of FLOPs per query, got {budget}")
-    held_count = min(HELD_OUT, len(queries) // 10)
+    # Held-out queries are distinct from every fitted one: a copy on both sides would
+    # measure the router on what it was fitted to.
+    _, first, copy_of = np.unique(queries, axis=0, return_index=True, return_inverse=True)
+    nlist, d = len(offsets) - 1, keys.shape[1]
+    held_count = min(HELD_OUT, len(first) // 10)
     if held_count < 1:
         raise ValueError(
-            f"choosing a router needs at least 10 training queries, got {len(queries)}"
+            f"choosing a router needs at least 10 distinct training queries, got {len(first)} "
+            f"among {len(queries)}"
         )
-    order = np.random.default_rng(seed).permutation(len(queries))
-    held, fit = queries[order[:held_count]], queries[order[held_count:]]
-    answers = best[order]
-    held_lists = np.searchsorted(offsets, answers[:held_count], side="right") - 1
-    fit_answers = answers[held_count:]
+    if len(first) < FEW_PER_LIST * nlist:
+        warnings.warn(
+            f"{len(first)} distinct training queries for {nlist} lists: the router is fitted "
+            f"and measured on few; at least {FEW_PER_LIST * nlist} are advised",
+            stacklevel=3,
+        )
+    held_groups = np.random.default_rng(seed).permutation(len(first))[:held_count]
+    held_rows = first[held_groups]
+    fit_rows = np.flatnonzero(~np.isin(copy_of.reshape(-1), held_groups))
+    held, fit = queries[held_rows], queries[fit_rows]
+    held_lists = np.searchsorted(offsets, best[held_rows], side="right") - 1
+    fit_answers = best[fit_rows]
 
-    nlist, d = len(offsets) - 1, keys.shape[1]
     max_nprobe = min(nlist, max(64, 4 * default_budget(nlist)))
     curves: dict[str, tuple[object, bool]] = {"faiss centroids": (None, False)}
     projection = principal_directions(fit, PROJECTED_DIM) if d > PROJECTED_ABOVE else None

@@ -175,12 +175,13 @@ class PieceGraphRouter:
     def rank(self, queries: np.ndarray, nprobe: int, index, params) -> np.ndarray:
         threads = as_num_threads(None)
         n = len(queries)
-        beam = np.full(n, self.ef, np.int32)
         graph, element_lists = self._walked()
-        _, elements, scored = graph.search(queries, queries, self.ef, beam, threads)
+        ef = min(self.ef, graph.size)  # a beam wider than the pieces finds them all
+        beam = np.full(n, ef, np.int32)
+        _, elements, scored = graph.search(queries, queries, ef, beam, threads)
         lists = np.where(elements >= 0, element_lists[np.maximum(elements, 0)], -1)
         # pieces scored per query: the walk's codes, then the ef found scored exactly
-        self._last.pieces = (scored + self.ef * n) / max(n, 1)
+        self._last.pieces = (scored + ef * n) / max(n, 1)
         return _core.take_in_turn(lists, np.empty((n, 0), np.int64), min(nprobe, self.num_outputs))
 
     def cost(self, index, nprobe: int) -> tuple[int, int]:
