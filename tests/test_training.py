@@ -1,3 +1,5 @@
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -122,6 +124,14 @@ def test_diverging_loss_stops_with_a_clear_error():
         ap.fit(model, KEYS, QUERIES, steps=10, progress=False, device="cpu")
 
 
+def test_too_large_a_learning_rate_is_named_when_training_diverges():
+    model = ap.KeyNet(8, width=64, depth=8)
+    with pytest.raises(
+        FloatingPointError, match=r"diverged with lr=999: .* at step \d+ of 50; try a smaller lr$"
+    ):
+        ap.fit(model, KEYS, QUERIES, lr=999, steps=50, progress=False, device="cpu")
+
+
 def test_bad_training_input():
     with pytest.raises(ValueError, match="dimension 8"):
         ap.fit(ap.KeyNet(8), KEYS[:, :5], QUERIES, steps=1, progress=False)
@@ -140,6 +150,25 @@ def test_bad_training_input():
         ap.QueryTransform(ap.KeyNet(8, num_outputs=2)).keys(TEST)
     with pytest.raises(ValueError, match=r"dimension 8.*\(4, 3\)"):
         ap.QueryTransform(ap.KeyNet(8)).keys(np.ones((4, 3)))
+
+
+def test_a_query_transform_of_another_dimension_is_named_in_one_line():
+    import faiss
+
+    wrong = ap.KeyNet(16, width=8, depth=1)
+    indexes = [lambda m: ap.AmortizedIVF(faiss.IndexFlatIP(8), 8, 4, query_transform=m)]
+    if importlib.util.find_spec("hnswlib") is not None:
+        indexes.append(lambda m: ap.AmortizedHNSW("ip", 8, query_transform=m))
+    for make in indexes:
+        with pytest.raises(ValueError) as raised:
+            make(wrong)
+        message = str(raised.value)
+        assert "\n" not in message and "got a KeyNet with dim 16 and num_outputs 1" in message
+        assert "dim 8" in message
+        with pytest.raises(TypeError, match="MaxAffineNet of dim 8, got str$"):
+            make("keynet.pt")
+    with pytest.raises(ValueError, match=r"keys must have dimension 16, got shape \(300, 8\)"):
+        ap.fit(wrong, KEYS, QUERIES, steps=1, progress=False, device="cpu")
 
 
 def test_fit_max_affine_recovers_the_keys_that_win():

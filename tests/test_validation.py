@@ -24,6 +24,14 @@ def test_torch_tensors_are_accepted():
     np.testing.assert_array_equal(got[1], ap.topk_dot(QUERIES, KEYS, 3)[1])
 
 
+def test_a_meta_tensor_is_refused_by_name():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match=r"queries is a tensor on device 'meta'.*\(5, 8\)"):
+        ap.topk_dot(torch.empty(5, 8, device="meta"), KEYS, 3)
+    with pytest.raises(TypeError, match="keys is a tensor on device 'meta', which has no data"):
+        ap.topk_dot(QUERIES, torch.empty(50, 8, device="meta"), 3)
+
+
 @pytest.mark.parametrize(
     "queries, keys, k, error, match",
     [

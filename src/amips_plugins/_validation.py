@@ -31,6 +31,10 @@ class DimensionError(ValueError, AssertionError):
 
 def _to_numpy(x, name: str) -> np.ndarray:
     if type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach"):
+        if x.device.type == "meta":  # shapes only: copying it out raises NotImplementedError
+            raise TypeError(
+                f"{name} is a tensor on device 'meta', which has no data (shape {tuple(x.shape)})"
+            )
         x = x.detach().cpu()
         x = (x.float() if x.is_floating_point() else x).numpy()  # numpy has no bfloat16
     try:

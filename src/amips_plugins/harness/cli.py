@@ -72,6 +72,9 @@ def _add_eval_options(p: argparse.ArgumentParser, default_out: str) -> None:
         help="where ground truth is cached (default: $AMIPS_CACHE_DIR or ~/.cache/amips_plugins)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.add_argument(
+        "--no-plot", action="store_true", help="write results.json only (no matplotlib needed)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import sys
 from pathlib import Path
 
 __all__ = ["METHODS", "cmd_bench_topk", "cmd_demo", "cmd_eval", "cmd_train"]
@@ -132,10 +133,6 @@ def _evaluate(ds, args) -> int:
         progress=not args.no_progress,
     )
     print(format_table(rows))
-    title = (
-        f"{ds.name}: {len(ds.keys)} keys, {len(ds.test_queries)} queries, {args.threads} threads"
-    )
-    plot_curves(rows, out / "match_rate.png", title)
     report = {
         "dataset": {
             "name": ds.name,
@@ -151,14 +148,42 @@ def _evaluate(ds, args) -> int:
             for r in rows
         ],
     }
+    # Written before the plot, so that a failing plot loses no measurement.
     (out / "results.json").write_text(json.dumps(report, indent=1))
-    print(f"wrote {out / 'results.json'} and {out / 'match_rate.png'}")
+    print(f"wrote {out / 'results.json'}")
+    if args.no_plot:
+        return 0
+    title = (
+        f"{ds.name}: {len(ds.keys)} keys, {len(ds.test_queries)} queries, {args.threads} threads"
+    )
+    try:
+        plot_curves(rows, out / "match_rate.png", title)
+    except Exception as e:  # matplotlib fails in many ways; whichever, the results stay saved
+        print(
+            f"amips: error: could not plot {out / 'match_rate.png'} ({type(e).__name__}: {e}); "
+            f"the results are in {out / 'results.json'}",
+            file=sys.stderr,
+        )
+        return 2
+    print(f"wrote {out / 'match_rate.png'}")
     return 0
+
+
+def _check_plotting(args) -> None:
+    """Refuse, before any work, to run without the plot's matplotlib unless --no-plot."""
+    import importlib.util
+
+    if not args.no_plot and importlib.util.find_spec("matplotlib") is None:
+        raise ImportError(
+            "matplotlib is not installed, and the plot needs it: "
+            'pip install "amips_plugins[harness]", or pass --no-plot'
+        )
 
 
 def cmd_demo(args) -> int:
     from .datasets import MipsDataset, glove50, wordnet_minilm
 
+    _check_plotting(args)
     if args.dataset == "glove50":
         ds = glove50(num_keys=args.num_keys, num_test=args.num_test, seed=args.seed)
     else:
@@ -175,6 +200,7 @@ def cmd_demo(args) -> int:
 def cmd_eval(args) -> int:
     from .datasets import from_files
 
+    _check_plotting(args)
     ds = from_files(
         args.keys,
         args.queries,
@@ -209,23 +235,30 @@ def cmd_train(args) -> int:
     else:
         model = KeyNet(keys.shape[1], outputs, width=args.width, depth=args.depth)
     router = offsets is not None
-    history = fit(
-        model,
-        keys,
-        queries,
-        offsets=offsets,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        augment_copies=args.augment,
-        time_budget=args.time_budget,
-        device=args.device,
-        seed=args.seed,
-        key_weight=0.0 if router else 1.0,
-        score_weight=1.0 if router else 0.01,
-        eval_every=max(1, min(500, args.steps // 10)),
-        progress=not args.no_progress,
-    )
+    try:
+        history = fit(
+            model,
+            keys,
+            queries,
+            offsets=offsets,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            augment_copies=args.augment,
+            time_budget=args.time_budget,
+            device=args.device,
+            seed=args.seed,
+            key_weight=0.0 if router else 1.0,
+            score_weight=1.0 if router else 0.01,
+            eval_every=max(1, min(500, args.steps // 10)),
+            progress=not args.no_progress,
+        )
+    except FloatingPointError as e:
+        # The library's advice names its argument; this names the option (nothing is saved).
+        raise ValueError(
+            f"training diverged with --lr {args.lr:g} (the loss stopped being finite); "
+            f"try a smaller --lr, e.g. --lr {args.lr / 10:g}"
+        ) from e
     model.save(args.out)
     last = history[-1]
     shown = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in last.items()}

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+from .._optional import require
 from .._progress import Progress, ProgressArg
 
 __all__ = ["match_rate", "recall_at_k", "time_each", "sweep", "format_table", "plot_curves"]
@@ -146,8 +147,7 @@ def format_table(rows: list[dict]) -> str:
 def plot_curves(rows: list[dict], path, title: str = "") -> None:
     """PNG with two panels: top-1 match rate against wall-clock per query and against FLOPs per
     query (distances and network), one line per method."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "harness")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -309,7 +309,8 @@ def fit(
             loss = _loss(model, train, idx, key_weight, score_weight)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
-                    f"training loss became {loss.item()} at step {step}; lower lr?"
+                    f"training diverged with lr={lr:g}: the loss became {loss.item()} at step "
+                    f"{step + 1} of {steps}; try a smaller lr"
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()

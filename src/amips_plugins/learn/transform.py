@@ -66,10 +66,15 @@ class QueryTransform:
 
 def key_predictor(model, dim: int) -> QueryTransform:
     """A ``QueryTransform`` for ``model``, checked to be a one-output KeyNet, SupportNet or
-    MaxAffineNet of ``dim`` (ValueError otherwise): the query transform an index wrapper accepts."""
-    if not hasattr(model, "key_multiply_adds") or model.num_outputs != 1 or model.dim != dim:
+    MaxAffineNet of ``dim`` (TypeError for another object, ValueError for another shape): the
+    query transform an index wrapper accepts."""
+    wanted = f"query_transform must be a one-output KeyNet, SupportNet or MaxAffineNet of dim {dim}"
+    # Named by type and shape: a torch model's repr runs over many lines.
+    if not hasattr(model, "key_multiply_adds"):
+        raise TypeError(f"{wanted}, got {type(model).__name__}")
+    if model.num_outputs != 1 or model.dim != dim:
         raise ValueError(
-            f"query_transform must be a one-output KeyNet, SupportNet or MaxAffineNet of "
-            f"dim {dim}, got {model!r:.200}"
+            f"{wanted}, got a {type(model).__name__} with dim {model.dim} "
+            f"and num_outputs {model.num_outputs}"
         )
     return QueryTransform(model)
