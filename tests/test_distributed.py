@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import faiss
 import numpy as np
@@ -144,14 +145,25 @@ def test_save_and_load_give_the_same_results(data, routed, tmp_path):
     assert loaded.shard_sizes() == routed.shard_sizes()
 
 
+def wait_for_free_cpus(cpus: float) -> bool:
+    """Whether the cluster's free CPUs come back to ``cpus`` (killed actors free theirs)."""
+    for _ in range(300):
+        if ray.available_resources().get("CPU", 0) >= cpus:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def test_a_bad_directory_is_refused_clearly(data, routed, tmp_path):
     with pytest.raises(ValueError, match="not a readable ShardedIVF directory"):
         ShardedIVF.load(tmp_path / "absent")
     routed.save(tmp_path / "index")
     meta = json.loads((tmp_path / "index" / "meta.json").read_text())
     (tmp_path / "index" / "meta.json").write_text(json.dumps({**meta, "ntotal": 1}))
-    with pytest.raises(ValueError, match="the shards hold 6000 keys, meta.json says 1"):
-        ShardedIVF.load(tmp_path / "index")
+    free = ray.available_resources()["CPU"]
+    with pytest.raises(ValueError, match="the shards hold 6000 keys, meta.json says 1") as e:
+        ShardedIVF.load(tmp_path / "index", actor_options={"num_cpus": 0.25})
+    assert wait_for_free_cpus(free), e.value  # its actors were stopped
     (tmp_path / "index" / "meta.json").write_text(json.dumps(meta))
     (tmp_path / "index" / "shard-2.ivf").unlink()
     with pytest.raises(ValueError, match=r"missing shard files \['shard-2.ivf'\]"):
@@ -212,3 +224,54 @@ def test_bad_input_gets_a_clear_error(data, routed):
         routed.train(keys)
     D_pad, I_pad = routed.search(test_q[:2], 7000, nprobe=32)  # k beyond ntotal: padded
     assert (I_pad[:, 6000:] == -1).all() and (D_pad[:, 6000:] == np.finfo(np.float32).min).all()
+
+
+def test_an_add_a_dead_shard_fails_keeps_none_of_its_keys_and_reuses_no_id(data):
+    keys, _, test_q = data
+    first, batch = keys[:3000], keys[3000:]
+    index = build(first)
+    live = [0, 2, 3]
+    ray.kill(index._shards[1])
+    with pytest.raises(ShardUnavailableError, match="shard 1.*none of the 3000 keys was added"):
+        index.add(batch)
+    assert index.ntotal == 3000
+    held = [ray.get(index._shards[s].keys_of.remote(np.arange(len(keys)))) for s in live]
+    assert all((ids < 3000).all() for ids, _, _ in held)  # the batch was rolled back
+    owner = index.shard_of_list[index.routing_index.quantizer.assign(batch, 1)[:, 0]]
+    later = batch[owner != 1]  # all on live shards: this add succeeds
+    index.add(later)
+    added = np.concatenate([first, later])
+    held = [ray.get(index._shards[s].keys_of.remote(np.arange(len(keys)))) for s in live]
+    ids = np.concatenate([h[0] for h in held])
+    assert len(np.unique(ids)) == len(ids)  # every id names one key
+    np.testing.assert_array_equal(np.concatenate([h[1] for h in held]), added[ids])
+    D, I = index.search(test_q, 10, nprobe=NLIST, allow_partial=True)
+    np.testing.assert_allclose(D, np.einsum("qd,qkd->qk", test_q, added[I]), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "codes, name, damage",
+    [
+        ("Flat", "shard-2.ivf", "truncate"),
+        ("Flat", "shard-2.ivf", "flip"),
+        ("PQ4x4", "shard-1.keys.npz", "truncate"),
+    ],
+)
+def test_a_corrupt_shard_file_is_named_and_leaves_no_actor_running(
+    data, tmp_path, codes, name, damage
+):
+    keys, _, _ = data
+    build(keys[:2000], codes=codes).save(tmp_path / "index")
+    file = tmp_path / "index" / name
+    blob = bytearray(file.read_bytes())
+    if damage == "truncate":
+        del blob[len(blob) // 2 :]
+    else:
+        blob[len(blob) // 2] ^= 0xFF
+    file.write_bytes(bytes(blob))
+    free = ray.available_resources()["CPU"]
+    # each actor holds a quarter CPU, so those left running would show; the error is kept, as
+    # an interactive session keeps its last traceback (and with it the index's actor handles)
+    with pytest.raises(ValueError, match=f"not a readable ShardedIVF directory: .*{name}") as e:
+        ShardedIVF.load(tmp_path / "index", actor_options={"num_cpus": 0.25}, timeout_s=120)
+    assert wait_for_free_cpus(free), e.value

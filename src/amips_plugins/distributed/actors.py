@@ -19,7 +19,7 @@ class ShardUnavailableError(RuntimeError):
 
 
 class ShardActors:
-    """The actors of a sharded index (none before ``start``), indexable by shard."""
+    """The actors of a sharded index (none before ``start`` or ``open``), indexable by shard."""
 
     def __init__(self, actor_options: dict, timeout_s: float | None, threads: int):
         self.actor_options, self.timeout_s, self.threads = actor_options, timeout_s, threads
@@ -31,16 +31,56 @@ class ShardActors:
     def __getitem__(self, shard: int):
         return self._actors[shard]
 
-    def start(self, sources: list) -> None:
-        """One actor per shard, from serialized indexes or saved files."""
+    def start(self, indexes: list[bytes]) -> None:
+        """One actor per shard, each holding one of the serialized ``indexes``."""
         remote = _remote_shard().options(**self.actor_options)
         self._actors = [
-            remote.remote(
-                source if isinstance(source, str) else AmortizedIVFBase.deserialize(source),
-                self.threads,
-            )
-            for source in sources
+            remote.remote(AmortizedIVFBase.deserialize(index), self.threads) for index in indexes
         ]
+
+    def open(self, files: list[str]) -> dict:
+        """One actor per shard, each reading one of the saved ``files``: shard -> its number of
+        keys. A file an actor cannot read is the ValueError that names it; on any failure every
+        actor is stopped."""
+        remote = _remote_shard().options(**self.actor_options)
+        self._actors = [remote.remote(None, self.threads) for _ in files]
+        try:
+            return self.gather(
+                {s: a.load.remote(f) for s, (a, f) in enumerate(zip(self._actors, files))},
+                "load",
+            )
+        except BaseException as e:
+            self.stop()
+            cause = getattr(e, "cause", None)  # what a shard raised, inside Ray's RayTaskError
+            if isinstance(cause, ValueError):
+                raise ValueError(str(cause)) from None
+            raise
+
+    def stop(self) -> None:
+        """Kill every actor (their keys go with them)."""
+        ray = _ray()
+        for actor in self._actors:
+            ray.kill(actor)
+        self._actors = []
+
+    def add(self, parts: dict) -> None:
+        """Add ``parts`` (shard -> (keys, ids)), all or nothing: when a shard cannot be reached,
+        the others remove their part again and ShardUnavailableError says so. An actor runs a
+        caller's calls in order, so a shard too slow to answer in time removes its part too."""
+        calls = {s: self._actors[s].add_with_ids.remote(x, ids) for s, (x, ids) in parts.items()}
+        try:
+            self.gather(calls, "add")
+        except Exception as e:  # a shard's own error too: what the others added goes again
+            undo = {s: self._actors[s].remove_ids.remote(parts[s][1]) for s in calls}
+            self.gather(undo, "add", allow_partial=True)
+            if not isinstance(e, ShardUnavailableError):
+                raise
+            n = sum(len(ids) for _, ids in parts.values())
+            raise ShardUnavailableError(
+                f"{e}: none of the {n} keys was added (the shards reached dropped their part "
+                "again); add them once every shard answers, or load the last save if a shard "
+                "died, since its keys died with it"
+            ) from None
 
     def broadcast(self, method: str, *args) -> dict:
         """Call ``method`` on every shard: shard -> object ref."""

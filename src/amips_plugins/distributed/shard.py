@@ -5,6 +5,7 @@ without Ray). Every shard has the whole trained quantizer; ids are the sharded i
 from __future__ import annotations
 
 import time
+import zipfile
 from pathlib import Path
 
 import faiss
@@ -22,24 +23,44 @@ class Shard:
     exactly, so there the shard also keeps the raw keys it was given (for exact answers and the
     router's pieces); an IndexIVFFlat's own rows are those keys."""
 
-    def __init__(self, source: AmortizedIVFBase | str, num_threads: int = 1):
-        """``source``: an index, or the path a shard was saved to."""
+    def __init__(self, index: AmortizedIVFBase | None, num_threads: int = 1):
+        """``index``: the keys' index, or None: one is read by ``load`` (an actor reads its file
+        in a call rather than its constructor, so that a bad file is a ValueError, not a dead
+        actor)."""
         faiss.omp_set_num_threads(num_threads)
         self.num_threads = num_threads
+        self._index = index
         self.raw: tuple[np.ndarray, np.ndarray] | None = None  # (ids ascending, keys)
-        if isinstance(source, str):
-            self.index = AmortizedIVFBase.load(source)
-            if not isinstance(self.index, faiss.IndexIVFFlat):
-                with np.load(_raw_path(source), allow_pickle=False) as arrays:
-                    self.raw = (arrays["ids"], arrays["keys"])
-                if len(self.raw[0]) != self.index.ntotal:
-                    raise ValueError(
-                        f"{source}: {len(self.raw[0])} raw keys for {self.index.ntotal} codes"
-                    )
-        else:
-            self.index = source
-            if not isinstance(source, faiss.IndexIVFFlat):
-                self.raw = (np.empty(0, np.int64), np.empty((0, source.d), np.float32))
+        if index is not None and not isinstance(index, faiss.IndexIVFFlat):
+            self.raw = (np.empty(0, np.int64), np.empty((0, index.d), np.float32))
+
+    def load(self, path: str) -> int:
+        """Read the shard ``save`` wrote at ``path``, returning its number of keys; a corrupt or
+        inconsistent file: ValueError naming it."""
+        index = AmortizedIVFBase.load(path)
+        raw = None
+        if not isinstance(index, faiss.IndexIVFFlat):
+            raw_path = _raw_path(path)
+            try:
+                with np.load(raw_path, allow_pickle=False) as arrays:
+                    raw = (arrays["ids"], arrays["keys"])
+            except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as e:
+                raise ValueError(
+                    f"{raw_path} is not a readable shard keys file ({type(e).__name__}: {e})"
+                ) from None
+            if not len(raw[0]) == len(raw[1]) == index.ntotal:
+                raise ValueError(
+                    f"{raw_path}: {len(raw[0])} ids and {len(raw[1])} raw keys for "
+                    f"{index.ntotal} codes"
+                )
+        self._index, self.raw = index, raw
+        return self.ntotal()
+
+    @property
+    def index(self) -> AmortizedIVFBase:
+        if self._index is None:
+            raise RuntimeError("this shard holds no index yet: load one")
+        return self._index
 
     def ntotal(self) -> int:
         return int(self.index.ntotal)
@@ -51,6 +72,14 @@ class Shard:
             order = np.argsort(all_ids, kind="stable")
             self.raw = (all_ids[order], np.concatenate([self.raw[1], x])[order])
         return self.ntotal()
+
+    def remove_ids(self, ids: np.ndarray) -> int:
+        """Remove the keys of ``ids`` (what undoes a failed add), returning how many went."""
+        removed = self.index.remove_ids(ids)
+        if self.raw is not None:
+            keep = ~np.isin(self.raw[0], ids)
+            self.raw = (self.raw[0][keep], self.raw[1][keep])
+        return removed
 
     def search_lists(self, q: np.ndarray, k: int, lists: np.ndarray):
         """(D, I, distances computed, seconds) for the queries' lists held here."""

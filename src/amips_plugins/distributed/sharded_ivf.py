@@ -146,7 +146,9 @@ class ShardedIVF:
         self.add_with_ids(x, np.arange(self.ntotal, self.ntotal + len(x)))
 
     def add_with_ids(self, x, ids) -> None:
-        """Add keys ``x`` (n, d) with the non-negative ``ids`` (n,), each to its list's shard."""
+        """Add keys ``x`` (n, d) with new, non-negative ``ids`` (n,), each to its list's shard;
+        all or nothing: a shard out of reach raises ShardUnavailableError once the others have
+        removed the keys of ``ids`` again, and ``ntotal`` stays."""
         x = as_matrix(x, "x", dim=self.d)
         ids = as_key_ids(ids, len(x))
         self._require_trained()
@@ -154,11 +156,7 @@ class ShardedIVF:
             shard = self.shard_of_list[self._router_index.quantizer.assign(x, 1)[:, 0]]
         else:
             shard = ids % self.num_shards
-        calls = {}
-        for s in np.unique(shard).tolist():
-            rows = shard == s
-            calls[s] = self._shards[s].add_with_ids.remote(x[rows], ids[rows])
-        self._shards.gather(calls, "add", allow_partial=False)
+        self._shards.add({s: (x[shard == s], ids[shard == s]) for s in np.unique(shard).tolist()})
         self.ntotal += len(x)
 
     def fit_router(self, train_queries, *, num_pieces: int | None = None) -> None:
@@ -341,7 +339,8 @@ class ShardedIVF:
         timeout_s: float | None = None,
     ) -> ShardedIVF:
         """Read a directory written by ``save``, starting one actor per shard file; a missing,
-        foreign or inconsistent directory: ValueError."""
+        foreign, corrupt or inconsistent directory: ValueError naming what is wrong, with no
+        actor left running."""
         path = Path(directory).resolve()
         try:
             meta = json.loads((path / "meta.json").read_text())
@@ -380,12 +379,14 @@ class ShardedIVF:
         except ValueError as e:
             raise ValueError(f"{path} is not a readable ShardedIVF directory: {e}") from None
         self._router_index = router_index
-        self._shards.start([str(f) for f in files])
-        sizes = self._shards.gather(self._shards.broadcast("ntotal"), "load")
-        if sum(sizes.values()) != meta["ntotal"]:
+        try:
+            held = sum(self._shards.open([str(f) for f in files]).values())
+        except ValueError as e:
+            raise ValueError(f"{path} is not a readable ShardedIVF directory: {e}") from None
+        if held != meta["ntotal"]:
+            self._shards.stop()
             raise ValueError(
-                f"{path}: the shards hold {sum(sizes.values())} keys, meta.json says "
-                f"{meta['ntotal']}"
+                f"{path}: the shards hold {held} keys, meta.json says {meta['ntotal']}"
             )
         self.ntotal = meta["ntotal"]
         return self
