@@ -50,7 +50,8 @@ class ExactIndex(faiss.IndexFlatIP):
     _panels: Any = None  # whole panels, then spare capacity
     _n_packed = 0
     _tail: Any = None  # the last ntotal % 64 keys as rows
-    _marks: Any = None  # faiss's rows at _sampled(ntotal) when they were packed
+    _marks: Any = None  # faiss's rows at _mark_positions when they were packed
+    _mark_positions: Any = None
 
     def __init__(self, d: int):
         super().__init__(as_positive_int(d, "d"))
@@ -71,19 +72,21 @@ class ExactIndex(faiss.IndexFlatIP):
         self._panels = np.empty(0, dtype=np.float32)
         self._n_packed = 0
         self._tail = np.empty((0, self.d), dtype=np.float32)
-        self._marks = self._sampled_rows()
+        self._mark()
 
-    def _sampled_rows(self) -> np.ndarray:
-        """faiss's rows at 64 positions spread over the index and its last 64, as bits."""
+    def _mark(self) -> None:
+        """Note faiss's rows at 64 positions spread over the index and its last 64, as bits."""
         n = self.ntotal
         spread = np.linspace(0, n - 1, min(n, 64), dtype=np.int64)
-        positions = np.union1d(spread, np.arange(max(n - 64, 0), n))
-        return _rows_of(self)[positions].view(np.uint32)
+        self._mark_positions = np.union1d(spread, np.arange(max(n - 64, 0), n))
+        self._marks = _rows_of(self)[self._mark_positions].view(np.uint32)
 
     def _in_step(self) -> bool:
         """Whether the packed keys are still faiss's rows (C++ may have changed them)."""
-        n_packed = self._n_packed + len(self._tail)
-        return n_packed == self.ntotal and np.array_equal(self._sampled_rows(), self._marks)
+        if self._n_packed + len(self._tail) != self.ntotal:
+            return False
+        rows = _rows_of(self)[self._mark_positions].view(np.uint32)
+        return np.array_equal(rows, self._marks)
 
     @property
     def keys(self) -> np.ndarray:
@@ -99,7 +102,7 @@ class ExactIndex(faiss.IndexFlatIP):
             self.add_c(len(x), faiss.swig_ptr(x))
             if in_step:
                 self._append_packed(x)
-                self._marks = self._sampled_rows()
+                self._mark()
             else:  # C++ changed the keys behind this object's back
                 self._repack()
 
@@ -134,7 +137,7 @@ class ExactIndex(faiss.IndexFlatIP):
         """Pack faiss's rows anew (after a reset or a removal)."""
         self._clear_packed()
         self._append_packed(_rows_of(self))
-        self._marks = self._sampled_rows()
+        self._mark()
 
     def _packed(self) -> tuple[np.ndarray, int, np.ndarray]:
         """The packed keys as one search reads them, repacked first if C++ changed the rows."""
