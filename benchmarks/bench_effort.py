@@ -9,11 +9,15 @@ A seeded 80k / 10k split of the data set's training queries: the router (IVF) is
 80k; our index is calibrated on the 10k (``calibrate``), and every peer's setting is the smallest
 whose recall@10 reaches the target on them. Measured on the test queries: achieved recall@10,
 queries/s in one batch (the median of three, the contenders taking turns) and one query at a
-time, distances per query (NaN where the library does not count them). IVF: faiss IVF-IP, nlist
-sqrt(N), and ours with one nprobe for every query (the smallest meeting the target) beside the
-per-query one. HNSW: hnswlib, faiss HNSW, usearch and voyager, all inner product, M 16,
-ef_construction 200, keys inserted in descending norm order (the best order for every library:
-voyager's incremental transform needs it).
+time, distances per query (NaN where the library does not count them), and each index's build
+time and memory (growth of this process's resident memory while it is built; ours includes
+fitting and calibrating). IVF (nlist sqrt(N)): faiss IVF-IP, faiss IVF-PQ fast-scan + exact
+refine at k_factor 4 / 16 / 64 / 256, ScaNN (tree of 2 sqrt(N) leaves, anisotropic hashing,
+reorder 100 / 300 / 1000 / 2000), and ours with one nprobe for every query beside the per-query
+one. HNSW: hnswlib, faiss HNSW, usearch and voyager (M 16, ef_construction 200, keys inserted by
+descending norm: the best order for every library, and voyager's transform needs it), SVS
+Vamana (degree 32, window 200), NGT (epsilon) and ScaNN. A peer with two knobs is one contender
+per value of the second (``pip install ".[peers]"`` installs them all).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import json
 import math
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -35,6 +40,9 @@ from amips_plugins.ground_truth import default_cache_dir
 from amips_plugins.harness import peers
 from amips_plugins.harness.datasets import builtin
 from amips_plugins.harness.evaluation import recall_at_k
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import record  # noqa: E402
 
 TARGETS = (0.90, 0.95, 0.99)
 K = 10
@@ -84,15 +92,58 @@ def timed(searches, test, rounds=3, single_queries=300):
     }
 
 
+def resident_mb() -> float:
+    """This process's resident memory (MB)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def built(build):
+    """Run ``build()``: (seconds, growth of resident memory in MB)."""
+    start, before = time.perf_counter(), resident_mb()
+    build()
+    return time.perf_counter() - start, resident_mb() - before
+
+
+class Rival:
+    """A peer at one setting of its other knobs: ``search(q, setting)`` for settings in
+    [low, high], ``low`` to ``high`` ascending in effort; ``knob(setting)`` the library's value."""
+
+    def __init__(self, name, search, low, high, build_s, memory_mb, knob=lambda s: s):
+        self.name, self.search, self.low, self.high = name, search, low, high
+        self.build_s, self.memory_mb, self.knob = build_s, memory_mb, knob
+
+
+def peer_rivals(method, keys, ladder, low, high, order=None):
+    """``method`` (a ``harness.peers`` method) built on ``keys`` (in ``order``), one Rival per
+    entry of ``ladder``: (label, (setting -> the method's param), knob)."""
+    keys_in = keys if order is None else keys[order]
+    build_s, memory_mb = built(lambda: method.build(keys_in))
+    print(f"{method.name}: built in {build_s:.1f} s, {memory_mb:.0f} MB", flush=True)
+    rivals = []
+    for label, param, knob in ladder:
+
+        def search(q, setting, param=param):
+            ids, distances = method.search(q, K, param(setting))
+            return (ids if order is None else order[ids]), distances
+
+        rivals.append(Rival(f"{method.name}{label}", search, low, high, build_s, memory_mb, knob))
+    return rivals
+
+
 def ivf_contenders(ds, keys, fit_q, calibration_q, threads):
-    """Ours, calibrated, as ``search(q, target)``; the peers as (name, ``search(q, setting)``,
-    the settings' range)."""
+    """Ours, calibrated, as ``search(q, target)`` with its build time and memory; the peers as
+    Rivals."""
     nlist = math.isqrt(len(keys))
     ours = ap.AmortizedIVF(None, ds.d, nlist)
-    ours.train(keys)
-    ours.add(keys)
-    ours.fit_router(fit_q)
-    ours.calibrate(calibration_q, K)
+
+    def build():
+        ours.train(keys)
+        ours.add(keys)
+        ours.fit_router(fit_q)
+        ours.calibrate(calibration_q, K)
+
+    build_s, memory_mb = built(build)
 
     def ours_search(q, target):
         ids = ours.search(q, K, target_recall=target)[1]
@@ -102,20 +153,36 @@ def ivf_contenders(ds, keys, fit_q, calibration_q, threads):
         ids = ours.search(q, K, params=faiss.SearchParametersIVF(nprobe=nprobe))[1]
         return ids, ours.last_search_stats["distances"]
 
-    theirs = peers.FaissIVF(nlist)
-    theirs.build(keys)
-    rivals = [
-        (f"{theirs.name} nprobe", lambda q, nprobe: theirs.search(q, K, nprobe), 1, nlist),
-        ("ours, one nprobe", ours_one_nprobe, 1, nlist),
-    ]
-    return f"nlist {nlist}", ours_search, rivals
+    rivals = [Rival("ours, one nprobe", ours_one_nprobe, 1, nlist, build_s, memory_mb)]
+    rivals += peer_rivals(peers.FaissIVF(nlist), keys, [(" nprobe", int, int)], 1, nlist)
+    rivals += peer_rivals(
+        peers.FaissIVFFastScanRefine(nlist),
+        keys,
+        [(f" k_factor {f}, nprobe", lambda s, f=f: (s, f), int) for f in (4, 16, 64, 256)],
+        1,
+        nlist,
+    )
+    rivals += scann_rivals(threads, keys)
+    return f"nlist {nlist}", (ours_search, build_s, memory_mb), rivals
+
+
+def scann_rivals(threads, keys):
+    """ScaNN at each re-ordering depth, its leaves searched the knob."""
+    scann = peers.ScaNN(threads)
+    leaves = max(1, round(2 * math.sqrt(len(keys))))
+    ladder = [(f" reorder {r}, leaves", lambda s, r=r: (s, r), int) for r in (100, 300, 1000, 2000)]
+    return peer_rivals(scann, keys, ladder, 1, leaves)
 
 
 def hnsw_contenders(ds, keys, fit_q, calibration_q, threads):
     ours = ap.AmortizedHNSW("ip", ds.d)  # inserts by descending norm itself
-    ours.init_index(len(keys), M=16, ef_construction=200)
-    ours.add_items(keys, num_threads=threads)
-    ours.calibrate(calibration_q, K, max_ef=MAX_EF, num_threads=threads)
+
+    def build():
+        ours.init_index(len(keys), M=16, ef_construction=200)
+        ours.add_items(keys, num_threads=threads)
+        ours.calibrate(calibration_q, K, max_ef=MAX_EF, num_threads=threads)
+
+    build_s, memory_mb = built(build)
 
     def ours_search(q, target):
         labels = ours.knn_query(q, K, num_threads=threads, target_recall=target)[0]
@@ -128,15 +195,14 @@ def hnsw_contenders(ds, keys, fit_q, calibration_q, threads):
         peers.FaissHNSW(),
         peers.UsearchIP(threads),
         peers.VoyagerIP(threads),
+        peers.SVSVamana(threads),
     ):
-        method.build(keys[order])
-
-        def search(q, ef, method=method):
-            ids, distances = method.search(q, K, ef)
-            return order[ids], distances
-
-        rivals.append((f"{method.name} ef", search, K, MAX_EF))
-    return "M 16, ef_construction 200", ours_search, rivals
+        rivals += peer_rivals(method, keys, [(" ef", int, int)], K, MAX_EF, order)
+    # NGT's epsilon in steps of 0.001, from 0 to 0.5
+    epsilon = [(" epsilon", lambda s: s / 1000, lambda s: s / 1000)]
+    rivals += peer_rivals(peers.NGT(threads), keys, epsilon, 0, 500)
+    rivals += scann_rivals(threads, keys)
+    return "M 16, ef_construction 200", (ours_search, build_s, memory_mb), rivals
 
 
 def main():
@@ -147,6 +213,7 @@ def main():
     p.add_argument("--dataset", choices=["glove50", "wordnet"], default="glove50")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--out", default="results/bench_effort")
+    p.add_argument("--record", action="store_true", help="write benchmarks/results/effort_*.json")
     args = p.parse_args()
     faiss.omp_set_num_threads(args.threads)
 
@@ -159,20 +226,33 @@ def main():
         for name, q in (("calibration", calibration_q), ("test", test))
     }
     contenders = ivf_contenders if args.index == "ivf" else hnsw_contenders
-    setup, ours_search, rivals = contenders(ds, keys, fit_q, calibration_q, args.threads)
+    setup, ours, rivals = contenders(ds, keys, fit_q, calibration_q, args.threads)
+    ours_search, ours_build_s, ours_memory_mb = ours
     print(f"{ds.name}, {args.index} ({setup}): k {K}, {args.threads} threads")
+    print(f"ours: built, fitted and calibrated in {ours_build_s:.1f} s, {ours_memory_mb:.0f} MB")
     rows = []
     for target in TARGETS:
-        searches = {"ours target_recall": lambda q, t=target: ours_search(q, t)}
-        for name, search, low, high in rivals:
+        searches = {
+            "ours target_recall": (
+                lambda q, t=target: ours_search(q, t),
+                ours_build_s,
+                ours_memory_mb,
+            )
+        }
+        for rival in rivals:
             setting = smallest_setting(
-                search, calibration_q, truth["calibration"], target, low, high
+                rival.search, calibration_q, truth["calibration"], target, rival.low, rival.high
             )
             if setting is None:
-                print(f"target {target:.2f} {name}: not reached at {high}")
+                print(f"target {target:.2f} {rival.name}: not reached at {rival.knob(rival.high)}")
                 continue
-            searches[f"{name} {setting}"] = lambda q, s=setting, f=search: f(q, s)
-        for name, (ids, distances, qps, one_ms) in timed(searches, test).items():
+            searches[f"{rival.name} {rival.knob(setting)}"] = (
+                lambda q, s=setting, f=rival.search: f(q, s),
+                rival.build_s,
+                rival.memory_mb,
+            )
+        timings = timed({name: search for name, (search, _, _) in searches.items()}, test)
+        for name, (ids, distances, qps, one_ms) in timings.items():
             row = {
                 "target": target,
                 "method": name,
@@ -180,10 +260,12 @@ def main():
                 "queries_per_s": qps,
                 "single_query_ms": one_ms,
                 "distances_per_query": distances,
+                "build_s": searches[name][1],
+                "memory_mb": searches[name][2],
             }
             rows.append(row)
             print(
-                f"target {target:.2f} {name:38s} R@10 {row['recall']:.4f}  {qps:8.0f} q/s batch "
+                f"target {target:.2f} {name:52s} R@10 {row['recall']:.4f}  {qps:8.0f} q/s batch "
                 f" {one_ms:.3f} ms one query  {distances:8.0f} distances/query",
                 flush=True,
             )
@@ -191,18 +273,35 @@ def main():
         others = rows[-len(searches) + 1 :]
         peers_only = [r for r in others if not r["method"].startswith("ours")]
         best = max(peers_only, key=lambda r: r["queries_per_s"], default=None)
+        best_one = min(peers_only, key=lambda r: r["single_query_ms"], default=None)
         for other in others:
             label = "best peer, " if other is best else ""
+            label += "fastest one query, " if other is best_one else ""
             print(
                 f"target {target:.2f} ours / {label}{other['method']}: queries/s "
                 f"{mine['queries_per_s'] / other['queries_per_s']:.2f}, one query "
                 f"{other['single_query_ms'] / mine['single_query_ms']:.2f}"
             )
+    if args.record:
+        title = f"Declared recall against every peer: {args.index}, {ds.name}"
+        record.write(f"effort_{args.index}_{args.dataset}", title, rows, COLUMNS)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{args.index}_{args.dataset}.json"
     path.write_text(json.dumps(rows, indent=1))
     print(f"wrote {path}")
+
+
+COLUMNS = [
+    ("target", "target", ".2f"),
+    ("method", "method and setting", ""),
+    ("recall", "R@10", ".4f"),
+    ("queries_per_s", "queries/s (batch)", ".0f"),
+    ("single_query_ms", "ms, one query", ".3f"),
+    ("distances_per_query", "distances / query", ".0f"),
+    ("build_s", "build s", ".1f"),
+    ("memory_mb", "memory MB", ".0f"),
+]
 
 
 if __name__ == "__main__":

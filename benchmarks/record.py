@@ -53,7 +53,7 @@ def environment() -> dict:
         "python": platform.python_version(),
     }
     distributions = metadata.packages_distributions()  # hnswlib has no __version__
-    for name in ("faiss", "hnswlib", "torch", "usearch", "voyager"):
+    for name in ("faiss", "hnswlib", "torch", "usearch", "voyager", "scann", "svs", "ngtpy"):
         module = sys.modules.get(name)
         if module is not None:
             version = getattr(module, "__version__", None)
