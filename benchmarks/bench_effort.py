@@ -16,8 +16,9 @@ refine at k_factor 4 / 16 / 64 / 256, ScaNN (tree of 2 sqrt(N) leaves, anisotrop
 reorder 100 / 300 / 1000 / 2000), and ours with one nprobe for every query beside the per-query
 one. HNSW: hnswlib, faiss HNSW, usearch and voyager (M 16, ef_construction 200, keys inserted by
 descending norm: the best order for every library, and voyager's transform needs it), SVS
-Vamana (degree 32, window 200), NGT (epsilon) and ScaNN. A peer with two knobs is one contender
-per value of the second (``pip install ".[peers]"`` installs them all).
+Vamana (degree 32, window 200), ScaNN, and with ``--ngt`` NGT (epsilon; its batch search
+runs on one thread holding the GIL, so finding its settings takes hours on GloVe). A peer with
+two knobs is one contender per value of the second (``pip install ".[peers]"`` installs them).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def peer_rivals(method, keys, ladder, low, high, order=None):
     return rivals
 
 
-def ivf_contenders(ds, keys, fit_q, calibration_q, threads):
+def ivf_contenders(ds, keys, fit_q, calibration_q, threads, with_ngt=False):
     """Ours, calibrated, as ``search(q, target)`` with its build time and memory; the peers as
     Rivals."""
     nlist = math.isqrt(len(keys))
@@ -174,7 +175,7 @@ def scann_rivals(threads, keys):
     return peer_rivals(scann, keys, ladder, 1, leaves)
 
 
-def hnsw_contenders(ds, keys, fit_q, calibration_q, threads):
+def hnsw_contenders(ds, keys, fit_q, calibration_q, threads, with_ngt=False):
     ours = ap.AmortizedHNSW("ip", ds.d)  # inserts by descending norm itself
 
     def build():
@@ -198,9 +199,9 @@ def hnsw_contenders(ds, keys, fit_q, calibration_q, threads):
         peers.SVSVamana(threads),
     ):
         rivals += peer_rivals(method, keys, [(" ef", int, int)], K, MAX_EF, order)
-    # NGT's epsilon in steps of 0.001, from 0 to 0.5
-    epsilon = [(" epsilon", lambda s: s / 1000, lambda s: s / 1000)]
-    rivals += peer_rivals(peers.NGT(threads), keys, epsilon, 0, 500)
+    if with_ngt:  # its batch search runs on one thread, holding the GIL: hours on GloVe
+        epsilon = [(" epsilon", lambda s: s / 1000, lambda s: s / 1000)]  # steps of 0.001
+        rivals += peer_rivals(peers.NGT(threads), keys, epsilon, 0, 500)
     rivals += scann_rivals(threads, keys)
     return "M 16, ef_construction 200", (ours_search, build_s, memory_mb), rivals
 
@@ -226,7 +227,7 @@ def main():
         for name, q in (("calibration", calibration_q), ("test", test))
     }
     contenders = ivf_contenders if args.index == "ivf" else hnsw_contenders
-    setup, ours, rivals = contenders(ds, keys, fit_q, calibration_q, args.threads)
+    setup, ours, rivals = contenders(ds, keys, fit_q, calibration_q, args.threads, args.ngt)
     ours_search, ours_build_s, ours_memory_mb = ours
     print(f"{ds.name}, {args.index} ({setup}): k {K}, {args.threads} threads")
     print(f"ours: built, fitted and calibrated in {ours_build_s:.1f} s, {ours_memory_mb:.0f} MB")
