@@ -215,6 +215,7 @@ def main():
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--out", default="results/bench_effort")
     p.add_argument("--record", action="store_true", help="write benchmarks/results/effort_*.json")
+    p.add_argument("--ngt", action="store_true", help="also NGT (hnsw; slow: one thread)")
     args = p.parse_args()
     faiss.omp_set_num_threads(args.threads)
 
