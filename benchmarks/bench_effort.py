@@ -286,7 +286,7 @@ def main():
             )
     if args.record:
         title = f"Declared recall against every peer: {args.index}, {ds.name}"
-        record.write(f"effort_{args.index}_{args.dataset}", title, rows, COLUMNS)
+        record.write(f"effort_{args.index}_{args.dataset}", title, rows, COLUMNS, NOTES)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{args.index}_{args.dataset}.json"
@@ -294,6 +294,11 @@ def main():
     print(f"wrote {path}")
 
 
+NOTES = (
+    "Memory is the growth of this process's resident memory while each index is built, in turn: "
+    "approximate, as an index can reuse memory an earlier one freed. Ours includes its fit and "
+    "calibration."
+)
 COLUMNS = [
     ("target", "target", ".2f"),
     ("method", "method and setting", ""),

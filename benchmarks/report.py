@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PAGE = ROOT / "docs" / "benchmarks.md"
 ORDER = [
+    "effort_ivf_glove50",
+    "effort_hnsw_glove50",
     "topk",
     "ivf_glove50",
     "ivf_wordnet",
