@@ -162,10 +162,10 @@ def _members(z: zipfile.ZipFile, manifest, wanted: tuple[str, ...], limit: int) 
     if not isinstance(manifest, dict):
         raise ValueError("its manifest is not a mapping")
     held = set(names) - {"meta.json"}
-    for member in sorted(set(manifest) - held):
-        raise ValueError(f"member {member} is missing")
-    for member in sorted(held - set(manifest)):
-        raise ValueError(f"member {member} is not in its manifest")
+    if missing := sorted(set(manifest) - held):
+        raise ValueError(f"member {missing[0]} is missing")
+    if extra := sorted(held - set(manifest)):
+        raise ValueError(f"member {extra[0]} is not in its manifest")
     blobs = {}
     for member, entry in manifest.items():
         if not isinstance(entry, dict) or set(entry) != {"size", "crc32"}:
