@@ -11,6 +11,19 @@ from amips_plugins import _core
 FAMILIES = (["scalar", "avx2", "avx512"], ["scalar", "neon"])  # x86-64, AArch64
 
 
+def clustered(dim: int, sizes, seed: int = 0) -> list[np.ndarray]:
+    """Float32 sets of the given sizes drawn around the same 300 centres, with varied norms:
+    keys and queries drawn alike."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((300, dim))
+
+    def draw(n):
+        x = centers[rng.integers(0, 300, n)] + rng.standard_normal((n, dim))
+        return (x * rng.lognormal(0, 0.3, (n, 1))).astype(np.float32)
+
+    return [draw(n) for n in sizes]
+
+
 def supported_levels() -> list[str]:
     best = _core.detected_simd_level()
     family = next(f for f in FAMILIES if best in f)

@@ -11,6 +11,7 @@ import amips_plugins as ap
 from amips_plugins import StaleCalibrationError, StaleWarning
 from amips_plugins.routing import MaxAffineRouter, PieceGraphRouter
 from amips_plugins.routing.ledger import AnswerLedger
+from conftest import clustered
 
 D, NLIST, N = 16, 40, 12_000
 BUDGET = 60_000  # FLOPs per query: a graph router at 4 probes on this data
@@ -19,14 +20,7 @@ BUDGET = 60_000  # FLOPs per query: a graph router at 4 probes on this data
 @pytest.fixture(scope="module")
 def data():
     """Clustered keys with varied norms; queries drawn like them (train, calibration, test)."""
-    rng = np.random.default_rng(0)
-    centers = rng.standard_normal((300, D))
-
-    def draw(n):
-        x = centers[rng.integers(0, 300, n)] + rng.standard_normal((n, D))
-        return (x * rng.lognormal(0, 0.3, (n, 1))).astype(np.float32)
-
-    return draw(N), draw(8000), draw(2000), draw(2000)
+    return clustered(D, (N, 8000, 2000, 2000), seed=0)
 
 
 def half_built(data, **fit):

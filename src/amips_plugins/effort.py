@@ -238,6 +238,12 @@ class EffortTable:
             self._chosen[target] = self.efforts[self._choice(target)]
         return self._chosen[target]
 
+    def cost_for(self, target_recall: float) -> float:
+        """The mean cost per query of ``efforts_for(target_recall)``."""
+        chosen = np.searchsorted(self.efforts, self.efforts_for(target_recall))
+        cost = np.broadcast_to(self.cost, self.recall.shape)
+        return float(self.weights @ cost[np.arange(len(chosen)), chosen])
+
     def _choice(self, target: float) -> np.ndarray:
         """Indices into the grid, per group: from the least effort everywhere, raise the group
         whose raise gains the most mean recall per added cost, until the target is met."""

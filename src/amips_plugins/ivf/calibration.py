@@ -9,19 +9,23 @@ import time
 import faiss
 import numpy as np
 
+from .. import _core
 from .._freshness import check_measurable, kept_calibration_queries
-from .._validation import as_k, as_matrix, as_positive_int
+from .._validation import as_k, as_matrix, as_num_threads, as_positive_int, as_target_recall
 from ..effort import EffortTable, ScoreBins, effort_grid
 from ..exact import topk_dot
 from .search import default_scan_params, scan_params
 from .state import IVFState
 
-__all__ = ["FIRST_LISTS", "Calibration", "check_calibration"]
+__all__ = ["FIRST_LISTS", "K_FACTORS", "Calibration", "calibration_state", "check_calibration"]
 
 
 # Lists every target_recall search scans before choosing how many more a query needs (see
 # calibrate): on GloVe and WordNet + MiniLM, 2 to 4 first lists saved the most keys scanned.
 FIRST_LISTS = 4
+
+# The re-ranking depths (k_factor) an index that re-ranks is calibrated at.
+K_FACTORS = (1.0, 2.0, 4.0, 8.0, 16.0)
 
 
 class Calibration(IVFState):
@@ -31,26 +35,32 @@ class Calibration(IVFState):
         self, queries, k: int = 10, *, keys=None, max_nprobe: int | None = None
     ) -> np.ndarray:
         """Measure how many lists queries like ``queries`` (n, d) need, query by query: the
-        recall@k of this index's choice of lists at nprobe up to ``max_nprobe`` (default nlist),
-        against the exact top-k (``keys`` as for ``grouped_keys``). The queries are grouped
-        by the k-th best score (over |q|) in their first ``FIRST_LISTS`` lists.
+        recall@k of this index's search at nprobe up to ``max_nprobe`` (default nlist), against
+        the exact top-k (``keys`` as for ``grouped_keys``). The queries are grouped by the k-th
+        best score (over |q|) in their first ``FIRST_LISTS`` lists.
 
         Then ``search(x, k, target_recall=r)`` scans each query's first lists, finds its group
         from what they hold, and scans as many more as that group needs, so that the mean
-        recall@k over queries like these is r at the fewest keys scanned (never fewer than the
-        first lists).
+        recall@k over queries like these is r at the least cost (never fewer than the first
+        lists). An index that re-ranks is measured at each re-ranking depth of ``K_FACTORS``,
+        and a target search takes the depth whose nprobes meet the target at the least measured
+        cost (keys scanned, and candidates re-ranked at their measured time).
 
         Use held-out queries, not those the router was fitted on: the router finds its own
         training queries' answers more often, and the targets would be missed. Changing the
-        router or the query transform clears the calibration. A key counts as found when its
-        list is probed (the scan is exact; ``max_codes`` is not modelled). Returns the mean
-        recall@k at nprobe 1 .. max_nprobe, (max_nprobe,) float64.
+        router or the query transform clears the calibration. Over exact lists (IndexIVFFlat)
+        a key counts as found when its list is probed (``max_codes`` is not modelled); over
+        compressed lists, when the scan's candidates hold it. Returns the mean recall@k at
+        nprobe 1 .. max_nprobe, (max_nprobe,) float64: over compressed lists, measured on a
+        grid of nprobes (every one up to 10, then about 10% apart; NaN between) at the deepest
+        re-ranking.
 
         The index keeps up to ``KEPT_CALIBRATION_QUERIES`` of the queries: after the keys
         change, the next ``target_recall`` search measures the calibration again on them
         (``last_search_stats["calibration"]`` says ``"measured again"``), or, with
         ``auto_recalibrate = False``, raises ``StaleCalibrationError``. Where the lists hold
-        codes, measuring needs the raw keys: call ``calibrate`` again with ``keys``.
+        codes and the index keeps no raw keys, measuring needs them: call ``calibrate`` again
+        with ``keys``.
         """
         q = as_matrix(queries, "queries", dim=self._d, allow_empty=False)
         raw = None if keys is None else as_matrix(keys, "keys", dim=self._d)
@@ -63,18 +73,26 @@ class Calibration(IVFState):
                 else min(as_positive_int(max_nprobe, "max_nprobe"), self.nlist)
             )
             self._note_changes_from_cpp()
-            table, found_at = self._measure(q, k, depth, *self._grouped_keys(raw)[:2])
-            self._effort, self._effort_version = table, self._keys_version
+            tables, curve = self._measure(q, k, depth, *self._grouped_keys(raw))
+            self._effort, self._effort_version = tables, self._keys_version
             self._calibration_queries, self._calibration_depth = kept_calibration_queries(q), depth
-        return np.bincount(found_at.ravel(), minlength=depth + 1)[:depth].cumsum() / found_at.size
+        return curve
 
-    def _measure(self, q, k, depth, grouped, offsets) -> tuple[EffortTable, np.ndarray]:
-        """The effort table of queries ``q`` for this index's choice of lists, and the probe at
-        which each of their true top-k keys is found (n, k) (``depth``: not within it); under
-        the lock, over the keys ``grouped`` by list as ``offsets``."""
+    def _measure(self, q, k, depth, grouped, offsets, ids):
+        """The effort tables of queries ``q`` for this index's search, one per re-ranking depth
+        ({k_factor: EffortTable}), and the mean recall@k at nprobe 1 .. ``depth``; under the
+        lock, over the keys ``grouped`` by list as ``offsets``, with their ``ids``."""
         _, rows = topk_dot(q, grouped, k)
-        true_lists = np.searchsorted(offsets, rows, side="right") - 1  # (n, k)
         lists = self._route(q, faiss.SearchParametersIVF(nprobe=depth))[0]
+        sizes = np.diff(offsets)
+        scanned = np.cumsum(np.where(lists >= 0, sizes[np.maximum(lists, 0)], 0), axis=1)
+        if isinstance(self, faiss.IndexIVFFlat) and not self.refines:
+            return self._measure_exact(q, k, depth, lists, offsets, rows, scanned)
+        return self._measure_scanned(q, k, depth, lists, ids[rows], scanned)
+
+    def _measure_exact(self, q, k, depth, lists, offsets, rows, scanned):
+        """Exact lists: a true key is found once its list is probed."""
+        true_lists = np.searchsorted(offsets, rows, side="right") - 1  # (n, k)
         found_at = np.empty(true_lists.shape, np.int64)  # the probe reaching each key; depth: none
         for a in range(0, len(q), 1024):  # (chunk, depth, k) comparisons at a time
             hit = lists[a : a + 1024, :, None] == true_lists[a : a + 1024, None, :]
@@ -82,8 +100,6 @@ class Calibration(IVFState):
         first = min(FIRST_LISTS, depth)
         efforts = effort_grid(first, depth, ratio=1.1)
         recall = np.stack([(found_at < n).mean(axis=1) for n in efforts], axis=1)
-        sizes = np.diff(offsets)
-        scanned = np.cumsum(np.where(lists >= 0, sizes[np.maximum(lists, 0)], 0), axis=1)
         scores = self._scan(
             q, k, np.ascontiguousarray(lists[:, :first]), default_scan_params(first, 0)
         )[0]
@@ -92,44 +108,96 @@ class Calibration(IVFState):
         table = EffortTable.from_queries(
             k, efforts, bins, group, recall, 1 + scanned[:, efforts - 1]
         )
-        return table, found_at
+        curve = np.bincount(found_at.ravel(), minlength=depth + 1)[:depth].cumsum()
+        return {1.0: table}, curve / found_at.size
 
-    def _calibration(self, k: int) -> tuple[EffortTable, str]:
+    def _measure_scanned(self, q, k, depth, lists, truth, scanned):
+        """Compressed lists: a true key (ids ``truth`` (n, k)) is found when it is among the
+        scan's best candidates, at each re-ranking depth; the lists are scanned in steps of the
+        nprobe grid, each step's candidates merged into the best so far."""
+        factors = K_FACTORS if self.refines else (1.0,)
+        depth_max = self._depth(k, factors[-1])
+        grid = effort_grid(1, depth, ratio=1.1)
+        first = min(FIRST_LISTS, depth)
+        recall = {f: np.empty((len(q), len(grid))) for f in factors}
+        D = I = None
+        done, scan_s = 0, 0.0
+        for j, stop in enumerate(grid.tolist()):
+            start = time.perf_counter()
+            chunk = np.ascontiguousarray(lists[:, done:stop])
+            D2, I2, _ = self._scan(q, depth_max, chunk, default_scan_params(stop - done, 0))
+            D, I = (D2, I2) if D is None else merge_top_k(D, I, D2, I2)
+            scan_s += time.perf_counter() - start
+            if stop == first:
+                feature = kth_score_over_norm(D[:, :k], q)
+            position = _positions(I, truth)
+            for f in factors:
+                recall[f][:, j] = (position < self._depth(k, f)).mean(axis=1)
+            done = stop
+        bins, group = ScoreBins.fit(feature)
+        efforts = grid[grid >= first]
+        cost = 1 + scanned[:, efforts - 1].astype(np.float64)
+        rerank = 0.0  # the time of a re-ranked candidate, in keys scanned
+        if self.refines:
+            assert I is not None  # the grid has at least one step
+            start = time.perf_counter()
+            self._reranked(q, k, I)
+            per_candidate = (time.perf_counter() - start) / I.size
+            rerank = per_candidate / max(scan_s / max(scanned[:, depth - 1].sum(), 1), 1e-12)
+        tables = {
+            f: EffortTable.from_queries(
+                k,
+                efforts,
+                bins,
+                group,
+                recall[f][:, grid >= first],
+                cost + (rerank * self._depth(k, f) if self.refines else 0),
+            )
+            for f in factors
+        }
+        curve = np.full(depth, np.nan)
+        curve[grid - 1] = recall[factors[-1]].mean(axis=0)
+        return tables, curve
+
+    def _calibration(self, k: int) -> tuple[dict, str]:
         """The calibration for a ``target_recall`` search at this k, measured again on the kept
         queries when the keys changed since (under the read lock); and which of the two."""
-        table = self._effort
-        if table is None:
+        tables = self._effort
+        if tables is None:
             raise ValueError(
                 "target_recall needs a calibration: call calibrate(held_out_queries, k) first "
                 "(after fitting the router)"
             )
-        if k != table.k:
-            raise ValueError(f"the index was calibrated for k = {table.k}, not {k}")
+        calibrated_k = next(iter(tables.values())).k
+        if k != calibrated_k:
+            raise ValueError(f"the index was calibrated for k = {calibrated_k}, not {k}")
         if self._effort_version == self._keys_version:
-            return table, "current"
+            return tables, "current"
         with self._recalibrating:  # one search measures, the others wait for its table
             current = self._effort
             if current is None or self._effort_version != self._keys_version:
-                current = self._measured_again(table)
+                current = self._measured_again(k)
                 self._effort, self._effort_version = current, self._keys_version
             return current, "measured again"
 
-    def _measured_again(self, table: EffortTable) -> EffortTable:
+    def _measured_again(self, k: int) -> dict:
         """The calibration measured again on the kept queries, after the keys changed."""
         queries = self._calibration_queries
         obstacle = None
-        if not isinstance(self, faiss.IndexIVFFlat):
+        if not isinstance(self, faiss.IndexIVFFlat) and not self.refines:
             obstacle = "its lists hold codes, which cannot give the keys back: pass keys="
-        elif self.ntotal < table.k:
-            obstacle = f"it holds {self.ntotal} keys, fewer than k = {table.k}"
+        elif self.ntotal < k:
+            obstacle = f"it holds {self.ntotal} keys, fewer than k = {k}"
         check_measurable(self.auto_recalibrate, queries, obstacle)
-        grouped, offsets, _ = self._grouped_keys(None)
-        return self._measure(queries, table.k, self._calibration_depth, grouped, offsets)[0]
+        return self._measure(queries, k, self._calibration_depth, *self._grouped_keys(None))[0]
 
     def _search_to_target(self, q: np.ndarray, k: int, target_recall, params):
-        """The calibrated search: each query's first lists, then its group's further ones."""
-        table, state = self._calibration(k)
+        """The calibrated search: each query's first lists, then its group's further ones; a
+        re-ranking index at the depth that meets the target at the least cost."""
+        tables, state = self._calibration(k)
+        k_factor, table = cheapest(tables, target_recall)
         chosen = table.efforts_for(target_recall)  # nprobe per group
+        depth = self._depth(k, k_factor)
         start = time.perf_counter()
         deepest = int(chosen.max())
         lists, _, network_flops, coarse = self._route(q, scan_params(params, deepest, 0))
@@ -137,31 +205,78 @@ class Calibration(IVFState):
         first = int(table.efforts[0])
         D, I, distances = self._scan(
             q,
-            k,
+            depth,
             np.ascontiguousarray(lists[:, :first]),
             scan_params(params, first, self.max_codes),
         )
-        nprobe = chosen[table.group_of(kth_score_over_norm(D, q))]
+        nprobe = chosen[table.group_of(kth_score_over_norm(D[:, :k], q))]
         # each query its own lists; none scanned past the deepest these queries need
         reach = int(nprobe.max()) if len(q) else first
         lists = np.where(np.arange(reach)[None, :] < nprobe[:, None], lists[:, :reach], -1)
         if reach > first:
             rest = np.ascontiguousarray(lists[:, first:])
             D2, I2, distances2 = self._scan(
-                q, k, rest, scan_params(params, reach - first, self.max_codes)
+                q, depth, rest, scan_params(params, reach - first, self.max_codes)
             )
             D, I = merge_top_k(D, I, D2, I2)
             distances += distances2
+        if self.refines:
+            D, I = self._reranked(q, k, I)
         self._record_stats(
             q, lists, nprobe.mean(), distances, network_flops, coarse, (start, routed)
         )
+        self._note_reranked(depth)
         self.last_search_stats["nprobe_per_query"] = nprobe
         self.last_search_stats["calibration"] = state
         return D, I
 
 
-def check_calibration(calibration: dict, index) -> EffortTable:
-    """The effort table a file's ``calibration`` states, checked against the faiss ``index``."""
+def _positions(candidates: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Where each of ``truth`` (n, k) ids stands among ``candidates`` (n, m), best first: (n, k),
+    m where absent."""
+    m = candidates.shape[1]
+    position = np.empty(truth.shape, np.int64)
+    for a in range(0, len(truth), 1024):  # (chunk, k, m) comparisons at a time
+        hit = truth[a : a + 1024, :, None] == candidates[a : a + 1024, None, :]
+        position[a : a + 1024] = np.where(hit.any(axis=2), hit.argmax(axis=2), m)
+    return position
+
+
+def cheapest(tables: dict, target_recall) -> tuple[float, EffortTable]:
+    """The re-ranking depth (k_factor) and its table whose choice of nprobes meets
+    ``target_recall`` at the least cost; beyond every table's reach, the deepest one's error."""
+    target_recall = as_target_recall(target_recall)
+    reaching = {f: t for f, t in tables.items() if t.max_recall + 1e-12 >= target_recall}
+    if not reaching:
+        deepest = max(tables, key=lambda f: tables[f].max_recall)
+        tables[deepest].efforts_for(target_recall)  # raises: above the calibrated maximum
+    return min(reaching.items(), key=lambda item: item[1].cost_for(target_recall))
+
+
+def calibration_state(tables: dict) -> dict:
+    """The calibration as ``meta.json`` keeps it: one table (an index that does not re-rank)
+    as its state, several as their k_factors and states."""
+    if list(tables) == [1.0]:
+        return tables[1.0].state_dict()
+    return {"k_factors": list(tables), "tables": [t.state_dict() for t in tables.values()]}
+
+
+def check_calibration(calibration: dict, index) -> dict:
+    """The effort tables ({k_factor: EffortTable}) a file's ``calibration`` states, checked
+    against the faiss ``index``."""
+    if "tables" in calibration:
+        factors = [float(f) for f in calibration["k_factors"]]
+        states = calibration["tables"]
+        if not index.refines or len(factors) != len(states) or not all(f >= 1 for f in factors):
+            raise ValueError("re-ranking calibrations need an index that re-ranks, one per depth")
+        tables = {f: _checked_table(state, index) for f, state in zip(factors, states)}
+        if len({t.k for t in tables.values()}) != 1:
+            raise ValueError("the re-ranking calibrations are for different k")
+        return tables
+    return {1.0: _checked_table(calibration, index)}
+
+
+def _checked_table(calibration: dict, index) -> EffortTable:
     if "edges" not in calibration:  # files before per-query nprobe: one curve for all queries
         curve = np.asarray(calibration["recall"], dtype=np.float64)
         if curve.ndim != 1:
@@ -184,5 +299,6 @@ def kth_score_over_norm(scores: np.ndarray, q: np.ndarray) -> np.ndarray:
 def merge_top_k(D1, I1, D2, I2):
     """The best k of two searches' (D, I) (n, k) each, best first, padding (-1 ids) last."""
     D, I = np.concatenate([D1, D2], axis=1), np.concatenate([I1, I2], axis=1)
-    order = np.argsort(np.where(I >= 0, -D, np.inf), axis=1, kind="stable")[:, : D1.shape[1]]
+    ranked = np.where(I >= 0, D, -np.inf).astype(np.float32)
+    order = _core.topk_rows(ranked, D1.shape[1], as_num_threads(None))[1]  # ties: D1's first
     return np.take_along_axis(D, order, axis=1), np.take_along_axis(I, order, axis=1)

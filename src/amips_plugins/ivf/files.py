@@ -23,7 +23,8 @@ from ..routing import LOADERS, PredictedKeyRouter
 from ..routing.ledger import AnswerLedger
 from ..routing.network import load_torch_model
 from ..xbox import XboxTransform
-from .calibration import check_calibration
+from .calibration import calibration_state, check_calibration
+from .refine import as_raw_keys
 from .state import AMORTIZED, IVFState
 
 if TYPE_CHECKING:
@@ -33,12 +34,14 @@ __all__ = ["Files"]
 
 _FORMAT = "amips_plugins.AmortizedIVF"  # read back by _io.read_archive
 _VERSION = 1
+_RAW_KEYS = "raw_keys.npy"  # an index that re-ranks: its raw keys, row i the key with id i
 _MEMBERS = (
     "index.faiss",
     PredictedKeyRouter.member,
     *LOADERS,
     AnswerLedger.member,
     CALIBRATION_QUERIES,
+    _RAW_KEYS,
 )
 
 
@@ -67,9 +70,10 @@ class Files(IVFState):
             "xbox": None if self.xbox is None else self.xbox.state_dict(),
             "router": None if self._router is None else type(self._router).__name__,
             "probe_union": self.probe_union,
-            "calibration": None if self._effort is None else self._effort.state_dict(),
+            "calibration": None if self._effort is None else calibration_state(self._effort),
             "calibration_depth": self._calibration_depth if self._effort is not None else None,
             "auto_recalibrate": self.auto_recalibrate,
+            "k_factor": self.k_factor if self.refines else None,
         }
         if self._router_impl is not None and self._router_impl.member not in LOADERS:
             raise ValueError(
@@ -90,6 +94,8 @@ class Files(IVFState):
                     members[impl.member] = impl.to_bytes()
             if self._calibration_queries is not None:
                 members[CALIBRATION_QUERIES] = npy_bytes(self._calibration_queries)
+            if self.refines:
+                members[_RAW_KEYS] = npy_bytes(self._raw_rows())
         write_archive(file, meta, members)
 
     @classmethod
@@ -140,6 +146,11 @@ class Files(IVFState):
                 router,
                 union,
             )
+            k_factor = meta.get("k_factor")
+            if (k_factor is None) != (_RAW_KEYS not in blobs):
+                raise ValueError("meta.json's k_factor and the raw keys come together")
+            if k_factor is not None:
+                self._keep_raw_keys(as_raw_keys(read_npy(blobs[_RAW_KEYS]), self), k_factor)
             self._read_upkeep(meta, blobs, d)
         except (KeyError, TypeError, ValueError, zipfile.BadZipFile, EOFError) as e:
             raise ValueError(f"{name} is an inconsistent AmortizedIVF file: {e}") from None
@@ -152,8 +163,9 @@ class Files(IVFState):
         if calibration is not None:
             self._effort = check_calibration(calibration, self)
             depth = meta.get("calibration_depth")  # None: a file before it was kept
+            deepest = max(int(table.efforts[-1]) for table in self._effort.values())
             self._calibration_depth = as_positive_int(
-                self._effort.efforts[-1] if depth is None else depth, "calibration_depth"
+                deepest if depth is None else depth, "calibration_depth"
             )
             if self._calibration_depth > self.nlist:
                 raise ValueError(f"calibration_depth {self._calibration_depth} > nlist")

@@ -17,6 +17,7 @@ from ..xbox import XboxTransform
 from .calibration import Calibration
 from .files import Files
 from .learned import Learned
+from .refine import Refine, refined_parts
 from .search import Search
 from .state import AMORTIZED, FAISS_IVF
 from .upkeep import Upkeep
@@ -24,7 +25,7 @@ from .upkeep import Upkeep
 __all__ = ["AmortizedIVFBase"]
 
 
-class AmortizedIVFBase(Files, Calibration, Learned, Upkeep, Search):
+class AmortizedIVFBase(Files, Calibration, Learned, Upkeep, Refine, Search):
     """The learned choice of lists, shared by ``AmortizedIVF`` (``faiss.IndexIVFFlat``) and
     the classes for faiss's compressed IVF indexes (``AmortizedIVFPQ``,
     ``AmortizedIVFScalarQuantizer``, ``AmortizedIVFPQFastScan`` and, where faiss has
@@ -33,7 +34,8 @@ class AmortizedIVFBase(Files, Calibration, Learned, Upkeep, Search):
 
     Compressed lists cannot give the keys back exactly, so the learned parts are fitted from the
     raw keys the caller passes (``fit_router(train_queries, keys=...)``, row i the key with id i);
-    the index's own codes are read only for IndexIVFFlat.
+    the index's own codes are read only for IndexIVFFlat. An index that re-ranks (a factory
+    string ending ``",RFlat"``) keeps its raw keys, and needs none passed.
     """
 
     def _init_learned(self, d, xbox, query_transform, router, probe_union):
@@ -62,22 +64,29 @@ class AmortizedIVFBase(Files, Calibration, Learned, Upkeep, Search):
     ) -> AmortizedIVFBase:
         """Wrap an existing inner-product faiss IVF index (shared, not copied): an IndexIVFFlat
         gives an ``AmortizedIVF``, an IndexIVFPQ an ``AmortizedIVFPQ``, and so on for
-        every faiss IVF class listed in the README."""
+        every faiss IVF class listed in the README. An ``IndexRefineFlat`` around one gives
+        that class re-ranking its candidates from the raw keys (copied from the refine index),
+        at the refine's ``k_factor``."""
         plain: Any = faiss.downcast_index(index) if isinstance(index, faiss.Index) else None
+        plain, raw, k_factor = refined_parts(plain)
         if type(plain) not in AMORTIZED or plain.metric_type != faiss.METRIC_INNER_PRODUCT:
             names = ", ".join(c.__name__ for c in AMORTIZED)
             raise TypeError(
-                f"from_faiss needs an inner-product faiss IVF index ({names}), got {index!r:.100}"
+                f"from_faiss needs an inner-product faiss IVF index ({names}), or an "
+                f"IndexRefineFlat around one, got {index!r:.100}"
             )
         self = cls._adopt(plain, owner=index)
         self._init_learned(plain.d, None, query_transform, router, probe_union)
+        self._keep_raw_keys(raw, k_factor)
         return self
 
     @classmethod
     def from_factory(cls, d: int, description: str, **learned) -> AmortizedIVFBase:
         """``faiss.index_factory(d, description, faiss.METRIC_INNER_PRODUCT)`` with a learned
         part, for an IVF description such as ``"IVF1024,PQ32x8"``, ``"IVF1024,SQ8"``,
-        ``"IVF1024,PQ32x4fs"`` or ``"IVF1024,Flat"``; ``learned`` as for ``from_faiss``."""
+        ``"IVF1024,PQ32x4fs"`` or ``"IVF1024,Flat"``, or one ending ``",RFlat"``
+        (``"IVF1024,PQ32x4fs,RFlat"``): the best candidates of the compressed scan re-ranked
+        exactly from the raw keys the index keeps; ``learned`` as for ``from_faiss``."""
         d = as_positive_int(d, "d")
         try:
             index = faiss.index_factory(d, description, faiss.METRIC_INNER_PRODUCT)
@@ -133,6 +142,8 @@ class AmortizedIVFBase(Files, Calibration, Learned, Upkeep, Search):
         its training queries and takes its pieces from the keys added next)."""
         with self._lock.writing():
             FAISS_IVF.reset(self)
+            if self.refines:
+                self._raw_keys.clear()
             if self.xbox is not None:
                 self.xbox = XboxTransform(self._d)
             self._keys_cleared()
@@ -140,6 +151,7 @@ class AmortizedIVFBase(Files, Calibration, Learned, Upkeep, Search):
     def remove_ids(self, sel) -> int:
         """faiss's ``remove_ids`` (an IDSelector or an array of ids), ordered against searches;
         returns the number of keys removed."""
+        self._refuse_removal("remove_ids")
         with self._lock.writing():
             # which ids went (sel may be any IDSelector): needed by a router that follows them
             follows = self._maintained_router() is not None
@@ -155,6 +167,7 @@ class AmortizedIVFBase(Files, Calibration, Learned, Upkeep, Search):
         keys were augmented for another max norm)."""
         if self.xbox is not None:
             raise ValueError("merge_from is not supported with xbox")
+        self._refuse_removal("merge_from")
         with self._lock.writing():
             self._keys_merged(other, add_id)
 
@@ -167,6 +180,8 @@ class AmortizedIVFBase(Files, Calibration, Learned, Upkeep, Search):
         ]
         if self.xbox is not None:
             parts.append("xbox")
+        if self.refines:
+            parts.append(f"k_factor={self.k_factor:g}")
         if self._router is not None:
             parts.append(f"router={type(self._router).__name__}")
         if self._query_transform is not None:

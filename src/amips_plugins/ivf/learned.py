@@ -72,7 +72,7 @@ class Learned(IVFState):
     def _check_fingerprint(self, model, name: str) -> None:
         """Refuse a model trained for other keys (checked when the index already holds keys)."""
         # Compressed lists cannot give the keys back: there the caller vouches for them.
-        stores_keys = isinstance(self, faiss.IndexIVFFlat)
+        stores_keys = isinstance(self, faiss.IndexIVFFlat) or self.refines
         if stores_keys and self.ntotal and model.key_fingerprint is not None:
             expected = key_fingerprint(self.keys_by_id())
             if model.key_fingerprint != expected:
@@ -86,7 +86,8 @@ class Learned(IVFState):
         list c being rows ``offsets[c]:offsets[c + 1]``.
 
         ``keys``: the raw keys (ntotal, d), row i the key with id i, needed where the lists hold
-        compressed codes; an IndexIVFFlat's own keys are read (the Xbox coordinate removed).
+        compressed codes; an IndexIVFFlat's own keys are read (the Xbox coordinate removed), and
+        a re-ranking index's raw keys.
         """
         raw = None if keys is None else as_matrix(keys, "keys", dim=self._d)
         with self._lock.reading():
@@ -110,6 +111,8 @@ class Learned(IVFState):
                     f"got {len(raw)} rows for ids up to {ids.max() if len(ids) else None}"
                 )
             return raw[ids], offsets, ids
+        if self.refines:
+            return self._raw_rows()[ids], offsets, ids
         if not isinstance(self, faiss.IndexIVFFlat):
             raise ValueError(
                 f"{type(self).__name__} holds compressed codes, which cannot give the keys back "

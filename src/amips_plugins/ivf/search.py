@@ -35,7 +35,8 @@ class Search(IVFState):
         over queries like the calibration ones meets it (``last_search_stats["nprobe_per_query"]``).
         Returns ``(D, I)``: float32 (n, k) inner products best first and int64 (n, k) ids,
         padded as faiss pads (-FLT_MAX / -1) where the lists hold fewer than k keys; written
-        into ``D`` / ``I`` when given, as in faiss.
+        into ``D`` / ``I`` when given, as in faiss. A re-ranking index scans for
+        ``int(k * k_factor)`` candidates and returns their best k by exact inner product.
         """
         q = as_matrix(x, "x", dim=self._d)
         check_params(params)
@@ -55,10 +56,14 @@ class Search(IVFState):
         start = time.perf_counter()
         lists, nprobe, network_flops, coarse_distances = self._route(q, params)
         routed = time.perf_counter()
-        D, I, distances = self._scan(q, k, lists, scan_params(params, nprobe, self.max_codes))
+        depth = self._depth(k)
+        D, I, distances = self._scan(q, depth, lists, scan_params(params, nprobe, self.max_codes))
+        if self.refines:
+            D, I = self._reranked(q, k, I)
         self._record_stats(
             q, lists, nprobe, distances, network_flops, coarse_distances, (start, routed)
         )
+        self._note_reranked(depth)
         return D, I
 
     def _record_stats(self, q, lists, nprobe, distances, network_flops, coarse_distances, times):
@@ -76,6 +81,13 @@ class Search(IVFState):
             "routing_s": routed - start,
             "scan_s": end - routed,
         }
+
+    def _note_reranked(self, depth: int) -> None:
+        """A re-ranking search's ``last_search_stats``: the candidates re-ranked per query, and
+        their inner products in ``flops``."""
+        if self.refines:
+            self.last_search_stats["reranked"] = depth
+            self.last_search_stats["flops"] += 2 * depth * self._d
 
     def _route(self, q: np.ndarray, params):
         """(lists (n, nprobe) int64, nprobe, network FLOPs and coarse distances per query)."""
@@ -103,8 +115,8 @@ class Search(IVFState):
     def search_lists(self, x, k: int, lists, *, params=None):
         """Top-k keys of every query of ``x`` (n, d) in the lists given for it, ``lists`` (n, m)
         int64 (-1: none): ``search`` with the choice of lists left to the caller (faiss's
-        ``search_preassigned``). Returns ``(D, I)`` as ``search`` does; the scan's counts go
-        to ``last_search_stats``."""
+        ``search_preassigned``). Returns ``(D, I)`` as ``search`` does (re-ranked as ``search``
+        re-ranks); the scan's counts go to ``last_search_stats``."""
         q = as_matrix(x, "x", dim=self._d)
         chosen = as_int64(lists, "lists", ndim=2)
         check_params(params)
@@ -117,7 +129,9 @@ class Search(IVFState):
             k = as_k(k, self.ntotal, len(q), pad=True)
             start = time.perf_counter()
             per_call = scan_params(params, chosen.shape[1], self.max_codes)
-            D, I, distances = self._scan(q, k, chosen, per_call)
+            D, I, distances = self._scan(q, self._depth(k), chosen, per_call)
+            if self.refines:
+                D, I = self._reranked(q, k, I)
         self.last_search_stats = {
             "queries": len(q),
             "lists_probed": int(np.count_nonzero(chosen >= 0)) / max(len(q), 1),

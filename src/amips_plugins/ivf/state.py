@@ -44,12 +44,15 @@ class IVFState(faiss.IndexIVF):
     _ledger: Any = None  # the fitted router's training queries and answers, kept as keys change
     _stale: Any = None  # learned parts that could not follow a change of keys (set of names)
     # calibrate()'s, for target_recall; None: not calibrated
-    _effort: EffortTable | None = None
+    _effort: dict[float, EffortTable] | None = None  # per re-ranking depth (k_factor)
     _effort_version = 0  # _keys_version when it was measured
     _calibration_queries: Any = None  # kept to measure it again after the keys change
     _calibration_depth = 0  # its max_nprobe
     auto_recalibrate = True  # after a change of keys: measure again (True) or raise (False)
     _recalibrating: Any = None  # one search measures again, the others wait for it
+    # the raw keys candidates are re-ranked from (a RawKeys; None: no re-ranking), and how many
+    _raw_keys: Any = None
+    _k_factor = 1.0
 
     def _require_trained(self) -> None:
         if not self.is_trained:

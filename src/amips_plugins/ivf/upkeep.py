@@ -37,6 +37,7 @@ class Upkeep(IVFState):
         """Add validated keys ``x`` (n, d) with ``ids`` (n,) (None: ntotal ..), under the write
         lock; a maintained router learns which of them answer its training queries."""
         stored = self._stored(x)
+        self._check_add(ids)
         n, first = len(stored), self.ntotal
         router = self._maintained_router()
         # the keys' lists, assigned once here and handed to faiss (fast-scan's add_core packs
@@ -52,6 +53,8 @@ class Upkeep(IVFState):
         else:
             id_ptr = None if ids is None else faiss.swig_ptr(ids)
             self.add_core(n, faiss.swig_ptr(stored), id_ptr, faiss.swig_ptr(lists))
+        if self.refines:
+            self._raw_keys.append(x)
         if lists is None:
             self._changed(followed=router is not None)
             return
