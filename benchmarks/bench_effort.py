@@ -13,8 +13,9 @@ time, distances per query (NaN where the library does not count them), and each 
 time and memory (growth of this process's resident memory while it is built; ours includes
 fitting and calibrating). IVF (nlist sqrt(N)): faiss IVF-IP, faiss IVF-PQ fast-scan + exact
 refine at k_factor 4 / 16 / 64 / 256, ScaNN (tree of 2 sqrt(N) leaves, anisotropic hashing,
-reorder 100 / 300 / 1000 / 2000), and ours with one nprobe for every query beside the per-query
-one. HNSW: hnswlib, faiss HNSW, usearch and voyager (M 16, ef_construction 200, keys inserted by
+reorder 100 / 300 / 1000 / 2000), and ours twice: over exact lists (with one nprobe for every
+query beside the per-query one) and over the fast-scan peer's codes re-ranked from the raw keys
+(``"IVF{nlist},PQ{d/2}x4fs,RFlat"``; target_recall chooses nprobe and the re-ranking depth). HNSW: hnswlib, faiss HNSW, usearch and voyager (M 16, ef_construction 200, keys inserted by
 descending norm: the best order for every library, and voyager's transform needs it), SVS
 Vamana (degree 32, window 200), ScaNN, and with ``--ngt`` NGT (epsilon; its batch search
 runs on one thread holding the GIL, so finding its settings takes hours on GloVe). A peer with
@@ -133,28 +134,34 @@ def peer_rivals(method, keys, ladder, low, high, order=None):
 
 
 def ivf_contenders(ds, keys, fit_q, calibration_q, threads, with_ngt=False):
-    """Ours, calibrated, as ``search(q, target)`` with its build time and memory; the peers as
-    Rivals."""
+    """Ours, calibrated, as {name: (search(q, target), build s, memory MB)}: over exact lists
+    and over fast-scan codes re-ranked from the raw keys; the peers as Rivals."""
     nlist = math.isqrt(len(keys))
-    ours = ap.AmortizedIVF(None, ds.d, nlist)
+    exact = ap.AmortizedIVF(None, ds.d, nlist)
+    compressed = ap.AmortizedIVF.from_factory(ds.d, f"IVF{nlist},{compressed_codes(ds.d)},RFlat")
+    ours, rivals = {}, []
+    for name, index in (("", exact), (f", {compressed_codes(ds.d)} + re-rank", compressed)):
 
-    def build():
-        ours.train(keys)
-        ours.add(keys)
-        ours.fit_router(fit_q)
-        ours.calibrate(calibration_q, K)
+        def build(index=index):
+            index.train(keys)
+            index.add(keys)
+            index.fit_router(fit_q)
+            index.calibrate(calibration_q, K)
 
-    build_s, memory_mb = built(build)
+        build_s, memory_mb = built(build)
+        print(f"ours{name}: {index}", flush=True)
 
-    def ours_search(q, target):
-        ids = ours.search(q, K, target_recall=target)[1]
-        return ids, ours.last_search_stats["distances"]
+        def ours_search(q, target, index=index):
+            ids = index.search(q, K, target_recall=target)[1]
+            return ids, index.last_search_stats["distances"]
 
-    def ours_one_nprobe(q, nprobe):  # the same lists, one nprobe for every query
-        ids = ours.search(q, K, params=faiss.SearchParametersIVF(nprobe=nprobe))[1]
-        return ids, ours.last_search_stats["distances"]
+        def ours_one_nprobe(q, nprobe, index=index):  # the same lists, one nprobe for every query
+            ids = index.search(q, K, params=faiss.SearchParametersIVF(nprobe=nprobe))[1]
+            return ids, index.last_search_stats["distances"]
 
-    rivals = [Rival("ours, one nprobe", ours_one_nprobe, 1, nlist, build_s, memory_mb)]
+        ours[f"ours{name} target_recall"] = (ours_search, build_s, memory_mb)
+        if index is exact:
+            rivals.append(Rival("ours, one nprobe", ours_one_nprobe, 1, nlist, build_s, memory_mb))
     rivals += peer_rivals(peers.FaissIVF(nlist), keys, [(" nprobe", int, int)], 1, nlist)
     rivals += peer_rivals(
         peers.FaissIVFFastScanRefine(nlist),
@@ -164,7 +171,13 @@ def ivf_contenders(ds, keys, fit_q, calibration_q, threads, with_ngt=False):
         nlist,
     )
     rivals += scann_rivals(threads, keys)
-    return f"nlist {nlist}", (ours_search, build_s, memory_mb), rivals
+    return f"nlist {nlist}", ours, rivals
+
+
+def compressed_codes(d: int) -> str:
+    """The compressed lists measured beside the exact ones: faiss's fast-scan PQ of 4 bits per
+    two dimensions (the fast-scan peer's codes)."""
+    return f"PQ{d // 2}x4fs"
 
 
 def scann_rivals(threads, keys):
@@ -176,18 +189,18 @@ def scann_rivals(threads, keys):
 
 
 def hnsw_contenders(ds, keys, fit_q, calibration_q, threads, with_ngt=False):
-    ours = ap.AmortizedHNSW("ip", ds.d)  # inserts by descending norm itself
+    graph = ap.AmortizedHNSW("ip", ds.d)  # inserts by descending norm itself
 
     def build():
-        ours.init_index(len(keys), M=16, ef_construction=200)
-        ours.add_items(keys, num_threads=threads)
-        ours.calibrate(calibration_q, K, max_ef=MAX_EF, num_threads=threads)
+        graph.init_index(len(keys), M=16, ef_construction=200)
+        graph.add_items(keys, num_threads=threads)
+        graph.calibrate(calibration_q, K, max_ef=MAX_EF, num_threads=threads)
 
     build_s, memory_mb = built(build)
 
     def ours_search(q, target):
-        labels = ours.knn_query(q, K, num_threads=threads, target_recall=target)[0]
-        return labels.astype(np.int64), ours.last_search_stats["distances"]
+        labels = graph.knn_query(q, K, num_threads=threads, target_recall=target)[0]
+        return labels.astype(np.int64), graph.last_search_stats["distances"]
 
     order = insertion_order(keys)
     rivals = []
@@ -203,7 +216,8 @@ def hnsw_contenders(ds, keys, fit_q, calibration_q, threads, with_ngt=False):
         epsilon = [(" epsilon", lambda s: s / 1000, lambda s: s / 1000)]  # steps of 0.001
         rivals += peer_rivals(peers.NGT(threads), keys, epsilon, 0, 500)
     rivals += scann_rivals(threads, keys)
-    return "M 16, ef_construction 200", (ours_search, build_s, memory_mb), rivals
+    ours = {"ours target_recall": (ours_search, build_s, memory_mb)}
+    return "M 16, ef_construction 200", ours, rivals
 
 
 def main():
@@ -229,18 +243,19 @@ def main():
     }
     contenders = ivf_contenders if args.index == "ivf" else hnsw_contenders
     setup, ours, rivals = contenders(ds, keys, fit_q, calibration_q, args.threads, args.ngt)
-    ours_search, ours_build_s, ours_memory_mb = ours
     print(f"{ds.name}, {args.index} ({setup}): k {K}, {args.threads} threads")
-    print(f"ours: built, fitted and calibrated in {ours_build_s:.1f} s, {ours_memory_mb:.0f} MB")
+    for name, (_, build_s, memory_mb) in ours.items():
+        print(f"{name}: built, fitted and calibrated in {build_s:.1f} s, {memory_mb:.0f} MB")
     rows = []
     for target in TARGETS:
-        searches = {
-            "ours target_recall": (
-                lambda q, t=target: ours_search(q, t),
-                ours_build_s,
-                ours_memory_mb,
-            )
-        }
+        searches = {}
+        for name, (search, build_s, memory_mb) in ours.items():
+            try:
+                search(calibration_q[:1], target)
+            except ValueError as e:  # above its calibrated maximum
+                print(f"target {target:.2f} {name}: {e}")
+                continue
+            searches[name] = (lambda q, t=target, f=search: f(q, t), build_s, memory_mb)
         for rival in rivals:
             setting = smallest_setting(
                 rival.search, calibration_q, truth["calibration"], target, rival.low, rival.high
@@ -271,19 +286,18 @@ def main():
                 f" {one_ms:.3f} ms one query  {distances:8.0f} distances/query",
                 flush=True,
             )
-        mine = rows[-len(searches)]
-        others = rows[-len(searches) + 1 :]
-        peers_only = [r for r in others if not r["method"].startswith("ours")]
+        block = rows[-len(searches) :]
+        peers_only = [r for r in block if not r["method"].startswith("ours")]
         best = max(peers_only, key=lambda r: r["queries_per_s"], default=None)
         best_one = min(peers_only, key=lambda r: r["single_query_ms"], default=None)
-        for other in others:
-            label = "best peer, " if other is best else ""
-            label += "fastest one query, " if other is best_one else ""
-            print(
-                f"target {target:.2f} ours / {label}{other['method']}: queries/s "
-                f"{mine['queries_per_s'] / other['queries_per_s']:.2f}, one query "
-                f"{other['single_query_ms'] / mine['single_query_ms']:.2f}"
-            )
+        for mine in (r for r in block if r["method"].startswith("ours")):
+            for other, label in ((best, "best peer"), (best_one, "fastest one query")):
+                if other is not None:
+                    print(
+                        f"target {target:.2f} {mine['method']} / {label}, {other['method']}: "
+                        f"queries/s {mine['queries_per_s'] / other['queries_per_s']:.2f}, "
+                        f"one query {other['single_query_ms'] / mine['single_query_ms']:.2f}"
+                    )
     if args.record:
         title = f"Declared recall against every peer: {args.index}, {ds.name}"
         record.write(f"effort_{args.index}_{args.dataset}", title, rows, COLUMNS, NOTES)

@@ -154,7 +154,8 @@ class EffortTable:
             and np.all(self.cost > 0)
         ):
             raise ValueError("an inconsistent effort calibration (shapes, order or ranges)")
-        self._chosen: dict[float, np.ndarray] = {}
+        self._chosen: dict[float, tuple[np.ndarray, float]] = {}  # target: efforts, mean cost
+        self.max_recall = float(self.weights @ self.recall[:, -1])  # at the largest effort
 
     @classmethod
     def from_queries(cls, k: int, efforts, groups, group_of_query, recall, cost) -> EffortTable:
@@ -213,11 +214,6 @@ class EffortTable:
             truth.shape[1], tried, groups, group_of_query, np.stack(recall, axis=1), cost
         )
 
-    @property
-    def max_recall(self) -> float:
-        """The mean recall at the largest effort measured."""
-        return float(self.weights @ self.recall[:, -1])
-
     def curve(self) -> dict[int, float]:
         """The mean recall@k over all calibration queries at each effort of the grid."""
         return dict(zip(self.efforts.tolist(), (self.weights @ self.recall).tolist()))
@@ -234,15 +230,19 @@ class EffortTable:
                 f"target_recall {target} is above the calibrated maximum "
                 f"{self.max_recall:.4f} (at {self.efforts[-1]}, the largest effort measured)"
             )
-        if target not in self._chosen:
-            self._chosen[target] = self.efforts[self._choice(target)]
-        return self._chosen[target]
+        return self._chosen_for(target)[0]
 
     def cost_for(self, target_recall: float) -> float:
         """The mean cost per query of ``efforts_for(target_recall)``."""
-        chosen = np.searchsorted(self.efforts, self.efforts_for(target_recall))
-        cost = np.broadcast_to(self.cost, self.recall.shape)
-        return float(self.weights @ cost[np.arange(len(chosen)), chosen])
+        return self._chosen_for(as_target_recall(target_recall))[1]
+
+    def _chosen_for(self, target: float) -> tuple[np.ndarray, float]:
+        if target not in self._chosen:
+            picked = self._choice(target)
+            cost = np.broadcast_to(self.cost, self.recall.shape)
+            mean_cost = float(self.weights @ cost[np.arange(len(picked)), picked])
+            self._chosen[target] = (self.efforts[picked], mean_cost)
+        return self._chosen[target]
 
     def _choice(self, target: float) -> np.ndarray:
         """Indices into the grid, per group: from the least effort everywhere, raise the group

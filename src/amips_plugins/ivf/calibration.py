@@ -25,7 +25,7 @@ __all__ = ["FIRST_LISTS", "K_FACTORS", "Calibration", "calibration_state", "chec
 FIRST_LISTS = 4
 
 # The re-ranking depths (k_factor) an index that re-ranks is calibrated at.
-K_FACTORS = (1.0, 2.0, 4.0, 8.0, 16.0)
+K_FACTORS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 
 
 class Calibration(IVFState):

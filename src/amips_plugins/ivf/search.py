@@ -191,12 +191,19 @@ class Search(IVFState):
             with ThreadPoolExecutor(threads) as pool:
                 parts = list(pool.map(scan, [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]))
         if not counted:
-            probed, times = np.unique(lists[lists >= 0], return_counts=True)
-            sizes = [self.invlists.list_size(int(c)) for c in probed]
-            return D, I, int(np.dot(sizes, times))
+            return D, I, int(self._list_sizes()[lists[lists >= 0]].sum())
         for stats in parts:
             faiss.cvar.indexIVF_stats.add(stats)
         return D, I, sum(stats.ndis for stats in parts)
+
+    def _list_sizes(self) -> np.ndarray:
+        """Every list's size (nlist,), read again after each change of keys."""
+        seen = (self._keys_version, self.ntotal)
+        if self._sizes is None or self._sizes[0] != seen:
+            invlists = self.invlists
+            sizes = np.array([invlists.list_size(c) for c in range(self.nlist)], np.int64)
+            self._sizes = (seen, sizes)
+        return self._sizes[1]
 
     def _centroid_scores(self, queries: np.ndarray, lists: np.ndarray) -> np.ndarray:
         """q . centroid of every probed list: residual codes (PQ, SQ, RaBitQ) add it to their

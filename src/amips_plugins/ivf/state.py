@@ -38,6 +38,7 @@ class IVFState(faiss.IndexIVF):
     _router_impl: Any = None
     _transform_impl: Any = None
     _centroids: Any = None  # the quantizer's centroids, read at the first search after training
+    _sizes: Any = None  # ((keys version, ntotal), list sizes) for fast-scan's count of codes
     # the keys the learned parts describe (see amips_plugins._freshness and .upkeep)
     _keys_version = 0  # counts the changes of keys made through this class
     _keys_seen = 0  # ntotal after the last of them: another ntotal means a change from C++
