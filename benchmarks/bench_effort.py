@@ -15,7 +15,8 @@ fitting and calibrating). IVF (nlist sqrt(N)): faiss IVF-IP, faiss IVF-PQ fast-s
 refine at k_factor 4 / 16 / 64 / 256, ScaNN (tree of 2 sqrt(N) leaves, anisotropic hashing,
 reorder 100 / 300 / 1000 / 2000), and ours twice: over exact lists (with one nprobe for every
 query beside the per-query one) and over the fast-scan peer's codes re-ranked from the raw keys
-(``"IVF{nlist},PQ{d/2}x4fs,RFlat"``; target_recall chooses nprobe and the re-ranking depth). HNSW: hnswlib, faiss HNSW, usearch and voyager (M 16, ef_construction 200, keys inserted by
+(``"IVF{nlist},PQ{d/2}x4fs,RFlat"``; target_recall chooses nprobe and the re-ranking depth).
+HNSW: hnswlib, faiss HNSW, usearch and voyager (M 16, ef_construction 200, keys inserted by
 descending norm: the best order for every library, and voyager's transform needs it), SVS
 Vamana (degree 32, window 200), ScaNN, and with ``--ngt`` NGT (epsilon; its batch search
 runs on one thread holding the GIL, so finding its settings takes hours on GloVe). A peer with
