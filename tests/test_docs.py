@@ -71,6 +71,8 @@ def check_readme(names: dict, tmp_path: Path) -> None:
     assert isinstance(names["ivf"], ap.AmortizedIVF) and names["ivf"].router is not None
     # the loaded index keeps its calibration: target_recall still answers
     names["ivf"].search(names["queries"], 10, target_recall=0.9)
+    compressed = names["compressed"]
+    assert compressed.refines and compressed.last_search_stats["reranked"] >= 10
 
 
 def check_guide(names: dict, tmp_path: Path) -> None:
@@ -124,7 +126,7 @@ def test_no_python_block_escapes_the_runner():
 
 
 def test_readme_blocks_are_all_found():
-    assert len(blocks(ROOT / "README.md")) == 4  # the data, then exact, IVF, HNSW
+    assert len(blocks(ROOT / "README.md")) == 5  # the data, exact, IVF, compressed IVF, HNSW
 
 
 def test_ivf_stats_table_matches_a_search():
@@ -144,6 +146,11 @@ def test_ivf_stats_table_matches_a_search():
     ivf.calibrate(keys[:300], k=5)
     ivf.search(keys[:50], 5, target_recall=0.9)
     seen |= set(ivf.last_search_stats)
+    compressed = ap.AmortizedIVF.from_factory(8, "IVF16,PQ4x4fs,RFlat")
+    compressed.train(keys)
+    compressed.add(keys)
+    compressed.search(keys[:50], 5)
+    seen |= set(compressed.last_search_stats)
     assert listed == seen
 
 

@@ -15,14 +15,18 @@ inner products with q. Choosing the lists:
   (learned first, then faiss's first, then the second of each, ...), duplicates skipped, until
   nprobe lists are chosen.
 
+Compressed lists (PQ fast-scan, SQ, RaBitQ) can be re-ranked from raw keys the index keeps (a
+factory string ending ``",RFlat"``): the scan's best ``k * k_factor`` candidates are scored again
+exactly.
+
 One module per concern: ``classes`` (the faiss classes), ``index`` (their shared base:
 construction and faiss's methods), ``search``, ``learned`` (router, query transform and
-their fitting), ``calibration`` (``target_recall``), ``files`` (save, load, pickle) and
-``state`` (what they share).
+their fitting), ``calibration`` (``target_recall``), ``refine`` (re-ranking from raw keys),
+``upkeep`` (changes of keys), ``files`` (save, load, pickle) and ``state`` (what they share).
 """
 
 from . import classes
-from .calibration import FIRST_LISTS
+from .calibration import FIRST_LISTS, K_FACTORS
 from .classes import (
     AmortizedIVF,
     AmortizedIVFPQ,
@@ -34,6 +38,7 @@ from .state import NotTrainedError
 
 __all__ = [
     "FIRST_LISTS",
+    "K_FACTORS",
     "AmortizedIVF",
     "AmortizedIVFBase",
     "AmortizedIVFPQ",
