@@ -17,6 +17,7 @@ PAGE = ROOT / "docs" / "benchmarks.md"
 ORDER = [
     "effort_ivf_glove50",
     "effort_hnsw_glove50",
+    "effort_ivf_wordnet",
     "topk",
     "ivf_glove50",
     "ivf_wordnet",
