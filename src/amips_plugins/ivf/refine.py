@@ -46,9 +46,6 @@ class RawKeys:
     def clear(self) -> None:
         self._buffer, self._count = np.empty((16, self._buffer.shape[1]), np.float32), 0
 
-    def __len__(self) -> int:
-        return self._count
-
 
 def refined_parts(index):
     """``(base IVF index, raw keys (n, d) or None, k_factor)`` of a faiss index: an
