@@ -226,17 +226,26 @@ py::array_t<std::int64_t> take_in_turn_py(const ExactArray<std::int64_t>& a,
     return out;
 }
 
-ScoresIds topk_rows_py(const Array<float>& scores, std::int64_t k, int num_threads) {
+ScoresIds topk_rows_py(const Array<float>& scores, std::int64_t k, int num_threads,
+                       const py::object& labels_or_none) {
     require_matrix(scores, "scores");
     require_threads(num_threads);
     const std::size_t n = scores.shape(0), C = scores.shape(1);
     require_k(k, C, "number of columns");
+    ExactArray<std::int64_t> labels;
+    if (!labels_or_none.is_none()) {
+        labels = labels_or_none.cast<ExactArray<std::int64_t>>();
+        require(labels.ndim() == 2 && labels.shape(0) == scores.shape(0) &&
+                    labels.shape(1) == scores.shape(1),
+                "labels " + shape_of(labels) + " must have the shape of scores " + shape_of(scores));
+    }
+    const std::int64_t* label_data = labels_or_none.is_none() ? nullptr : labels.data();
     py::array_t<float> top_scores({n, std::size_t(k)});
     py::array_t<std::int64_t> top_ids({n, std::size_t(k)});
     {
         py::gil_scoped_release release;
         topk_rows(scores.data(), n, C, std::size_t(k), num_threads, top_scores.mutable_data(),
-                  top_ids.mutable_data());
+                  top_ids.mutable_data(), label_data);
     }
     return {top_scores, top_ids};
 }
@@ -358,7 +367,10 @@ PYBIND11_MODULE(_core, m) {
     m.def("rescore", &rescore_py, py::arg("queries"), py::arg("keys"), py::arg("candidate_ids"),
           py::arg("num_threads") = 0);
     m.def("topk_rows", &topk_rows_py, py::arg("scores"), py::arg("k"), py::arg("num_threads") = 0,
-          "The k largest entries of every row, best first (ties: lower column; NaN as -inf).");
+          py::arg("labels") = py::none(),
+          "The k largest entries of every row, best first (ties: lower column; NaN as -inf): "
+          "(scores, columns), or with labels (same shape), (scores, labels), entries labelled "
+          "negative passed over and rows padded with (-FLT_MAX, -1).");
     m.def("take_in_turn", &take_in_turn_py, py::arg("a"), py::arg("b"), py::arg("count"),
           "Per row, the first count distinct non-negative entries of a[0], b[0], a[1], b[1], ... "
           "(padded with -1).");

@@ -282,7 +282,7 @@ void unpack_keys(const float* packed, std::size_t n, std::size_t d, float* x) {
 }
 
 void topk_rows(const float* scores, std::size_t n, std::size_t C, std::size_t k, int num_threads,
-               float* top_scores, std::int64_t* top_ids) {
+               float* top_scores, std::int64_t* top_ids, const std::int64_t* labels) {
     const std::size_t rows_per_task = 256;
     // A comparison costs about as much as a multiply-add; a partial sort makes ~C log k of them.
     const int threads = threads_for(num_threads, double(n) * double(C) * std::log2(double(k) + 1));
@@ -296,6 +296,7 @@ void topk_rows(const float* scores, std::size_t n, std::size_t C, std::size_t k,
         for (std::size_t r = task * rows_per_task; r < std::min(n, (task + 1) * rows_per_task); ++r) {
             entries.clear();
             for (std::size_t c = 0; c < C; ++c) {
+                if (labels && labels[r * C + c] < 0) continue;
                 const float v = scores[r * C + c];
                 const Entry e{std::isnan(v) ? kNegInf : v, std::int64_t(c)};
                 if (entries.size() < k) {
@@ -308,10 +309,13 @@ void topk_rows(const float* scores, std::size_t n, std::size_t C, std::size_t k,
                 }
             }
             std::sort_heap(entries.begin(), entries.end(), better);
-            for (std::size_t j = 0; j < k; ++j) {
+            for (std::size_t j = 0; j < entries.size(); ++j) {
                 top_scores[r * k + j] = entries[j].first;
-                top_ids[r * k + j] = entries[j].second;
+                top_ids[r * k + j] = labels ? labels[r * C + entries[j].second] : entries[j].second;
             }
+            std::fill(top_scores + r * k + entries.size(), top_scores + (r + 1) * k,
+                      -std::numeric_limits<float>::max());
+            std::fill(top_ids + r * k + entries.size(), top_ids + (r + 1) * k, std::int64_t(-1));
         }
     });
 }

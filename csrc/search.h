@@ -42,9 +42,11 @@ void pack_keys(const float* x, std::size_t n, std::size_t d, float* packed);
 void unpack_keys(const float* packed, std::size_t n, std::size_t d, float* x);
 
 // The k <= C largest entries of every row of scores (n, C), best first, ties by lower column; NaN
-// counts as -inf.
+// counts as -inf. top_ids are their columns, or, with labels (n, C), their labels: entries labelled
+// negative are passed over, and rows with fewer than k others are padded with (-FLT_MAX, -1), as
+// faiss pads a search's results.
 void topk_rows(const float* scores, std::size_t n, std::size_t C, std::size_t k, int num_threads,
-               float* top_scores, std::int64_t* top_ids);
+               float* top_scores, std::int64_t* top_ids, const std::int64_t* labels = nullptr);
 
 // Per row, the first count distinct non-negative entries of a[0], b[0], a[1], b[1], ...: two
 // rankings (n, width_a) and (n, width_b) taken in turn; out (n, count), padded with -1.

@@ -208,6 +208,33 @@ def test_topk_rows_is_numpys_stable_top_k(scores, extra, threads):
     np.testing.assert_array_equal(I, want_I)
 
 
+@PROPERTY
+@given(
+    scores=hnp.arrays(
+        np.float32,
+        st.tuples(st.integers(0, 6), st.integers(1, 40)),
+        elements=st.sampled_from([-np.inf, np.nan, -2.0, 0.0, 1.0, 7.5]),
+    ),
+    data=st.data(),
+    threads=THREADS,
+)
+def test_topk_rows_with_labels_takes_the_labelled_entries_and_pads_as_faiss(scores, data, threads):
+    labels = data.draw(hnp.arrays(np.int64, scores.shape, elements=st.integers(-1, 50)))
+    k = data.draw(st.integers(1, scores.shape[1]))
+    D, I = _core.topk_rows(scores, k, threads, labels=labels)
+    ranked = np.where(np.isnan(scores), -np.inf, scores)
+    for row in range(len(scores)):
+        kept = [c for c in np.argsort(-ranked[row], kind="stable") if labels[row, c] >= 0][:k]
+        want_D = np.full(k, np.finfo(np.float32).min, np.float32)
+        want_I = np.full(k, -1, np.int64)
+        want_D[: len(kept)] = ranked[row, kept]
+        want_I[: len(kept)] = labels[row, kept]
+        np.testing.assert_array_equal(D[row], want_D)
+        np.testing.assert_array_equal(I[row], want_I)
+    with pytest.raises(ValueError, match="shape of scores"):
+        _core.topk_rows(scores, k, threads, labels=labels[:, :-1])
+
+
 NEAR_OVERFLOW = st.one_of(
     st.integers(-(2**63), -1),
     st.sampled_from([2**31 - 1, 2**31, 2**32, 2**40, 2**60, 2**62 - 1, 2**63 - 1]),

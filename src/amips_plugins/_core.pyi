@@ -81,9 +81,9 @@ def topk_dot_packed(queries: typing.Annotated[numpy.typing.ArrayLike, numpy.floa
     """
     topk_dot over the first n_packed keys of a buffer filled by pack_keys, then the rows of tail (ids n_packed..); k beyond the keys pads with -inf / -1.
     """
-def topk_rows(scores: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], k: typing.SupportsInt | typing.SupportsIndex, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]:
+def topk_rows(scores: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], k: typing.SupportsInt | typing.SupportsIndex, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, labels: typing.Any = None) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]:
     """
-    The k largest entries of every row, best first (ties: lower column; NaN as -inf).
+    The k largest entries of every row, best first (ties: lower column; NaN as -inf): (scores, columns), or with labels (same shape), (scores, labels), entries labelled negative passed over and rows padded with (-FLT_MAX, -1).
     """
 def unpack_keys(panels: numpy.ndarray, n: typing.SupportsInt | typing.SupportsIndex, d: typing.SupportsInt | typing.SupportsIndex) -> numpy.typing.NDArray[numpy.float32]:
     """

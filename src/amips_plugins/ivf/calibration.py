@@ -203,20 +203,25 @@ class Calibration(IVFState):
         lists, _, network_flops, coarse = self._route(q, scan_params(params, deepest, 0))
         routed = time.perf_counter()
         first = int(table.efforts[0])
+        centroid_scores = self._centroid_scores(q, lists)  # once for both scans
         D, I, distances = self._scan(
             q,
             depth,
             np.ascontiguousarray(lists[:, :first]),
             scan_params(params, first, self.max_codes),
+            np.ascontiguousarray(centroid_scores[:, :first]),
         )
         nprobe = chosen[table.group_of(kth_score_over_norm(D[:, :k], q))]
         # each query its own lists; none scanned past the deepest these queries need
         reach = int(nprobe.max()) if len(q) else first
         lists = np.where(np.arange(reach)[None, :] < nprobe[:, None], lists[:, :reach], -1)
         if reach > first:
-            rest = np.ascontiguousarray(lists[:, first:])
             D2, I2, distances2 = self._scan(
-                q, depth, rest, scan_params(params, reach - first, self.max_codes)
+                q,
+                depth,
+                np.ascontiguousarray(lists[:, first:]),
+                scan_params(params, reach - first, self.max_codes),
+                np.ascontiguousarray(centroid_scores[:, first:reach]),
             )
             D, I = merge_top_k(D, I, D2, I2)
             distances += distances2
@@ -297,8 +302,7 @@ def kth_score_over_norm(scores: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 def merge_top_k(D1, I1, D2, I2):
-    """The best k of two searches' (D, I) (n, k) each, best first, padding (-1 ids) last."""
+    """The best k of two searches' (D, I) (n, k) each, best first, padded as faiss pads."""
     D, I = np.concatenate([D1, D2], axis=1), np.concatenate([I1, I2], axis=1)
-    ranked = np.where(I >= 0, D, -np.inf).astype(np.float32)
-    order = _core.topk_rows(ranked, D1.shape[1], as_num_threads(None))[1]  # ties: D1's first
-    return np.take_along_axis(D, order, axis=1), np.take_along_axis(I, order, axis=1)
+    k = D1.shape[1]
+    return _core.topk_rows(D, k, as_num_threads(None), labels=I)  # ties: D1's first

@@ -20,8 +20,6 @@ from .state import IVFState
 
 __all__ = ["RawKeys", "Refine", "refined_parts"]
 
-_PAD_SCORE = np.finfo(np.float32).min  # faiss's padding where fewer than k keys are found
-
 
 class RawKeys:
     """Growable float32 rows (n, d), row i the key with id i."""
@@ -120,11 +118,7 @@ class Refine(IVFState):
         (n, k), padded as faiss pads where fewer than k are candidates."""
         threads = as_num_threads(None)
         scores = _core.rescore(q, self._raw_rows(), candidates, threads)
-        D, columns = _core.topk_rows(scores, k, threads)
-        I = np.take_along_axis(candidates, columns, axis=1)
-        missing = ~np.isfinite(D)  # -inf: a padding candidate
-        D[missing], I[missing] = _PAD_SCORE, -1
-        return D, I
+        return _core.topk_rows(scores, k, threads, labels=candidates)
 
     def _check_add(self, ids: np.ndarray | None) -> None:
         """Before an add: a re-ranking index takes no ids of the caller's."""

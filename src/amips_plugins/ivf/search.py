@@ -152,9 +152,10 @@ class Search(IVFState):
             union = isinstance(self._router, MaxAffineRouter)
         return InTurn(learned, centroids) if union else learned
 
-    def _scan(self, q: np.ndarray, k: int, lists: np.ndarray, params):
+    def _scan(self, q: np.ndarray, k: int, lists: np.ndarray, params, centroid_scores=None):
         """faiss's scan of the given lists (n, nprobe) for the queries ``q`` (with ``xbox``, their
-        augmented form): (D, I, distances computed).
+        augmented form): (D, I, distances computed). ``centroid_scores``: the lists'
+        ``_centroid_scores`` when already computed.
 
         ``search_preassigned`` runs on one thread (faiss's own ``search`` parallelises above it),
         so the queries are split over faiss's OpenMP thread count here; faiss releases the GIL.
@@ -164,7 +165,8 @@ class Search(IVFState):
         n = len(lists)
         D = np.empty((n, k), np.float32)
         I = np.empty((n, k), np.int64)
-        centroid_scores = self._centroid_scores(queries, lists)
+        if centroid_scores is None:
+            centroid_scores = self._centroid_scores(q, lists)
         counted = not isinstance(self, faiss.IndexIVFFastScan)  # fast-scan refuses the counters
 
         def scan(rows: slice):
@@ -205,11 +207,13 @@ class Search(IVFState):
             self._sizes = (seen, sizes)
         return self._sizes[1]
 
-    def _centroid_scores(self, queries: np.ndarray, lists: np.ndarray) -> np.ndarray:
-        """q . centroid of every probed list: residual codes (PQ, SQ, RaBitQ) add it to their
-        scores, as in faiss's own search; IndexIVFFlat ignores it."""
+    def _centroid_scores(self, q: np.ndarray, lists: np.ndarray) -> np.ndarray:
+        """q . centroid (with ``xbox``, of the augmented q) of every probed list (n, nprobe):
+        residual codes (PQ, SQ, RaBitQ) add it to their scores, as in faiss's own search;
+        IndexIVFFlat ignores it."""
         if isinstance(self, faiss.IndexIVFFlat):
             return np.zeros(lists.shape, np.float32)
+        queries = self.xbox.transform_queries(q) if self.xbox is not None else q
         if self._centroids is None:  # cleared by train
             rows = self.quantizer.reconstruct_n(0, self.nlist)
             self._centroids = as_matrix(rows, "the quantizer's centroids", dim=self.d)
