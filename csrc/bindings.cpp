@@ -12,6 +12,7 @@
 
 #include "graph.h"
 #include "kernels.h"
+#include "ledger.h"
 #include "parallel.h"
 #include "search.h"
 #include "xbox.h"
@@ -283,6 +284,58 @@ void require_vector(const py::array& a, std::size_t n, const std::string& name) 
             name + " must be 1-D with " + std::to_string(n) + " entries, got shape " + shape_of(a));
 }
 
+// Segments [offsets[g], offsets[g + 1]) of 0 .. total: num_segments + 1 non-decreasing entries.
+void require_segments(const ExactArray<std::int64_t>& offsets, std::size_t total,
+                      const std::string& name) {
+    require(offsets.ndim() == 1 && offsets.shape(0) >= 1, name + " must be 1-D and non-empty");
+    const std::int64_t* o = offsets.data();
+    bool ok = o[0] == 0 && o[offsets.shape(0) - 1] == std::int64_t(total);
+    for (py::ssize_t i = 1; ok && i < offsets.shape(0); ++i) ok = o[i] >= o[i - 1];
+    require(ok, name + " must rise from 0 to " + std::to_string(total));
+}
+
+std::tuple<py::array_t<float>, py::array_t<std::int64_t>, py::array_t<std::uint8_t>>
+take_better_answers_py(const Array<float>& queries, const Array<float>& query_norms,
+                       const ExactArray<std::int64_t>& offsets, const Array<float>& scores,
+                       const ExactArray<std::int64_t>& answers, const Array<float>& keys,
+                       const Array<float>& key_norms, const ExactArray<std::int64_t>& ids,
+                       const ExactArray<std::int64_t>& key_offsets,
+                       const ExactArray<std::int64_t>& key_rows, int num_threads) {
+    require_pair(queries, keys);
+    require_threads(num_threads);
+    const std::size_t S = queries.shape(0), n = keys.shape(0), d = keys.shape(1);
+    require_vector(query_norms, S, "query_norms");
+    require_vector(scores, S, "scores");
+    require_vector(answers, S, "answers");
+    require_vector(key_norms, n, "key_norms");
+    require_vector(ids, n, "ids");
+    require_segments(offsets, S, "offsets");
+    const std::size_t groups = offsets.shape(0) - 1;
+    require(key_offsets.ndim() == 1 && std::size_t(key_offsets.shape(0)) == groups + 1,
+            "key_offsets must have one entry per group and one more");
+    require(key_rows.ndim() == 1, "key_rows must be 1-D");
+    require_segments(key_offsets, key_rows.shape(0), "key_offsets");
+    const std::int64_t* row = key_rows.data();
+    for (py::ssize_t i = 0; i < key_rows.shape(0); ++i) {
+        require(row[i] >= 0 && row[i] < std::int64_t(n), "key_rows must lie in [0, " +
+                                                             std::to_string(n) + ")");
+    }
+    py::array_t<float> new_scores(S);
+    py::array_t<std::int64_t> new_answers(S);
+    py::array_t<std::uint8_t> changed(S);
+    std::copy_n(scores.data(), S, new_scores.mutable_data());
+    std::copy_n(answers.data(), S, new_answers.mutable_data());
+    std::fill_n(changed.mutable_data(), S, std::uint8_t(0));
+    {
+        py::gil_scoped_release release;
+        take_better_answers(queries.data(), query_norms.data(), d, offsets.data(), groups,
+                            keys.data(), key_norms.data(), ids.data(), key_offsets.data(), row,
+                            num_threads, new_scores.mutable_data(), new_answers.mutable_data(),
+                            changed.mutable_data());
+    }
+    return {new_scores, new_answers, changed};
+}
+
 GraphSearch make_graph(const Array<float>& keys, const ExactArray<std::uint32_t>& links0,
                        const ExactArray<std::uint32_t>& upper,
                        const ExactArray<std::int64_t>& upper_offsets,
@@ -374,6 +427,13 @@ PYBIND11_MODULE(_core, m) {
     m.def("take_in_turn", &take_in_turn_py, py::arg("a"), py::arg("b"), py::arg("count"),
           "Per row, the first count distinct non-negative entries of a[0], b[0], a[1], b[1], ... "
           "(padded with -1).");
+    m.def("take_better_answers", &take_better_answers_py, py::arg("queries"),
+          py::arg("query_norms"), py::arg("offsets"), py::arg("scores"), py::arg("answers"),
+          py::arg("keys"), py::arg("key_norms"), py::arg("ids"), py::arg("key_offsets"),
+          py::arg("key_rows"), py::arg("num_threads") = 0,
+          "(scores, answers, changed) of grouped queries after checking each group's listed keys "
+          "(rows of keys by descending norm) against it: a key that beats a query's score becomes "
+          "its answer (amips_plugins.routing.ledger).");
     m.def("all_finite", &all_finite_py, py::arg("x"), "True when no element is NaN or Inf.");
 
     py::class_<XboxTransform>(m, "XboxTransform")

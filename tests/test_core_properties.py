@@ -235,6 +235,62 @@ def test_topk_rows_with_labels_takes_the_labelled_entries_and_pads_as_faiss(scor
         _core.topk_rows(scores, k, threads, labels=labels[:, :-1])
 
 
+@PROPERTY
+@given(
+    group_sizes=st.lists(st.integers(1, 9), min_size=1, max_size=5),
+    n=st.integers(1, 80),
+    d=st.sampled_from([1, 3, 16, 50]),
+    seed=st.integers(0, 2**16),
+    threads=THREADS,
+)
+def test_take_better_answers_is_the_best_listed_key_that_beats_each_query(
+    group_sizes, n, d, seed, threads
+):
+    rng = np.random.default_rng(seed)
+    offsets = np.concatenate([[0], np.cumsum(group_sizes)]).astype(np.int64)
+    queries = rng.standard_normal((offsets[-1], d)).astype(np.float32)
+    keys = (rng.standard_normal((n, d)) * rng.uniform(0.1, 3, (n, 1))).astype(np.float32)
+    scores = rng.choice([-np.inf, 0.0, 1.0, 3.0], len(queries)).astype(np.float32)
+    given_scores = scores.copy()
+    answers = rng.integers(-1, 5, len(queries))
+    ids = rng.permutation(1000)[:n].astype(np.int64) + 10
+    norms = np.linalg.norm(keys, axis=1)
+    # each group's keys: a random subset, by descending norm
+    listed = [np.array(sorted(rng.choice(n, rng.integers(0, n + 1), replace=False),
+                              key=lambda r: -norms[r]), np.int64) for _ in group_sizes]  # fmt: skip
+    key_offsets = np.concatenate([[0], np.cumsum([len(rows) for rows in listed])])
+    new_scores, new_answers, changed = _core.take_better_answers(
+        queries,
+        np.linalg.norm(queries, axis=1),
+        offsets,
+        scores,
+        answers,
+        keys,
+        norms,
+        ids,
+        key_offsets,
+        np.concatenate(listed),
+        threads,
+    )
+    exact = queries.astype(np.float64) @ keys.T.astype(np.float64)
+    for g, rows in enumerate(listed):
+        for q in range(offsets[g], offsets[g + 1]):
+            best = max(exact[q, rows], default=-np.inf)
+            if best > scores[q] + 1e-4:  # clearly beaten: by the best listed key
+                assert changed[q] == 1
+                assert new_scores[q] == pytest.approx(best, abs=1e-4)
+                assert new_answers[q] == ids[rows[np.argmax(exact[q, rows])]]
+            elif best < scores[q] - 1e-4:  # clearly not: unchanged
+                assert changed[q] == 0
+                assert new_scores[q] == scores[q] and new_answers[q] == answers[q]
+    np.testing.assert_array_equal(scores, given_scores)  # the inputs are left as they were
+    outside = np.concatenate([[0], np.ones(len(group_sizes), np.int64)])  # group 0 lists row n
+    with pytest.raises(ValueError, match="key_rows must lie"):
+        _core.take_better_answers(
+            queries, np.linalg.norm(queries, axis=1), offsets, scores, answers, keys, norms, ids,
+            outside, np.array([n]), threads)  # fmt: skip
+
+
 NEAR_OVERFLOW = st.one_of(
     st.integers(-(2**63), -1),
     st.sampled_from([2**31 - 1, 2**31, 2**32, 2**40, 2**60, 2**62 - 1, 2**63 - 1]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['GraphSearch', 'XboxTransform', 'all_finite', 'default_num_threads', 'detected_simd_level', 'max_threads', 'pack_keys', 'rescore', 'segment_max_dot', 'segment_max_dot_packed', 'simd_level', 'take_in_turn', 'topk_dot', 'topk_dot_packed', 'topk_rows', 'unpack_keys']
+__all__: list[str] = ['GraphSearch', 'XboxTransform', 'all_finite', 'default_num_threads', 'detected_simd_level', 'max_threads', 'pack_keys', 'rescore', 'segment_max_dot', 'segment_max_dot_packed', 'simd_level', 'take_better_answers', 'take_in_turn', 'topk_dot', 'topk_dot_packed', 'topk_rows', 'unpack_keys']
 class XboxTransform:
     def __init__(self, dim: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
@@ -70,6 +70,10 @@ def segment_max_dot_packed(queries: typing.Annotated[numpy.typing.ArrayLike, num
 def simd_level() -> str:
     """
     Instruction set in use: the best supported, capped by AMIPS_SIMD.
+    """
+def take_better_answers(queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], query_norms: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], offsets: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], scores: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], answers: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], key_norms: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], ids: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], key_offsets: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], key_rows: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64], numpy.typing.NDArray[numpy.uint8]]:
+    """
+    (scores, answers, changed) of grouped queries after checking each group's listed keys (rows of keys by descending norm) against it: a key that beats a query's score becomes its answer (amips_plugins.routing.ledger).
     """
 def take_in_turn(a: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], b: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], count: typing.SupportsInt | typing.SupportsIndex) -> numpy.typing.NDArray[numpy.int64]:
     """

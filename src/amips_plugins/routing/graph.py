@@ -128,7 +128,9 @@ class PieceGraphRouter:
             if index.element_count + len(keys) > index.max_elements:
                 index.resize_index(max(2 * index.max_elements, index.element_count + len(keys)))
             order = insertion_order(keys)
-            index.add_items(keys[order], first + order, num_threads=1)  # the same graph each time
+            # on every thread (2 threads: 1.8x faster on GloVe); hnswlib's links then depend
+            # on the threads' timing, as in the router's own build
+            index.add_items(keys[order], first + order, num_threads=as_num_threads(None))
             self._label_lists = np.concatenate([self._label_lists, lists])
             self._label_ids = np.concatenate([self._label_ids, ids])
             self._graph = None

@@ -10,9 +10,11 @@ win some query become pieces; the queries whose answer is removed get a new one.
 Checking every new key against every query costs far more than faiss's own add (a key scored
 against 35k queries is 8x faiss's add on GloVe), so the queries are grouped by direction
 (spherical k-means, one group per list) and a key is checked against the queries of the
-``GROUPS_CHECKED`` groups its direction scores highest, and only in groups where its norm can beat
-some answer (q . x <= |q| |x|, so x cannot win q when |x| <= score(q) / |q|). On GloVe, 8 of 547
-groups caught the new best key of 96% of the queries whose answer changed.
+``GROUPS_CHECKED`` groups its direction scores highest, and only against the queries its norm
+can beat (q . x <= |q| |x|, so x cannot win q when |x| <= score(q) / |q|), on the core
+(``_core.take_better_answers``). On GloVe, 8 of 547 groups caught 55% of the queries whose answer
+changed, but almost every key that won some query: the new keys made pieces were the best key of
+81.7% of the test queries whose best key was new, against 81.8% when every query is checked.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import io
 
 import numpy as np
 
-from .._validation import as_matrix
+from .. import _core
+from .._validation import as_matrix, as_num_threads
 from ..effort import DirectionGroups
 from ..exact import topk_dot
 
@@ -95,23 +98,22 @@ class AnswerLedger:
         group, key = near.ravel(), np.repeat(alive, width)
         passes = norms[key] > group_bound[group]
         group, key = group[passes], key[passes]
-        order = np.argsort(group, kind="stable")
-        group, key = group[order], key[order]
-        starts = np.searchsorted(group, np.arange(len(self.groups) + 1))
-        changed = []
-        for g in np.flatnonzero(np.diff(starts)):  # a dense block per group: its queries x keys
-            checked = key[starts[g] : starts[g + 1]]
-            rows = slice(self.offsets[g], self.offsets[g + 1])
-            scores, best = topk_dot(self.queries[rows], keys[checked], 1, num_threads=1)
-            beat = np.flatnonzero(scores[:, 0] > self.scores[rows])
-            if len(beat):
-                query = self.offsets[g] + beat
-                self.scores[query] = scores[beat, 0]
-                self.answers[query] = ids[checked[best[beat, 0]]]
-                changed.append(query)
-        if not changed:
-            return np.empty(0, np.int64)
-        won = np.unique(self.answers[np.concatenate(changed)])
+        order = np.lexsort((-norms[key], group))  # by group, each group's keys longest first
+        key_offsets = np.searchsorted(group[order], np.arange(len(self.groups) + 1))
+        self.scores, self.answers, changed = _core.take_better_answers(
+            self.queries,
+            self._norms,
+            self.offsets,
+            self.scores,
+            self.answers,
+            keys,
+            norms,
+            ids,
+            key_offsets,
+            key[order],
+            as_num_threads(None),
+        )
+        won = np.unique(self.answers[changed.view(bool)])
         return np.flatnonzero(np.isin(ids, won))
 
     def orphan(self, removed_ids: np.ndarray) -> np.ndarray:
