@@ -7,10 +7,12 @@
         --methods faiss-ip router --pieces 16 --single 300 --record     # cost as N grows
 
 One run builds every method on the same keys (GloVe: 300k keys, 90k training words, 10k held-out
-test words; nlist = sqrt(N)) and prints, per nprobe: top-1 match rate, recall@10, wall-clock per
-query and queries/s for the whole test batch (network time included), distances and FLOPs per
-query (coarse step, scan and network), and build time (training included; the learned part's
-fit also apart). ``--single N`` adds the median latency of N queries searched one at a time.
+test words; nlist = sqrt(N)): ours, faiss IVF, faiss IVF-PQ fast-scan + refine and ScaNN (these
+two swept over their own pairs of knobs), and prints, per setting: top-1 match rate, recall@10,
+wall-clock per query and queries/s for the whole test batch (network time included), distances
+and FLOPs per query (coarse step, scan and network), and build time (training included; the
+learned part's fit also apart). ``--single N`` adds the median latency of N queries searched
+one at a time.
 The synthetic set (d = 64, GloVe-like norms, 50k training queries) is drawn at each of
 ``--num-keys``, with nlist = sqrt(N) each time. Writes the rows as JSON and a PNG of match rate
 against wall-clock and against FLOPs under --out; ``--record`` also keeps them in
@@ -41,6 +43,8 @@ import record  # noqa: E402
 METHODS = (
     "faiss-ip",
     "faiss-xbox",
+    "faiss-fastscan",
+    "scann",
     "auto",
     "router",
     "router-xbox",
@@ -168,6 +172,10 @@ def run(ds, args) -> list[dict]:
         methods.append(peers.FaissIVF(nlist, codes=codes, **sweep_params))
     if "faiss-xbox" in args.methods:
         methods.append(peers.FaissIVF(nlist, xbox=True))
+    if "faiss-fastscan" in args.methods:  # swept over (nprobe, k_factor), as its docs tune it
+        methods.append(peers.FaissIVFFastScanRefine(nlist))
+    if "scann" in args.methods:  # swept over (leaves, reorder)
+        methods.append(peers.ScaNN(args.threads))
     coded = "" if codes == "Flat" else f",{codes}"
     if "auto" in args.methods:  # the router fit_router() chooses, searched at every nprobe
         methods.append(
