@@ -170,11 +170,27 @@ def test_a_bad_directory_is_refused_clearly(data, routed, tmp_path):
         ShardedIVF.load(tmp_path / "index")
 
 
+def kill(actor) -> None:
+    """Kill a shard's actor and wait until it is gone: ray.kill only asks, and a call made
+    at once can still run."""
+    ray.kill(actor)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.__ray_ready__.remote(), timeout=5)
+        except ray.exceptions.RayActorError:
+            return
+        except ray.exceptions.GetTimeoutError:
+            continue
+        time.sleep(0.05)
+    raise AssertionError("the killed actor still answers")
+
+
 def test_a_dead_shard_raises_or_gives_a_result_marked_partial(data):
     keys, train_q, test_q = data
     index = build(keys, train_q, nprobe=2)
     D_all, I_all = index.search(test_q, 10)
-    ray.kill(index._shards[1])
+    kill(index._shards[1])
     with pytest.raises(ShardUnavailableError, match="shard 1"):
         index.search(test_q, 10)
     D, I = index.search(test_q, 10, allow_partial=True)
@@ -231,7 +247,7 @@ def test_an_add_a_dead_shard_fails_keeps_none_of_its_keys_and_reuses_no_id(data)
     first, batch = keys[:3000], keys[3000:]
     index = build(first)
     live = [0, 2, 3]
-    ray.kill(index._shards[1])
+    kill(index._shards[1])
     with pytest.raises(ShardUnavailableError, match="shard 1.*none of the 3000 keys was added"):
         index.add(batch)
     assert index.ntotal == 3000
