@@ -3,9 +3,12 @@
 // for callers of _core itself. std::invalid_argument surfaces as ValueError.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -340,7 +343,9 @@ GraphSearch make_graph(const Array<float>& keys, const ExactArray<std::uint32_t>
                        const ExactArray<std::uint32_t>& upper,
                        const ExactArray<std::int64_t>& upper_offsets,
                        const ExactArray<std::int32_t>& levels, std::int64_t max_m,
-                       std::int64_t entry, const ExactArray<std::uint8_t>& deleted) {
+                       std::int64_t entry, const ExactArray<std::uint8_t>& deleted,
+                       const std::optional<Array<float>>& code_low,
+                       const std::optional<Array<float>>& code_scale) {
     require_matrix(keys, "keys");
     require_matrix(links0, "links0");
     const std::size_t n = keys.shape(0);
@@ -351,11 +356,74 @@ GraphSearch make_graph(const Array<float>& keys, const ExactArray<std::uint32_t>
     require_vector(levels, n, "levels");
     require_vector(deleted, n, "deleted");
     require(max_m > 0 && entry >= 0, "max_m must be positive and entry non-negative");
+    require(code_low.has_value() == code_scale.has_value(),
+            "code_low and code_scale go together");
+    if (code_low) {
+        require_vector(*code_low, keys.shape(1), "code_low");
+        require_vector(*code_scale, keys.shape(1), "code_scale");
+    }
     py::gil_scoped_release release;
     return GraphSearch(keys.data(), n, keys.shape(1), links0.data(), links0.shape(1) - 1,
                        upper.data(), upper.size(), upper_offsets.data(), levels.data(),
                        std::size_t(max_m), std::uint32_t(std::min<std::int64_t>(entry, n)),
-                       deleted.data());
+                       deleted.data(), code_low ? code_low->data() : nullptr,
+                       code_scale ? code_scale->data() : nullptr);
+}
+
+GraphSearch make_empty_graph(std::int64_t dim, std::int64_t max_m) {
+    require(dim > 0 && max_m >= 2 && max_m < 32768,
+            "a graph needs dim > 0 and 2 <= max_m < 32768, got dim = " + std::to_string(dim) +
+                ", max_m = " + std::to_string(max_m));
+    return GraphSearch(std::size_t(dim), std::size_t(max_m));
+}
+
+void graph_add_py(GraphSearch& g, const Array<float>& keys, std::int64_t ef_construction,
+                  std::uint64_t seed, int num_threads) {
+    require_matrix(keys, "keys");
+    require(std::size_t(keys.shape(1)) == g.dim(),
+            "keys must have " + std::to_string(g.dim()) + " columns, got shape " + shape_of(keys));
+    require(ef_construction > 0, "ef_construction must be positive");
+    require_threads(num_threads);
+    for (py::ssize_t i = 0; i < keys.size(); ++i) {
+        require(std::isfinite(keys.data()[i]), "keys must be finite");
+    }
+    py::gil_scoped_release release;
+    g.add(keys.data(), keys.shape(0), std::size_t(ef_construction), seed, num_threads);
+}
+
+void graph_mark_deleted_py(GraphSearch& g, const ExactArray<std::int64_t>& elements) {
+    require(elements.ndim() == 1, "elements must be 1-D, got shape " + shape_of(elements));
+    for (py::ssize_t i = 0; i < elements.size(); ++i) {
+        require(elements.data()[i] >= 0 && std::size_t(elements.data()[i]) < g.size(),
+                "element " + std::to_string(elements.data()[i]) + " is not in the graph of " +
+                    std::to_string(g.size()));
+    }
+    for (py::ssize_t i = 0; i < elements.size(); ++i) g.mark_deleted(elements.data()[i]);
+}
+
+template <class T>
+py::array_t<T> copy_of(const T* data, std::vector<py::ssize_t> shape) {
+    py::array_t<T> out(shape);
+    std::copy(data, data + out.size(), out.mutable_data());
+    return out;
+}
+
+// The constructor's arguments for the graph as it stands (copies).
+py::dict graph_arrays_py(const GraphSearch& g) {
+    require(g.size() > 0, "the graph is empty");
+    const py::ssize_t n = g.size(), d = g.dim(), width = g.max_m0() + 1;
+    py::dict out;
+    out["keys"] = copy_of(g.keys(), {n, d});
+    out["links0"] = copy_of(g.links0(), {n, width});
+    out["upper"] = copy_of(g.upper(), {py::ssize_t(g.upper_words())});
+    out["upper_offsets"] = copy_of(g.upper_offsets(), {n});
+    out["levels"] = copy_of(g.levels(), {n});
+    out["max_m"] = g.max_m();
+    out["entry"] = g.entry();
+    out["deleted"] = copy_of(g.deleted(), {n});
+    out["code_low"] = copy_of(g.code_low(), {d});
+    out["code_scale"] = copy_of(g.code_scale(), {d});
+    return out;
 }
 
 std::tuple<py::array_t<float>, py::array_t<std::int64_t>, std::size_t> graph_search_py(
@@ -462,7 +530,18 @@ PYBIND11_MODULE(_core, m) {
                             "exact inner products for the returned ranking.")
         .def(py::init(&make_graph), py::arg("keys"), py::arg("links0"), py::arg("upper"),
              py::arg("upper_offsets"), py::arg("levels"), py::arg("max_m"), py::arg("entry"),
-             py::arg("deleted"))
+             py::arg("deleted"), py::arg("code_low") = py::none(),
+             py::arg("code_scale") = py::none())
+        .def(py::init(&make_empty_graph), py::arg("dim"), py::arg("max_m") = 16,
+             "An empty graph to add keys to: max_m links per element (2 max_m on level 0).")
+        .def("add", &graph_add_py, py::arg("keys"), py::arg("ef_construction") = 200,
+             py::arg("seed") = 100, py::arg("num_threads") = 0,
+             "Insert keys (n, dim) as the next elements, as hnswlib inserts, scoring by codes; "
+             "with one thread the graph depends on the keys, their order and seed only.")
+        .def("mark_deleted", &graph_mark_deleted_py, py::arg("elements"),
+             "Mark elements deleted: walked through, never returned.")
+        .def("arrays", &graph_arrays_py,
+             "The constructor's arguments for the graph as it stands (copies).")
         .def("search", &graph_search_py, py::arg("walk"), py::arg("rank"), py::arg("k"),
              py::arg("ef"), py::arg("num_threads") = 0,
              "(scores, elements, codes scored): the k best found by exact inner product with "

@@ -44,7 +44,8 @@ GraphSearch::GraphSearch(const float* keys, std::size_t n, std::size_t d,
                          const std::uint32_t* links0, std::size_t max_m0,
                          const std::uint32_t* upper, std::size_t upper_words,
                          const std::int64_t* upper_offsets, const std::int32_t* levels,
-                         std::size_t max_m, std::uint32_t entry, const std::uint8_t* deleted)
+                         std::size_t max_m, std::uint32_t entry, const std::uint8_t* deleted,
+                         const float* code_low, const float* code_scale)
     : n_(n),
       d_(d),
       code_dim_((d + kCodeQuantum - 1) / kCodeQuantum * kCodeQuantum),
@@ -81,27 +82,83 @@ GraphSearch::GraphSearch(const float* keys, std::size_t n, std::size_t d,
     links0_.assign(links0, links0 + n * (max_m0 + 1));
     upper_.assign(upper, upper + upper_words);
     upper_offsets_.assign(upper_offsets, upper_offsets + n);
+    levels_.assign(levels, levels + n);
     deleted_.assign(deleted, deleted + n);
     any_deleted_ = std::any_of(deleted, deleted + n, [](std::uint8_t d) { return d != 0; });
     keys_.assign(keys, keys + n * d);
-
-    // Codes: each dimension's range in 256 steps.
-    std::vector<float> low(d, std::numeric_limits<float>::infinity());
-    std::vector<float> high(d, -std::numeric_limits<float>::infinity());
-    for (std::size_t i = 0; i < n; ++i) {
+    if (code_scale) {
         for (std::size_t t = 0; t < d; ++t) {
-            low[t] = std::min(low[t], keys[i * d + t]);
-            high[t] = std::max(high[t], keys[i * d + t]);
+            require(std::isfinite(code_low[t]) && std::isfinite(code_scale[t]) && code_scale[t] > 0,
+                    "the codes' ranges must be finite, their steps positive");
         }
     }
-    scale_.assign(code_dim_, 0.f);
-    for (std::size_t t = 0; t < d; ++t) {
-        scale_[t] = high[t] > low[t] ? (high[t] - low[t]) / 255.f : 1.f;
+    set_code_ranges(n, code_low, code_scale);
+    encode(0, n);
+}
+
+GraphSearch::GraphSearch(std::size_t d, std::size_t max_m)
+    : n_(0),
+      d_(d),
+      code_dim_((d + kCodeQuantum - 1) / kCodeQuantum * kCodeQuantum),
+      max_m0_(2 * max_m),
+      max_m_(max_m),
+      entry_(0),
+      max_level_(-1),
+      any_deleted_(false) {
+    require(d > 0 && max_m >= 2 && max_m <= 0x7FFF, "a graph needs d > 0 and 2 <= max_m < 32768");
+}
+
+void GraphSearch::set_code_ranges(std::size_t count, const float* low, const float* scale) {
+    low_.assign(d_, 0.f);
+    scale_.assign(code_dim_, 0.f);  // zero past d: the padding's codes count for nothing
+    if (scale) {
+        std::copy(low, low + d_, low_.begin());
+        std::copy(scale, scale + d_, scale_.begin());
+        return;
     }
-    codes_.assign(n * code_dim_, 0);
-    for (std::size_t i = 0; i < n; ++i) {
-        for (std::size_t t = 0; t < d; ++t) {
-            const float step = std::round((keys[i * d + t] - low[t]) / scale_[t]);
+    std::fill(low_.begin(), low_.end(), std::numeric_limits<float>::infinity());
+    std::vector<float> high(d_, -std::numeric_limits<float>::infinity());
+    span_keys(0, count, high);
+    set_scales(high);
+}
+
+bool GraphSearch::widen_code_ranges(std::size_t first, std::size_t count) {
+    std::vector<float> high(d_), low = low_;
+    for (std::size_t t = 0; t < d_; ++t) high[t] = low_[t] + 255.f * scale_[t];
+    span_keys(first, count, high);
+    bool wider = false;  // by more than the half step a code rounds off anyway
+    for (std::size_t t = 0; t < d_; ++t) {
+        wider |= low_[t] < low[t] - 0.5f * scale_[t] || high[t] > low[t] + 255.5f * scale_[t];
+    }
+    if (wider) {
+        set_scales(high);
+    } else {
+        low_ = low;
+    }
+    return wider;
+}
+
+void GraphSearch::span_keys(std::size_t first, std::size_t count, std::vector<float>& high) {
+    for (std::size_t i = first; i < first + count; ++i) {
+        for (std::size_t t = 0; t < d_; ++t) {
+            low_[t] = std::min(low_[t], keys_[i * d_ + t]);
+            high[t] = std::max(high[t], keys_[i * d_ + t]);
+        }
+    }
+}
+
+// Each dimension's range in 256 steps.
+void GraphSearch::set_scales(const std::vector<float>& high) {
+    for (std::size_t t = 0; t < d_; ++t) {
+        scale_[t] = high[t] > low_[t] ? (high[t] - low_[t]) / 255.f : 1.f;
+    }
+}
+
+void GraphSearch::encode(std::size_t first, std::size_t count) {
+    codes_.resize((first + count) * code_dim_, 0);
+    for (std::size_t i = first; i < first + count; ++i) {
+        for (std::size_t t = 0; t < d_; ++t) {
+            const float step = std::round((keys_[i * d_ + t] - low_[t]) / scale_[t]);
             codes_[i * code_dim_ + t] = std::uint8_t(step >= 0.f ? std::min(step, 255.f) : 0.f);
         }
     }
@@ -109,8 +166,8 @@ GraphSearch::GraphSearch(const float* keys, std::size_t n, std::size_t d,
 
 std::size_t GraphSearch::memory_bytes() const {
     return (links0_.size() + upper_.size()) * sizeof(std::uint32_t) +
-           upper_offsets_.size() * sizeof(std::int64_t) + codes_.size() + deleted_.size() +
-           (scale_.size() + keys_.size()) * sizeof(float);
+           upper_offsets_.size() * sizeof(std::int64_t) + levels_.size() * sizeof(std::int32_t) +
+           codes_.size() + deleted_.size() + (low_.size() + scale_.size() + keys_.size()) * sizeof(float);
 }
 
 // One thread's walk of one query at a time: its scaled query, visited set and two heaps.
@@ -119,7 +176,7 @@ std::size_t GraphSearch::memory_bytes() const {
 class GraphSearch::Walk {
 public:
     explicit Walk(const GraphSearch& g)
-        : g_(g), kernels_(kernels_for(active_isa())), visited_((g.n_ + 63) / 64), query_(g.code_dim_) {}
+        : g_(g), kernels_(kernels_for(active_isa())), visited_(g.n_), query_(g.code_dim_) {}
 
     // Descends the upper levels greedily by `walk`, then seeds the beam of ef on level 0.
     void start(const float* walk, std::size_t ef) {
@@ -142,7 +199,7 @@ public:
         candidates_.assign(1, {best, current});
         found_.clear();
         fresh_.clear();
-        first_visit(current);
+        visited_.first_visit(current);
         keep(best, current);
     }
 
@@ -161,7 +218,7 @@ public:
         const std::uint32_t* list = links_of(next.second);
         fresh_.clear();
         for (std::uint32_t j = 1; j <= (list[0] & 0xFFFF); ++j) {
-            if (!first_visit(list[j])) continue;
+            if (!visited_.first_visit(list[j])) continue;
             fresh_.push_back(list[j]);
             ask_for(g_.codes_.data() + std::size_t(list[j]) * g_.code_dim_, g_.code_dim_);
         }
@@ -183,8 +240,7 @@ public:
     // Ranks what the beam found (rank_found) and clears the visited set for the next query.
     void finish(const float* rank, std::size_t k, float* scores, std::int64_t* ids) {
         rank_found(rank, k, scores, ids);
-        for (const std::uint32_t e : touched_) visited_[e >> 6] = 0;
-        touched_.clear();
+        visited_.clear();
     }
 
     std::size_t scored() const { return scored_; }
@@ -207,15 +263,6 @@ private:
     float score(std::uint32_t e) {
         ++scored_;
         return kernels_.dot_codes(query_.data(), g_.codes_.data() + e * g_.code_dim_, g_.code_dim_);
-    }
-
-    bool first_visit(std::uint32_t e) {
-        std::uint64_t& word = visited_[e >> 6];
-        const std::uint64_t bit = std::uint64_t(1) << (e & 63);
-        if (word & bit) return false;
-        word |= bit;
-        touched_.push_back(e);
-        return true;
     }
 
     // Found: live elements only, worst on top, at most ef.
@@ -246,8 +293,8 @@ private:
 
     const GraphSearch& g_;
     const Kernels kernels_;
-    std::vector<std::uint64_t> visited_;
-    std::vector<std::uint32_t> touched_, fresh_;
+    VisitedSet visited_;
+    std::vector<std::uint32_t> fresh_;
     std::vector<float> query_, exact_;
     std::vector<Scored> candidates_, found_;
     std::vector<std::int64_t> elements_;

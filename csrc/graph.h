@@ -1,5 +1,6 @@
-// Beam search over a copy of an hnswlib graph (HierarchicalNSW's links, read by the Python layer)
-// with one byte per dimension for the walk and the float32 keys for the final ranking.
+// Beam search over an HNSW graph with one byte per dimension for the walk and the float32 keys for
+// the final ranking. The graph is a copy of an hnswlib graph (HierarchicalNSW's links, read by the
+// Python layer), or one built here by inserting keys (graph_build.cpp).
 //
 // The walk is hnswlib's: greedy descent through the upper levels, then a beam of ef on level 0,
 // elements marked deleted passed through but never kept. What differs is what it reads: a key's
@@ -18,16 +19,59 @@
 
 namespace amips {
 
+// The elements a walk has seen: one bit each, cleared by the list of those set.
+class VisitedSet {
+public:
+    explicit VisitedSet(std::size_t n) : bits_((n + 63) / 64) {}
+
+    // True the first time e is asked for since the last clear().
+    bool first_visit(std::uint32_t e) {
+        std::uint64_t& word = bits_[e >> 6];
+        const std::uint64_t bit = std::uint64_t(1) << (e & 63);
+        if (word & bit) return false;
+        word |= bit;
+        touched_.push_back(e);
+        return true;
+    }
+
+    void clear() {
+        for (const std::uint32_t e : touched_) bits_[e >> 6] = 0;
+        touched_.clear();
+    }
+
+private:
+    std::vector<std::uint64_t> bits_;
+    std::vector<std::uint32_t> touched_;
+};
+
 class GraphSearch {
 public:
     // keys (n, d) by element; links0 (n, max_m0 + 1): each element's level-0 count (low 16 bits)
     // then its links; upper: the blocks (max_m + 1 words, same form) of level 1, 2, ... of element
     // i from upper_offsets[i] (words) for levels[i] levels; deleted (n): 1 where marked deleted.
+    // Codes span each dimension's range over the keys, or code_low + code_scale * [0, 255] where
+    // given (d each: a graph's own, so that a copy walks as it did).
     // Throws std::invalid_argument when a link, block or the entry point lies outside the graph.
     GraphSearch(const float* keys, std::size_t n, std::size_t d, const std::uint32_t* links0,
                 std::size_t max_m0, const std::uint32_t* upper, std::size_t upper_words,
                 const std::int64_t* upper_offsets, const std::int32_t* levels, std::size_t max_m,
-                std::uint32_t entry, const std::uint8_t* deleted);
+                std::uint32_t entry, const std::uint8_t* deleted, const float* code_low = nullptr,
+                const float* code_scale = nullptr);
+    // An empty graph of dimension d: max_m links per element on the upper levels, 2 max_m on
+    // level 0, as hnswlib's M.
+    GraphSearch(std::size_t d, std::size_t max_m);
+
+    // Inserts keys (count, d) as elements size() .. size() + count - 1, in that order, on up to
+    // num_threads threads, the way hnswlib inserts (a level drawn with mult 1 / ln max_m, greedy
+    // descent, a beam of ef_construction on each of the element's levels, links chosen by
+    // hnswlib's heuristic, neighbours' links pruned by it when full), with every score taken
+    // between codes; keys outside the codes' ranges widen them (and every code is made again).
+    // An element's level depends on seed and its number only; with one thread
+    // the graph depends on nothing else. Not to be called while a search runs.
+    void add(const float* keys, std::size_t count, std::size_t ef_construction,
+             std::uint64_t seed, int num_threads);
+    // Marks an element deleted: walked through, never returned.
+    void mark_deleted(std::uint32_t element);
 
     // For each query i: walk the graph by `walk` (nq, d) with a beam of ef[i] >= k, and keep the
     // k found elements of largest exact inner product with `rank` (nq, d): scores and elements
@@ -39,21 +83,45 @@ public:
 
     std::size_t size() const { return n_; }
     std::size_t dim() const { return d_; }
+    std::size_t max_m() const { return max_m_; }
+    std::size_t max_m0() const { return max_m0_; }
+    std::uint32_t entry() const { return entry_; }
+    // The constructor's arrays, as they stand.
+    const float* keys() const { return keys_.data(); }
+    const std::uint32_t* links0() const { return links0_.data(); }
+    const std::uint32_t* upper() const { return upper_.data(); }
+    std::size_t upper_words() const { return upper_.size(); }
+    const std::int64_t* upper_offsets() const { return upper_offsets_.data(); }
+    const std::int32_t* levels() const { return levels_.data(); }
+    const std::uint8_t* deleted() const { return deleted_.data(); }
+    const float* code_low() const { return low_.data(); }
+    const float* code_scale() const { return scale_.data(); }
     // Bytes held: links, codes and keys.
     std::size_t memory_bytes() const;
 
 private:
     class Walk;
+    class Builder;
+
+    // The codes' ranges: over the first `count` keys, or as given.
+    void set_code_ranges(std::size_t count, const float* low, const float* scale);
+    // Widens the ranges to take in keys [first, first + count); true when they changed.
+    bool widen_code_ranges(std::size_t first, std::size_t count);
+    void span_keys(std::size_t first, std::size_t count, std::vector<float>& high);
+    void set_scales(const std::vector<float>& high);
+    // Codes of elements [first, first + count).
+    void encode(std::size_t first, std::size_t count);
 
     std::size_t n_, d_, code_dim_, max_m0_, max_m_;
     std::uint32_t entry_;
-    int max_level_;
+    int max_level_;  // -1 while empty
     HugeVector<std::uint32_t> links0_, upper_;
     std::vector<std::int64_t> upper_offsets_;
+    std::vector<std::int32_t> levels_;
     HugeVector<std::uint8_t> codes_;
     std::vector<std::uint8_t> deleted_;
     bool any_deleted_;
-    std::vector<float> scale_;  // code c of dimension t stands for min_t + c * scale_t
+    std::vector<float> low_, scale_;  // code c of dimension t stands for low_t + c * scale_t
     HugeVector<float> keys_;
 };
 

@@ -77,7 +77,7 @@ def test_keys_added_after_fit_router_are_found_as_the_old_ones(data, fit):
         owners = np.repeat(np.arange(NLIST), np.diff(router.offsets))
         mapped = dict(zip(router.piece_ids.tolist(), owners.tolist()))
     else:
-        mapped = dict(zip(router.piece_ids.tolist(), router._label_lists.tolist()))
+        mapped = dict(zip(router.piece_ids.tolist(), router.element_lists.tolist()))
     assert all(mapped[a] == list_of[a] for a in answers.tolist())
     assert index.last_search_stats["stale"] == []
 

@@ -28,8 +28,26 @@ class GraphSearch:
     """
     Beam search over a copy of an hnswlib graph: 8-bit codes for the walk, exact inner products for the returned ranking.
     """
-    def __init__(self, keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], links0: typing.Annotated[numpy.typing.ArrayLike, numpy.uint32], upper: typing.Annotated[numpy.typing.ArrayLike, numpy.uint32], upper_offsets: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], levels: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], max_m: typing.SupportsInt | typing.SupportsIndex, entry: typing.SupportsInt | typing.SupportsIndex, deleted: typing.Annotated[numpy.typing.ArrayLike, numpy.uint8]) -> None:
+    @typing.overload
+    def __init__(self, keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], links0: typing.Annotated[numpy.typing.ArrayLike, numpy.uint32], upper: typing.Annotated[numpy.typing.ArrayLike, numpy.uint32], upper_offsets: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], levels: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], max_m: typing.SupportsInt | typing.SupportsIndex, entry: typing.SupportsInt | typing.SupportsIndex, deleted: typing.Annotated[numpy.typing.ArrayLike, numpy.uint8], code_low: typing.Annotated[numpy.typing.ArrayLike, numpy.float32] | None = None, code_scale: typing.Annotated[numpy.typing.ArrayLike, numpy.float32] | None = None) -> None:
         ...
+    @typing.overload
+    def __init__(self, dim: typing.SupportsInt | typing.SupportsIndex, max_m: typing.SupportsInt | typing.SupportsIndex = 16) -> None:
+        """
+        An empty graph to add keys to: max_m links per element (2 max_m on level 0).
+        """
+    def add(self, keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], ef_construction: typing.SupportsInt | typing.SupportsIndex = 200, seed: typing.SupportsInt | typing.SupportsIndex = 100, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+        """
+        Insert keys (n, dim) as the next elements, as hnswlib inserts, scoring by codes; with one thread the graph depends on the keys, their order and seed only.
+        """
+    def arrays(self) -> dict:
+        """
+        The constructor's arguments for the graph as it stands (copies).
+        """
+    def mark_deleted(self, elements: typing.Annotated[numpy.typing.ArrayLike, numpy.int64]) -> None:
+        """
+        Mark elements deleted: walked through, never returned.
+        """
     def search(self, walk: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], rank: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], k: typing.SupportsInt | typing.SupportsIndex, ef: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64], int]:
         """
         (scores, elements, codes scored): the k best found by exact inner product with rank after a walk by walk with a beam of ef[i] per query; -inf / -1 past what was found.

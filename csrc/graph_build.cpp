@@ -1,0 +1,271 @@
+// Insertion into a GraphSearch: hnswlib's algorithm (HierarchicalNSW::addPoint) on the walk's own
+// arrays, so that a graph grows where it is walked, with no second copy and no copy after a change.
+//
+// Every score is one between codes, as the walk's: the element scored against is the "query",
+// its float key times the codes' steps, and a candidate its code. hnswlib scores float32 rows;
+// a code is a quarter of the bytes (d = 384: six cache lines against twenty-four), and an
+// element's scores with other elements differ from the exact ones by the same offset (its key
+// times the codes' lows), so every comparison the algorithm makes between two candidates of one
+// element keeps its sense up to the codes' rounding.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <mutex>
+#include <stdexcept>
+#include <utility>
+#include <vector>
+
+#include "graph.h"
+#include "kernels.h"
+#include "parallel.h"
+
+namespace amips {
+namespace {
+
+using Scored = std::pair<float, std::uint32_t>;
+
+// Function objects, not functions: the heaps and sorts inline them.
+struct Better {
+    bool operator()(const Scored& a, const Scored& b) const { return a.first > b.first; }
+};
+struct Worse {
+    bool operator()(const Scored& a, const Scored& b) const { return a.first < b.first; }
+};
+constexpr Better better{};
+constexpr Worse worse{};
+
+// A uniform draw in (0, 1) from (seed, i): splitmix64's finaliser.
+double uniform(std::uint64_t seed, std::uint64_t i) {
+    std::uint64_t z = seed * 0x9E3779B97F4A7C15ULL + i + 0x632BE59BD9B4E019ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return (double(z >> 11) + 0.5) * 0x1.0p-53;
+}
+
+// Link lists are guarded by stripes of locks: an element's lock is held while its lists are read
+// or written, never two at a time.
+constexpr std::size_t kLockStripes = 4096;
+
+}  // namespace
+
+// One thread's insertions: a visited set, heaps and two scaled keys.
+class GraphSearch::Builder {
+public:
+    Builder(GraphSearch& g, std::vector<std::mutex>& locks, std::mutex& top, std::size_t ef)
+        : g_(g),
+          kernels_(kernels_for(active_isa())),
+          locks_(locks),
+          top_(top),
+          ef_(ef),
+          visited_(g.n_),
+          aim_(g.code_dim_, 0.f),
+          probe_(g.code_dim_, 0.f) {}
+
+    void insert(std::uint32_t e) {
+        const int level = g_.levels_[e];
+        std::unique_lock<std::mutex> top_lock(top_);
+        const int top_level = g_.max_level_;
+        const std::uint32_t entry = g_.entry_;
+        if (level <= top_level) top_lock.unlock();  // else held until e is the entry point
+        scale_key(e, aim_);
+        std::uint32_t current = entry;
+        float best = kernels_.dot_codes(aim_.data(), code(current), g_.code_dim_);
+        for (int l = top_level; l > level; --l) {
+            for (bool moved = true; moved;) {
+                moved = false;
+                read_links(current, l);
+                for (const std::uint32_t n : links_) {
+                    const float s = kernels_.dot_codes(aim_.data(), code(n), g_.code_dim_);
+                    if (s > best) best = s, current = n, moved = true;
+                }
+            }
+        }
+        for (int l = std::min(level, top_level); l >= 0; --l) {
+            beam(current, l);
+            select(e, found_, g_.max_m_, chosen_);
+            {
+                std::lock_guard<std::mutex> lock(lock_of(e));
+                write_links(e, l, chosen_);
+            }
+            for (const std::uint32_t n : chosen_) link_back(n, e, l);
+            if (!found_.empty()) current = found_.front().second;
+        }
+        if (level > top_level) g_.entry_ = e, g_.max_level_ = level;
+    }
+
+private:
+    const std::uint8_t* code(std::uint32_t e) const {
+        return g_.codes_.data() + std::size_t(e) * g_.code_dim_;
+    }
+
+    void scale_key(std::uint32_t e, std::vector<float>& out) const {
+        const float* key = g_.keys_.data() + std::size_t(e) * g_.d_;
+        for (std::size_t t = 0; t < g_.d_; ++t) out[t] = key[t] * g_.scale_[t];
+    }
+
+    std::mutex& lock_of(std::uint32_t e) { return locks_[e % kLockStripes]; }
+
+    std::uint32_t* list(std::uint32_t e, int level) {
+        if (level == 0) return g_.links0_.data() + std::size_t(e) * (g_.max_m0_ + 1);
+        return g_.upper_.data() + g_.upper_offsets_[e] + std::size_t(level - 1) * (g_.max_m_ + 1);
+    }
+
+    // links_ = e's links on level, read under its lock.
+    void read_links(std::uint32_t e, int level) {
+        std::lock_guard<std::mutex> lock(lock_of(e));
+        const std::uint32_t* l = list(e, level);
+        links_.assign(l + 1, l + 1 + (l[0] & 0xFFFF));
+    }
+
+    // Keeps the flags hnswlib stores above a count.
+    void write_links(std::uint32_t e, int level, const std::vector<std::uint32_t>& links) {
+        std::uint32_t* l = list(e, level);
+        l[0] = (l[0] & ~std::uint32_t(0xFFFF)) | std::uint32_t(links.size());
+        std::copy(links.begin(), links.end(), l + 1);
+    }
+
+    // found_ = the ef_ live elements of best code score with aim_ a beam search on `level` from
+    // `start` finds, best first.
+    void beam(std::uint32_t start, int level) {
+        candidates_.clear();
+        found_.clear();
+        visited_.first_visit(start);
+        const Scored first{kernels_.dot_codes(aim_.data(), code(start), g_.code_dim_), start};
+        candidates_.push_back(first);
+        if (!g_.deleted_[start]) found_.push_back(first);
+        while (!candidates_.empty()) {
+            const Scored next = candidates_.front();
+            if (found_.size() >= ef_ && next.first < found_.front().first) break;
+            std::pop_heap(candidates_.begin(), candidates_.end(), worse);
+            candidates_.pop_back();
+            read_links(next.second, level);
+            for (const std::uint32_t n : links_) {
+                if (!visited_.first_visit(n)) continue;
+                const float s = kernels_.dot_codes(aim_.data(), code(n), g_.code_dim_);
+                if (found_.size() >= ef_ && s <= found_.front().first) continue;
+                candidates_.emplace_back(s, n);
+                std::push_heap(candidates_.begin(), candidates_.end(), worse);
+                if (g_.deleted_[n]) continue;
+                found_.emplace_back(s, n);
+                std::push_heap(found_.begin(), found_.end(), better);
+                if (found_.size() > ef_) {
+                    std::pop_heap(found_.begin(), found_.end(), better);
+                    found_.pop_back();
+                }
+            }
+        }
+        visited_.clear();
+        std::sort(found_.begin(), found_.end(), better);
+    }
+
+    // hnswlib's heuristic: of the candidates of `base` (best first), up to m, each kept only when
+    // no kept one scores higher with it than base does.
+    void select(std::uint32_t base, const std::vector<Scored>& candidates, std::size_t m,
+                std::vector<std::uint32_t>& out) {
+        out.clear();
+        if (candidates.size() <= m) {
+            for (const Scored& c : candidates) out.push_back(c.second);
+            return;
+        }
+        for (const Scored& c : candidates) {
+            if (out.size() >= m) break;
+            scale_key(c.second, probe_);
+            const float to_base = kernels_.dot_codes(probe_.data(), code(base), g_.code_dim_);
+            bool kept = true;
+            for (const std::uint32_t o : out) {
+                if (kernels_.dot_codes(probe_.data(), code(o), g_.code_dim_) > to_base) {
+                    kept = false;
+                    break;
+                }
+            }
+            if (kept) out.push_back(c.second);
+        }
+    }
+
+    // Adds e to n's links on level, or, when they are full, keeps what the heuristic chooses
+    // among them and e.
+    void link_back(std::uint32_t n, std::uint32_t e, int level) {
+        const std::size_t width = level == 0 ? g_.max_m0_ : g_.max_m_;
+        std::lock_guard<std::mutex> lock(lock_of(n));
+        std::uint32_t* l = list(n, level);
+        const std::uint32_t count = l[0] & 0xFFFF;
+        if (std::find(l + 1, l + 1 + count, e) != l + 1 + count) return;
+        if (count < width) {
+            l[1 + count] = e;
+            l[0] = (l[0] & ~std::uint32_t(0xFFFF)) | (count + 1);
+            return;
+        }
+        scale_key(n, probe_);
+        pruned_.clear();
+        for (std::uint32_t j = 1; j <= count; ++j) {
+            pruned_.emplace_back(kernels_.dot_codes(probe_.data(), code(l[j]), g_.code_dim_), l[j]);
+        }
+        pruned_.emplace_back(kernels_.dot_codes(probe_.data(), code(e), g_.code_dim_), e);
+        std::sort(pruned_.begin(), pruned_.end(), better);
+        select(n, pruned_, width, kept_);
+        write_links(n, level, kept_);
+    }
+
+    GraphSearch& g_;
+    const Kernels kernels_;
+    std::vector<std::mutex>& locks_;
+    std::mutex& top_;
+    const std::size_t ef_;
+    VisitedSet visited_;
+    std::vector<std::uint32_t> links_, chosen_, kept_;
+    std::vector<float> aim_, probe_;
+    std::vector<Scored> candidates_, found_, pruned_;
+};
+
+void GraphSearch::add(const float* keys, std::size_t count, std::size_t ef_construction,
+                      std::uint64_t seed, int num_threads) {
+    if (count == 0) return;
+    if (n_ + count > std::numeric_limits<std::uint32_t>::max()) {
+        throw std::invalid_argument("the graph would have too many elements");
+    }
+    const std::size_t first = n_;
+    keys_.insert(keys_.end(), keys, keys + count * d_);
+    if (first == 0) {
+        set_code_ranges(count, nullptr, nullptr);
+        encode(0, count);
+    } else if (widen_code_ranges(first, count)) {
+        encode(0, first + count);
+    } else {
+        encode(first, count);
+    }
+    n_ = first + count;
+    links0_.resize(n_ * (max_m0_ + 1), 0);
+    deleted_.resize(n_, 0);
+    const double mult = 1.0 / std::log(double(max_m_));
+    for (std::size_t i = first; i < n_; ++i) {
+        const int level = int(-std::log(uniform(seed, i)) * mult);
+        upper_offsets_.push_back(std::int64_t(upper_.size()));
+        levels_.push_back(level);
+        upper_.resize(upper_.size() + std::size_t(level) * (max_m_ + 1), 0);
+    }
+    std::vector<std::mutex> locks(kLockStripes);
+    std::mutex top;
+    std::size_t next = first;
+    if (max_level_ < 0) {  // the first element is the entry point
+        entry_ = std::uint32_t(first), max_level_ = levels_[first];
+        ++next;
+    }
+    // Elements handed out one at a time, in order, as hnswlib does: those inserted side by side
+    // are neighbours in the order, and each sees the graph of nearly all before it.
+    std::atomic<std::size_t> next_element{next};
+    const int threads = threads_for(num_threads, double(count) * ef_construction * max_m0_ * d_);
+    parallel_for(std::size_t(std::max(threads, 1)), threads, [&](std::size_t) {
+        Builder builder(*this, locks, top, std::max<std::size_t>(ef_construction, 1));
+        for (std::size_t e; (e = next_element++) < n_;) builder.insert(std::uint32_t(e));
+    });
+}
+
+void GraphSearch::mark_deleted(std::uint32_t element) {
+    if (element >= n_) throw std::invalid_argument("no element " + std::to_string(element));
+    deleted_[element] = 1;
+    any_deleted_ = true;
+}
+
+}  // namespace amips
