@@ -61,7 +61,14 @@ public:
           ef_(ef),
           visited_(g.n_),
           aim_(g.code_dim_, 0.f),
-          probe_(g.code_dim_, 0.f) {}
+          probe_(g.code_dim_, 0.f),
+          offset_(g.d_),
+          step_(g.d_) {
+        for (std::size_t t = 0; t < g.d_; ++t) {
+            offset_[t] = g.low_[t] * g.scale_[t];
+            step_[t] = g.scale_[t] * g.scale_[t];
+        }
+    }
 
     void insert(std::uint32_t e) {
         const int level = g_.levels_[e];
@@ -103,6 +110,13 @@ private:
     void scale_key(std::uint32_t e, std::vector<float>& out) const {
         const float* key = g_.keys_.data() + std::size_t(e) * g_.d_;
         for (std::size_t t = 0; t < g_.d_; ++t) out[t] = key[t] * g_.scale_[t];
+    }
+
+    // scale_key of the key e's code stands for: a candidate's code was just read by the beam,
+    // its float row (four times the bytes) would be read from memory.
+    void scale_code(std::uint32_t e, std::vector<float>& out) const {
+        const std::uint8_t* c = code(e);
+        for (std::size_t t = 0; t < g_.d_; ++t) out[t] = offset_[t] + float(c[t]) * step_[t];
     }
 
     std::mutex& lock_of(std::uint32_t e) { return locks_[e % kLockStripes]; }
@@ -171,7 +185,7 @@ private:
         }
         for (const Scored& c : candidates) {
             if (out.size() >= m) break;
-            scale_key(c.second, probe_);
+            scale_code(c.second, probe_);
             const float to_base = kernels_.dot_codes(probe_.data(), code(base), g_.code_dim_);
             bool kept = true;
             for (const std::uint32_t o : out) {
@@ -197,7 +211,7 @@ private:
             l[0] = (l[0] & ~std::uint32_t(0xFFFF)) | (count + 1);
             return;
         }
-        scale_key(n, probe_);
+        scale_code(n, probe_);
         pruned_.clear();
         for (std::uint32_t j = 1; j <= count; ++j) {
             pruned_.emplace_back(kernels_.dot_codes(probe_.data(), code(l[j]), g_.code_dim_), l[j]);
@@ -215,7 +229,7 @@ private:
     const std::size_t ef_;
     VisitedSet visited_;
     std::vector<std::uint32_t> links_, chosen_, kept_;
-    std::vector<float> aim_, probe_;
+    std::vector<float> aim_, probe_, offset_, step_;  // offset_ + code * step_: scale_code
     std::vector<Scored> candidates_, found_, pruned_;
 };
 
