@@ -339,16 +339,20 @@ take_better_answers_py(const Array<float>& queries, const Array<float>& query_no
     return {new_scores, new_answers, changed};
 }
 
-GraphSearch make_graph(const Array<float>& keys, const ExactArray<std::uint32_t>& links0,
+GraphSearch make_graph(const std::optional<Array<float>>& keys,
+                       const ExactArray<std::uint32_t>& links0,
                        const ExactArray<std::uint32_t>& upper,
                        const ExactArray<std::int64_t>& upper_offsets,
                        const ExactArray<std::int32_t>& levels, std::int64_t max_m,
                        std::int64_t entry, const ExactArray<std::uint8_t>& deleted,
                        const std::optional<Array<float>>& code_low,
-                       const std::optional<Array<float>>& code_scale) {
-    require_matrix(keys, "keys");
+                       const std::optional<Array<float>>& code_scale,
+                       const std::optional<ExactArray<std::uint8_t>>& codes) {
+    require(keys.has_value() != codes.has_value(), "a graph takes its keys or its codes");
+    const py::array& rows = keys ? py::array(*keys) : py::array(*codes);
+    require_matrix(rows, keys ? "keys" : "codes");
     require_matrix(links0, "links0");
-    const std::size_t n = keys.shape(0);
+    const std::size_t n = rows.shape(0), d = rows.shape(1);
     require(std::size_t(links0.shape(0)) == n && links0.shape(1) >= 2,
             "links0 must have one row per key and room for a link, got shape " + shape_of(links0));
     require(upper.ndim() == 1, "upper must be 1-D, got shape " + shape_of(upper));
@@ -358,23 +362,24 @@ GraphSearch make_graph(const Array<float>& keys, const ExactArray<std::uint32_t>
     require(max_m > 0 && entry >= 0, "max_m must be positive and entry non-negative");
     require(code_low.has_value() == code_scale.has_value(),
             "code_low and code_scale go together");
+    require(code_low || !codes, "codes need their ranges, code_low and code_scale");
     if (code_low) {
-        require_vector(*code_low, keys.shape(1), "code_low");
-        require_vector(*code_scale, keys.shape(1), "code_scale");
+        require_vector(*code_low, d, "code_low");
+        require_vector(*code_scale, d, "code_scale");
     }
     py::gil_scoped_release release;
-    return GraphSearch(keys.data(), n, keys.shape(1), links0.data(), links0.shape(1) - 1,
+    return GraphSearch(keys ? keys->data() : nullptr, n, d, links0.data(), links0.shape(1) - 1,
                        upper.data(), upper.size(), upper_offsets.data(), levels.data(),
                        std::size_t(max_m), std::uint32_t(std::min<std::int64_t>(entry, n)),
                        deleted.data(), code_low ? code_low->data() : nullptr,
-                       code_scale ? code_scale->data() : nullptr);
+                       code_scale ? code_scale->data() : nullptr, codes ? codes->data() : nullptr);
 }
 
-GraphSearch make_empty_graph(std::int64_t dim, std::int64_t max_m) {
+GraphSearch make_empty_graph(std::int64_t dim, std::int64_t max_m, bool keep_keys) {
     require(dim > 0 && max_m >= 2 && max_m < 32768,
             "a graph needs dim > 0 and 2 <= max_m < 32768, got dim = " + std::to_string(dim) +
                 ", max_m = " + std::to_string(max_m));
-    return GraphSearch(std::size_t(dim), std::size_t(max_m));
+    return GraphSearch(std::size_t(dim), std::size_t(max_m), keep_keys);
 }
 
 void graph_add_py(GraphSearch& g, const Array<float>& keys, std::int64_t ef_construction,
@@ -413,7 +418,16 @@ py::dict graph_arrays_py(const GraphSearch& g) {
     require(g.size() > 0, "the graph is empty");
     const py::ssize_t n = g.size(), d = g.dim(), width = g.max_m0() + 1;
     py::dict out;
-    out["keys"] = copy_of(g.keys(), {n, d});
+    if (g.keeps_keys()) {
+        out["keys"] = copy_of(g.keys(), {n, d});
+    } else {
+        py::array_t<std::uint8_t> codes({n, d});
+        for (py::ssize_t i = 0; i < n; ++i) {
+            std::copy(g.codes() + i * g.code_dim(), g.codes() + i * g.code_dim() + d,
+                      codes.mutable_data() + i * d);
+        }
+        out["codes"] = codes;
+    }
     out["links0"] = copy_of(g.links0(), {n, width});
     out["upper"] = copy_of(g.upper(), {py::ssize_t(g.upper_words())});
     out["upper_offsets"] = copy_of(g.upper_offsets(), {n});
@@ -528,12 +542,18 @@ PYBIND11_MODULE(_core, m) {
     py::class_<GraphSearch>(m, "GraphSearch",
                             "Beam search over a copy of an hnswlib graph: 8-bit codes for the walk, "
                             "exact inner products for the returned ranking.")
-        .def(py::init(&make_graph), py::arg("keys"), py::arg("links0"), py::arg("upper"),
-             py::arg("upper_offsets"), py::arg("levels"), py::arg("max_m"), py::arg("entry"),
-             py::arg("deleted"), py::arg("code_low") = py::none(),
-             py::arg("code_scale") = py::none())
+        .def(py::init(&make_graph), py::kw_only(), py::arg("keys") = py::none(),
+             py::arg("links0"), py::arg("upper"), py::arg("upper_offsets"), py::arg("levels"),
+             py::arg("max_m"), py::arg("entry"), py::arg("deleted"),
+             py::arg("code_low") = py::none(), py::arg("code_scale") = py::none(),
+             py::arg("codes") = py::none(),
+             "A graph of keys (or of codes (n, dim) uint8 with their ranges): links0 (n, max_m0 "
+             "+ 1) with each element's count of links first, the upper levels' blocks of "
+             "max_m + 1 words from upper_offsets[i], levels, entry point, deleted marks.")
         .def(py::init(&make_empty_graph), py::arg("dim"), py::arg("max_m") = 16,
-             "An empty graph to add keys to: max_m links per element (2 max_m on level 0).")
+             py::arg("keep_keys") = true,
+             "An empty graph to add keys to: max_m links per element (2 max_m on level 0); "
+             "without keep_keys, codes only, and what a walk finds ranked by their values.")
         .def("add", &graph_add_py, py::arg("keys"), py::arg("ef_construction") = 200,
              py::arg("seed") = 100, py::arg("num_threads") = 0,
              "Insert keys (n, dim) as the next elements, as hnswlib inserts, scoring by codes; "

@@ -45,13 +45,15 @@ GraphSearch::GraphSearch(const float* keys, std::size_t n, std::size_t d,
                          const std::uint32_t* upper, std::size_t upper_words,
                          const std::int64_t* upper_offsets, const std::int32_t* levels,
                          std::size_t max_m, std::uint32_t entry, const std::uint8_t* deleted,
-                         const float* code_low, const float* code_scale)
+                         const float* code_low, const float* code_scale,
+                         const std::uint8_t* codes)
     : n_(n),
       d_(d),
       code_dim_((d + kCodeQuantum - 1) / kCodeQuantum * kCodeQuantum),
       max_m0_(max_m0),
       max_m_(max_m),
-      entry_(entry) {
+      entry_(entry),
+      keep_keys_(keys != nullptr) {
     require(n > 0 && d > 0 && max_m0 > 0 && max_m > 0, "the graph is empty or has no links");
     require(n <= std::numeric_limits<std::uint32_t>::max(), "the graph has too many elements");
     require(entry < n, "the entry point " + std::to_string(entry) + " is outside the graph");
@@ -85,18 +87,24 @@ GraphSearch::GraphSearch(const float* keys, std::size_t n, std::size_t d,
     levels_.assign(levels, levels + n);
     deleted_.assign(deleted, deleted + n);
     any_deleted_ = std::any_of(deleted, deleted + n, [](std::uint8_t d) { return d != 0; });
-    keys_.assign(keys, keys + n * d);
+    require(keys || (codes && code_scale), "a graph needs its keys, or its codes and their ranges");
     if (code_scale) {
         for (std::size_t t = 0; t < d; ++t) {
             require(std::isfinite(code_low[t]) && std::isfinite(code_scale[t]) && code_scale[t] > 0,
                     "the codes' ranges must be finite, their steps positive");
         }
     }
-    set_code_ranges(n, code_low, code_scale);
-    encode(0, n);
+    set_code_ranges(keys, n, code_low, code_scale);
+    if (keys) {
+        keys_.assign(keys, keys + n * d);
+        encode(0, n, keys);
+    } else {
+        codes_.assign(n * code_dim_, 0);
+        for (std::size_t i = 0; i < n; ++i) std::copy(codes + i * d, codes + (i + 1) * d, codes_.begin() + i * code_dim_);
+    }
 }
 
-GraphSearch::GraphSearch(std::size_t d, std::size_t max_m)
+GraphSearch::GraphSearch(std::size_t d, std::size_t max_m, bool keep_keys)
     : n_(0),
       d_(d),
       code_dim_((d + kCodeQuantum - 1) / kCodeQuantum * kCodeQuantum),
@@ -104,11 +112,13 @@ GraphSearch::GraphSearch(std::size_t d, std::size_t max_m)
       max_m_(max_m),
       entry_(0),
       max_level_(-1),
+      keep_keys_(keep_keys),
       any_deleted_(false) {
     require(d > 0 && max_m >= 2 && max_m <= 0x7FFF, "a graph needs d > 0 and 2 <= max_m < 32768");
 }
 
-void GraphSearch::set_code_ranges(std::size_t count, const float* low, const float* scale) {
+void GraphSearch::set_code_ranges(const float* rows, std::size_t count, const float* low,
+                                  const float* scale) {
     low_.assign(d_, 0.f);
     scale_.assign(code_dim_, 0.f);  // zero past d: the padding's codes count for nothing
     if (scale) {
@@ -118,31 +128,43 @@ void GraphSearch::set_code_ranges(std::size_t count, const float* low, const flo
     }
     std::fill(low_.begin(), low_.end(), std::numeric_limits<float>::infinity());
     std::vector<float> high(d_, -std::numeric_limits<float>::infinity());
-    span_keys(0, count, high);
+    span(rows, count, high);
     set_scales(high);
 }
 
-bool GraphSearch::widen_code_ranges(std::size_t first, std::size_t count) {
+bool GraphSearch::widen_code_ranges(const float* rows, std::size_t count) {
     std::vector<float> high(d_), low = low_;
     for (std::size_t t = 0; t < d_; ++t) high[t] = low_[t] + 255.f * scale_[t];
-    span_keys(first, count, high);
+    span(rows, count, high);
     bool wider = false;  // by more than the half step a code rounds off anyway
     for (std::size_t t = 0; t < d_; ++t) {
         wider |= low_[t] < low[t] - 0.5f * scale_[t] || high[t] > low[t] + 255.5f * scale_[t];
     }
-    if (wider) {
-        set_scales(high);
-    } else {
+    if (!wider) {
         low_ = low;
+        return false;
     }
-    return wider;
+    const std::vector<float> scale(scale_.begin(), scale_.begin() + d_);
+    set_scales(high);
+    if (keep_keys_) {
+        encode(0, n_, keys_.data());
+        return true;
+    }
+    // Without the keys, each code is made again from the value it stood for.
+    std::vector<float> value(d_);
+    for (std::size_t i = 0; i < n_; ++i) {
+        std::uint8_t* c = codes_.data() + i * code_dim_;
+        for (std::size_t t = 0; t < d_; ++t) value[t] = low[t] + float(c[t]) * scale[t];
+        encode_row(value.data(), c);
+    }
+    return true;
 }
 
-void GraphSearch::span_keys(std::size_t first, std::size_t count, std::vector<float>& high) {
-    for (std::size_t i = first; i < first + count; ++i) {
+void GraphSearch::span(const float* rows, std::size_t count, std::vector<float>& high) {
+    for (std::size_t i = 0; i < count; ++i) {
         for (std::size_t t = 0; t < d_; ++t) {
-            low_[t] = std::min(low_[t], keys_[i * d_ + t]);
-            high[t] = std::max(high[t], keys_[i * d_ + t]);
+            low_[t] = std::min(low_[t], rows[i * d_ + t]);
+            high[t] = std::max(high[t], rows[i * d_ + t]);
         }
     }
 }
@@ -154,13 +176,17 @@ void GraphSearch::set_scales(const std::vector<float>& high) {
     }
 }
 
-void GraphSearch::encode(std::size_t first, std::size_t count) {
-    codes_.resize((first + count) * code_dim_, 0);
-    for (std::size_t i = first; i < first + count; ++i) {
-        for (std::size_t t = 0; t < d_; ++t) {
-            const float step = std::round((keys_[i * d_ + t] - low_[t]) / scale_[t]);
-            codes_[i * code_dim_ + t] = std::uint8_t(step >= 0.f ? std::min(step, 255.f) : 0.f);
-        }
+void GraphSearch::encode(std::size_t first, std::size_t count, const float* rows) {
+    codes_.resize(std::max(codes_.size(), (first + count) * code_dim_), 0);
+    for (std::size_t i = 0; i < count; ++i) {
+        encode_row(rows + i * d_, codes_.data() + (first + i) * code_dim_);
+    }
+}
+
+void GraphSearch::encode_row(const float* row, std::uint8_t* code) const {
+    for (std::size_t t = 0; t < d_; ++t) {
+        const float step = std::round((row[t] - low_[t]) / scale_[t]);
+        code[t] = std::uint8_t(step >= 0.f ? std::min(step, 255.f) : 0.f);
     }
 }
 
@@ -176,7 +202,7 @@ std::size_t GraphSearch::memory_bytes() const {
 class GraphSearch::Walk {
 public:
     explicit Walk(const GraphSearch& g)
-        : g_(g), kernels_(kernels_for(active_isa())), visited_(g.n_), query_(g.code_dim_) {}
+        : g_(g), kernels_(kernels_for(active_isa())), visited_(g.n_), query_(g.code_dim_), ranked_(g.code_dim_, 0.f) {}
 
     // Descends the upper levels greedily by `walk`, then seeds the beam of ef on level 0.
     void start(const float* walk, std::size_t ef) {
@@ -282,7 +308,19 @@ private:
         for (const Scored& f : found_) elements_.push_back(f.second);
         std::sort(elements_.begin(), elements_.end());
         exact_.resize(elements_.size());
-        rescore(rank, 1, g_.keys_.data(), g_.d_, elements_.data(), elements_.size(), 1, exact_.data());
+        if (g_.keep_keys_) {
+            rescore(rank, 1, g_.keys_.data(), g_.d_, elements_.data(), elements_.size(), 1, exact_.data());
+        } else {  // the inner products with the values the codes stand for
+            float offset = 0.f;
+            for (std::size_t t = 0; t < g_.d_; ++t) {
+                ranked_[t] = rank[t] * g_.scale_[t];
+                offset += rank[t] * g_.low_[t];
+            }
+            for (std::size_t j = 0; j < elements_.size(); ++j) {
+                const std::uint8_t* code = g_.codes_.data() + elements_[j] * g_.code_dim_;
+                exact_[j] = offset + kernels_.dot_codes(ranked_.data(), code, g_.code_dim_);
+            }
+        }
         const std::size_t kept = std::min(k, elements_.size());
         if (kept > 0) topk_rows(exact_.data(), 1, exact_.size(), kept, 1, scores, ids);  // ties: lower element
         for (std::size_t j = 0; j < k; ++j) {
@@ -295,7 +333,7 @@ private:
     const Kernels kernels_;
     VisitedSet visited_;
     std::vector<std::uint32_t> fresh_;
-    std::vector<float> query_, exact_;
+    std::vector<float> query_, ranked_, exact_;  // ranked_: a codes-only graph's rank query
     std::vector<Scored> candidates_, found_;
     std::vector<std::int64_t> elements_;
     std::size_t ef_ = 0, scored_ = 0;

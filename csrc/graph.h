@@ -50,16 +50,18 @@ public:
     // then its links; upper: the blocks (max_m + 1 words, same form) of level 1, 2, ... of element
     // i from upper_offsets[i] (words) for levels[i] levels; deleted (n): 1 where marked deleted.
     // Codes span each dimension's range over the keys, or code_low + code_scale * [0, 255] where
-    // given (d each: a graph's own, so that a copy walks as it did).
+    // given (d each: a graph's own, so that a copy walks as it did). keys may be null where codes
+    // (n, d) and their ranges are given: a graph that holds codes only (see below).
     // Throws std::invalid_argument when a link, block or the entry point lies outside the graph.
     GraphSearch(const float* keys, std::size_t n, std::size_t d, const std::uint32_t* links0,
                 std::size_t max_m0, const std::uint32_t* upper, std::size_t upper_words,
                 const std::int64_t* upper_offsets, const std::int32_t* levels, std::size_t max_m,
                 std::uint32_t entry, const std::uint8_t* deleted, const float* code_low = nullptr,
-                const float* code_scale = nullptr);
+                const float* code_scale = nullptr, const std::uint8_t* codes = nullptr);
     // An empty graph of dimension d: max_m links per element on the upper levels, 2 max_m on
-    // level 0, as hnswlib's M.
-    GraphSearch(std::size_t d, std::size_t max_m);
+    // level 0, as hnswlib's M. Without keep_keys it holds only codes (a quarter of the bytes) and
+    // ranks what a walk finds by the values the codes stand for.
+    GraphSearch(std::size_t d, std::size_t max_m, bool keep_keys = true);
 
     // Inserts keys (count, d) as elements size() .. size() + count - 1, in that order, on up to
     // num_threads threads, the way hnswlib inserts (a level drawn with mult 1 / ln max_m, greedy
@@ -86,8 +88,11 @@ public:
     std::size_t max_m() const { return max_m_; }
     std::size_t max_m0() const { return max_m0_; }
     std::uint32_t entry() const { return entry_; }
-    // The constructor's arrays, as they stand.
-    const float* keys() const { return keys_.data(); }
+    // The constructor's arrays, as they stand (keys: null for a graph of codes only).
+    bool keeps_keys() const { return keep_keys_; }
+    const float* keys() const { return keep_keys_ ? keys_.data() : nullptr; }
+    const std::uint8_t* codes() const { return codes_.data(); }
+    std::size_t code_dim() const { return code_dim_; }
     const std::uint32_t* links0() const { return links0_.data(); }
     const std::uint32_t* upper() const { return upper_.data(); }
     std::size_t upper_words() const { return upper_.size(); }
@@ -103,18 +108,21 @@ private:
     class Walk;
     class Builder;
 
-    // The codes' ranges: over the first `count` keys, or as given.
-    void set_code_ranges(std::size_t count, const float* low, const float* scale);
-    // Widens the ranges to take in keys [first, first + count); true when they changed.
-    bool widen_code_ranges(std::size_t first, std::size_t count);
-    void span_keys(std::size_t first, std::size_t count, std::vector<float>& high);
+    // The codes' ranges: over rows (count, d), or as given.
+    void set_code_ranges(const float* rows, std::size_t count, const float* low, const float* scale);
+    // Widens the ranges to take in rows (count, d), making every code again; true when they
+    // changed.
+    bool widen_code_ranges(const float* rows, std::size_t count);
+    void span(const float* rows, std::size_t count, std::vector<float>& high);
     void set_scales(const std::vector<float>& high);
-    // Codes of elements [first, first + count).
-    void encode(std::size_t first, std::size_t count);
+    // Codes of elements [first, first + count) from their rows (count, d).
+    void encode(std::size_t first, std::size_t count, const float* rows);
+    void encode_row(const float* row, std::uint8_t* code) const;
 
     std::size_t n_, d_, code_dim_, max_m0_, max_m_;
     std::uint32_t entry_;
     int max_level_;  // -1 while empty
+    bool keep_keys_;  // else keys_ stays empty
     HugeVector<std::uint32_t> links0_, upper_;
     std::vector<std::int64_t> upper_offsets_;
     std::vector<std::int32_t> levels_;

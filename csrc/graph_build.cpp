@@ -53,8 +53,12 @@ constexpr std::size_t kLockStripes = 4096;
 // One thread's insertions: a visited set, heaps and two scaled keys.
 class GraphSearch::Builder {
 public:
-    Builder(GraphSearch& g, std::vector<std::mutex>& locks, std::mutex& top, std::size_t ef)
+    // batch: the keys of elements first, first + 1, ... (those inserted).
+    Builder(GraphSearch& g, const float* batch, std::size_t first, std::vector<std::mutex>& locks,
+            std::mutex& top, std::size_t ef)
         : g_(g),
+          batch_(batch),
+          first_(first),
           kernels_(kernels_for(active_isa())),
           locks_(locks),
           top_(top),
@@ -76,7 +80,8 @@ public:
         const int top_level = g_.max_level_;
         const std::uint32_t entry = g_.entry_;
         if (level <= top_level) top_lock.unlock();  // else held until e is the entry point
-        scale_key(e, aim_);
+        const float* key = batch_ + (e - first_) * g_.d_;
+        for (std::size_t t = 0; t < g_.d_; ++t) aim_[t] = key[t] * g_.scale_[t];
         std::uint32_t current = entry;
         float best = kernels_.dot_codes(aim_.data(), code(current), g_.code_dim_);
         for (int l = top_level; l > level; --l) {
@@ -107,13 +112,8 @@ private:
         return g_.codes_.data() + std::size_t(e) * g_.code_dim_;
     }
 
-    void scale_key(std::uint32_t e, std::vector<float>& out) const {
-        const float* key = g_.keys_.data() + std::size_t(e) * g_.d_;
-        for (std::size_t t = 0; t < g_.d_; ++t) out[t] = key[t] * g_.scale_[t];
-    }
-
-    // scale_key of the key e's code stands for: a candidate's code was just read by the beam,
-    // its float row (four times the bytes) would be read from memory.
+    // The value e's code stands for times the codes' steps: a candidate's code was just read by
+    // the beam, its float row (four times the bytes, if kept at all) would be read from memory.
     void scale_code(std::uint32_t e, std::vector<float>& out) const {
         const std::uint8_t* c = code(e);
         for (std::size_t t = 0; t < g_.d_; ++t) out[t] = offset_[t] + float(c[t]) * step_[t];
@@ -223,6 +223,8 @@ private:
     }
 
     GraphSearch& g_;
+    const float* batch_;
+    const std::size_t first_;
     const Kernels kernels_;
     std::vector<std::mutex>& locks_;
     std::mutex& top_;
@@ -240,15 +242,10 @@ void GraphSearch::add(const float* keys, std::size_t count, std::size_t ef_const
         throw std::invalid_argument("the graph would have too many elements");
     }
     const std::size_t first = n_;
-    keys_.insert(keys_.end(), keys, keys + count * d_);
-    if (first == 0) {
-        set_code_ranges(count, nullptr, nullptr);
-        encode(0, count);
-    } else if (widen_code_ranges(first, count)) {
-        encode(0, first + count);
-    } else {
-        encode(first, count);
-    }
+    if (first == 0) set_code_ranges(keys, count, nullptr, nullptr);
+    if (first > 0) widen_code_ranges(keys, count);
+    encode(first, count, keys);
+    if (keep_keys_) keys_.insert(keys_.end(), keys, keys + count * d_);
     n_ = first + count;
     links0_.resize(n_ * (max_m0_ + 1), 0);
     deleted_.resize(n_, 0);
@@ -271,7 +268,7 @@ void GraphSearch::add(const float* keys, std::size_t count, std::size_t ef_const
     std::atomic<std::size_t> next_element{next};
     const int threads = threads_for(num_threads, double(count) * ef_construction * max_m0_ * d_);
     parallel_for(std::size_t(std::max(threads, 1)), threads, [&](std::size_t) {
-        Builder builder(*this, locks, top, std::max<std::size_t>(ef_construction, 1));
+        Builder builder(*this, keys, first, locks, top, std::max<std::size_t>(ef_construction, 1));
         for (std::size_t e; (e = next_element++) < n_;) builder.insert(std::uint32_t(e));
     });
 }

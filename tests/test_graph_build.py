@@ -49,11 +49,12 @@ def test_the_graph_finds_what_hnswlibs_graph_finds(data):
     assert reached[0] >= reached[1] - N // 100, reached
 
 
-def test_one_thread_builds_the_same_graph_and_its_arrays_copy_it_whole(data):
-    keys, queries, _ = data
+@pytest.mark.parametrize("keep_keys", [True, False])
+def test_one_thread_builds_the_same_graph_and_its_arrays_copy_it_whole(data, keep_keys):
+    keys, queries, truth = data
     graphs = []
     for _ in range(2):
-        graph = _core.GraphSearch(D, 8)
+        graph = _core.GraphSearch(D, 8, keep_keys=keep_keys)
         graph.add(keys[:3000], 64, 1, 1)
         graph.add(keys[3000:], 64, 1, 1)
         graphs.append(graph)
@@ -61,7 +62,13 @@ def test_one_thread_builds_the_same_graph_and_its_arrays_copy_it_whole(data):
     assert first.keys() == second.keys()
     for name in first:
         np.testing.assert_array_equal(first[name], second[name])
-    np.testing.assert_array_equal(first["keys"], keys)
+    if keep_keys:
+        np.testing.assert_array_equal(first["keys"], keys)
+    else:  # codes only: what a walk finds is ranked by the values they stand for
+        assert "keys" not in first and first["codes"].shape == (N, D)
+        values = first["code_low"] + first["codes"] * first["code_scale"]
+        assert np.abs(values - keys).max() <= first["code_scale"].max() / 2 + 1e-5
+        assert recall(walk(graphs[0], queries, 40)[1], truth) > 0.85
     copy = _core.GraphSearch(**first)
     for a, b in zip(walk(copy, queries, 30), walk(graphs[0], queries, 30)):
         np.testing.assert_array_equal(a, b)
@@ -69,9 +76,10 @@ def test_one_thread_builds_the_same_graph_and_its_arrays_copy_it_whole(data):
     assert (first["links0"][:, 0] & 0xFFFF).max() <= 16 and first["links0"].shape[1] == 17
 
 
-def test_keys_beyond_the_codes_range_are_found_and_deleted_ones_never(data):
+@pytest.mark.parametrize("keep_keys", [True, False])
+def test_keys_beyond_the_codes_range_are_found_and_deleted_ones_never(data, keep_keys):
     keys, queries, _ = data
-    graph = _core.GraphSearch(D, 8)
+    graph = _core.GraphSearch(D, 8, keep_keys=keep_keys)
     graph.add(keys[:2000], 64, 1, 2)
     rng = np.random.default_rng(0)
     strong = (rng.standard_normal((5, D)) * 30).astype(np.float32)  # far outside the first keys
@@ -87,7 +95,9 @@ def test_keys_beyond_the_codes_range_are_found_and_deleted_ones_never(data):
 def test_bad_input_is_refused():
     graph = _core.GraphSearch(4, 4)
     with pytest.raises(ValueError, match="number of elements"):
-        graph.search(np.ones((1, 4), np.float32), np.ones((1, 4), np.float32), 1, np.ones(1, np.int32))
+        graph.search(
+            np.ones((1, 4), np.float32), np.ones((1, 4), np.float32), 1, np.ones(1, np.int32)
+        )
     with pytest.raises(ValueError, match="4 columns"):
         graph.add(np.ones((3, 5), np.float32))
     with pytest.raises(ValueError, match="finite"):

@@ -535,19 +535,26 @@ def test_the_graph_walk_refuses_links_outside_the_graph():
     none = np.zeros(0, np.uint32)
     zeros, flags = np.zeros(3, np.int64), np.zeros(3, np.uint8)
     levels = np.zeros(3, np.int32)
-    graph = ap._core.GraphSearch(keys, links0, none, zeros, levels, 1, 0, flags)
-    scores, elements, _ = graph.search(keys, keys, 1, np.full(3, 3, np.int32))
+
+    def graph(**change):
+        arrays = dict(keys=keys, links0=links0, upper=none, upper_offsets=zeros, levels=levels)
+        arrays.update(max_m=1, entry=0, deleted=flags)
+        return ap._core.GraphSearch(**{**arrays, **change})
+
+    scores, elements, _ = graph().search(keys, keys, 1, np.full(3, 3, np.int32))
     np.testing.assert_array_equal(elements.ravel(), [0, 1, 2])
     bad = links0.copy()
     bad[2, 1] = 3
     with pytest.raises(ValueError, match="outside the 3 elements"):
-        ap._core.GraphSearch(keys, bad, none, zeros, levels, 1, 0, flags)
+        graph(links0=bad)
     with pytest.raises(ValueError, match="upper levels lie outside"):
-        ap._core.GraphSearch(keys, links0, none, zeros, np.array([1, 0, 0], np.int32), 1, 0, flags)
+        graph(levels=np.array([1, 0, 0], np.int32))
     with pytest.raises(ValueError, match="entry point"):
-        ap._core.GraphSearch(keys, links0, none, zeros, levels, 1, 7, flags)
+        graph(entry=7)
+    with pytest.raises(ValueError, match="keys or its codes"):
+        graph(codes=np.zeros((3, 3), np.uint8))
     with pytest.raises(ValueError, match="at least k"):
-        graph.search(keys, keys, 2, np.full(3, 1, np.int32))
+        graph().search(keys, keys, 2, np.full(3, 1, np.int32))
 
 
 def test_the_calibration_is_saved_with_the_index(data, calibrated, tmp_path):

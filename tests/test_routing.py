@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import amips_plugins as ap
+from amips_plugins._hnsw_file import insertion_order
 from amips_plugins.exact import topk_rows
 from amips_plugins.routing import MaxAffineRouter, PieceGraphRouter
 
@@ -94,17 +95,31 @@ def test_a_projected_router_scores_in_the_queries_principal_directions():
         MaxAffineRouter(projected.pieces, projected.offsets, np.ones((8, 2)))
 
 
-def test_a_graph_walk_over_every_piece_ranks_lists_as_the_exact_router():
+def test_a_graph_walk_over_every_piece_ranks_lists_as_the_exact_router_of_its_codes():
     rng = np.random.default_rng(5)
     keys, offsets = grouped_keys(rng)
     router = MaxAffineRouter.fit(keys, offsets, rng.standard_normal((2000, 8)), num_pieces=200)
-    # a beam as wide as the pieces visits every one of them: the exact ranking
+    # a beam as wide as the pieces visits every one of them: the exact ranking of the values the
+    # pieces' codes stand for
     walked = PieceGraphRouter.build(router.pieces, router.offsets, ef=len(router.pieces))
     assert walked.num_pieces == len(router.pieces) and walked.dim == 8
-    test = rng.standard_normal((200, 8)).astype(np.float32)
-    np.testing.assert_array_equal(
-        walked.rank(test, 12, None, None), router.rank(test, 12, None, None)
+    graph = walked._pieces.graph.arrays()
+    assert "keys" not in graph  # codes only
+    values = graph["code_low"] + graph["codes"] * graph["code_scale"]
+    assert np.abs(values - router.pieces[insertion_order(router.pieces)]).max() <= (
+        graph["code_scale"].max() / 2 + 1e-6
     )
+    by_list = np.argsort(walked.element_lists, kind="stable")
+    coded = MaxAffineRouter(
+        values[by_list].astype(np.float32),
+        np.searchsorted(walked.element_lists[by_list], range(13)),
+    )
+    test = rng.standard_normal((200, 8)).astype(np.float32)
+    ranked, expected = walked.rank(test, 12, None, None), coded.rank(test, 12, None, None)
+    # the same lists, in the same order up to float rounding between near-equal scores
+    assert (ranked[:, 0] == expected[:, 0]).mean() > 0.99
+    assert (ranked == expected).mean() > 0.99
+    assert (np.sort(ranked, 1) == np.sort(expected, 1)).all()
     flops, coarse = walked.cost(None, 12)
     assert coarse == 0 and flops >= 2 * 8 * len(router.pieces)
     # a narrow beam finds fewer pieces: fewer distinct lists, padded with -1, at less cost

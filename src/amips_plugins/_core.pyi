@@ -29,12 +29,14 @@ class GraphSearch:
     Beam search over a copy of an hnswlib graph: 8-bit codes for the walk, exact inner products for the returned ranking.
     """
     @typing.overload
-    def __init__(self, keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], links0: typing.Annotated[numpy.typing.ArrayLike, numpy.uint32], upper: typing.Annotated[numpy.typing.ArrayLike, numpy.uint32], upper_offsets: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], levels: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], max_m: typing.SupportsInt | typing.SupportsIndex, entry: typing.SupportsInt | typing.SupportsIndex, deleted: typing.Annotated[numpy.typing.ArrayLike, numpy.uint8], code_low: typing.Annotated[numpy.typing.ArrayLike, numpy.float32] | None = None, code_scale: typing.Annotated[numpy.typing.ArrayLike, numpy.float32] | None = None) -> None:
-        ...
-    @typing.overload
-    def __init__(self, dim: typing.SupportsInt | typing.SupportsIndex, max_m: typing.SupportsInt | typing.SupportsIndex = 16) -> None:
+    def __init__(self, *, keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32] | None = None, links0: typing.Annotated[numpy.typing.ArrayLike, numpy.uint32], upper: typing.Annotated[numpy.typing.ArrayLike, numpy.uint32], upper_offsets: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], levels: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], max_m: typing.SupportsInt | typing.SupportsIndex, entry: typing.SupportsInt | typing.SupportsIndex, deleted: typing.Annotated[numpy.typing.ArrayLike, numpy.uint8], code_low: typing.Annotated[numpy.typing.ArrayLike, numpy.float32] | None = None, code_scale: typing.Annotated[numpy.typing.ArrayLike, numpy.float32] | None = None, codes: typing.Annotated[numpy.typing.ArrayLike, numpy.uint8] | None = None) -> None:
         """
-        An empty graph to add keys to: max_m links per element (2 max_m on level 0).
+        A graph of keys (or of codes (n, dim) uint8 with their ranges): links0 (n, max_m0 + 1) with each element's count of links first, the upper levels' blocks of max_m + 1 words from upper_offsets[i], levels, entry point, deleted marks.
+        """
+    @typing.overload
+    def __init__(self, dim: typing.SupportsInt | typing.SupportsIndex, max_m: typing.SupportsInt | typing.SupportsIndex = 16, keep_keys: bool = True) -> None:
+        """
+        An empty graph to add keys to: max_m links per element (2 max_m on level 0); without keep_keys, codes only, and what a walk finds ranked by their values.
         """
     def add(self, keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], ef_construction: typing.SupportsInt | typing.SupportsIndex = 200, seed: typing.SupportsInt | typing.SupportsIndex = 100, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
         """

@@ -4,7 +4,10 @@ Ranking lists by max_{p in P_c} q . p is itself a MIPS problem over the pieces, 
 many pieces (every training query's answer) ranks better than a small one but costs one inner
 product per piece when scored exactly. Here the pieces are the elements of an inner-product HNSW
 graph (built on the C++ core, inserted in descending norm order, as hnswlib builds), walked with
-a beam of ``ef``: the lists of the ef best pieces found, in order, are the ranking. Its cost is
+a beam of ``ef``: the lists of the ef best pieces found, in order, are the ranking. The graph
+keeps only the pieces' 8-bit codes (a quarter of the bytes) and ranks what the walk found by the
+values they stand for: on WordNet + MiniLM that ranking found the best key's list within 4-16
+probes as often as exact scores did (within 0.0004). Its cost is
 the pieces the walk scores, a few hundred to a few thousand whatever their number. On WordNet +
 MiniLM (d = 384) a graph over 41k pieces walked at ef 64 found the best key's list within 12
 probes for 95.5% of the queries, at 1.1 MFLOP of routing; scoring those pieces exactly costs
@@ -26,8 +29,9 @@ from .._validation import as_int64, as_matrix, as_num_threads, as_positive_int
 __all__ = ["PieceGraphRouter"]
 
 # what a file keeps: the GraphSearch arguments (its scalars as 0-d arrays) and the router's own
-_ARRAYS = ("keys", "links0", "upper", "upper_offsets", "levels", "deleted")
-_CODE_RANGES = ("code_low", "code_scale")  # absent from files of earlier versions
+_ARRAYS = ("links0", "upper", "upper_offsets", "levels", "deleted")
+# a graph's codes and their ranges; files of earlier versions hold the pieces' keys instead
+_CODES = ("codes", "code_low", "code_scale", "keys")
 _SCALARS = ("max_m", "entry")
 _SETTINGS = ("element_lists", "num_outputs", "ef")
 
@@ -125,7 +129,7 @@ class PieceGraphRouter:
         x = as_matrix(pieces, "pieces", allow_empty=False)
         owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
         order = insertion_order(x)
-        graph = _core.GraphSearch(x.shape[1], M)
+        graph = _core.GraphSearch(x.shape[1], M, keep_keys=False)
         graph.add(x[order], ef_construction, seed, as_num_threads(num_threads))
         ids = np.full(len(x), -1, np.int64) if piece_ids is None else np.asarray(piece_ids)
         self = object.__new__(cls)
@@ -149,9 +153,7 @@ class PieceGraphRouter:
         pieces = self._pieces
         with pieces.lock.writing():
             order = insertion_order(keys)
-            pieces.graph.add(
-                keys[order], pieces.ef_construction, pieces.seed, as_num_threads(None)
-            )
+            pieces.graph.add(keys[order], pieces.ef_construction, pieces.seed, as_num_threads(None))
             pieces.element_lists = np.concatenate([pieces.element_lists, lists[order]])
             pieces.element_ids = np.concatenate([pieces.element_ids, ids[order]])
 
@@ -223,7 +225,7 @@ class PieceGraphRouter:
             if missing:
                 raise ValueError(f"a graph router file without {sorted(missing)}")
             arrays = {name: stored[name] for name in _ARRAYS}
-            arrays.update({name: stored[name] for name in _CODE_RANGES if name in stored.files})
+            arrays.update({name: stored[name] for name in _CODES if name in stored.files})
             arrays.update({name: int(stored[name]) for name in _SCALARS})
             ids = stored["element_ids"] if "element_ids" in stored.files else None
             settings = {
