@@ -298,12 +298,17 @@ void require_segments(const ExactArray<std::int64_t>& offsets, std::size_t total
 }
 
 std::tuple<py::array_t<float>, py::array_t<std::int64_t>, py::array_t<std::uint8_t>>
-take_better_answers_py(const Array<float>& queries, const Array<float>& query_norms,
+take_better_answers_py(const py::array& queries, const Array<float>& query_norms,
                        const ExactArray<std::int64_t>& offsets, const Array<float>& scores,
                        const ExactArray<std::int64_t>& answers, const Array<float>& keys,
                        const Array<float>& key_norms, const ExactArray<std::int64_t>& ids,
                        const ExactArray<std::int64_t>& key_offsets,
                        const ExactArray<std::int64_t>& key_rows, int num_threads) {
+    // float32 queries, or float16 ones (half the memory; numpy's float16, passed as is)
+    const bool half = queries.dtype().kind() == 'f' && queries.dtype().itemsize() == 2;
+    require(half || queries.dtype().is(py::dtype::of<float>()),
+            "queries must be float32 or float16");
+    require(queries.flags() & py::array::c_style, "queries must be C-contiguous");
     require_pair(queries, keys);
     require_threads(num_threads);
     const std::size_t S = queries.shape(0), n = keys.shape(0), d = keys.shape(1);
@@ -331,10 +336,17 @@ take_better_answers_py(const Array<float>& queries, const Array<float>& query_no
     std::fill_n(changed.mutable_data(), S, std::uint8_t(0));
     {
         py::gil_scoped_release release;
-        take_better_answers(queries.data(), query_norms.data(), d, offsets.data(), groups,
-                            keys.data(), key_norms.data(), ids.data(), key_offsets.data(), row,
-                            num_threads, new_scores.mutable_data(), new_answers.mutable_data(),
-                            changed.mutable_data());
+        auto check = [&](const auto* q) {
+            take_better_answers(q, query_norms.data(), d, offsets.data(), groups, keys.data(),
+                                key_norms.data(), ids.data(), key_offsets.data(), row,
+                                num_threads, new_scores.mutable_data(),
+                                new_answers.mutable_data(), changed.mutable_data());
+        };
+        if (half) {
+            check(static_cast<const std::uint16_t*>(queries.data()));
+        } else {
+            check(static_cast<const float*>(queries.data()));
+        }
     }
     return {new_scores, new_answers, changed};
 }

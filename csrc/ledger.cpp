@@ -1,14 +1,37 @@
 #include "ledger.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "kernels.h"
 #include "parallel.h"
 
 namespace amips {
+namespace {
 
-void take_better_answers(const float* queries, const float* query_norms, std::size_t d,
+float as_float(float x) { return x; }
+
+// IEEE half precision bits to float (exactly: every half is a float).
+float as_float(std::uint16_t h) {
+    const std::uint32_t sign = std::uint32_t(h & 0x8000) << 16;
+    const std::uint32_t exponent = (h >> 10) & 0x1F, mantissa = h & 0x3FF;
+    if (exponent == 0) {  // zero or subnormal: mantissa * 2^-24
+        const float magnitude = std::ldexp(float(mantissa), -24);
+        return sign ? -magnitude : magnitude;
+    }
+    const std::uint32_t bits = exponent == 31 ? sign | 0x7F800000u | (mantissa << 13)
+                                              : sign | ((exponent + 112) << 23) | (mantissa << 13);
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+}  // namespace
+
+template <class Query>
+void take_better_answers(const Query* queries, const float* query_norms, std::size_t d,
                          const std::int64_t* offsets, std::size_t num_groups, const float* keys,
                          const float* key_norms, const std::int64_t* ids,
                          const std::int64_t* key_offsets, const std::int64_t* key_rows,
@@ -38,7 +61,7 @@ void take_better_answers(const float* queries, const float* query_norms, std::si
         if (widest == 0) return;
         const std::size_t ld = (widest + kPanel - 1) / kPanel * kPanel;  // room for whole panels
         std::vector<float> packed(packed_floats(widest, std::min(d, kChunk)));
-        std::vector<float> dots(count * ld);
+        std::vector<float> dots(count * ld), tile_queries(kTileQueries * std::min(d, kChunk));
         for (std::size_t t0 = 0; t0 < d; t0 += kChunk) {
             const std::size_t dc = std::min(kChunk, d - t0);
             kern.pack(keys, d, rows, widest, t0, dc, packed.data());
@@ -46,8 +69,12 @@ void take_better_answers(const float* queries, const float* query_norms, std::si
                 const std::size_t tile = std::min(kTileQueries, count - i);
                 const std::size_t cols = *std::max_element(&reach[i], &reach[i] + tile);
                 if (cols == 0) continue;
-                kern.dot_panels(queries + (first + i) * d + t0, d, tile, packed.data(), kPanel * dc,
-                                cols, dc, dots.data() + i * ld, ld, t0 > 0);
+                for (std::size_t r = 0; r < tile; ++r) {
+                    const Query* q = queries + (first + i + r) * d + t0;
+                    for (std::size_t t = 0; t < dc; ++t) tile_queries[r * dc + t] = as_float(q[t]);
+                }
+                kern.dot_panels(tile_queries.data(), dc, tile, packed.data(), kPanel * dc, cols, dc,
+                                dots.data() + i * ld, ld, t0 > 0);
             }
         }
         for (std::size_t i = 0; i < count; ++i) {
@@ -62,5 +89,14 @@ void take_better_answers(const float* queries, const float* query_norms, std::si
         }
     });
 }
+
+template void take_better_answers(const float*, const float*, std::size_t, const std::int64_t*,
+                                   std::size_t, const float*, const float*, const std::int64_t*,
+                                   const std::int64_t*, const std::int64_t*, int, float*,
+                                   std::int64_t*, std::uint8_t*);
+template void take_better_answers(const std::uint16_t*, const float*, std::size_t,
+                                   const std::int64_t*, std::size_t, const float*, const float*,
+                                   const std::int64_t*, const std::int64_t*, const std::int64_t*,
+                                   int, float*, std::int64_t*, std::uint8_t*);
 
 }  // namespace amips

@@ -13,7 +13,9 @@ namespace amips {
 // to beat its best score (|x| |q| > scores[q], query_norms[q] = |q|); where a key's inner product
 // beats it, scores[q] and answers[q] become that score and ids[row] (the first such key among
 // equals), and changed[q] is set to 1. Groups run in parallel, on up to num_threads threads.
-void take_better_answers(const float* queries, const float* query_norms, std::size_t d,
+// Queries are float32 or, half the memory, float16 (their bits).
+template <class Query>
+void take_better_answers(const Query* queries, const float* query_norms, std::size_t d,
                          const std::int64_t* offsets, std::size_t num_groups, const float* keys,
                          const float* key_norms, const std::int64_t* ids,
                          const std::int64_t* key_offsets, const std::int64_t* key_rows,

@@ -86,6 +86,8 @@ def test_the_ledger_finds_most_new_answers_and_every_one_it_records_is_exact(dat
     keys, train, _, _ = data
     index = half_built(data)
     ledger: AnswerLedger = index._ledger
+    assert ledger.queries.dtype == np.float16  # half the memory, where the queries fit
+    assert AnswerLedger.stored(np.full((2, 3), 1e5, np.float32)).dtype == np.float32
     index.add(keys[N // 2 :])
     scores, best = ap.topk_dot(ledger.queries, keys, 1)
     right = ledger.answers == best[:, 0]

@@ -284,6 +284,20 @@ def test_take_better_answers_is_the_best_listed_key_that_beats_each_query(
                 assert changed[q] == 0
                 assert new_scores[q] == scores[q] and new_answers[q] == answers[q]
     np.testing.assert_array_equal(scores, given_scores)  # the inputs are left as they were
+    # float16 queries (the ledger's) give what their float32 values give, bit for bit
+    scale = 10.0 ** rng.integers(-7, 4, queries.shape)  # subnormal to large halves
+    half = (queries * scale).astype(np.float16)
+    half_norms = np.linalg.norm(half.astype(np.float32), axis=1)
+    args = (offsets, scores, answers, keys, norms, ids, key_offsets, np.concatenate(listed))
+    for a, b in zip(
+        _core.take_better_answers(half, half_norms, *args, threads),
+        _core.take_better_answers(half.astype(np.float32), half_norms, *args, threads),
+    ):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="float32 or float16"):
+        _core.take_better_answers(
+            queries.astype(np.float64), np.linalg.norm(queries, axis=1), *args, threads
+        )
     outside = np.concatenate([[0], np.ones(len(group_sizes), np.int64)])  # group 0 lists row n
     with pytest.raises(ValueError, match="key_rows must lie"):
         _core.take_better_answers(

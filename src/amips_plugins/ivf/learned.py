@@ -8,7 +8,7 @@ import numpy as np
 
 from .._io import key_fingerprint
 from .._validation import as_matrix, as_num_threads, as_positive_int
-from ..exact import topk_dot
+from ..exact import rescore, topk_dot
 from ..routing import MaxAffineRouter, NetworkRouter, PredictedKeyRouter, is_router
 from ..routing.choice import choose_router
 from ..routing.ledger import AnswerLedger
@@ -130,12 +130,15 @@ class Learned(IVFState):
         grouped, _, ids = self.grouped_keys(keys)
         return grouped[np.argsort(ids, kind="stable")]
 
-    def _fit_ledger(self, queries, scores, answers) -> AnswerLedger:
+    def _fit_ledger(self, queries, keys, best, ids) -> AnswerLedger:
         """A ledger of at most ``LEDGER_QUERIES_PER_LIST`` training queries per list (a seeded
-        sample) with their best key's score and id, in one direction group per list."""
+        sample) with their best key (row ``best`` of ``keys``, id ``ids[best]``) and its score
+        with the query as the ledger stores it, in one direction group per list."""
         count = min(len(queries), LEDGER_QUERIES_PER_LIST * self.nlist)
         rows = np.sort(np.random.default_rng(0).choice(len(queries), count, replace=False))
-        return AnswerLedger.build(queries[rows], scores[rows], answers[rows], self.nlist)
+        stored = AnswerLedger.stored(queries[rows])
+        scores = rescore(stored, keys, best[rows, None])[:, 0]
+        return AnswerLedger.build(stored, scores, ids[best[rows]], self.nlist)
 
     def fit_query_transform(
         self, train_queries, model=None, *, keys=None, **fit_kwargs
@@ -186,8 +189,7 @@ class Learned(IVFState):
         keys, offsets, ids = self.grouped_keys(keys)
         if model is None:
             queries = as_matrix(train_queries, "train_queries", dim=self._d, allow_empty=False)
-            scores, best = topk_dot(queries, keys, 1, num_threads=as_num_threads(num_threads))
-            scores, best = scores[:, 0], best[:, 0]
+            best = topk_dot(queries, keys, 1, num_threads=as_num_threads(num_threads))[1][:, 0]
             report = None
             if num_pieces is None and router_dim is None:
                 choice = choose_router(self, keys, offsets, ids, queries, best, budget, num_threads)
@@ -202,7 +204,7 @@ class Learned(IVFState):
                     keys, offsets, best, pieces, projection, ids
                 )
             if self._router is not None:  # keeps it true as keys come and go
-                self._ledger = self._fit_ledger(queries, scores, ids[best])
+                self._ledger = self._fit_ledger(queries, keys, best, ids)
             return report
         from ..learn.training import fit
 
