@@ -552,8 +552,9 @@ PYBIND11_MODULE(_core, m) {
         .def("set_state", &XboxTransform::set_state, py::arg("max_norm"), py::arg("count"));
 
     py::class_<GraphSearch>(m, "GraphSearch",
-                            "Beam search over a copy of an hnswlib graph: 8-bit codes for the walk, "
-                            "exact inner products for the returned ranking.")
+                            "Beam search over an HNSW graph (a copy of hnswlib's, or one grown by "
+                            "add): 8-bit codes for the walk, exact inner products (or, for a graph "
+                            "of codes only, those of the codes' values) for the returned ranking.")
         .def(py::init(&make_graph), py::kw_only(), py::arg("keys") = py::none(),
              py::arg("links0"), py::arg("upper"), py::arg("upper_offsets"), py::arg("levels"),
              py::arg("max_m"), py::arg("entry"), py::arg("deleted"),

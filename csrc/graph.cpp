@@ -100,7 +100,9 @@ GraphSearch::GraphSearch(const float* keys, std::size_t n, std::size_t d,
         encode(0, n, keys);
     } else {
         codes_.assign(n * code_dim_, 0);
-        for (std::size_t i = 0; i < n; ++i) std::copy(codes + i * d, codes + (i + 1) * d, codes_.begin() + i * code_dim_);
+        for (std::size_t i = 0; i < n; ++i) {
+            std::copy(codes + i * d, codes + (i + 1) * d, codes_.begin() + i * code_dim_);
+        }
     }
 }
 

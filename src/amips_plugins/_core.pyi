@@ -26,7 +26,7 @@ class XboxTransform:
         ...
 class GraphSearch:
     """
-    Beam search over a copy of an hnswlib graph: 8-bit codes for the walk, exact inner products for the returned ranking.
+    Beam search over an HNSW graph (a copy of hnswlib's, or one grown by add): 8-bit codes for the walk, exact inner products (or, for a graph of codes only, those of the codes' values) for the returned ranking.
     """
     @typing.overload
     def __init__(self, *, keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32] | None = None, links0: typing.Annotated[numpy.typing.ArrayLike, numpy.uint32], upper: typing.Annotated[numpy.typing.ArrayLike, numpy.uint32], upper_offsets: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], levels: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], max_m: typing.SupportsInt | typing.SupportsIndex, entry: typing.SupportsInt | typing.SupportsIndex, deleted: typing.Annotated[numpy.typing.ArrayLike, numpy.uint8], code_low: typing.Annotated[numpy.typing.ArrayLike, numpy.float32] | None = None, code_scale: typing.Annotated[numpy.typing.ArrayLike, numpy.float32] | None = None, codes: typing.Annotated[numpy.typing.ArrayLike, numpy.uint8] | None = None) -> None:

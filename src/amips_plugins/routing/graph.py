@@ -7,11 +7,10 @@ graph (built on the C++ core, inserted in descending norm order, as hnswlib buil
 a beam of ``ef``: the lists of the ef best pieces found, in order, are the ranking. The graph
 keeps only the pieces' 8-bit codes (a quarter of the bytes) and ranks what the walk found by the
 values they stand for: on WordNet + MiniLM that ranking found the best key's list within 4-16
-probes as often as exact scores did (within 0.0004). Its cost is
-the pieces the walk scores, a few hundred to a few thousand whatever their number. On WordNet +
-MiniLM (d = 384) a graph over 41k pieces walked at ef 64 found the best key's list within 12
-probes for 95.5% of the queries, at 1.1 MFLOP of routing; scoring those pieces exactly costs
-32 MFLOP.
+probes as often as exact scores did (within 0.0004). Its cost is the pieces the walk scores, a
+few hundred to a few thousand whatever their number. On WordNet + MiniLM (d = 384) a graph over
+41k pieces walked at ef 64 found the best key's list within 12 probes for 95.5% of the queries,
+at 1.1 MFLOP of routing; scoring those pieces exactly costs 32 MFLOP.
 """
 
 from __future__ import annotations
@@ -194,7 +193,7 @@ class PieceGraphRouter:
             beam = np.full(n, ef, np.int32)
             _, elements, scored = graph.search(queries, queries, ef, beam, threads)
         lists = np.where(elements >= 0, element_lists[np.maximum(elements, 0)], -1)
-        # pieces scored per query: the walk's codes, then the ef found scored exactly
+        # pieces scored per query: the walk's codes, then the ef found ranked again
         self._last.pieces = (scored + ef * n) / max(n, 1)
         return _core.take_in_turn(lists, np.empty((n, 0), np.int64), min(nprobe, self.num_outputs))
 
