@@ -408,14 +408,41 @@ void graph_add_py(GraphSearch& g, const Array<float>& keys, std::int64_t ef_cons
     g.add(keys.data(), keys.shape(0), std::size_t(ef_construction), seed, num_threads);
 }
 
-void graph_mark_deleted_py(GraphSearch& g, const ExactArray<std::int64_t>& elements) {
+
+// Elements (1-D int64) of graph g, each checked to be one of its elements.
+std::vector<std::uint32_t> elements_of(const GraphSearch& g, const ExactArray<std::int64_t>& elements) {
     require(elements.ndim() == 1, "elements must be 1-D, got shape " + shape_of(elements));
+    std::vector<std::uint32_t> out(elements.size());
     for (py::ssize_t i = 0; i < elements.size(); ++i) {
         require(elements.data()[i] >= 0 && std::size_t(elements.data()[i]) < g.size(),
                 "element " + std::to_string(elements.data()[i]) + " is not in the graph of " +
                     std::to_string(g.size()));
+        out[i] = std::uint32_t(elements.data()[i]);
     }
-    for (py::ssize_t i = 0; i < elements.size(); ++i) g.mark_deleted(elements.data()[i]);
+    return out;
+}
+
+void graph_update_py(GraphSearch& g, const ExactArray<std::int64_t>& elements,
+                     const Array<float>& keys, std::int64_t ef_construction) {
+    const std::vector<std::uint32_t> at = elements_of(g, elements);
+    require_matrix(keys, "keys");
+    require(std::size_t(keys.shape(0)) == at.size() && std::size_t(keys.shape(1)) == g.dim(),
+            "keys must have one row of " + std::to_string(g.dim()) + " per element, got shape " +
+                shape_of(keys));
+    require(ef_construction > 0, "ef_construction must be positive");
+    for (py::ssize_t i = 0; i < keys.size(); ++i) {
+        require(std::isfinite(keys.data()[i]), "keys must be finite");
+    }
+    py::gil_scoped_release release;
+    g.update(at.data(), keys.data(), at.size(), std::size_t(ef_construction));
+}
+
+py::array_t<float> graph_keys_py(const GraphSearch& g, const ExactArray<std::int64_t>& elements) {
+    const std::vector<std::uint32_t> at = elements_of(g, elements);
+    require(g.keeps_keys(), "a graph of codes only has no keys");
+    py::array_t<float> out({py::ssize_t(at.size()), py::ssize_t(g.dim())});
+    g.copy_keys(at.data(), at.size(), out.mutable_data());
+    return out;
 }
 
 template <class T>
@@ -454,7 +481,7 @@ py::dict graph_arrays_py(const GraphSearch& g) {
 
 std::tuple<py::array_t<float>, py::array_t<std::int64_t>, std::size_t> graph_search_py(
     const GraphSearch& g, const Array<float>& walk, const Array<float>& rank, std::int64_t k,
-    const ExactArray<std::int32_t>& ef, int num_threads) {
+    const ExactArray<std::int32_t>& ef, int num_threads, const std::optional<py::function>& filter) {
     require_matrix(walk, "walk");
     require(std::size_t(walk.shape(1)) == g.dim(),
             "walk must have " + std::to_string(g.dim()) + " columns, got shape " + shape_of(walk));
@@ -470,11 +497,16 @@ std::tuple<py::array_t<float>, py::array_t<std::int64_t>, std::size_t> graph_sea
     }
     py::array_t<float> scores({nq, std::size_t(k)});
     py::array_t<std::int64_t> ids({nq, std::size_t(k)});
+    // The filter is called with the interpreter's lock held, from the search's threads.
+    const GraphSearch::Filter allowed = [&filter](std::uint32_t e) {
+        py::gil_scoped_acquire hold;
+        return bool(py::bool_((*filter)(e)));
+    };
     std::size_t scored;
     {
         py::gil_scoped_release release;
         scored = g.search(walk.data(), rank.data(), nq, std::size_t(k), ef.data(), num_threads,
-                          scores.mutable_data(), ids.mutable_data());
+                          scores.mutable_data(), ids.mutable_data(), filter ? &allowed : nullptr);
     }
     return {scores, ids, scored};
 }
@@ -571,15 +603,36 @@ PYBIND11_MODULE(_core, m) {
              py::arg("seed") = 100, py::arg("num_threads") = 0,
              "Insert keys (n, dim) as the next elements, as hnswlib inserts, scoring by codes; "
              "with one thread the graph depends on the keys, their order and seed only.")
-        .def("mark_deleted", &graph_mark_deleted_py, py::arg("elements"),
-             "Mark elements deleted: walked through, never returned.")
+        .def("update", &graph_update_py, py::arg("elements"), py::arg("keys"),
+             py::arg("ef_construction") = 200,
+             "Give elements (m,) the keys (m, dim) in place, each linked again where its new key "
+             "lies (hnswlib's updatePoint).")
+        .def("mark_deleted",
+             [](GraphSearch& g, const ExactArray<std::int64_t>& elements) {
+                 for (const std::uint32_t e : elements_of(g, elements)) g.mark_deleted(e);
+             },
+             py::arg("elements"), "Mark elements deleted: walked through, never returned.")
+        .def("unmark_deleted",
+             [](GraphSearch& g, const ExactArray<std::int64_t>& elements) {
+                 for (const std::uint32_t e : elements_of(g, elements)) g.unmark_deleted(e);
+             },
+             py::arg("elements"), "Undo mark_deleted.")
+        .def("reserve", [](GraphSearch& g, std::int64_t capacity) {
+                 require(capacity >= 0, "capacity must be non-negative");
+                 g.reserve(std::size_t(capacity));
+             },
+             py::arg("capacity"),
+             "Room for capacity elements: adds up to it never move or over-allocate the arrays.")
+        .def("keys", &graph_keys_py, py::arg("elements"),
+             "The keys of elements (m,) as rows (m, dim) (a graph that keeps its keys).")
         .def("arrays", &graph_arrays_py,
              "The constructor's arguments for the graph as it stands (copies).")
         .def("search", &graph_search_py, py::arg("walk"), py::arg("rank"), py::arg("k"),
-             py::arg("ef"), py::arg("num_threads") = 0,
+             py::arg("ef"), py::arg("num_threads") = 0, py::arg("filter") = py::none(),
              "(scores, elements, codes scored): the k best found by exact inner product with "
              "rank after a walk by walk with a beam of ef[i] per query; -inf / -1 past what was "
-             "found.")
+             "found. With filter (a callable on element numbers), only elements it accepts are "
+             "kept.")
         .def_property_readonly("size", &GraphSearch::size)
         .def_property_readonly("dim", &GraphSearch::dim)
         .def_property_readonly("memory_bytes", &GraphSearch::memory_bytes);

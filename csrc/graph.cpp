@@ -198,13 +198,32 @@ std::size_t GraphSearch::memory_bytes() const {
            codes_.size() + deleted_.size() + (low_.size() + scale_.size() + keys_.size()) * sizeof(float);
 }
 
+void GraphSearch::reserve(std::size_t capacity) {
+    if (capacity <= n_) return;
+    links0_.reserve(capacity * (max_m0_ + 1));
+    codes_.reserve(capacity * code_dim_);
+    if (keep_keys_) keys_.reserve(capacity * d_);
+    upper_offsets_.reserve(capacity);
+    levels_.reserve(capacity);
+    deleted_.reserve(capacity);
+}
+
+void GraphSearch::copy_keys(const std::uint32_t* elements, std::size_t count, float* out) const {
+    require(keep_keys_, "a graph of codes only has no keys");
+    for (std::size_t i = 0; i < count; ++i) {
+        require(elements[i] < n_, "no element " + std::to_string(elements[i]));
+        std::copy(keys_.data() + std::size_t(elements[i]) * d_,
+                  keys_.data() + std::size_t(elements[i] + 1) * d_, out + i * d_);
+    }
+}
+
 // One thread's walk of one query at a time: its scaled query, visited set and two heaps.
 // (Interleaving eight walks on a thread, each asking for memory while the others score, measured
 // no faster on GloVe: the neighbours' codes asked for together already overlap their misses.)
 class GraphSearch::Walk {
 public:
-    explicit Walk(const GraphSearch& g)
-        : g_(g), kernels_(kernels_for(active_isa())), visited_(g.n_), query_(g.code_dim_), ranked_(g.code_dim_, 0.f) {}
+    Walk(const GraphSearch& g, const Filter* allowed)
+        : g_(g), allowed_(allowed), kernels_(kernels_for(active_isa())), visited_(g.n_), query_(g.code_dim_), ranked_(g.code_dim_, 0.f) {}
 
     // Descends the upper levels greedily by `walk`, then seeds the beam of ef on level 0.
     void start(const float* walk, std::size_t ef) {
@@ -296,6 +315,7 @@ private:
     // Found: live elements only, worst on top, at most ef.
     void keep(float s, std::uint32_t e) {
         if (g_.any_deleted_ && g_.deleted_[e]) return;
+        if (allowed_ && !(*allowed_)(e)) return;
         found_.emplace_back(s, e);
         std::push_heap(found_.begin(), found_.end(), worst_first);
         if (found_.size() > ef_) {
@@ -332,6 +352,7 @@ private:
     }
 
     const GraphSearch& g_;
+    const Filter* allowed_;
     const Kernels kernels_;
     VisitedSet visited_;
     std::vector<std::uint32_t> fresh_;
@@ -343,14 +364,14 @@ private:
 
 std::size_t GraphSearch::search(const float* walk, const float* rank, std::size_t nq,
                                 std::size_t k, const std::int32_t* ef, int num_threads,
-                                float* scores, std::int64_t* ids) const {
+                                float* scores, std::int64_t* ids, const Filter* allowed) const {
     constexpr std::size_t kQueriesPerTask = 64;
     const std::size_t tasks = (nq + kQueriesPerTask - 1) / kQueriesPerTask;
     std::vector<std::size_t> scored(tasks, 0);
     const std::int32_t widest = nq ? *std::max_element(ef, ef + nq) : 0;
     const int threads = threads_for(num_threads, double(nq) * widest * max_m0_ * d_);
     parallel_for(tasks, threads, [&](std::size_t task) {
-        Walk walker(*this);
+        Walk walker(*this, allowed);
         for (std::size_t q = task * kQueriesPerTask; q < std::min(nq, (task + 1) * kQueriesPerTask); ++q) {
             walker.start(walk + q * d_, std::size_t(ef[q]));
             while (walker.expand()) walker.score_fresh();

@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "huge_pages.h"
@@ -72,16 +73,30 @@ public:
     // the graph depends on nothing else. Not to be called while a search runs.
     void add(const float* keys, std::size_t count, std::size_t ef_construction,
              std::uint64_t seed, int num_threads);
-    // Marks an element deleted: walked through, never returned.
+    // Gives elements (count) the keys (count, d) in place, each linked again where its new key
+    // lies, as hnswlib's updatePoint: the neighbours it had choose their links again among their
+    // neighbours' neighbours, then the element's own links come from a search at its new key.
+    // One thread; not to be called while a search runs.
+    void update(const std::uint32_t* elements, const float* keys, std::size_t count,
+                std::size_t ef_construction);
+    // Marks an element deleted: walked through, never returned; unmark_deleted undoes it.
     void mark_deleted(std::uint32_t element);
+    void unmark_deleted(std::uint32_t element);
+    // Room for `capacity` elements, so that adds up to it never move or over-allocate the arrays.
+    void reserve(std::size_t capacity);
+    // The keys of elements (count) as rows (count, d); the graph must keep its keys.
+    void copy_keys(const std::uint32_t* elements, std::size_t count, float* out) const;
 
     // For each query i: walk the graph by `walk` (nq, d) with a beam of ef[i] >= k, and keep the
     // k found elements of largest exact inner product with `rank` (nq, d): scores and elements
     // (nq, k) best first, ties by lower element; -inf and -1 where fewer than k live elements
-    // were found. Returns the number of code scores computed.
+    // were found. With `allowed`, only elements it accepts are kept (the others are walked
+    // through, as deleted ones); it is called from the search's threads. Returns the number of
+    // code scores computed.
+    using Filter = std::function<bool(std::uint32_t)>;
     std::size_t search(const float* walk, const float* rank, std::size_t nq, std::size_t k,
                        const std::int32_t* ef, int num_threads, float* scores,
-                       std::int64_t* ids) const;
+                       std::int64_t* ids, const Filter* allowed = nullptr) const;
 
     std::size_t size() const { return n_; }
     std::size_t dim() const { return d_; }

@@ -53,12 +53,8 @@ constexpr std::size_t kLockStripes = 4096;
 // One thread's insertions: a visited set, heaps and two scaled keys.
 class GraphSearch::Builder {
 public:
-    // batch: the keys of elements first, first + 1, ... (those inserted).
-    Builder(GraphSearch& g, const float* batch, std::size_t first, std::vector<std::mutex>& locks,
-            std::mutex& top, std::size_t ef)
+    Builder(GraphSearch& g, std::vector<std::mutex>& locks, std::mutex& top, std::size_t ef)
         : g_(g),
-          batch_(batch),
-          first_(first),
           kernels_(kernels_for(active_isa())),
           locks_(locks),
           top_(top),
@@ -74,17 +70,70 @@ public:
         }
     }
 
-    void insert(std::uint32_t e) {
+    // Links element e, whose key is `key`, into the graph.
+    void insert(std::uint32_t e, const float* key) {
         const int level = g_.levels_[e];
         std::unique_lock<std::mutex> top_lock(top_);
         const int top_level = g_.max_level_;
         const std::uint32_t entry = g_.entry_;
         if (level <= top_level) top_lock.unlock();  // else held until e is the entry point
-        const float* key = batch_ + (e - first_) * g_.d_;
+        aim_at(key);
+        link_from(descend(entry, top_level, level), e, std::min(level, top_level));
+        if (level > top_level) g_.entry_ = e, g_.max_level_ = level;
+    }
+
+    // Links element e, already in the graph, again where its new key `key` lies (its code made
+    // already): hnswlib's updatePoint with every neighbour repaired.
+    void relink(std::uint32_t e, const float* key) {
+        if (g_.n_ == 1) return;
+        const int level = g_.levels_[e];
+        for (int l = 0; l <= level; ++l) {
+            // Each old neighbour chooses again among e and the neighbours of e's neighbours.
+            read_links(e, l);
+            const std::vector<std::uint32_t> near = links_;
+            pool_.assign(1, e);
+            for (const std::uint32_t n : near) {
+                pool_.push_back(n);
+                read_links(n, l);
+                pool_.insert(pool_.end(), links_.begin(), links_.end());
+            }
+            std::sort(pool_.begin(), pool_.end());
+            pool_.erase(std::unique(pool_.begin(), pool_.end()), pool_.end());
+            const std::size_t width = l == 0 ? g_.max_m0_ : g_.max_m_;
+            for (const std::uint32_t n : near) {
+                scale_code(n, probe_);
+                pruned_.clear();
+                for (const std::uint32_t c : pool_) {
+                    if (c == n) continue;
+                    pruned_.emplace_back(kernels_.dot_codes(probe_.data(), code(c), g_.code_dim_), c);
+                }
+                std::sort(pruned_.begin(), pruned_.end(), better);
+                if (pruned_.size() > ef_) pruned_.resize(ef_);
+                select(n, pruned_, width, kept_);
+                std::lock_guard<std::mutex> lock(lock_of(n));
+                write_links(n, l, kept_);
+            }
+        }
+        aim_at(key);
+        std::uint32_t start = g_.entry_;
+        if (start == e) {  // the walk starts elsewhere: at e's best linked element
+            read_links(e, g_.max_level_);
+            if (links_.empty()) return;  // e is alone on its level
+            start = links_.front();
+        }
+        link_from(descend(start, g_.max_level_, level), e, std::min(level, g_.max_level_));
+    }
+
+private:
+    void aim_at(const float* key) {
         for (std::size_t t = 0; t < g_.d_; ++t) aim_[t] = key[t] * g_.scale_[t];
-        std::uint32_t current = entry;
+    }
+
+    // Greedy descent by aim_ from `start` on `top` down to the level above `level`.
+    std::uint32_t descend(std::uint32_t start, int top, int level) {
+        std::uint32_t current = start;
         float best = kernels_.dot_codes(aim_.data(), code(current), g_.code_dim_);
-        for (int l = top_level; l > level; --l) {
+        for (int l = top; l > level; --l) {
             for (bool moved = true; moved;) {
                 moved = false;
                 read_links(current, l);
@@ -94,8 +143,17 @@ public:
                 }
             }
         }
-        for (int l = std::min(level, top_level); l >= 0; --l) {
+        return current;
+    }
+
+    // e's links on levels `level` .. 0 from beams by aim_ starting at `current`, and e in the
+    // links of those it chose.
+    void link_from(std::uint32_t current, std::uint32_t e, int level) {
+        for (int l = level; l >= 0; --l) {
             beam(current, l);
+            found_.erase(std::remove_if(found_.begin(), found_.end(),
+                                        [e](const Scored& f) { return f.second == e; }),
+                         found_.end());
             select(e, found_, g_.max_m_, chosen_);
             {
                 std::lock_guard<std::mutex> lock(lock_of(e));
@@ -104,10 +162,8 @@ public:
             for (const std::uint32_t n : chosen_) link_back(n, e, l);
             if (!found_.empty()) current = found_.front().second;
         }
-        if (level > top_level) g_.entry_ = e, g_.max_level_ = level;
     }
 
-private:
     const std::uint8_t* code(std::uint32_t e) const {
         return g_.codes_.data() + std::size_t(e) * g_.code_dim_;
     }
@@ -223,14 +279,12 @@ private:
     }
 
     GraphSearch& g_;
-    const float* batch_;
-    const std::size_t first_;
     const Kernels kernels_;
     std::vector<std::mutex>& locks_;
     std::mutex& top_;
     const std::size_t ef_;
     VisitedSet visited_;
-    std::vector<std::uint32_t> links_, chosen_, kept_;
+    std::vector<std::uint32_t> links_, chosen_, kept_, pool_;
     std::vector<float> aim_, probe_, offset_, step_;  // offset_ + code * step_: scale_code
     std::vector<Scored> candidates_, found_, pruned_;
 };
@@ -268,15 +322,39 @@ void GraphSearch::add(const float* keys, std::size_t count, std::size_t ef_const
     std::atomic<std::size_t> next_element{next};
     const int threads = threads_for(num_threads, double(count) * ef_construction * max_m0_ * d_);
     parallel_for(std::size_t(std::max(threads, 1)), threads, [&](std::size_t) {
-        Builder builder(*this, keys, first, locks, top, std::max<std::size_t>(ef_construction, 1));
-        for (std::size_t e; (e = next_element++) < n_;) builder.insert(std::uint32_t(e));
+        Builder builder(*this, locks, top, std::max<std::size_t>(ef_construction, 1));
+        for (std::size_t e; (e = next_element++) < n_;) {
+            builder.insert(std::uint32_t(e), keys + (e - first) * d_);
+        }
     });
+}
+
+void GraphSearch::update(const std::uint32_t* elements, const float* keys, std::size_t count,
+                         std::size_t ef_construction) {
+    for (std::size_t i = 0; i < count; ++i) {
+        if (elements[i] >= n_) throw std::invalid_argument("no element " + std::to_string(elements[i]));
+    }
+    if (count == 0) return;
+    widen_code_ranges(keys, count);
+    for (std::size_t i = 0; i < count; ++i) {
+        if (keep_keys_) std::copy(keys + i * d_, keys + (i + 1) * d_, keys_.data() + std::size_t(elements[i]) * d_);
+        encode_row(keys + i * d_, codes_.data() + std::size_t(elements[i]) * code_dim_);
+    }
+    std::vector<std::mutex> locks(kLockStripes);
+    std::mutex top;
+    Builder builder(*this, locks, top, std::max<std::size_t>(ef_construction, 1));
+    for (std::size_t i = 0; i < count; ++i) builder.relink(elements[i], keys + i * d_);
 }
 
 void GraphSearch::mark_deleted(std::uint32_t element) {
     if (element >= n_) throw std::invalid_argument("no element " + std::to_string(element));
     deleted_[element] = 1;
     any_deleted_ = true;
+}
+
+void GraphSearch::unmark_deleted(std::uint32_t element) {
+    if (element >= n_) throw std::invalid_argument("no element " + std::to_string(element));
+    deleted_[element] = 0;
 }
 
 }  // namespace amips

@@ -90,6 +90,48 @@ def test_keys_beyond_the_codes_range_are_found_and_deleted_ones_never(data, keep
     graph.mark_deleted(np.arange(2000, 2005))
     found = walk(graph, strong, 20, k=5)[1]
     assert ((found >= 0) & (found < 2000)).all()
+    graph.unmark_deleted(np.arange(2002, 2005))
+    assert sorted(walk(graph, strong[2:], 20, k=1)[1][:, 0]) == [2002, 2003, 2004]
+
+
+def test_updated_elements_are_found_at_their_new_keys_and_the_rest_as_before(data):
+    keys, queries, truth = data
+    graph = _core.GraphSearch(D, 12)
+    graph.reserve(N)
+    graph.add(keys, 100, 7, 1)
+    before = recall(walk(graph, queries, 40)[1], truth)
+    rng = np.random.default_rng(1)
+    moved = rng.choice(N, 400, replace=False).astype(np.int64)
+    # new keys beyond the codes' ranges as well as inside them
+    new = (rng.standard_normal((400, D)) * rng.lognormal(0, 0.6, (400, 1))).astype(np.float32)
+    graph.update(moved, new, 100)
+    np.testing.assert_array_equal(graph.keys(moved), new)
+    changed = keys.copy()
+    changed[moved] = new
+    after = recall(walk(graph, queries, 40)[1], topk_dot(queries, changed, 10)[1])
+    assert after >= before - 0.02, (before, after)
+    # searched with the new keys themselves, the graph finds their exact best matches
+    found = walk(graph, new, 40, k=1)[1][:, 0]
+    assert (found == topk_dot(new, changed, 1)[1][:, 0]).mean() > 0.97
+
+
+def test_a_filter_keeps_what_it_accepts_and_its_errors_propagate(data):
+    keys, queries, _ = data
+    graph = _core.GraphSearch(D, 12)
+    graph.add(keys, 100, 7, 1)
+    allowed = np.arange(N) % 3 == 0
+    efs = np.full(len(queries), 80, np.int32)
+    scores, found, _ = graph.search(queries, queries, 10, efs, 2, filter=lambda e: allowed[e])
+    assert (found >= 0).all() and allowed[found].all()
+    truth = np.flatnonzero(allowed)[topk_dot(queries, keys[allowed], 10)[1]]
+    assert recall(found, truth) > 0.9
+    np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", queries, keys[found]), rtol=1e-5)
+
+    def broken(e):
+        raise KeyError(e)
+
+    with pytest.raises(KeyError):
+        graph.search(queries, queries, 10, efs, 2, filter=broken)
 
 
 def test_bad_input_is_refused():
@@ -109,4 +151,12 @@ def test_bad_input_is_refused():
     graph.add(np.eye(4, dtype=np.float32))
     with pytest.raises(ValueError, match="not in the graph"):
         graph.mark_deleted(np.array([4]))
+    with pytest.raises(ValueError, match="not in the graph"):
+        graph.update(np.array([0, 4]), np.ones((2, 4), np.float32))
+    with pytest.raises(ValueError, match="one row of 4"):
+        graph.update(np.array([0]), np.ones((2, 4), np.float32))
+    with pytest.raises(ValueError, match="codes only"):
+        codes_only = _core.GraphSearch(4, 4, keep_keys=False)
+        codes_only.add(np.eye(4, dtype=np.float32))
+        codes_only.keys(np.array([0]))
     assert graph.size == 4

@@ -2,6 +2,7 @@
 amips_plugins C++ core: exact inner-product search and the Xbox transform.
 """
 from __future__ import annotations
+import collections.abc
 import numpy
 import numpy.typing
 import typing
@@ -46,13 +47,29 @@ class GraphSearch:
         """
         The constructor's arguments for the graph as it stands (copies).
         """
+    def keys(self, elements: typing.Annotated[numpy.typing.ArrayLike, numpy.int64]) -> numpy.typing.NDArray[numpy.float32]:
+        """
+        The keys of elements (m,) as rows (m, dim) (a graph that keeps its keys).
+        """
     def mark_deleted(self, elements: typing.Annotated[numpy.typing.ArrayLike, numpy.int64]) -> None:
         """
         Mark elements deleted: walked through, never returned.
         """
-    def search(self, walk: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], rank: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], k: typing.SupportsInt | typing.SupportsIndex, ef: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64], int]:
+    def reserve(self, capacity: typing.SupportsInt | typing.SupportsIndex) -> None:
         """
-        (scores, elements, codes scored): the k best found by exact inner product with rank after a walk by walk with a beam of ef[i] per query; -inf / -1 past what was found.
+        Room for capacity elements: adds up to it never move or over-allocate the arrays.
+        """
+    def search(self, walk: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], rank: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], k: typing.SupportsInt | typing.SupportsIndex, ef: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], num_threads: typing.SupportsInt | typing.SupportsIndex = 0, filter: collections.abc.Callable | None = None) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64], int]:
+        """
+        (scores, elements, codes scored): the k best found by exact inner product with rank after a walk by walk with a beam of ef[i] per query; -inf / -1 past what was found. With filter (a callable on element numbers), only elements it accepts are kept.
+        """
+    def unmark_deleted(self, elements: typing.Annotated[numpy.typing.ArrayLike, numpy.int64]) -> None:
+        """
+        Undo mark_deleted.
+        """
+    def update(self, elements: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], ef_construction: typing.SupportsInt | typing.SupportsIndex = 200) -> None:
+        """
+        Give elements (m,) the keys (m, dim) in place, each linked again where its new key lies (hnswlib's updatePoint).
         """
     @property
     def dim(self) -> int:
