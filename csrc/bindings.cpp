@@ -635,5 +635,16 @@ PYBIND11_MODULE(_core, m) {
              "kept.")
         .def_property_readonly("size", &GraphSearch::size)
         .def_property_readonly("dim", &GraphSearch::dim)
+        .def_property_readonly("max_m", &GraphSearch::max_m)
+        .def_property_readonly("upper_words", &GraphSearch::upper_words)
+        .def_property_readonly(
+            "code_ranges",
+            [](const GraphSearch& g) {
+                py::array_t<float> out({py::ssize_t(2), py::ssize_t(g.dim())});
+                std::copy(g.code_low(), g.code_low() + g.dim(), out.mutable_data());
+                std::copy(g.code_scale(), g.code_scale() + g.dim(), out.mutable_data() + g.dim());
+                return out;
+            },
+            "(2, dim): code c of dimension t stands for code_ranges[0, t] + c * code_ranges[1, t].")
         .def_property_readonly("memory_bytes", &GraphSearch::memory_bytes);
 }

@@ -225,11 +225,12 @@ public:
     Walk(const GraphSearch& g, const Filter* allowed)
         : g_(g), allowed_(allowed), kernels_(kernels_for(active_isa())), visited_(g.n_), query_(g.code_dim_), ranked_(g.code_dim_, 0.f) {}
 
-    // Descends the upper levels greedily by `walk`, then seeds the beam of ef on level 0.
-    void start(const float* walk, std::size_t ef) {
+    // Descends the upper levels greedily by `walk`, then seeds the beam of ef on level 0; the
+    // best `spare` of what falls out of the beam's ef are ranked too.
+    void start(const float* walk, std::size_t ef, std::size_t spare) {
         // The codes' offsets add the same amount to every score of a query: only the scales count.
         for (std::size_t t = 0; t < g_.d_; ++t) query_[t] = walk[t] * g_.scale_[t];
-        ef_ = ef;
+        ef_ = ef, spare_ = spare;
         std::uint32_t current = g_.entry_;
         float best = score(current);
         for (int level = g_.max_level_; level > 0; --level) {
@@ -245,6 +246,7 @@ public:
         }
         candidates_.assign(1, {best, current});
         found_.clear();
+        spilled_.clear();
         fresh_.clear();
         visited_.first_visit(current);
         keep(best, current);
@@ -312,22 +314,36 @@ private:
         return kernels_.dot_codes(query_.data(), g_.codes_.data() + e * g_.code_dim_, g_.code_dim_);
     }
 
-    // Found: live elements only, worst on top, at most ef.
+    // Found: live elements only, worst on top, at most ef; what falls out goes to the spilled.
     void keep(float s, std::uint32_t e) {
         if (g_.any_deleted_ && g_.deleted_[e]) return;
         if (allowed_ && !(*allowed_)(e)) return;
-        found_.emplace_back(s, e);
-        std::push_heap(found_.begin(), found_.end(), worst_first);
-        if (found_.size() > ef_) {
-            std::pop_heap(found_.begin(), found_.end(), worst_first);
-            found_.pop_back();
+        Scored out;
+        if (!push_bounded(found_, {s, e}, ef_, out)) return;
+        const Scored fell = out;
+        push_bounded(spilled_, fell, spare_, out);
+    }
+
+    // Pushes x into the heap h (worst on top) of at most cap; true when one fell out (into out).
+    static bool push_bounded(std::vector<Scored>& h, const Scored& x, std::size_t cap, Scored& out) {
+        if (cap == 0) {
+            out = x;
+            return true;
         }
+        h.push_back(x);
+        std::push_heap(h.begin(), h.end(), worst_first);
+        if (h.size() <= cap) return false;
+        std::pop_heap(h.begin(), h.end(), worst_first);
+        out = h.back();
+        h.pop_back();
+        return true;
     }
 
     // The k of the found elements with the largest exact inner products, best first.
     void rank_found(const float* rank, std::size_t k, float* scores, std::int64_t* ids) {
         elements_.clear();
         for (const Scored& f : found_) elements_.push_back(f.second);
+        for (const Scored& f : spilled_) elements_.push_back(f.second);
         std::sort(elements_.begin(), elements_.end());
         exact_.resize(elements_.size());
         if (g_.keep_keys_) {
@@ -357,9 +373,12 @@ private:
     VisitedSet visited_;
     std::vector<std::uint32_t> fresh_;
     std::vector<float> query_, ranked_, exact_;  // ranked_: a codes-only graph's rank query
-    std::vector<Scored> candidates_, found_;
+    // spilled_: the best `spare_` that fell out of found_. The beam's ef is by code scores; near
+    // its edge the codes' rounding decides, and with ef close to k (hnswlib's tests search k =
+    // ef = 100 among near duplicates) exact ranking of these too keeps recall@k as exact beams'.
+    std::vector<Scored> candidates_, found_, spilled_;
     std::vector<std::int64_t> elements_;
-    std::size_t ef_ = 0, scored_ = 0;
+    std::size_t ef_ = 0, spare_ = 0, scored_ = 0;
 };
 
 std::size_t GraphSearch::search(const float* walk, const float* rank, std::size_t nq,
@@ -373,7 +392,7 @@ std::size_t GraphSearch::search(const float* walk, const float* rank, std::size_
     parallel_for(tasks, threads, [&](std::size_t task) {
         Walk walker(*this, allowed);
         for (std::size_t q = task * kQueriesPerTask; q < std::min(nq, (task + 1) * kQueriesPerTask); ++q) {
-            walker.start(walk + q * d_, std::size_t(ef[q]));
+            walker.start(walk + q * d_, std::size_t(ef[q]), k);
             while (walker.expand()) walker.score_fresh();
             walker.finish(rank + q * d_, k, scores + q * k, ids + q * k);
         }

@@ -146,21 +146,27 @@ private:
         return current;
     }
 
-    // e's links on levels `level` .. 0 from beams by aim_ starting at `current`, and e in the
-    // links of those it chose.
+    // e's links on levels `level` .. 0 from beams by aim_ starting at `current`, then e in the
+    // links of those it chose. Only those make e reachable, so no other insertion walks e before
+    // all its links are written (as hnswlib's lock on e for its whole insertion ensures): a beam
+    // started at e while its lower levels were empty found e alone, and on two threads 8 of
+    // 10,000 unit vectors in [0, 1]^16 ended with no in-link.
     void link_from(std::uint32_t current, std::uint32_t e, int level) {
+        chosen_.resize(std::size_t(level) + 1);
         for (int l = level; l >= 0; --l) {
             beam(current, l);
             found_.erase(std::remove_if(found_.begin(), found_.end(),
                                         [e](const Scored& f) { return f.second == e; }),
                          found_.end());
-            select(e, found_, g_.max_m_, chosen_);
+            select(e, found_, g_.max_m_, chosen_[l]);
             {
                 std::lock_guard<std::mutex> lock(lock_of(e));
-                write_links(e, l, chosen_);
+                write_links(e, l, chosen_[l]);
             }
-            for (const std::uint32_t n : chosen_) link_back(n, e, l);
             if (!found_.empty()) current = found_.front().second;
+        }
+        for (int l = level; l >= 0; --l) {
+            for (const std::uint32_t n : chosen_[l]) link_back(n, e, l);
         }
     }
 
@@ -284,7 +290,8 @@ private:
     std::mutex& top_;
     const std::size_t ef_;
     VisitedSet visited_;
-    std::vector<std::uint32_t> links_, chosen_, kept_, pool_;
+    std::vector<std::uint32_t> links_, kept_, pool_;
+    std::vector<std::vector<std::uint32_t>> chosen_;  // by level
     std::vector<float> aim_, probe_, offset_, step_;  // offset_ + code * step_: scale_code
     std::vector<Scored> candidates_, found_, pruned_;
 };

@@ -134,6 +134,23 @@ def test_a_filter_keeps_what_it_accepts_and_its_errors_propagate(data):
         graph.search(queries, queries, 10, efs, 2, filter=broken)
 
 
+def test_elements_inserted_side_by_side_keep_their_in_links():
+    # Near duplicates on more threads than cores: an element another insertion reached before
+    # its own links were written used to end with no in-link (8 of 10,000 here).
+    rng = np.random.default_rng(1)
+    keys = rng.random((10_000, 16)).astype(np.float32)
+    keys /= np.linalg.norm(keys, axis=1, keepdims=True)
+    graph = _core.GraphSearch(16, 16)
+    graph.add(keys, 100, 100, 6)
+    links = graph.arrays()["links0"]
+    linked = np.zeros(len(keys), bool)
+    for row in links:
+        linked[row[1 : 1 + (row[0] & 0xFFFF)]] = True
+    assert linked.sum() >= len(keys) - 1  # the entry point may have none
+    found = walk(graph, keys, 10, k=1)[1][:, 0]
+    assert (found == np.arange(len(keys))).mean() >= 0.9995
+
+
 def test_bad_input_is_refused():
     graph = _core.GraphSearch(4, 4)
     with pytest.raises(ValueError, match="number of elements"):

@@ -145,8 +145,14 @@ def test_plain_hnswlib_files_load_and_wrong_dims_are_refused(data, tmp_path):
     build(keys[:200]).save_index(tmp_path / "ours")
     with pytest.raises(ValueError, match="dim"):
         AmortizedHNSW(space="ip", dim=D + 1).load_index(tmp_path / "ours")
-    wrapped = AmortizedHNSW.wrap(plain)
-    assert wrapped.index is plain and wrapped.knn_query(keys[:3], k=2)[0].shape == (3, 2)
+    wrapped = AmortizedHNSW.wrap(plain)  # a copy of its graph
+    np.testing.assert_array_equal(wrapped.knn_query(test, 3)[0], plain.knn_query(test, 3)[0])
+    assert sorted(wrapped.get_ids_list()) == sorted(plain.get_ids_list())
+    with pytest.raises(HNSWError, match="Label not found"):
+        wrapped.get_items([7])  # deleted in plain
+    wrapped.resize_index(101)
+    wrapped.add_items(keys[100:101], [100])
+    assert plain.get_current_count() == 100 and wrapped.get_current_count() == 101
 
 
 def test_wrap_an_xbox_graph(data):
@@ -159,6 +165,46 @@ def test_wrap_an_xbox_graph(data):
     assert wrapped.dim == D and wrapped.xbox.max_norm == pytest.approx(transform.max_norm, rel=1e-5)
     _, distances = wrapped.knn_query(test, k=3)
     assert (distances < 1 - 0).any()  # inner products with q, not with [q, 0] against the pad
+
+
+def test_one_graph_in_hnswlibs_format_both_ways(data, tmp_path):
+    keys, _, test = data
+    ours = build(keys[:1000])
+    ours.mark_deleted(3)
+    ours.save_index(tmp_path / "ours")
+    with zipfile.ZipFile(tmp_path / "ours") as archive:
+        (tmp_path / "graph.bin").write_bytes(archive.read("graph.bin"))
+    theirs = hnswlib.Index(space="ip", dim=D)  # hnswlib reads the graph we saved
+    theirs.load_index(str(tmp_path / "graph.bin"))
+    theirs.set_ef(200)
+    assert sorted(theirs.get_ids_list()) == list(range(1000))
+    np.testing.assert_array_equal(theirs.get_items([5, 9]), keys[[5, 9]])
+    with pytest.raises(RuntimeError):
+        theirs.get_items([3])  # deleted
+    live = np.delete(np.arange(1000), 3)
+    truth = live[ap.topk_dot(test, keys[live], 10)[1]]
+    for index in (theirs, ours.index):
+        found = index.knn_query(test, k=10)[0]
+        assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found.tolist(), truth)]) > 0.95
+
+
+def test_a_label_added_again_moves_and_a_filter_keeps_only_what_it_accepts(data):
+    keys, _, test = data
+    index = build(keys[:1000])
+    target = test[0] * 50  # far beyond every key, in the first query's direction
+    index.add_items(target[None], [17])  # label 17 moves there: updated in place
+    assert index.get_current_count() == 1000
+    np.testing.assert_allclose(index.get_items([17])[0], target)
+    assert index.knn_query(test[:1], k=1)[0][0, 0] == 17
+    labels, distances = index.knn_query(test, k=5, filter=lambda label: label % 3 == 0)
+    assert (labels % 3 == 0).all()
+    kept = np.arange(0, 1000, 3)
+    moved = keys[:1000].copy()
+    moved[17] = target
+    truth = kept[ap.topk_dot(test, moved[kept], 5)[1]]
+    assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(labels.tolist(), truth)]) > 0.95
+    with pytest.raises(HNSWError, match="callable"):
+        index.knn_query(test, k=5, filter=[1, 2])
 
 
 def test_concurrent_queries(data):
@@ -467,7 +513,7 @@ def test_target_recall_is_met_on_held_out_queries_with_less_ef_for_lower_targets
         groups_ef = index._effort.efforts_for(target)[index._effort.group_of(test)]
         for ef in np.unique(groups_ef):  # each query is searched at its group's ef
             rows = groups_ef == ef
-            alone = index._walk(test[rows], 10, np.full(rows.sum(), ef), 1)
+            alone = index._walk(test[rows], 10, np.full(rows.sum(), ef), 1, None)
             np.testing.assert_array_equal(alone[0], labels[rows])
             np.testing.assert_array_equal(alone[1], distances[rows])
         exact = 1 - np.einsum("ij,ikj->ik", test, keys[labels.astype(np.int64)])
@@ -501,7 +547,7 @@ def test_target_recall_errors(data, calibrated):
 def test_the_walk_with_a_beam_over_every_key_is_exact(data, construction):
     keys, _, test = data
     index = build(keys[:500], construction=construction)
-    labels, distances = index._walk(test, 10, np.full(len(test), 500), 0)
+    labels, distances = index._walk(test, 10, np.full(len(test), 500), 0, None)
     scores, true = ap.topk_dot(test, keys[:500], 10)
     np.testing.assert_array_equal(labels, true)
     np.testing.assert_allclose(distances, 1 - scores, atol=1e-5)
@@ -511,7 +557,7 @@ def test_target_recall_sees_keys_added_and_deleted_after_calibration(data):
     keys, train, test = data
     index = build(keys[:1000])
     index.calibrate(train[:200], 10, max_ef=50)
-    index.knn_query(test, 10, target_recall=0.9)  # the graph copy is made here
+    index.knn_query(test, 10, target_recall=0.9)
     index.resize_index(1001)
     index.add_items(test[:1] * 100, [5000])  # the best key for the first query by far
     assert index.knn_query(test[:1], 10, target_recall=0.9)[0][0, 0] == 5000
@@ -521,11 +567,11 @@ def test_target_recall_sees_keys_added_and_deleted_after_calibration(data):
     index.mark_deleted(best)
     labels = index.knn_query(test, 10, target_recall=0.9)[0]
     assert best not in labels and 5000 not in labels
-    with pytest.raises(HNSWError, match="no filter"):
-        index.knn_query(test, 10, target_recall=0.9, filter=lambda label: True)
+    even, _ = index.knn_query(test, 10, target_recall=0.9, filter=lambda label: label % 2 == 0)
+    assert (even % 2 == 0).all() and best not in even
     import pickle
 
-    copy = pickle.loads(pickle.dumps(index))  # the graph copy is left out, made again
+    copy = pickle.loads(pickle.dumps(index))
     np.testing.assert_array_equal(copy.knn_query(test, 10, target_recall=0.9)[0], labels)
 
 

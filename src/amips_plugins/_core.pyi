@@ -72,13 +72,24 @@ class GraphSearch:
         Give elements (m,) the keys (m, dim) in place, each linked again where its new key lies (hnswlib's updatePoint).
         """
     @property
+    def code_ranges(self) -> numpy.typing.NDArray[numpy.float32]:
+        """
+        (2, dim): code c of dimension t stands for code_ranges[0, t] + c * code_ranges[1, t].
+        """
+    @property
     def dim(self) -> int:
+        ...
+    @property
+    def max_m(self) -> int:
         ...
     @property
     def memory_bytes(self) -> int:
         ...
     @property
     def size(self) -> int:
+        ...
+    @property
+    def upper_words(self) -> int:
         ...
 def all_finite(x: typing.Annotated[numpy.typing.ArrayLike, numpy.float32]) -> bool:
     """

@@ -1,10 +1,10 @@
-"""hnswlib's graph layout: checks of a graph file before hnswlib reads it, and a copy of a live
-graph for our own walk (``_core.GraphSearch``).
+"""hnswlib's graph file, read into and written from the core's graph (``_core.GraphSearch``).
 
 hnswlib's loader trusts its input: an entry point or a link out of range, or a header that
-disagrees with the dimension, makes searches read outside the graph. This reads the layout that
-``HierarchicalNSW::saveIndex`` writes (a fixed header, every element's level-0 record, then each
-element's upper-level links) and refuses any file a search could not walk safely.
+disagrees with the dimension, makes searches read outside the graph. ``read_graph`` reads the
+layout that ``HierarchicalNSW::saveIndex`` writes (a fixed header, every element's level-0 record,
+then each element's upper-level links) and refuses any file a search could not walk safely;
+``write_graph`` writes that layout, so that hnswlib reads what this package saves.
 """
 
 from __future__ import annotations
@@ -18,7 +18,15 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["GraphInfo", "check_graph", "copy_graph", "graph_arrays", "insertion_order"]
+__all__ = [
+    "GraphFile",
+    "copy_graph",
+    "file_size",
+    "graph_arrays",
+    "insertion_order",
+    "read_graph",
+    "write_graph",
+]
 
 # offsetLevel0, max_elements, cur_element_count, size_data_per_element, label_offset, offsetData
 # (size_t), maxlevel (int), enterpoint_node (uint32), maxM, maxM0, M (size_t), mult (double),
@@ -29,10 +37,21 @@ _MAX_LEVEL = 255  # a level is ~ln(n)/ln(M): far below this for any index that f
 
 
 @dataclass(frozen=True)
-class GraphInfo:
-    count: int
+class GraphFile:
+    """A graph file's content: ``arrays`` for ``_core.GraphSearch`` (None when empty), the label
+    of each element, and hnswlib's settings."""
+
+    arrays: dict | None
+    labels: np.ndarray  # int64, one per element
     max_elements: int
-    deleted_labels: frozenset[int]
+    M: int
+    ef_construction: int
+
+    @property
+    def deleted_labels(self) -> set[int]:
+        if self.arrays is None:
+            return set()
+        return set(self.labels[self.arrays["deleted"] != 0].tolist())
 
 
 def _memory_bytes() -> int:
@@ -42,9 +61,9 @@ def _memory_bytes() -> int:
         return 1 << 40
 
 
-def check_graph(buf: bytes, dim: int) -> GraphInfo:
-    """Validate an hnswlib file of ``dim``-dimensional float vectors; ValueError says what is
-    wrong. Returns its element count, capacity and the labels marked deleted."""
+def read_graph(buf: bytes, dim: int) -> GraphFile:
+    """The graph of an hnswlib file of ``dim``-dimensional float vectors, checked first:
+    ValueError says what is wrong."""
     if len(buf) < _HEADER.size:
         raise ValueError(f"the graph is {len(buf)} bytes, shorter than its header")
     (level0_offset, max_elements, count, record, label_offset, data_offset, max_level, entry,
@@ -66,16 +85,16 @@ def check_graph(buf: bytes, dim: int) -> GraphInfo:
     if count == 0:
         if len(buf) != end0:
             raise ValueError("an empty graph has trailing bytes")
-        return GraphInfo(0, max_elements, frozenset())
+        return GraphFile(None, np.empty(0, np.int64), max_elements, m, ef_construction)
     if entry >= count or not 0 <= max_level <= _MAX_LEVEL:
         raise ValueError(f"the graph's entry point {entry} / top level {max_level} is invalid")
 
     level0 = np.frombuffer(buf, np.uint32, count * record // 4, _HEADER.size).reshape(count, -1)
     sizes, links = level0[:, 0] & 0xFFFF, level0[:, 1 : 1 + max_m0]
     _check_links(sizes, links, count, max_m0, "level 0")
-    deleted = level0[:, 0] & _DELETED != 0
+    deleted = (level0[:, 0] & _DELETED != 0).astype(np.uint8)
     lo, hi = level0[:, label_offset // 4], level0[:, label_offset // 4 + 1]
-    labels = lo.astype(np.uint64) | (hi.astype(np.uint64) << np.uint64(32))
+    labels = (lo.astype(np.uint64) | (hi.astype(np.uint64) << np.uint64(32))).astype(np.int64)
 
     # Upper levels: per element a byte count, then `level` blocks of (count, maxM links).
     block = max_m * 4 + 4
@@ -105,7 +124,64 @@ def check_graph(buf: bytes, dim: int) -> GraphInfo:
         link_levels = np.broadcast_to(np.arange(1, len(blocks) + 1)[:, None], used.shape)[used]
         if (levels[targets] < link_levels).any():
             raise ValueError(f"element {i} links to an element below that level")
-    return GraphInfo(count, max_elements, frozenset(labels[deleted].tolist()))
+    upper_offsets = np.zeros(count, np.int64)
+    np.cumsum(levels[:-1] * block // 4, out=upper_offsets[1:])
+    links0 = level0[:, : 1 + max_m0].copy()
+    links0[:, 0] &= 0xFFFF  # the count alone: the deleted mark is kept apart
+    arrays = {
+        "keys": np.ascontiguousarray(level0[:, data_offset // 4 : label_offset // 4]).view("f4"),
+        "links0": links0,
+        "upper": np.concatenate([b.ravel() for _, b in upper] or [np.empty(0, np.uint32)]),
+        "upper_offsets": upper_offsets,
+        "levels": levels.astype(np.int32),
+        "max_m": max_m,
+        "entry": entry,
+        "deleted": deleted,
+    }
+    return GraphFile(arrays, labels, max_elements, m, ef_construction)
+
+
+def file_size(graph) -> int:
+    """Bytes of the hnswlib file of ``graph`` (a ``_core.GraphSearch`` that keeps its keys)."""
+    record = 4 * (2 * graph.max_m + 1) + 4 * graph.dim + 8
+    return _HEADER.size + graph.size * (record + 4) + 4 * graph.upper_words
+
+
+def write_graph(f, graph, labels: np.ndarray, max_elements: int, ef_construction: int) -> None:
+    """Write ``graph`` (a ``_core.GraphSearch`` that keeps its keys) to the binary file ``f`` in
+    hnswlib's layout, element i labelled ``labels[i]``."""
+    m, dim, count = graph.max_m, graph.dim, graph.size
+    if count == 0:
+        header = (0, max_elements, 0, 4 * (2 * m + 1) + 4 * dim + 8, 4 * (2 * m + 1) + 4 * dim,
+                  4 * (2 * m + 1), 0, 0, m, 2 * m, m, 1 / math.log(m), ef_construction)  # fmt: skip
+        f.write(_HEADER.pack(*header))
+        return
+    arrays = graph.arrays()
+    links0, width = arrays["links0"], 2 * m + 1
+    record = 4 * width + 4 * dim + 8
+    header = (0, max_elements, count, record, 4 * width + 4 * dim, 4 * width,
+              int(arrays["levels"][arrays["entry"]]), arrays["entry"], m, 2 * m, m,
+              1 / math.log(m), ef_construction)  # fmt: skip
+    f.write(_HEADER.pack(*header))
+    step = 1 << 14  # elements per write: a few MB at a time
+    for first in range(0, count, step):
+        rows = slice(first, first + step)
+        block = np.empty((len(links0[rows]), record // 4), np.uint32)
+        block[:, :width] = links0[rows]
+        block[:, 0] = (links0[rows, 0] & 0xFFFF) | (arrays["deleted"][rows].astype(np.uint32) << 16)
+        block[:, width : width + dim] = arrays["keys"][rows].view(np.uint32)
+        block[:, width + dim :] = labels[rows].astype(np.int64).view(np.uint32).reshape(-1, 2)
+        f.write(block.tobytes())
+    # per element: its upper levels' byte count, then their blocks
+    levels, upper = arrays["levels"].astype(np.int64), arrays["upper"]
+    sizes = levels * 4 * (m + 1)
+    words = np.empty(count + len(upper), np.uint32)
+    starts = np.arange(count) + np.concatenate(([0], np.cumsum(levels * (m + 1))[:-1]))
+    words[starts] = sizes
+    is_link = np.ones(len(words), bool)
+    is_link[starts] = False
+    words[is_link] = upper
+    f.write(words.tobytes())
 
 
 def _check_links(sizes: np.ndarray, links: np.ndarray, count: int, width: int, where: str):

@@ -1,6 +1,12 @@
 """AmortizedHNSW: an ``hnswlib.Index(space="ip")`` drop-in with a choice of construction space,
 norm-ordered insertion and an optional learned query transform.
 
+The graph is hnswlib's (its insertion, heuristic, update and deletion, and its file format,
+which hnswlib reads and writes) held once on the C++ core (``_core.GraphSearch``): every key
+once in float32 and once in an 8-bit code, and the links. Every search walks it by the codes and
+ranks what the beam keeps by exact inner products; ``.index`` makes an ``hnswlib.Index`` of
+it, a copy, for code that needs hnswlib's own object.
+
 Construction spaces (the graph is always searched by inner product, so distances are hnswlib's
 ``1 - q . x`` on the original vectors):
 
@@ -19,14 +25,12 @@ with q on the C++ core, and the top k returned.
 
 ``calibrate`` measures the ef that held-out queries need, by group of query directions (see
 ``amips_plugins.effort``); then ``knn_query(..., target_recall=r)`` searches every query at
-its group's ef. Those searches walk hnswlib's graph on the C++ core (``_core.GraphSearch``): a
-copy of its links with the keys in 8-bit codes for the walk, the ef keys found ranked again by
-their exact inner product. The copy is made on the first such search after the keys change.
+its group's ef.
 
 One module per concern: ``index`` (the hnswlib-facing class: building, adding, searching,
 deleting), ``settings`` (hnswlib's settings and read-only views), ``transform`` (the
 query transform), ``calibration`` (``target_recall`` and the C++ walk), ``files`` (save,
-load) and ``state`` (what they share).
+load, pickling, ``.index``), ``labels`` (element and label) and ``state`` (what they share).
 """
 
 from .index import AmortizedHNSW

@@ -7,11 +7,10 @@ from __future__ import annotations
 import numpy as np
 
 from .._freshness import check_measurable, kept_calibration_queries
-from .._hnsw_file import copy_graph
 from .._validation import as_positive_int
 from ..effort import EffortTable, effort_grid
 from ..exact import topk_dot
-from .state import HNSWError, HNSWState, hnswlib_errors, rows
+from .state import HNSWError, HNSWState, rows
 
 __all__ = ["Calibration"]
 
@@ -43,8 +42,7 @@ class Calibration(HNSWState):
         self._require_ready()
         if len(q) == 0:
             raise HNSWError("calibrate needs at least one query")
-        with self._graph_lock.writing(), hnswlib_errors():
-            self._note_changes_from_cpp()
+        with self._graph_lock.writing():
             table = self._measure(q, k, max_ef, num_threads)
             self._effort, self._effort_version = table, self._keys_version
             self._calibration_queries = kept_calibration_queries(q)
@@ -56,14 +54,16 @@ class Calibration(HNSWState):
         count = self._live_count()
         if k > count:
             raise HNSWError(f"k = {k} exceeds the {count} elements in the index")
-        labels = np.array(sorted(set(self.index.get_ids_list()) - self._deleted), np.int64)
-        keys = np.asarray(self.index.get_items(labels), dtype=np.float32)[:, : self.dim]
-        truth = labels[topk_dot(q, keys, k)[1]]
+        live = np.ones(self._labels.count, bool)
+        live[self._labels.elements(self._deleted_labels())] = False
+        elements = np.flatnonzero(live)
+        keys = self._require_ready().keys(elements)[:, : self.dim]
+        truth = self._labels.all[elements[topk_dot(q, keys, k)[1]]]
         del keys
 
         def search(queries: np.ndarray, ef: int) -> np.ndarray:
             efs = np.full(len(queries), ef, np.int32)
-            return self._walk(queries, k, efs, num_threads)[0].astype(np.int64)
+            return self._walk(queries, k, efs, num_threads, None)[0].astype(np.int64)
 
         return EffortTable.measure(q, truth, search, effort_grid(k, max(k, max_ef)))
 
@@ -98,22 +98,23 @@ class Calibration(HNSWState):
         assert queries is not None  # checked above
         return self._measure(queries, table.k, self._calibration_max_ef, num_threads)
 
-    def _walk(self, q: np.ndarray, k: int, ef_per_query: np.ndarray, num_threads: int):
-        """Search every query at its own ef by the C++ core's walk of a copy of the graph (made
-        anew when the keys changed), walking by the predicted key under a query transform."""
-        with self._add_lock:
-            if self._walker is None or self._walker[2] != self.index.element_count:
-                self._walker = (*copy_graph(self.index), self.index.element_count)
-            graph, labels, _ = self._walker
+    def _walk(self, q: np.ndarray, k: int, ef_per_query: np.ndarray, num_threads: int, filter):
+        """Search every query at its own ef by the C++ core's walk of the graph (under the
+        graph lock), walking by the predicted key under a query transform; only labels
+        ``filter`` accepts are kept, when one is given."""
+        graph, labels = self._require_ready(), self._labels.all
         walk = q if self._query_transform is None else self._predictor.keys(q)
         ef = np.maximum(ef_per_query, k).astype(np.int32)
+        allowed = None if filter is None else (lambda e: filter(int(labels[e])))
         scores, elements, scored = graph.search(
-            self._as_stored(walk), self._as_stored(q), k, ef, max(num_threads, 0)
+            self._as_stored(walk), self._as_stored(q), k, ef, self._threads(num_threads), allowed
         )
         # Distances: the walk's code scores, and the exact scores of the ef it found.
         self.last_search_stats = {"distances": (scored + ef.sum()) / len(q)}
         if (elements < 0).any():
             raise HNSWError(
-                f"the walk found fewer than k = {k} live elements; calibrate with a larger max_ef"
+                f"the walk found fewer than k = {k} live elements"
+                + ("" if filter is None else " the filter accepts")
+                + "; search with a larger ef (set_ef, or calibrate with a larger max_ef)"
             )
         return labels[elements].astype(np.uint64), (1.0 - scores).astype(np.float32)

@@ -1,6 +1,8 @@
 """Files of an ``AmortizedHNSW``: ``save_index`` writes one zip archive (hnswlib's graph file,
-the Xbox state, the query transform, the calibration and ``meta.json``); ``load_index`` reads it,
-or a plain hnswlib file, after checking the graph (see ``amips_plugins._hnsw_file``)."""
+the codes' ranges, the Xbox state, the query transform, the calibration and ``meta.json``);
+``load_index`` reads it, or a plain hnswlib file, after checking the graph (see
+``amips_plugins._hnsw_file``); pickling keeps the graph's arrays; ``.index`` is the graph as an
+``hnswlib.Index``."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from pathlib import Path
 import hnswlib
 import numpy as np
 
-from .._hnsw_file import check_graph
+from .. import _core
+from .._hnsw_file import read_graph, write_graph
 from .._io import (
     CALIBRATION_QUERIES,
     atomic_path,
@@ -33,28 +36,52 @@ _FORMAT = "amips_plugins.AmortizedHNSW"  # read back by _io.read_archive
 _VERSION = 1
 
 
-def _read_graph(graph: bytes, dim: int, max_elements: int, allow_replace_deleted: bool):
-    """An hnswlib 'ip' index read from the bytes of its file, checked first (see
-    ``_hnsw_file``), and the labels it marks deleted."""
-    info = check_graph(graph, dim)
-    index = hnswlib.Index(space="ip", dim=dim)
-    with tempfile.TemporaryDirectory() as tmp:  # the file's own folder may be read-only
-        copy = os.path.join(tmp, "graph.bin")
-        with open(copy, "wb") as f:
-            f.write(graph)
-        index.load_index(
-            copy, max_elements=max_elements, allow_replace_deleted=allow_replace_deleted
-        )
-    return index, set(info.deleted_labels)
+_CODE_RANGES = "code_ranges.npy"  # (2, stored dim): the codes' lows and steps
 
 
 class Files(HNSWState):
-    """``save_index`` and ``load_index``."""
+    """``save_index``, ``load_index``, pickling and ``.index``."""
+
+    @property
+    def index(self) -> hnswlib.Index:
+        """An ``hnswlib.Index`` of this graph, made on each call: a copy, for code that needs
+        hnswlib's object (its exact-score search, say); changes to it are not seen here."""
+        graph = self._require_ready()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "graph.bin")
+            with self._graph_lock.reading(), open(path, "wb") as f:
+                write_graph(f, graph, self._labels.all, self._max_elements, self._ef_construction)
+            index = hnswlib.Index(space="ip", dim=self._stored_dim)
+            index.load_index(path, allow_replace_deleted=self._allow_replace_deleted)
+        index.set_ef(self._ef)
+        index.set_num_threads(self.num_threads)  # type: ignore[attr-defined]
+        return index
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()  # type: ignore[misc]
+        graph = state["_graph"]
+        if graph is not None:  # the core's graph pickles as its arrays
+            arrays = graph.arrays() if graph.size else None
+            state["_graph"] = {"dim": graph.dim, "max_m": graph.max_m, "arrays": arrays}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        saved = state["_graph"]
+        if saved is not None:
+            arrays = saved["arrays"]
+            graph = (
+                _core.GraphSearch(saved["dim"], saved["max_m"])
+                if arrays is None
+                else _core.GraphSearch(**arrays)
+            )
+            graph.reserve(state["_max_elements"])
+            state = {**state, "_graph": graph}
+        super().__setstate__(state)  # type: ignore[misc]
 
     def save_index(self, path) -> None:
         """Write the hnswlib graph, the Xbox state, the query transform and the config to one file
         (a zip archive), atomically."""
-        self._require_ready()
+        graph = self._require_ready()
         meta = {
             "format": _FORMAT,
             "version": _VERSION,
@@ -62,23 +89,28 @@ class Files(HNSWState):
             "construction": self.construction,
             "sort_batches": self.sort_batches,
             "candidates": self.candidates,
-            "ef": self.index.ef,
+            "ef": self._ef,
+            "random_seed": self._random_seed,
             "allow_replace_deleted": bool(self._allow_replace_deleted),
             "xbox": None if self.xbox is None else self.xbox.state_dict(),
             "calibration": None if self._effort is None else self._effort.state_dict(),
             "calibration_max_ef": self._calibration_max_ef,
             "auto_recalibrate": self.auto_recalibrate,
         }
-        with atomic_path(path) as out, scratch_path(path, "graph") as graph:
-            with self._add_lock, self._graph_lock.reading():
-                self._note_changes_from_cpp()
-                self.index.save_index(str(graph))
+        with atomic_path(path) as out, scratch_path(path, "graph") as graph_file:
+            members: dict[str, bytes | Path] = {"graph.bin": graph_file}
+            with self._graph_lock.reading():
+                with open(graph_file, "wb") as f:
+                    write_graph(
+                        f, graph, self._labels.all, self._max_elements, self._ef_construction
+                    )
+                if graph.size:
+                    members[_CODE_RANGES] = npy_bytes(graph.code_ranges)
                 meta["stale"] = sorted(self._stale)
                 # a calibration measured on other keys is measured again after loading
                 meta["calibration_stale"] = (
                     self._effort is not None and self._effort_version != self._keys_version
                 )
-            members: dict[str, bytes | Path] = {"graph.bin": graph}
             if self._query_transform is not None:
                 members["query_transform.pt"] = self._query_transform.to_bytes()
             if self._calibration_queries is not None:
@@ -98,9 +130,10 @@ class Files(HNSWState):
                     path,
                     "AmortizedHNSW",
                     _VERSION,
-                    ("graph.bin", "query_transform.pt", CALIBRATION_QUERIES),
+                    ("graph.bin", _CODE_RANGES, "query_transform.pt", CALIBRATION_QUERIES),
                 )
                 graph, transform = blobs["graph.bin"], blobs.get("query_transform.pt")
+                ranges = None if _CODE_RANGES not in blobs else read_npy(blobs[_CODE_RANGES])
                 config = self._check_meta(meta)
                 calibration = meta.get("calibration")
                 effort = (
@@ -121,23 +154,33 @@ class Files(HNSWState):
             else:  # hnswlib's own format: the graph alone
                 with open(path, "rb") as f:
                     graph, transform, xbox, effort = f.read(), None, None, None
-                calibration_queries = None
+                calibration_queries = ranges = None
                 config = {
                     "construction": "ip",
                     "sort_batches": self.sort_batches,
                     "candidates": self.candidates,
                     "allow_replace_deleted": False,
-                    "ef": None,
+                    "ef": 10,
+                    "random_seed": 100,
                     "calibration_max_ef": 1000,
                     "calibration_stale": False,
                     "stale": [],
                     "auto_recalibrate": True,
                 }
             allow = config["allow_replace_deleted"] or bool(allow_replace_deleted)
-            index, deleted = _read_graph(graph, self.dim + (xbox is not None), max_elements, allow)
+            stored_dim = self.dim + (xbox is not None)
+            content = read_graph(graph, stored_dim)
             del graph
-            if config["ef"] is not None:
-                index.set_ef(config["ef"])
+            if max_elements < len(content.labels):  # as hnswlib: the file's capacity
+                max_elements = content.max_elements
+            core = _core.GraphSearch(stored_dim, content.M)
+            if content.arrays is not None:
+                if ranges is not None:
+                    ranges = np.asarray(ranges, np.float32)
+                    if ranges.shape != (2, stored_dim):
+                        raise ValueError(f"the codes' ranges have shape {ranges.shape}")
+                    content.arrays.update(code_low=ranges[0], code_scale=ranges[1])
+                core = _core.GraphSearch(**content.arrays)
         except (
             OSError,
             zipfile.BadZipFile,
@@ -155,14 +198,19 @@ class Files(HNSWState):
 
             model = load_model(transform)
         with self._graph_lock.writing():
-            self.index, self.xbox, self.construction = index, xbox, config["construction"]
+            self.xbox, self.construction = xbox, config["construction"]
             self.sort_batches, self.candidates = config["sort_batches"], config["candidates"]
-            self._deleted, self._ready, self._walker = deleted, True, None
-            self._allow_replace_deleted = allow
+            self._max_elements, self._M = max_elements, content.M
+            self._ef_construction, self._random_seed = (
+                content.ef_construction,
+                config["random_seed"],
+            )
+            self._ef, self._allow_replace_deleted = config["ef"], allow
+            deleted = np.zeros(0, np.uint8) if content.arrays is None else content.arrays["deleted"]
+            self._install_graph(core, content.labels, deleted)
             self.query_transform = model
             self._effort = effort
             self._keys_version += 1  # other keys: other learned parts, as the file says
-            self._keys_seen = index.element_count
             self._effort_version = self._keys_version - config["calibration_stale"]
             self._calibration_queries = calibration_queries
             self._calibration_max_ef = config["calibration_max_ef"]
@@ -187,7 +235,11 @@ class Files(HNSWState):
         if not isinstance(stale, list) or not set(stale) <= {"query_transform"}:
             raise ValueError(f"stale must list learned parts, got {stale!r:.80}")
         max_ef = meta.get("calibration_max_ef", 1000)
+        seed = meta.get("random_seed", 100)
+        if not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"random_seed must be a non-negative integer, got {seed!r:.80}")
         return {
+            "random_seed": seed,
             **flags,
             "construction": meta["construction"],
             "candidates": as_positive_int(meta["candidates"], "candidates"),

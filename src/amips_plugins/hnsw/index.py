@@ -3,22 +3,21 @@ concerns are its parts, one module each (see ``amips_plugins.hnsw``)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 
-import hnswlib
 import numpy as np
 
+from .. import _core
 from .._freshness import warn_stale
-from .._hnsw_file import check_graph, insertion_order
+from .._hnsw_file import graph_arrays, insertion_order
 from .._sync import PicklesWithoutTransients, ReadWriteLock
 from .._validation import as_int64, as_positive_int
 from ..xbox import XboxTransform
 from .calibration import Calibration
 from .files import Files
+from .labels import Labels
 from .settings import Settings
-from .state import CONSTRUCTIONS, HNSWError, hnswlib_errors, rows
+from .state import CONSTRUCTIONS, HNSWError, rows
 from .transform import Transform
 
 __all__ = ["AmortizedHNSW"]
@@ -47,21 +46,17 @@ class AmortizedHNSW(Files, Calibration, Transform, Settings, PicklesWithoutTrans
     Methods and return conventions follow hnswlib: ``init_index``, ``add_items``,
     ``knn_query -> (labels uint64 (n, k), distances float32 (n, k))``, ``set_ef``, ``ef``,
     ``get_current_count``, ``get_max_elements``, ``resize_index``, ``mark_deleted``,
-    ``unmark_deleted``, ``save_index``, ``load_index``; the hnswlib object is ``.index``.
-    Differences: bad input or state (wrong dimension, NaN, k above the element count, an empty
-    or uninitialised index, an unknown label) raises ``HNSWError``, a ValueError that is also
-    a RuntimeError; a batch that cannot fit is refused whole. Every method is safe to call from
-    several threads: searches and adds run side by side, ``resize_index``, ``init_index`` and
-    ``load_index`` wait for them.
+    ``unmark_deleted``, ``save_index``, ``load_index`` (hnswlib's own files, both ways);
+    ``.index`` makes an ``hnswlib.Index`` of the same graph (a copy).
+    The graph is hnswlib's algorithm run on this package's core, which keeps every key once
+    with its 8-bit code (see ``amips_plugins.hnsw``). Differences: bad input or state (wrong
+    dimension, NaN, k above the element count, an empty or uninitialised index, an unknown
+    label) raises ``HNSWError``, a ValueError that is also a RuntimeError; a batch that cannot
+    fit is refused whole. Every method is safe to call from several threads: searches run side
+    by side, whatever changes the graph waits for them.
     """
 
-    # The graph copy for target_recall searches is made again when needed.
-    _TRANSIENT = {
-        "_add_lock": threading.Lock,
-        "_graph_lock": ReadWriteLock,
-        "_recalibrating": threading.Lock,
-        "_walker": lambda: None,
-    }
+    _TRANSIENT = {"_graph_lock": ReadWriteLock, "_recalibrating": threading.Lock}
 
     def __init__(
         self,
@@ -83,17 +78,15 @@ class AmortizedHNSW(Files, Calibration, Transform, Settings, PicklesWithoutTrans
         self.construction, self.sort_batches = construction, bool(sort_batches)
         self.candidates = as_positive_int(candidates, "candidates")
         self.xbox = XboxTransform(self.dim) if construction == "xbox" else None
-        self.index = hnswlib.Index(space="ip", dim=self._stored_dim)
-        # the state's meaning: see HNSWState
-        self._ready = False
+        self._graph, self._labels = None, Labels()
+        self._max_elements = self._M = self._ef_construction = self._random_seed = 0
+        self._ef, self._num_threads = 10, 0
         self._deleted = set()
-        self._allow_replace_deleted = None
-        self._add_lock = threading.Lock()
+        self._allow_replace_deleted = False
         self._graph_lock = ReadWriteLock()
         self._recalibrating = threading.Lock()
-        self._walker = None
         self.last_search_stats = {}
-        self._keys_version = self._keys_seen = self._effort_version = 0
+        self._keys_version = self._effort_version = 0
         self._stale = set()
         self._calibration_queries, self._calibration_max_ef = None, 1000
         self.auto_recalibrate = True
@@ -101,8 +94,9 @@ class AmortizedHNSW(Files, Calibration, Transform, Settings, PicklesWithoutTrans
 
     @classmethod
     def wrap(cls, index, *, xbox: bool = False, **kwargs) -> AmortizedHNSW:
-        """Wrap an existing ``hnswlib.Index(space="ip")``, shared and not copied. With ``xbox``, the
-        index holds Xbox-augmented keys of dimension d + 1 (its M is read from the stored keys)."""
+        """An AmortizedHNSW of the graph of an ``hnswlib.Index(space="ip")``, copied: the two
+        are independent afterwards. With ``xbox``, the index holds Xbox-augmented keys of
+        dimension d + 1 (its M is read from the stored keys)."""
         if getattr(index, "space", None) != "ip":
             raise TypeError(f"wrap needs an hnswlib.Index with space='ip', got {index!r}")
         self = cls(
@@ -111,17 +105,15 @@ class AmortizedHNSW(Files, Calibration, Transform, Settings, PicklesWithoutTrans
             construction="xbox" if xbox else "ip",
             **kwargs,
         )
-        self.index = index
-        self._keys_seen = index.element_count
-        self._ready = index.max_elements > 0
-        if self._ready:  # which labels are deleted: only the saved graph tells
-            with tempfile.TemporaryDirectory() as tmp:
-                graph = os.path.join(tmp, "graph.bin")
-                index.save_index(graph)
-                with open(graph, "rb") as f:
-                    self._deleted = set(check_graph(f.read(), index.dim).deleted_labels)
+        if index.max_elements == 0:
+            return self
+        self._install_settings(index.max_elements, index.M, index.ef_construction, 100, False)
+        self._ef, self._num_threads = index.ef, max(index.num_threads, 0)
+        if index.element_count:
+            arrays, labels = graph_arrays(index)
+            self._install_graph(_core.GraphSearch(**arrays), labels, arrays["deleted"])
         if self.xbox is not None and index.element_count:
-            stored = np.asarray(index.get_items(index.get_ids_list()), dtype=np.float32)
+            stored = self._graph.keys(np.arange(index.element_count))  # type: ignore[union-attr]
             self.xbox.load_state_dict(
                 {
                     **self.xbox.state_dict(),
@@ -146,31 +138,26 @@ class AmortizedHNSW(Files, Calibration, Transform, Settings, PicklesWithoutTrans
         if not isinstance(random_seed, (int, np.integer)) or random_seed < 0:
             raise HNSWError(f"random_seed must be a non-negative integer, got {random_seed!r}")
         with self._graph_lock.writing():
-            if self._ready:
+            if self._graph is not None:
                 raise HNSWError("the index is already initialised")
-            with hnswlib_errors():
-                self.index.init_index(
-                    max_elements=max_elements,
-                    M=int(M),
-                    ef_construction=ef_construction,
-                    random_seed=int(random_seed),
-                    allow_replace_deleted=bool(allow_replace_deleted),
-                )
-            self._allow_replace_deleted = bool(allow_replace_deleted)
-            self._ready = True
+            self._install_settings(
+                max_elements, int(M), ef_construction, int(random_seed), allow_replace_deleted
+            )
 
     def add_items(
         self, data, ids=None, num_threads: int = -1, replace_deleted: bool = False
     ) -> None:
         """Insert keys ``data`` (n, dim) with labels ``ids`` (default: count .. count + n - 1); a
-        label already present has its vector replaced, as in hnswlib. With ``replace_deleted``,
-        every key takes the slot of a deleted element while there is one."""
+        label already present has its vector replaced and is linked again where it now lies, as
+        in hnswlib (a label given twice in a batch keeps its last vector). With
+        ``replace_deleted``, new labels take the slots of deleted elements while there are
+        some."""
         x = rows(data, self.dim)
-        self._require_ready()
+        graph = self._require_ready()
         if len(x) == 0:
             return
-        with self._add_lock, self._graph_lock.reading():
-            count, capacity = self.index.element_count, self.index.max_elements
+        with self._graph_lock.writing():
+            count, capacity = graph.size, self._max_elements
             if ids is None:
                 labels = np.arange(count, count + len(x), dtype=np.int64)
             else:
@@ -179,39 +166,51 @@ class AmortizedHNSW(Files, Calibration, Transform, Settings, PicklesWithoutTrans
                     raise HNSWError(
                         f"ids must be {len(x)} non-negative integers, got shape {labels.shape}"
                     )
-            if replace_deleted and self._allow_replace_deleted is False:
+                _, last = np.unique(labels[::-1], return_index=True)
+                if len(last) < len(labels):
+                    keep = np.sort(len(labels) - 1 - last)
+                    x, labels = x[keep], labels[keep]
+            if replace_deleted and not self._allow_replace_deleted:
                 raise HNSWError("replace_deleted needs init_index(allow_replace_deleted=True)")
-            if replace_deleted:  # every key takes a slot
-                free, need = capacity - count + len(self._deleted), len(x)
-            else:  # labels already present are updated in place
-                fresh = (
-                    len(x) if ids is None else (~np.isin(labels, self.index.get_ids_list())).sum()
-                )
-                free, need = capacity - count, int(fresh)
-                revived = self._deleted.intersection(labels.tolist())
-                if revived and self._allow_replace_deleted:
-                    raise HNSWError(
-                        f"labels {sorted(revived)[:5]} are deleted; with allow_replace_deleted "
-                        "they can only come back through replace_deleted=True"
-                    )
-            if need > free:
+            elements = self._labels.elements(labels)
+            present = elements >= 0
+            revived = self._deleted.intersection(labels[present].tolist())
+            if revived and self._allow_replace_deleted:
                 raise HNSWError(
-                    f"adding {need} elements to {count} (of which {len(self._deleted)} deleted) "
+                    f"labels {sorted(revived)[:5]} are deleted; with allow_replace_deleted "
+                    "they can only come back through replace_deleted=True"
+                )
+            slots = self._deleted_elements() if replace_deleted else np.empty(0, np.int64)
+            fresh = int((~present).sum())
+            if fresh - len(slots) > capacity - count:
+                raise HNSWError(
+                    f"adding {fresh} elements to {count} (of which {len(self._deleted)} deleted) "
                     f"exceeds max_elements = {capacity}; call resize_index first"
                 )
             if self.sort_batches:
                 order = insertion_order(x)
-                x, labels = x[order], labels[order]
+                x, labels, elements, present = (a[order] for a in (x, labels, elements, present))
             stored = self.xbox.add_keys(x) if self.xbox is not None else x
-            with hnswlib_errors():
-                self.index.add_items(
-                    stored, labels, num_threads=num_threads, replace_deleted=replace_deleted
-                )
-            if replace_deleted and self._deleted:
-                kept = set(self.index.get_ids_list())
-                self._deleted = {label for label in self._deleted if label in kept}
+            threads = self._threads(num_threads)
+            if present.any():  # hnswlib's updatePoint: in place, linked again
+                graph.unmark_deleted(elements[present])
+                graph.update(elements[present], stored[present], self._ef_construction)
+            new = np.flatnonzero(~present)
+            reused, appended = new[: len(slots)], new[len(slots) :]
+            if len(reused):
+                taken = slots[: len(reused)]
+                self._deleted.difference_update(self._labels.all[taken].tolist())
+                self._labels.relabel(taken, labels[reused])
+                graph.unmark_deleted(taken)
+                graph.update(taken, stored[reused], self._ef_construction)
+            if len(appended):
+                graph.add(stored[appended], self._ef_construction, self._random_seed, threads)
+                self._labels.append(labels[appended])
             self._deleted.difference_update(labels.tolist())
             self._keys_changed()
+
+    def _deleted_elements(self) -> np.ndarray:
+        return np.sort(self._labels.elements(self._deleted_labels()))
 
     def knn_query(
         self, data, k: int = 1, num_threads: int = -1, filter=None, *, target_recall=None
@@ -219,34 +218,40 @@ class AmortizedHNSW(Files, Calibration, Transform, Settings, PicklesWithoutTrans
         """The k keys of largest inner product found for every query of ``data`` (n, dim).
 
         Returns ``(labels, distances)``: uint64 and float32 (n, k), nearest first, distances
-        ``1 - q . x`` as hnswlib's 'ip' space reports them. With ``target_recall`` (after
-        ``calibrate`` with this k), every query is searched at the ef its group of
-        calibration queries needed for that mean recall@k, instead of the index's ef, by the
-        C++ core's walk of the graph (no ``filter``); after a change of keys the calibration
-        is measured again first (see ``calibrate``). ``last_search_stats["stale"]`` names the
+        ``1 - q . x`` as hnswlib's 'ip' space reports them. The graph is walked on the C++
+        core with a beam of the index's ef (at least k); with ``target_recall`` (after
+        ``calibrate`` with this k), every query at the ef its group of calibration queries
+        needed for that mean recall@k instead. After a change of keys the calibration is
+        measured again first (see ``calibrate``). ``filter``: a callable on labels, as in
+        hnswlib; only labels it accepts are returned. ``last_search_stats["stale"]`` names the
         learned parts fitted on other keys (a ``StaleWarning`` is issued too).
+
+        The walk scores keys by their 8-bit codes and ranks the ef it keeps by their exact
+        inner products: results can differ from hnswlib's on the same graph where scores tie
+        or sit near the k-th.
         """
         q = rows(data, self.dim)
         k = as_positive_int(k, "k")
         self._require_ready()
-        if target_recall is not None and filter is not None:
-            raise HNSWError("target_recall searches take no filter")
-        with self._graph_lock.reading(), hnswlib_errors():
-            self._note_changes_from_cpp()
+        if filter is not None and not callable(filter):
+            raise HNSWError(f"filter must be a callable on labels, got {filter!r}")
+        with self._graph_lock.reading():
             stale = set(self._stale)
+            state = None
             if target_recall is not None:  # checked before anything else, as other errors are
                 ef_per_query, state = self._ef_per_query(q, k, target_recall, num_threads)
             count = self._live_count()
             if k > count:
                 raise HNSWError(f"k = {k} exceeds the {count} elements in the index")
+            if target_recall is None:
+                ef = max(self._ef, self.candidates if self._query_transform is not None else 0)
+                ef_per_query = np.full(len(q), ef, np.int32)
             if len(q) == 0:
                 result = np.empty((0, k), np.uint64), np.empty((0, k), np.float32)
                 self.last_search_stats = {}
-            elif target_recall is None:
-                result = self._knn_query(q, k, num_threads, filter, count)
-                self.last_search_stats = {}
             else:
-                result = self._walk(q, k, ef_per_query, num_threads)
+                result = self._walk(q, k, ef_per_query, num_threads, filter)
+            if state is not None:
                 self.last_search_stats["calibration"] = state
             self.last_search_stats["stale"] = sorted(stale)
         warn_stale(stale)
@@ -254,33 +259,40 @@ class AmortizedHNSW(Files, Calibration, Transform, Settings, PicklesWithoutTrans
 
     def resize_index(self, new_size: int) -> None:
         new_size = as_positive_int(new_size, "new_size")
-        self._require_ready()
+        graph = self._require_ready()
         with self._graph_lock.writing():
-            if new_size < self.index.element_count:
-                raise HNSWError(
-                    f"new_size = {new_size} is below the {self.index.element_count} elements"
-                )
-            with hnswlib_errors():
-                self.index.resize_index(new_size)
+            if new_size < graph.size:
+                raise HNSWError(f"new_size = {new_size} is below the {graph.size} elements")
+            graph.reserve(new_size)
+            self._labels.resize(new_size)
+            self._max_elements = new_size
 
     def mark_deleted(self, label: int) -> None:
         label = int(as_int64(np.atleast_1d(label), "label", ndim=1)[0])
-        self._require_ready()
-        with self._add_lock, self._graph_lock.reading(), hnswlib_errors():
-            self.index.mark_deleted(label)
+        graph = self._require_ready()
+        with self._graph_lock.writing():
+            if label in self._deleted:
+                raise HNSWError("The requested to delete element is already deleted")
+            graph.mark_deleted(self._elements([label]))
             self._deleted.add(label)
             self._keys_changed()
 
     def unmark_deleted(self, label: int) -> None:
         label = int(as_int64(np.atleast_1d(label), "label", ndim=1)[0])
-        self._require_ready()
-        with self._add_lock, self._graph_lock.reading(), hnswlib_errors():
-            self.index.unmark_deleted(label)
+        graph = self._require_ready()
+        with self._graph_lock.writing():
+            element = self._labels.elements(np.array([label]))
+            if element[0] < 0:
+                raise HNSWError(f"Label not found: {label}")
+            if label not in self._deleted:
+                raise HNSWError("The requested to undelete element is not deleted")
+            graph.unmark_deleted(element)
             self._deleted.discard(label)
             self._keys_changed()
 
     def __repr__(self) -> str:
+        count = 0 if self._graph is None else self._graph.size
         return (
             f"AmortizedHNSW(dim={self.dim}, construction={self.construction!r}, "
-            f"count={self.index.element_count}, ef={self.index.ef})"
+            f"count={count}, ef={self._ef})"
         )

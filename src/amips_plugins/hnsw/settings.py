@@ -1,12 +1,14 @@
 """hnswlib's settings and read-only views of an ``AmortizedHNSW``: threads, ef, sizes, the
-labels and the stored vectors."""
+labels, the stored vectors, and the graph as an ``hnswlib.Index``."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from .. import _core
+from .._hnsw_file import file_size
 from .._validation import MAX_THREADS, as_int64, as_positive_int
-from .state import HNSWError, HNSWState, hnswlib_errors
+from .state import HNSWError, HNSWState
 
 __all__ = ["Settings"]
 
@@ -19,7 +21,7 @@ class Settings(HNSWState):
     @property
     def num_threads(self) -> int:
         """Threads a call with ``num_threads=-1`` uses (hnswlib's default: all cores)."""
-        return self.index.num_threads
+        return self._num_threads or _core.default_num_threads()
 
     @num_threads.setter
     def num_threads(self, value: int) -> None:
@@ -31,22 +33,22 @@ class Settings(HNSWState):
             raise TypeError(f"num_threads must be an integer, got {num_threads!r}")
         if num_threads > MAX_THREADS:
             raise HNSWError(f"num_threads must be at most {MAX_THREADS}, got {num_threads}")
-        self.index.set_num_threads(max(int(num_threads), 0))
+        self._num_threads = max(int(num_threads), 0)
 
     def index_file_size(self) -> int:
-        """Bytes of the hnswlib graph as hnswlib saves it (``save_index`` adds the config)."""
-        self._require_ready()
+        """Bytes of the graph in hnswlib's file (``save_index`` adds the config)."""
+        graph = self._require_ready()
         with self._graph_lock.reading():
-            return self.index.index_file_size()
+            return file_size(graph)
 
     def set_ef(self, ef: int) -> None:
         ef = as_positive_int(ef, "ef")
         self._require_ready()
-        self.index.set_ef(ef)
+        self._ef = ef
 
     @property
     def ef(self) -> int:
-        return self.index.ef
+        return self._ef
 
     @ef.setter
     def ef(self, value: int) -> None:
@@ -54,32 +56,32 @@ class Settings(HNSWState):
 
     @property
     def M(self) -> int:
-        return self.index.M
+        return self._M
 
     @property
     def ef_construction(self) -> int:
-        return self.index.ef_construction
+        return self._ef_construction
 
     @property
     def max_elements(self) -> int:
-        return self.index.max_elements
+        return self._max_elements
 
     @property
     def element_count(self) -> int:
-        return self.index.element_count
+        return 0 if self._graph is None else self._graph.size
 
     def get_current_count(self) -> int:
-        self._require_ready()
-        return self.index.get_current_count()
+        return self._require_ready().size
 
     def get_max_elements(self) -> int:
         self._require_ready()
-        return self.index.get_max_elements()
+        return self._max_elements
 
     def get_ids_list(self) -> list[int]:
+        """Every label, deleted ones too (as in hnswlib)."""
         self._require_ready()
         with self._graph_lock.reading():
-            return self.index.get_ids_list()
+            return self._labels.all.tolist()
 
     def get_items(self, ids=None, return_type: str = "numpy"):
         """The original (not augmented) vectors of ``ids`` (a sequence; default: every label, in
@@ -90,14 +92,13 @@ class Settings(HNSWState):
         return items.tolist() if return_type == "list" else items
 
     def _get_items(self, ids) -> np.ndarray:
-        self._require_ready()
-        with self._graph_lock.reading(), hnswlib_errors():
+        graph = self._require_ready()
+        with self._graph_lock.reading():
             if ids is None:  # in label order: the same for every copy of the index
-                ids = sorted(self.index.get_ids_list())
+                ids = np.sort(self._labels.all)
             if np.ndim(ids) == 0:  # as in hnswlib
                 raise HNSWError(f"ids must be a sequence of labels, got {ids!r}")
             labels = as_int64(np.reshape(ids, -1), "ids", ndim=1)  # knn_query's (n, k) too
             if len(labels) == 0:
                 return np.empty((0, self.dim), np.float32)
-            items = self.index.get_items(labels)
-        return np.asarray(items, dtype=np.float32)[:, : self.dim]
+            return graph.keys(self._elements(labels))[:, : self.dim]

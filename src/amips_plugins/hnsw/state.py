@@ -1,20 +1,21 @@
-"""What every part of ``AmortizedHNSW`` shares: the attributes it keeps beside the hnswlib
-index, its error type, and the checks of input and state."""
+"""What every part of ``AmortizedHNSW`` shares: the graph and the attributes kept beside it, its
+error type, and the checks of input and state."""
 
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
+from .. import _core
 from .._sync import ReadWriteLock
 from .._validation import DimensionError, as_matrix
 from ..effort import EffortTable
 from ..xbox import XboxTransform
+from .labels import Labels
 
-__all__ = ["CONSTRUCTIONS", "HNSWError", "HNSWState", "hnswlib_errors", "rows"]
+__all__ = ["CONSTRUCTIONS", "HNSWError", "HNSWState", "rows"]
 
 CONSTRUCTIONS = ("ip", "xbox")
 
@@ -22,17 +23,6 @@ CONSTRUCTIONS = ("ip", "xbox")
 class HNSWError(ValueError, RuntimeError):
     """Bad input, or an index not in a state to do it: a ValueError, and also the RuntimeError
     hnswlib raises in these cases, so code written for either catches it."""
-
-
-@contextmanager
-def hnswlib_errors():
-    """hnswlib's own RuntimeErrors (unknown label, already deleted, ...) as HNSWError."""
-    try:
-        yield
-    except RuntimeError as e:
-        if isinstance(e, HNSWError):
-            raise
-        raise HNSWError(str(e)) from None
 
 
 def rows(data, dim: int) -> np.ndarray:
@@ -46,7 +36,7 @@ def rows(data, dim: int) -> np.ndarray:
 
 
 class HNSWState:
-    """The attributes an ``AmortizedHNSW`` keeps beside hnswlib's index, declared once for
+    """The graph of an ``AmortizedHNSW`` and the attributes kept beside it, declared once for
     every part (index, settings, transform, calibration, files) it is made of."""
 
     space: str
@@ -55,24 +45,27 @@ class HNSWState:
     sort_batches: bool
     candidates: int
     xbox: XboxTransform | None
-    index: Any  # the hnswlib.Index
-    _ready: bool  # hnswlib crashes when used before init_index / load_index
-    _deleted: set[int]  # labels marked deleted, for capacity checks
-    _allow_replace_deleted: bool | None  # None: unknown (a wrapped index)
-    # Adds, deletions and saves one at a time; searches beside them; whatever replaces or
-    # reallocates the graph (init, resize, load) alone.
-    _add_lock: threading.Lock
+    # The graph: hnswlib's algorithm on the core (keys, their 8-bit codes, links); None before
+    # init_index or load_index. Element i has label _labels.all[i].
+    _graph: _core.GraphSearch | None
+    _labels: Labels
+    _max_elements: int
+    _M: int
+    _ef_construction: int
+    _random_seed: int
+    _ef: int
+    _num_threads: int  # for calls with num_threads=-1; 0: all cores
+    _deleted: set[int]  # labels marked deleted
+    _allow_replace_deleted: bool
+    # Searches share the graph; whatever changes it (add, delete, resize, init, load) waits for
+    # them and runs alone.
     _graph_lock: ReadWriteLock
-    # (GraphSearch, label per element, element count) for target_recall searches; None when the
-    # graph changed since it was made. Set and cleared under _add_lock.
-    _walker: tuple | None
-    last_search_stats: dict  # of the last target_recall search: distances per query
+    last_search_stats: dict
     _query_transform: Any
     _predictor: Any  # the query transform's key predictor
     _effort: EffortTable | None  # calibrate()'s, for target_recall; None: not calibrated
     # the keys the learned parts describe (see amips_plugins._freshness)
-    _keys_version: int  # counts the changes of keys made through this class
-    _keys_seen: int  # the element count after the last of them (another: a change in hnswlib)
+    _keys_version: int  # counts the changes of keys
     _stale: set[str]  # learned parts that could not follow a change of keys
     _effort_version: int  # _keys_version when the calibration was measured
     _calibration_queries: np.ndarray | None  # kept to measure it again after the keys change
@@ -81,32 +74,62 @@ class HNSWState:
     _recalibrating: threading.Lock  # one search measures again, the others wait for it
 
     def _keys_changed(self) -> None:
-        """Note a change of keys: the walk's copy of the graph is made again, the calibration
-        measured again at the next target_recall search, a query transform is stale."""
-        self._walker = None
+        """Note a change of keys: the calibration is measured again at the next target_recall
+        search, a query transform is stale."""
         self._keys_version += 1
-        self._keys_seen = self.index.element_count
         if self._query_transform is not None:
             self._stale.add("query_transform")
 
-    def _note_changes_from_cpp(self) -> None:
-        """A search's check that no element was added to the hnswlib index behind this class."""
-        if self.index.element_count != self._keys_seen:
-            self._keys_changed()
+    def _install_settings(self, max_elements, M, ef_construction, random_seed, allow_replace):
+        """An empty graph with hnswlib's settings."""
+        self._max_elements, self._M = max_elements, M
+        self._ef_construction, self._random_seed = ef_construction, random_seed
+        self._allow_replace_deleted = bool(allow_replace)
+        self._graph = _core.GraphSearch(self._stored_dim, M)
+        self._graph.reserve(max_elements)
+        self._labels = Labels(max_elements)
+        self._deleted = set()
+
+    def _install_graph(self, graph, labels: np.ndarray, deleted: np.ndarray) -> None:
+        """A graph read from a file or another index, with room for max_elements."""
+        graph.reserve(self._max_elements)
+        self._graph, self._labels = graph, Labels(max(self._max_elements, len(labels)))
+        self._labels.append(labels)
+        self._deleted = set(labels[deleted != 0].tolist())
 
     @property
     def _stored_dim(self) -> int:
         return self.dim + 1 if self.xbox is not None else self.dim
 
-    def _require_ready(self) -> None:
-        if not self._ready:
+    def _require_ready(self) -> _core.GraphSearch:
+        if self._graph is None:
             raise HNSWError("the index is not initialised: call init_index or load_index first")
+        return self._graph
 
     def _live_count(self) -> int:
-        count = self.index.get_current_count() - len(self._deleted)
+        count = self._require_ready().size - len(self._deleted)
         if count <= 0:
             raise HNSWError("the index is empty (or all deleted): add_items before searching")
         return count
+
+    def _elements(self, labels) -> np.ndarray:
+        """The elements of labels that are present and not deleted; HNSWError names one that
+        is not."""
+        labels = np.asarray(labels, np.int64)
+        elements = self._labels.elements(labels)
+        missing = elements < 0
+        if self._deleted:
+            missing |= np.isin(labels, self._deleted_labels())
+        if missing.any():
+            raise HNSWError(f"Label not found: {int(labels[missing][0])}")
+        return elements
+
+    def _deleted_labels(self) -> np.ndarray:
+        return np.fromiter(self._deleted, np.int64, len(self._deleted))
+
+    def _threads(self, num_threads: int) -> int:
+        """The core's thread count for a call's num_threads (-1: the index's setting)."""
+        return self._num_threads if num_threads < 0 else num_threads
 
     def _as_stored(self, q: np.ndarray) -> np.ndarray:
         return self.xbox.transform_queries(q) if self.xbox is not None else q
