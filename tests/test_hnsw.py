@@ -207,6 +207,29 @@ def test_a_label_added_again_moves_and_a_filter_keeps_only_what_it_accepts(data)
         index.knn_query(test, k=5, filter=[1, 2])
 
 
+def test_labels_find_their_elements_as_a_dict_would():
+    from amips_plugins.hnsw.labels import Labels
+
+    rng = np.random.default_rng(0)
+    labels, table = Labels(20_000), {}
+    for size in rng.integers(1, 3000, 12):  # some lookups sort recent labels, some all of them
+        fresh = rng.choice(10**9, size, replace=False)
+        fresh = fresh[[label not in table for label in fresh.tolist()]]
+        table.update({label: labels.count + i for i, label in enumerate(fresh.tolist())})
+        labels.append(fresh)
+        asked = np.concatenate([rng.choice(labels.all, 50), rng.integers(0, 10**9, 50)])
+        expected = [table.get(label, -1) for label in asked.tolist()]
+        np.testing.assert_array_equal(labels.elements(asked), expected)
+    moved = rng.choice(labels.count, 10, replace=False)
+    for element in moved.tolist():
+        del table[int(labels.all[element])]
+    new = np.arange(10) + 2 * 10**9
+    labels.relabel(moved, new)
+    table.update(dict(zip(new.tolist(), moved.tolist())))
+    asked = np.concatenate([new, labels.all[:100]])
+    np.testing.assert_array_equal(labels.elements(asked), [table[a] for a in asked.tolist()])
+
+
 def test_concurrent_queries(data):
     keys, _, test = data
     index = build(keys)

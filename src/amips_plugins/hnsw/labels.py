@@ -8,14 +8,20 @@ __all__ = ["Labels"]
 
 
 class Labels:
-    """Labels by element (int64, room for ``capacity``), and lookups the other way through a
-    sorted copy made when first needed after a change: 16 bytes an element, where a hash map
-    of Python integers takes about 100."""
+    """Labels by element (int64, room for ``capacity``), and lookups the other way: 16 bytes an
+    element, where a hash map of Python integers takes about 100.
+
+    A lookup reads a sorted copy of the labels of the first elements and sorts the few added
+    since; the copy is made again once they are many (``_RECENT``), so that adding one label at a
+    time costs a sort of the recent ones, not of all."""
+
+    _RECENT = 4096
 
     def __init__(self, capacity: int = 0):
         self._by_element = np.empty(capacity, np.int64)
         self.count = 0
-        self._sorted: tuple[np.ndarray, np.ndarray] | None = None  # (labels sorted, elements)
+        self._sorted = np.empty(0, np.int64), np.empty(0, np.int64)  # labels sorted, elements
+        self._sorted_count = 0  # the elements the sorted copy covers: 0 .. _sorted_count - 1
 
     @property
     def all(self) -> np.ndarray:
@@ -27,24 +33,33 @@ class Labels:
         grown[: self.count] = self.all
         self._by_element = grown
 
-    def elements(self, labels: np.ndarray) -> np.ndarray:
+    def elements(self, labels) -> np.ndarray:
         """The element of each of ``labels`` (int64), -1 where none has it."""
-        if self._sorted is None:
-            order = np.argsort(self.all, kind="stable")
-            self._sorted = self.all[order], order
-        ordered, order = self._sorted
         labels = np.asarray(labels, np.int64)
-        if len(ordered) == 0:
-            return np.full(labels.shape, -1, np.int64)
-        at = np.minimum(np.searchsorted(ordered, labels), len(ordered) - 1)
-        return np.where(ordered[at] == labels, order[at], -1)
+        if self.count - self._sorted_count > self._RECENT:
+            order = np.argsort(self.all, kind="stable")
+            self._sorted, self._sorted_count = (self.all[order], order), self.count
+        found = _look_up(*self._sorted, labels)
+        recent = self._by_element[self._sorted_count : self.count]
+        if len(recent):
+            order = np.argsort(recent, kind="stable")
+            in_recent = _look_up(recent[order], order + self._sorted_count, labels)
+            found = np.where(in_recent >= 0, in_recent, found)
+        return found
 
     def append(self, labels: np.ndarray) -> None:
         """Labels of the next elements (within the capacity)."""
         self._by_element[self.count : self.count + len(labels)] = labels
         self.count += len(labels)
-        self._sorted = None
 
     def relabel(self, elements: np.ndarray, labels: np.ndarray) -> None:
         self._by_element[elements] = labels
-        self._sorted = None
+        self._sorted, self._sorted_count = (np.empty(0, np.int64),) * 2, 0
+
+
+def _look_up(ordered: np.ndarray, elements: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The element of each label in ``ordered`` (sorted, ``elements`` beside), -1 if absent."""
+    if len(ordered) == 0:
+        return np.full(labels.shape, -1, np.int64)
+    at = np.minimum(np.searchsorted(ordered, labels), len(ordered) - 1)
+    return np.where(ordered[at] == labels, elements[at], -1)
