@@ -42,7 +42,7 @@ from amips_plugins._hnsw_file import insertion_order
 from amips_plugins.ground_truth import default_cache_dir
 from amips_plugins.harness import peers
 from amips_plugins.harness.datasets import builtin
-from amips_plugins.harness.evaluation import recall_at_k
+from amips_plugins.harness.evaluation import recall_at_k, resident_mb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import record  # noqa: E402
@@ -93,12 +93,6 @@ def timed(searches, test, rounds=3, single_queries=300):
         )
         for name in searches
     }
-
-
-def resident_mb() -> float:
-    """This process's resident memory (MB)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def built(build):

@@ -133,7 +133,8 @@ def main():
             print(
                 f"{order:<10} {row['method']:<40} ef {row['param']:>4}  "
                 f"recall@10 {row['recall']:6.1%}  "
-                f"{1e3 / row['ms_per_query']:>9.0f} queries/s  build {row['build_s']:.0f} s",
+                f"{1e3 / row['ms_per_query']:>9.0f} queries/s  build {row['build_s']:.0f} s, "
+                f"{row['memory_mb']:.0f} MB",
                 flush=True,
             )
     out = Path(args.out) / args.dataset

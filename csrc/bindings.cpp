@@ -13,6 +13,10 @@
 #include <string>
 #include <tuple>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include "graph.h"
 #include "kernels.h"
 #include "ledger.h"
@@ -561,6 +565,15 @@ PYBIND11_MODULE(_core, m) {
           "(rows of keys by descending norm) against it: a key that beats a query's score becomes "
           "its answer (amips_plugins.routing.ledger).");
     m.def("all_finite", &all_finite_py, py::arg("x"), "True when no element is NaN or Inf.");
+    m.def("release_free_memory",
+          [] {
+#if defined(__GLIBC__)
+              malloc_trim(0);
+#endif
+          },
+          "Hands the C heap's free pages back to the system (glibc: malloc_trim). After a large "
+          "block is freed glibc keeps up to 64 MB of later frees for reuse; a build's transients "
+          "would stay in the process's memory.");
 
     py::class_<XboxTransform>(m, "XboxTransform")
         .def(py::init<std::size_t>(), py::arg("dim"))

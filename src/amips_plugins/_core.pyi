@@ -6,7 +6,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['GraphSearch', 'XboxTransform', 'all_finite', 'default_num_threads', 'detected_simd_level', 'max_threads', 'pack_keys', 'rescore', 'segment_max_dot', 'segment_max_dot_packed', 'simd_level', 'take_better_answers', 'take_in_turn', 'topk_dot', 'topk_dot_packed', 'topk_rows', 'unpack_keys']
+__all__: list[str] = ['GraphSearch', 'XboxTransform', 'all_finite', 'default_num_threads', 'detected_simd_level', 'max_threads', 'pack_keys', 'release_free_memory', 'rescore', 'segment_max_dot', 'segment_max_dot_packed', 'simd_level', 'take_better_answers', 'take_in_turn', 'topk_dot', 'topk_dot_packed', 'topk_rows', 'unpack_keys']
 class XboxTransform:
     def __init__(self, dim: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
@@ -106,6 +106,10 @@ def detected_simd_level() -> str:
 def pack_keys(panels: numpy.ndarray, first: typing.SupportsInt | typing.SupportsIndex, x: typing.Annotated[numpy.typing.ArrayLike, numpy.float32]) -> None:
     """
     Packs the rows of x (a multiple of 64) into key slots first.. of a panel buffer.
+    """
+def release_free_memory() -> None:
+    """
+    Hands the C heap's free pages back to the system (glibc: malloc_trim). After a large block is freed glibc keeps up to 64 MB of later frees for reuse; a build's transients would stay in the process's memory.
     """
 def rescore(queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], candidate_ids: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> numpy.typing.NDArray[numpy.float32]:
     ...

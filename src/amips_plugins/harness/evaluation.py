@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 
@@ -11,7 +12,24 @@ import numpy as np
 from .._optional import require
 from .._progress import Progress, ProgressArg
 
-__all__ = ["match_rate", "recall_at_k", "time_each", "sweep", "format_table", "plot_curves"]
+__all__ = [
+    "format_table",
+    "match_rate",
+    "plot_curves",
+    "recall_at_k",
+    "resident_mb",
+    "sweep",
+    "time_each",
+]
+
+
+def resident_mb() -> float:
+    """This process's resident memory (MB; NaN where /proc is not there)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return math.nan
 
 
 def match_rate(ids, true_top1) -> float:
@@ -70,9 +88,11 @@ def sweep(
     Returns one dict per (method, parameter): method, param_name, param, k, match_rate (top-1),
     recall (at k), ms_per_query (wall-clock for the whole batch / nq, a learned model's inference
     included), distances_per_query, flops_per_query (2 per multiply-add of every distance, plus the
-    network's; NaN when the library reports no count), build_s (training included) and fit_s (the
-    learned part's share of it). With ``single_queries``, also single_query_ms: the median
-    wall-clock of that many of the queries searched one at a time (serving latency).
+    network's; NaN when the library reports no count), build_s (training included), fit_s (the
+    learned part's share of it) and memory_mb (growth of this process's resident memory while it
+    was built: approximate, the methods built in turn in one process). With ``single_queries``,
+    also single_query_ms: the median wall-clock of that many of the queries searched one at a
+    time (serving latency).
     ``progress``: True for a tqdm bar over the methods, or a callable(done, total).
     """
     rows = []
@@ -86,9 +106,9 @@ def sweep(
 def _measure(method, keys, queries, true_ids, k: int, single_queries: int) -> list[dict]:
     """``sweep``'s rows for one method."""
     rows = []
-    start = time.perf_counter()
+    start, before = time.perf_counter(), resident_mb()
     method.build(keys)
-    build_s = time.perf_counter() - start
+    build_s, memory_mb = time.perf_counter() - start, resident_mb() - before
     for param in method.params:
         method.search(queries[: min(len(queries), 64)], k, param)  # warm-up
         start = time.perf_counter()
@@ -115,6 +135,7 @@ def _measure(method, keys, queries, true_ids, k: int, single_queries: int) -> li
                 "flops_per_query": 2.0 * method.distance_dim * distances + method.network_flops,
                 "build_s": build_s,
                 "fit_s": getattr(method, "fit_s", 0.0),
+                "memory_mb": memory_mb,
                 **row,
             }
         )

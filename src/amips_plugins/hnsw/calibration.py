@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _core
 from .._freshness import check_measurable, kept_calibration_queries
 from .._validation import as_positive_int
 from ..effort import EffortTable, effort_grid
@@ -65,7 +66,9 @@ class Calibration(HNSWState):
             efs = np.full(len(queries), ef, np.int32)
             return self._walk(queries, k, efs, num_threads, None)[0].astype(np.int64)
 
-        return EffortTable.measure(q, truth, search, effort_grid(k, max(k, max_ef)))
+        table = EffortTable.measure(q, truth, search, effort_grid(k, max(k, max_ef)))
+        _core.release_free_memory()  # what measuring freed: the exact top-k's copies of the keys
+        return table
 
     def _ef_per_query(
         self, q: np.ndarray, k: int, target_recall, num_threads: int

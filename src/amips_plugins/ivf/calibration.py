@@ -74,6 +74,7 @@ class Calibration(IVFState):
             )
             self._note_changes_from_cpp()
             tables, curve = self._measure(q, k, depth, *self._grouped_keys(raw))
+            _core.release_free_memory()  # what measuring freed: the exact top-k's transients
             self._effort, self._effort_version = tables, self._keys_version
             self._calibration_queries, self._calibration_depth = kept_calibration_queries(q), depth
         return curve

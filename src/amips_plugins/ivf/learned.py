@@ -6,6 +6,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
+from .. import _core
 from .._io import key_fingerprint
 from .._validation import as_matrix, as_num_threads, as_positive_int
 from ..exact import rescore, topk_dot
@@ -205,6 +206,7 @@ class Learned(IVFState):
                 )
             if self._router is not None:  # keeps it true as keys come and go
                 self._ledger = self._fit_ledger(queries, keys, best, ids)
+            _core.release_free_memory()  # what fitting freed: the answers' and pieces' transients
             return report
         from ..learn.training import fit
 
