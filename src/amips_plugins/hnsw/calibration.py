@@ -107,7 +107,7 @@ class Calibration(HNSWState):
         ``filter`` accepts are kept, when one is given."""
         graph, labels = self._require_ready(), self._labels.all
         walk = q if self._query_transform is None else self._predictor.keys(q)
-        ef = np.maximum(ef_per_query, k).astype(np.int32)
+        ef = np.maximum(ef_per_query, k, dtype=np.int32)
         allowed = None if filter is None else (lambda e: filter(int(labels[e])))
         scores, elements, scored = graph.search(
             self._as_stored(walk), self._as_stored(q), k, ef, self._threads(num_threads), allowed
@@ -120,4 +120,5 @@ class Calibration(HNSWState):
                 + ("" if filter is None else " the filter accepts")
                 + "; search with a larger ef (set_ef, or calibrate with a larger max_ef)"
             )
-        return labels[elements].astype(np.uint64), (1.0 - scores).astype(np.float32)
+        # labels are non-negative: as uint64 (hnswlib's type) without a copy; scores float32
+        return labels[elements].view(np.uint64), np.subtract(np.float32(1), scores)

@@ -118,8 +118,11 @@ class HNSWState:
         labels = np.asarray(labels, np.int64)
         elements = self._labels.elements(labels)
         missing = elements < 0
-        if self._deleted:
-            missing |= np.isin(labels, self._deleted_labels())
+        if self._deleted:  # per label, not per deleted one: deletions come one at a time
+            deleted = self._deleted
+            missing |= np.fromiter(
+                (label in deleted for label in labels.tolist()), bool, len(labels)
+            )
         if missing.any():
             raise HNSWError(f"Label not found: {int(labels[missing][0])}")
         return elements
