@@ -1,17 +1,18 @@
-"""AmortizedHNSW against hnswlib, faiss HNSW, usearch and voyager, in Vespa's protocol: insertion
-order x ef.
+"""AmortizedHNSW against hnswlib, faiss HNSW, usearch, voyager, Intel SVS (Vamana), ScaNN and
+(with ``--methods ... ngt``) NGT, in Vespa's protocol: insertion order x ef.
 
     python benchmarks/bench_hnsw.py                       # GloVe 6B 50d
     python benchmarks/bench_hnsw.py --dataset wordnet     # WordNet + all-MiniLM-L6-v2, unnormalised
 
 Keys (GloVe: 300k words) are inserted in random order, ascending norm or descending norm (ours
 also streamed in 10 random batches; voyager's inner product needs descending norm, so it sorts
-them itself); 2k held-out words are the queries. M = 16,
-ef_construction = 200, ef in {10, 40, 100, 400}. Prints recall@10 against the exact top-10 and
-queries/s (the whole batch, all threads, network included) for every method, order and ef, and
-writes them as JSON. The learned query transforms (random order only) are trained on the
-dataset's training queries first: a KeyNet for ``--budget`` seconds, a MaxAffineNet in one pass;
-the graph is searched with the predicted key for k = 10 candidates, rescored with q.
+them itself); 2k held-out words are the queries. M = 16, ef_construction = 200, ef in {10, 40,
+100, 400} (SVS: degree 32, its search window at the same values; ScaNN: its own grid of leaves
+searched and reorder depth). Prints recall@10 against the exact top-10, queries/s (the whole
+batch, all threads, network included), build time and memory for every method, order and
+setting, and writes them as JSON. The learned query transforms (random order only) are trained
+on the dataset's training queries first: a KeyNet for ``--budget`` seconds, a MaxAffineNet in one
+pass; the graph is searched with the predicted key for k = 10 candidates, rescored with q.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ METHODS = (
     "faiss",
     "usearch",
     "voyager",
+    "svs",
+    "scann",
+    "ngt",
     "ours-ip",
     "ours-xbox",
     "ours-keynet",
@@ -47,7 +51,10 @@ def main():
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--dataset", choices=["glove50", "wordnet"], default="glove50")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    # NGT's batch search runs on one thread holding the GIL: asked for by name only
+    p.add_argument(
+        "--methods", nargs="+", choices=METHODS, default=[m for m in METHODS if m != "ngt"]
+    )
     p.add_argument(
         "--orders",
         nargs="+",
@@ -108,6 +115,12 @@ def main():
                 methods.append(peers.UsearchIP(args.threads, params=params))
             if "voyager" in args.methods:  # inserts by descending norm whatever the order
                 methods.append(peers.VoyagerIP(args.threads, params=params))
+            if "svs" in args.methods:  # its search window plays ef's part
+                methods.append(peers.SVSVamana(args.threads, params=params))
+            if "scann" in args.methods:  # a tree, not a graph: the order does not matter
+                methods.append(peers.ScaNN(args.threads))
+            if "ngt" in args.methods:
+                methods.append(peers.NGT(args.threads))
         for construction in ("ip", "xbox"):
             if f"ours-{construction}" in args.methods:
                 methods.append(
@@ -131,7 +144,7 @@ def main():
         for row in sweep(methods, keys[perm], test, rank[true_ids], k=10, progress=False):
             rows.append({**row, "order": order})
             print(
-                f"{order:<10} {row['method']:<40} ef {row['param']:>4}  "
+                f"{order:<10} {row['method']:<40} {row['param_name']} {row['param']!s:>4}  "
                 f"recall@10 {row['recall']:6.1%}  "
                 f"{1e3 / row['ms_per_query']:>9.0f} queries/s  build {row['build_s']:.0f} s, "
                 f"{row['memory_mb']:.0f} MB",
