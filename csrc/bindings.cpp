@@ -398,20 +398,25 @@ GraphSearch make_empty_graph(std::int64_t dim, std::int64_t max_m, bool keep_key
     return GraphSearch(std::size_t(dim), std::size_t(max_m), keep_keys);
 }
 
-void graph_add_py(GraphSearch& g, const Array<float>& keys, std::int64_t ef_construction,
-                  std::uint64_t seed, int num_threads) {
+// Keys to link into graph g: finite rows of its dimension, with a positive ef_construction.
+void require_graph_keys(const GraphSearch& g, const Array<float>& keys,
+                        std::int64_t ef_construction) {
     require_matrix(keys, "keys");
     require(std::size_t(keys.shape(1)) == g.dim(),
             "keys must have " + std::to_string(g.dim()) + " columns, got shape " + shape_of(keys));
     require(ef_construction > 0, "ef_construction must be positive");
-    require_threads(num_threads);
     for (py::ssize_t i = 0; i < keys.size(); ++i) {
         require(std::isfinite(keys.data()[i]), "keys must be finite");
     }
+}
+
+void graph_add_py(GraphSearch& g, const Array<float>& keys, std::int64_t ef_construction,
+                  std::uint64_t seed, int num_threads) {
+    require_graph_keys(g, keys, ef_construction);
+    require_threads(num_threads);
     py::gil_scoped_release release;
     g.add(keys.data(), keys.shape(0), std::size_t(ef_construction), seed, num_threads);
 }
-
 
 // Elements (1-D int64) of graph g, each checked to be one of its elements.
 std::vector<std::uint32_t> elements_of(const GraphSearch& g, const ExactArray<std::int64_t>& elements) {
@@ -429,14 +434,10 @@ std::vector<std::uint32_t> elements_of(const GraphSearch& g, const ExactArray<st
 void graph_update_py(GraphSearch& g, const ExactArray<std::int64_t>& elements,
                      const Array<float>& keys, std::int64_t ef_construction) {
     const std::vector<std::uint32_t> at = elements_of(g, elements);
-    require_matrix(keys, "keys");
-    require(std::size_t(keys.shape(0)) == at.size() && std::size_t(keys.shape(1)) == g.dim(),
+    require_graph_keys(g, keys, ef_construction);
+    require(std::size_t(keys.shape(0)) == at.size(),
             "keys must have one row of " + std::to_string(g.dim()) + " per element, got shape " +
                 shape_of(keys));
-    require(ef_construction > 0, "ef_construction must be positive");
-    for (py::ssize_t i = 0; i < keys.size(); ++i) {
-        require(std::isfinite(keys.data()[i]), "keys must be finite");
-    }
     py::gil_scoped_release release;
     g.update(at.data(), keys.data(), at.size(), std::size_t(ef_construction));
 }

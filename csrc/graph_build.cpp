@@ -101,13 +101,11 @@ public:
             pool_.erase(std::unique(pool_.begin(), pool_.end()), pool_.end());
             const std::size_t width = l == 0 ? g_.max_m0_ : g_.max_m_;
             for (const std::uint32_t n : near) {
-                scale_code(n, probe_);
-                pruned_.clear();
+                others_.clear();
                 for (const std::uint32_t c : pool_) {
-                    if (c == n) continue;
-                    pruned_.emplace_back(kernels_.dot_codes(probe_.data(), code(c), g_.code_dim_), c);
+                    if (c != n) others_.push_back(c);
                 }
-                std::sort(pruned_.begin(), pruned_.end(), better);
+                rank_by(n, others_);
                 if (pruned_.size() > ef_) pruned_.resize(ef_);
                 select(n, pruned_, width, kept_);
                 std::lock_guard<std::mutex> lock(lock_of(n));
@@ -260,6 +258,16 @@ private:
         }
     }
 
+    // pruned_ = `others` with their scores with base's code value, best first.
+    void rank_by(std::uint32_t base, const std::vector<std::uint32_t>& others) {
+        scale_code(base, probe_);
+        pruned_.clear();
+        for (const std::uint32_t c : others) {
+            pruned_.emplace_back(kernels_.dot_codes(probe_.data(), code(c), g_.code_dim_), c);
+        }
+        std::sort(pruned_.begin(), pruned_.end(), better);
+    }
+
     // Adds e to n's links on level, or, when they are full, keeps what the heuristic chooses
     // among them and e.
     void link_back(std::uint32_t n, std::uint32_t e, int level) {
@@ -273,13 +281,9 @@ private:
             l[0] = (l[0] & ~std::uint32_t(0xFFFF)) | (count + 1);
             return;
         }
-        scale_code(n, probe_);
-        pruned_.clear();
-        for (std::uint32_t j = 1; j <= count; ++j) {
-            pruned_.emplace_back(kernels_.dot_codes(probe_.data(), code(l[j]), g_.code_dim_), l[j]);
-        }
-        pruned_.emplace_back(kernels_.dot_codes(probe_.data(), code(e), g_.code_dim_), e);
-        std::sort(pruned_.begin(), pruned_.end(), better);
+        others_.assign(l + 1, l + 1 + count);
+        others_.push_back(e);
+        rank_by(n, others_);
         select(n, pruned_, width, kept_);
         write_links(n, level, kept_);
     }
@@ -290,7 +294,7 @@ private:
     std::mutex& top_;
     const std::size_t ef_;
     VisitedSet visited_;
-    std::vector<std::uint32_t> links_, kept_, pool_;
+    std::vector<std::uint32_t> links_, kept_, pool_, others_;
     std::vector<std::vector<std::uint32_t>> chosen_;  // by level
     std::vector<float> aim_, probe_, offset_, step_;  // offset_ + code * step_: scale_code
     std::vector<Scored> candidates_, found_, pruned_;

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from amips_plugins import _core
-from amips_plugins._hnsw_file import copy_graph, insertion_order
+from amips_plugins._hnsw_file import graph_arrays, insertion_order
 from amips_plugins.exact import topk_dot
 
 N, D = 4000, 24
@@ -37,7 +37,8 @@ def test_the_graph_finds_what_hnswlibs_graph_finds(data):
     index = hnswlib.Index(space="ip", dim=D)
     index.init_index(N, M=12, ef_construction=100, random_seed=7)
     index.add_items(keys, num_threads=2)
-    theirs, labels = copy_graph(index)
+    arrays, labels = graph_arrays(index)
+    theirs = _core.GraphSearch(**arrays)
     for ef in (10, 40):
         mine = recall(walk(ours, queries, ef)[1], truth)
         other = recall(labels[walk(theirs, queries, ef)[1]], truth)

@@ -16,11 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _core
-
 __all__ = [
     "GraphFile",
-    "copy_graph",
     "file_size",
     "graph_arrays",
     "insertion_order",
@@ -46,12 +43,6 @@ class GraphFile:
     max_elements: int
     M: int
     ef_construction: int
-
-    @property
-    def deleted_labels(self) -> set[int]:
-        if self.arrays is None:
-            return set()
-        return set(self.labels[self.arrays["deleted"] != 0].tolist())
 
 
 def _memory_bytes() -> int:
@@ -141,28 +132,34 @@ def read_graph(buf: bytes, dim: int) -> GraphFile:
     return GraphFile(arrays, labels, max_elements, m, ef_construction)
 
 
+def _record_bytes(m: int, dim: int) -> int:
+    """An element's level-0 record: its count word and 2 M links, its key, its label."""
+    return 4 * (2 * m + 1) + 4 * dim + 8
+
+
 def file_size(graph) -> int:
     """Bytes of the hnswlib file of ``graph`` (a ``_core.GraphSearch`` that keeps its keys)."""
-    record = 4 * (2 * graph.max_m + 1) + 4 * graph.dim + 8
-    return _HEADER.size + graph.size * (record + 4) + 4 * graph.upper_words
+    return (
+        _HEADER.size
+        + graph.size * (_record_bytes(graph.max_m, graph.dim) + 4)
+        + 4 * graph.upper_words
+    )
 
 
 def write_graph(f, graph, labels: np.ndarray, max_elements: int, ef_construction: int) -> None:
     """Write ``graph`` (a ``_core.GraphSearch`` that keeps its keys) to the binary file ``f`` in
     hnswlib's layout, element i labelled ``labels[i]``."""
     m, dim, count = graph.max_m, graph.dim, graph.size
-    if count == 0:
-        header = (0, max_elements, 0, 4 * (2 * m + 1) + 4 * dim + 8, 4 * (2 * m + 1) + 4 * dim,
-                  4 * (2 * m + 1), 0, 0, m, 2 * m, m, 1 / math.log(m), ef_construction)  # fmt: skip
-        f.write(_HEADER.pack(*header))
-        return
-    arrays = graph.arrays()
-    links0, width = arrays["links0"], 2 * m + 1
-    record = 4 * width + 4 * dim + 8
-    header = (0, max_elements, count, record, 4 * width + 4 * dim, 4 * width,
-              int(arrays["levels"][arrays["entry"]]), arrays["entry"], m, 2 * m, m,
-              1 / math.log(m), ef_construction)  # fmt: skip
+    width, record = 2 * m + 1, _record_bytes(m, dim)
+    arrays = graph.arrays() if count else None
+    entry = 0 if arrays is None else arrays["entry"]
+    top = 0 if arrays is None else int(arrays["levels"][entry])
+    header = (0, max_elements, count, record, 4 * width + 4 * dim, 4 * width, top, entry, m,
+              2 * m, m, 1 / math.log(m), ef_construction)  # fmt: skip
     f.write(_HEADER.pack(*header))
+    if arrays is None:
+        return
+    links0 = arrays["links0"]
     step = 1 << 14  # elements per write: a few MB at a time
     for first in range(0, count, step):
         rows = slice(first, first + step)
@@ -174,10 +171,9 @@ def write_graph(f, graph, labels: np.ndarray, max_elements: int, ef_construction
         f.write(block.tobytes())
     # per element: its upper levels' byte count, then their blocks
     levels, upper = arrays["levels"].astype(np.int64), arrays["upper"]
-    sizes = levels * 4 * (m + 1)
     words = np.empty(count + len(upper), np.uint32)
     starts = np.arange(count) + np.concatenate(([0], np.cumsum(levels * (m + 1))[:-1]))
-    words[starts] = sizes
+    words[starts] = levels * 4 * (m + 1)
     is_link = np.ones(len(words), bool)
     is_link[starts] = False
     words[is_link] = upper
@@ -190,13 +186,6 @@ def _check_links(sizes: np.ndarray, links: np.ndarray, count: int, width: int, w
     used = np.arange(width) < sizes[:, None]
     if (links[used] >= count).any():
         raise ValueError(f"{where}: a link leads outside the {count} elements")
-
-
-def copy_graph(index) -> tuple[_core.GraphSearch, np.ndarray]:
-    """The graph of a live ``hnswlib.Index`` as a ``_core.GraphSearch``, and the label of
-    each of its elements (int64)."""
-    arrays, labels = graph_arrays(index)
-    return _core.GraphSearch(**arrays), labels
 
 
 def graph_arrays(index) -> tuple[dict, np.ndarray]:
