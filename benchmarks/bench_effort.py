@@ -19,7 +19,8 @@ query beside the per-query one) and over the fast-scan peer's codes re-ranked fr
 HNSW: hnswlib, faiss HNSW, usearch and voyager (M 16, ef_construction 200, keys inserted by
 descending norm: the best order for every library, and voyager's transform needs it), SVS
 Vamana (degree 32, window 200), ScaNN, and with ``--ngt`` NGT (epsilon; its batch search
-runs on one thread holding the GIL, so finding its settings takes hours on GloVe). A peer with
+runs on one thread holding the GIL, so finding its settings takes hours on GloVe); ours twice:
+the plain graph, and with edges learned from the 80k (``fit_edges``). A peer with
 two knobs is one contender per value of the second (``pip install ".[peers]"`` installs them).
 """
 
@@ -184,18 +185,22 @@ def scann_rivals(threads, keys):
 
 
 def hnsw_contenders(ds, keys, fit_q, calibration_q, threads, with_ngt=False):
-    graph = ap.AmortizedHNSW("ip", ds.d)  # inserts by descending norm itself
+    ours = {}
+    for name, edge_queries in (("", None), (", learned edges", fit_q)):
+        graph = ap.AmortizedHNSW("ip", ds.d)  # inserts by descending norm itself
 
-    def build():
-        graph.init_index(len(keys), M=16, ef_construction=200)
-        graph.add_items(keys, num_threads=threads)
-        graph.calibrate(calibration_q, K, max_ef=MAX_EF, num_threads=threads)
+        def build(graph=graph, edge_queries=edge_queries):
+            graph.init_index(len(keys), M=16, ef_construction=200)
+            graph.add_items(keys, num_threads=threads)
+            if edge_queries is not None:
+                graph.fit_edges(edge_queries, num_threads=threads)
+            graph.calibrate(calibration_q, K, max_ef=MAX_EF, num_threads=threads)
 
-    build_s, memory_mb = built(build)
+        def ours_search(q, target, graph=graph):
+            labels = graph.knn_query(q, K, num_threads=threads, target_recall=target)[0]
+            return labels.astype(np.int64), graph.last_search_stats["distances"]
 
-    def ours_search(q, target):
-        labels = graph.knn_query(q, K, num_threads=threads, target_recall=target)[0]
-        return labels.astype(np.int64), graph.last_search_stats["distances"]
+        ours[f"ours target_recall{name}"] = (ours_search, *built(build))
 
     order = insertion_order(keys)
     rivals = []
@@ -211,7 +216,6 @@ def hnsw_contenders(ds, keys, fit_q, calibration_q, threads, with_ngt=False):
         epsilon = [(" epsilon", lambda s: s / 1000, lambda s: s / 1000)]  # steps of 0.001
         rivals += peer_rivals(peers.NGT(threads), keys, epsilon, 0, 500)
     rivals += scann_rivals(threads, keys)
-    ours = {"ours target_recall": (ours_search, build_s, memory_mb)}
     return "M 16, ef_construction 200", ours, rivals
 
 

@@ -6,13 +6,14 @@
 
 Keys (GloVe: 300k words) are inserted in random order, ascending norm or descending norm (ours
 also streamed in 10 random batches; voyager's inner product needs descending norm, so it sorts
-them itself); 2k held-out words are the queries. M = 16, ef_construction = 200, ef in {10, 40,
-100, 400} (SVS: degree 32, its search window at the same values; ScaNN: its own grid of leaves
+them itself); 2k held-out words are the queries. M = 16, ef_construction = 200, ef in {10, 20,
+40, 100, 400} (SVS: degree 32, its search window at the same values; ScaNN: its own grid of leaves
 searched and reorder depth). Prints recall@10 against the exact top-10, queries/s (the whole
 batch, all threads, network included), build time and memory for every method, order and
 setting, and writes them as JSON. The learned query transforms (random order only) are trained
 on the dataset's training queries first: a KeyNet for ``--budget`` seconds, a MaxAffineNet in one
 pass; the graph is searched with the predicted key for k = 10 candidates, rescored with q.
+``ours-ip-edges`` adds to ours the edges ``fit_edges`` learns from all the training queries.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ METHODS = (
     "ngt",
     "ours-ip",
     "ours-xbox",
+    "ours-ip-edges",
     "ours-keynet",
     "ours-maxaffine",
 )
@@ -84,7 +86,8 @@ def main():
         "descending": np.argsort(-norms, kind="stable"),
     }
     orders["stream"] = orders["random"]
-    params = (10, 40, 100, 400)
+    params = (10, 20, 40, 100, 400)
+    train = ds.train_queries
     transforms = {}
     if "ours-keynet" in args.methods:
         transforms["KeyNet"] = ap.KeyNet(ds.d)
@@ -131,6 +134,8 @@ def main():
                         params=params,
                     )
                 )
+        if "ours-ip-edges" in args.methods and order != "stream":
+            methods.append(peers.OursHNSW(args.threads, params=params, edge_queries=train))
         if order == "random":
             methods += [
                 peers.OursHNSW(

@@ -621,6 +621,20 @@ PYBIND11_MODULE(_core, m) {
              py::arg("ef_construction") = 200,
              "Give elements (m,) the keys (m, dim) in place, each linked again where its new key "
              "lies (hnswlib's updatePoint).")
+        .def("link",
+             [](GraphSearch& g, const ExactArray<std::int64_t>& sources,
+                const ExactArray<std::int64_t>& targets) {
+                 require(sources.ndim() == 1 && targets.ndim() == 1 &&
+                             sources.size() == targets.size(),
+                         "sources and targets must be 1-D of one length, got shapes " +
+                             shape_of(sources) + " and " + shape_of(targets));
+                 const std::vector<std::uint32_t> from = elements_of(g, sources);
+                 const std::vector<std::uint32_t> to = elements_of(g, targets);
+                 return g.link(from.data(), to.data(), from.size());
+             },
+             py::arg("sources"), py::arg("targets"),
+             "Add the level-0 link sources[i] -> targets[i] of each pair, in order, where the "
+             "source's list has room and lacks it; returns how many were added.")
         .def("mark_deleted",
              [](GraphSearch& g, const ExactArray<std::int64_t>& elements) {
                  for (const std::uint32_t e : elements_of(g, elements)) g.mark_deleted(e);

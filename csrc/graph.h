@@ -79,6 +79,12 @@ public:
     // One thread; not to be called while a search runs.
     void update(const std::uint32_t* elements, const float* keys, std::size_t count,
                 std::size_t ef_construction);
+    // Adds the level-0 link from[i] -> to[i] for each of count pairs, in order, where from[i]'s
+    // list has room and lacks it (a pair of one element is passed over); returns how many were
+    // added. Links added so are kept as any other: an insertion may prune them from a full list.
+    // Throws std::invalid_argument, changing nothing, when an element lies outside the graph.
+    // Not to be called while a search runs.
+    std::size_t link(const std::uint32_t* from, const std::uint32_t* to, std::size_t count);
     // Marks an element deleted: walked through, never returned; unmark_deleted undoes it.
     void mark_deleted(std::uint32_t element);
     void unmark_deleted(std::uint32_t element);

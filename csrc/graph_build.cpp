@@ -357,6 +357,27 @@ void GraphSearch::update(const std::uint32_t* elements, const float* keys, std::
     for (std::size_t i = 0; i < count; ++i) builder.relink(elements[i], keys + i * d_);
 }
 
+std::size_t GraphSearch::link(const std::uint32_t* from, const std::uint32_t* to,
+                              std::size_t count) {
+    for (std::size_t i = 0; i < count; ++i) {
+        const std::uint32_t bad = from[i] >= n_ ? from[i] : to[i];
+        if (bad >= n_) throw std::invalid_argument("no element " + std::to_string(bad));
+    }
+    std::size_t added = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+        std::uint32_t* l = links0_.data() + std::size_t(from[i]) * (max_m0_ + 1);
+        const std::uint32_t links = l[0] & 0xFFFF;
+        if (from[i] == to[i] || links == max_m0_ ||
+            std::find(l + 1, l + 1 + links, to[i]) != l + 1 + links) {
+            continue;
+        }
+        l[1 + links] = to[i];
+        l[0] = (l[0] & ~std::uint32_t(0xFFFF)) | (links + 1);
+        ++added;
+    }
+    return added;
+}
+
 void GraphSearch::mark_deleted(std::uint32_t element) {
     if (element >= n_) throw std::invalid_argument("no element " + std::to_string(element));
     deleted_[element] = 1;

@@ -152,6 +152,29 @@ def test_elements_inserted_side_by_side_keep_their_in_links():
     assert (found == np.arange(len(keys))).mean() >= 0.9995
 
 
+def test_links_are_added_where_a_list_has_room_and_lacks_them():
+    graph = _core.GraphSearch(4, 2)  # 4 links per element on level 0
+    graph.add(np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32))
+
+    def links(e):
+        row = graph.arrays()["links0"][e]
+        return set(row[1 : 1 + (row[0] & 0xFFFF)].tolist())
+
+    before = [links(e) for e in range(8)]
+    absent = [t for t in range(1, 8) if t not in before[0]]
+    sources = np.zeros(len(absent) + 2, np.int64)
+    targets = np.array([absent[0], absent[0], 0, *absent[1:]], np.int64)  # a repeat, a self-link
+    added = graph.link(sources, targets)
+    assert added == min(len(absent), 4 - len(before[0]))  # up to the list's width, 4
+    assert links(0) == before[0] | set(absent[:added])
+    assert [links(e) for e in range(1, 8)] == before[1:]
+    with pytest.raises(ValueError, match="not in the graph"):
+        graph.link(np.array([1, 8]), np.array([2, 3]))
+    with pytest.raises(ValueError, match="one length"):
+        graph.link(np.array([1, 2]), np.array([2]))
+    assert links(1) == before[1]  # a refused call changes nothing
+
+
 def test_bad_input_is_refused():
     graph = _core.GraphSearch(4, 4)
     with pytest.raises(ValueError, match="number of elements"):

@@ -598,6 +598,44 @@ def test_target_recall_sees_keys_added_and_deleted_after_calibration(data):
     np.testing.assert_array_equal(copy.knn_query(test, 10, target_recall=0.9)[0], labels)
 
 
+def test_learned_edges_raise_recall_at_a_small_ef_and_are_kept_in_hnswlibs_file(data, tmp_path):
+    keys, train, test = data
+    index = AmortizedHNSW(space="ip", dim=D)
+    index.init_index(max_elements=len(keys), M=4, ef_construction=40, random_seed=1)
+    index.add_items(keys, num_threads=1)  # a sparse graph, so that small beams miss answers
+    index.set_ef(10)
+    index.calibrate(train[:300], 10, max_ef=100, num_threads=1)
+    plain = recall10(index, keys, test)
+    counts = index._graph.arrays()["links0"][:, 0] & 0xFFFF
+    added = index.fit_edges(train, num_threads=1)
+    assert recall10(index, keys, test) > plain + 0.02
+    now = index._graph.arrays()["links0"][:, 0] & 0xFFFF
+    assert added > 0 and now.sum() - counts.sum() == added and now.max() <= 8  # 2 M on level 0
+    index.knn_query(test, 10, target_recall=0.9)
+    assert index.last_search_stats["calibration"] == "measured again"
+    index.save_index(tmp_path / "edges")
+    loaded = AmortizedHNSW(space="ip", dim=D)
+    loaded.load_index(tmp_path / "edges")
+    np.testing.assert_array_equal(loaded._graph.arrays()["links0"], index._graph.arrays()["links0"])
+    with zipfile.ZipFile(tmp_path / "edges") as archive:
+        (tmp_path / "graph.bin").write_bytes(archive.read("graph.bin"))
+    theirs = hnswlib.Index(space="ip", dim=D)  # hnswlib walks the learned edges too
+    theirs.load_index(str(tmp_path / "graph.bin"))
+    theirs.set_ef(10)
+    assert recall10(theirs, keys, test) > plain
+    for bad, match in (
+        (dict(answers=1), "2 <= answers"),
+        (dict(answers=20, ef=10), "2 <= answers"),
+        (dict(answers=0), "positive"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            index.fit_edges(train, **bad)
+    with pytest.raises(HNSWError, match="dimension|columns"):
+        index.fit_edges(train[:, :3])
+    with pytest.raises(HNSWError, match="at least one"):
+        index.fit_edges(train[:0])
+
+
 def test_the_graph_walk_refuses_links_outside_the_graph():
     keys = np.eye(3, dtype=np.float32)
     links0 = np.array([[1, 1], [1, 2], [1, 0]], np.uint32)

@@ -51,6 +51,10 @@ class GraphSearch:
         """
         The keys of elements (m,) as rows (m, dim) (a graph that keeps its keys).
         """
+    def link(self, sources: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], targets: typing.Annotated[numpy.typing.ArrayLike, numpy.int64]) -> int:
+        """
+        Add the level-0 link sources[i] -> targets[i] of each pair, in order, where the source's list has room and lacks it; returns how many were added.
+        """
     def mark_deleted(self, elements: typing.Annotated[numpy.typing.ArrayLike, numpy.int64]) -> None:
         """
         Mark elements deleted: walked through, never returned.

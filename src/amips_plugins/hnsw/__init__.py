@@ -23,13 +23,16 @@ With a ``query_transform`` (a one-output KeyNet, SupportNet or MaxAffineNet), th
 searched with the predicted best key, ``candidates`` results are gathered and rescored exactly
 with q on the C++ core, and the top k returned.
 
+``fit_edges(train_queries)`` links, on level 0, the keys that answer the same training query,
+in the slots hnswlib's lists leave free (see ``amips_plugins.hnsw.edges``).
+
 ``calibrate`` measures the ef that held-out queries need, by group of query directions (see
 ``amips_plugins.effort``); then ``knn_query(..., target_recall=r)`` searches every query at
 its group's ef.
 
 One module per concern: ``index`` (the hnswlib-facing class: building, adding, searching,
 deleting), ``settings`` (hnswlib's settings and read-only views), ``transform`` (the
-query transform), ``calibration`` (``target_recall`` and the C++ walk), ``files`` (save,
+query transform), ``edges`` (links learned from queries), ``calibration`` (``target_recall`` and the C++ walk), ``files`` (save,
 load, pickling, ``.index``), ``labels`` (element and label) and ``state`` (what they share).
 """
 

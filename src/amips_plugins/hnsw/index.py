@@ -14,6 +14,7 @@ from .._sync import PicklesWithoutTransients, ReadWriteLock
 from .._validation import as_int64, as_positive_int
 from ..xbox import XboxTransform
 from .calibration import Calibration
+from .edges import LearnedEdges
 from .files import Files
 from .labels import Labels
 from .settings import Settings
@@ -23,7 +24,9 @@ from .transform import Transform
 __all__ = ["AmortizedHNSW"]
 
 
-class AmortizedHNSW(Files, Calibration, Transform, Settings, PicklesWithoutTransients):
+class AmortizedHNSW(
+    Files, LearnedEdges, Calibration, Transform, Settings, PicklesWithoutTransients
+):
     """A drop-in for ``hnswlib.Index(space="ip", dim=dim)``.
 
     Parameters

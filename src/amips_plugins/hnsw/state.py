@@ -65,7 +65,7 @@ class HNSWState:
     _predictor: Any  # the query transform's key predictor
     _effort: EffortTable | None  # calibrate()'s, for target_recall; None: not calibrated
     # the keys the learned parts describe (see amips_plugins._freshness)
-    _keys_version: int  # counts the changes of keys
+    _keys_version: int  # counts the changes of keys (and of links: fit_edges)
     _stale: set[str]  # learned parts that could not follow a change of keys
     _effort_version: int  # _keys_version when the calibration was measured
     _calibration_queries: np.ndarray | None  # kept to measure it again after the keys change

@@ -107,7 +107,8 @@ class LearnedIVF:
 class OursHNSW:
     """``AmortizedHNSW`` with a ``construction`` space, its keys added in ``batches`` equal parts
     (streaming) or all at once, optionally searching with a trained ``query_transform`` named
-    ``transform_name`` that gathers k candidates (reports no distance counts)."""
+    ``transform_name`` that gathers k candidates (reports no distance counts), or with edges
+    learned from ``edge_queries`` (``fit_edges``, part of the build)."""
 
     param_name = "ef"
 
@@ -122,6 +123,7 @@ class OursHNSW:
         params=(10, 20, 40, 100, 200, 400),
         query_transform=None,
         transform_name: str = "",
+        edge_queries=None,
     ):
         self.num_threads, self.construction, self.batches = num_threads, construction, batches
         self.M, self.ef_construction, self.seed, self.params = (
@@ -130,9 +132,10 @@ class OursHNSW:
             seed,
             tuple(params),
         )
-        self.query_transform = query_transform
+        self.query_transform, self.edge_queries = query_transform, edge_queries
         streamed = f", {batches} batches" if batches > 1 else ""
         learned = f", {transform_name}" if query_transform is not None else ""
+        learned += ", learned edges" if edge_queries is not None else ""
         self.name = f"AmortizedHNSW {construction} (M {M}{streamed}{learned})"
         self.network_flops = 0
 
@@ -152,6 +155,8 @@ class OursHNSW:
         )
         for part in np.array_split(np.arange(len(keys)), self.batches):
             self.index.add_items(keys[part], part, num_threads=self.num_threads)
+        if self.edge_queries is not None:
+            self.index.fit_edges(self.edge_queries, num_threads=self.num_threads)
 
     def search(self, queries, k, param):
         self.index.set_ef(max(param, k))
