@@ -32,8 +32,9 @@ its group's ef.
 
 One module per concern: ``index`` (the hnswlib-facing class: building, adding, searching,
 deleting), ``settings`` (hnswlib's settings and read-only views), ``transform`` (the
-query transform), ``edges`` (links learned from queries), ``calibration`` (``target_recall`` and the C++ walk), ``files`` (save,
-load, pickling, ``.index``), ``labels`` (element and label) and ``state`` (what they share).
+query transform), ``edges`` (links learned from queries), ``calibration`` (``target_recall``
+and the C++ walk), ``files`` (save, load, pickling, ``.index``), ``labels`` (element and
+label) and ``state`` (what they share).
 """
 
 from .index import AmortizedHNSW
