@@ -1,4 +1,5 @@
 import json
+import pickle
 import zipfile
 
 import hnswlib
@@ -450,7 +451,6 @@ def test_searches_and_saves_beside_resize_and_add_see_whole_states(data, tmp_pat
 
 
 def test_pickle_round_trip_gives_the_same_results(data):
-    import pickle
 
     keys, queries, _ = data
     index = build(keys[:500])
@@ -592,7 +592,6 @@ def test_target_recall_sees_keys_added_and_deleted_after_calibration(data):
     assert best not in labels and 5000 not in labels
     even, _ = index.knn_query(test, 10, target_recall=0.9, filter=lambda label: label % 2 == 0)
     assert (even % 2 == 0).all() and best not in even
-    import pickle
 
     copy = pickle.loads(pickle.dumps(index))
     np.testing.assert_array_equal(copy.knn_query(test, 10, target_recall=0.9)[0], labels)
@@ -604,10 +603,10 @@ def test_learned_edges_raise_recall_at_a_small_ef_and_are_kept_in_hnswlibs_file(
     index.init_index(max_elements=len(keys), M=4, ef_construction=40, random_seed=1)
     index.add_items(keys, num_threads=1)  # a sparse graph, so that small beams miss answers
     index.set_ef(10)
-    index.calibrate(train[:300], 10, max_ef=100, num_threads=1)
+    index.calibrate(train[700:], 10, max_ef=100, num_threads=1)
     plain = recall10(index, keys, test)
     counts = index._graph.arrays()["links0"][:, 0] & 0xFFFF
-    added = index.fit_edges(train, num_threads=1)
+    added = index.fit_edges(train[:700], num_threads=1)
     assert recall10(index, keys, test) > plain + 0.02
     now = index._graph.arrays()["links0"][:, 0] & 0xFFFF
     assert added > 0 and now.sum() - counts.sum() == added and now.max() <= 8  # 2 M on level 0
@@ -634,6 +633,26 @@ def test_learned_edges_raise_recall_at_a_small_ef_and_are_kept_in_hnswlibs_file(
         index.fit_edges(train[:, :3])
     with pytest.raises(HNSWError, match="at least one"):
         index.fit_edges(train[:0])
+
+
+def test_a_calibration_on_the_queries_edges_learned_from_is_refused(data, tmp_path):
+    keys, train, test = data
+    index = build(keys)
+    index.calibrate(train[700:], 10, max_ef=100, num_threads=1)
+    index.fit_edges(train[:700], num_threads=1)
+    index.save_index(tmp_path / "edges")
+    loaded = AmortizedHNSW(space="ip", dim=D)
+    loaded.load_index(tmp_path / "edges")
+    for each in (index, pickle.loads(pickle.dumps(index)), loaded):
+        with pytest.raises(
+            HNSWError, match="100% of the calibration queries are queries fit_edges"
+        ):
+            each.calibrate(train[600:700], 10, max_ef=100)
+        each.calibrate(np.vstack([train[699:700], test]), 10, max_ef=100)  # 1 of 201: passes
+    index.calibrate(train[700:800], 10, max_ef=100)
+    index.fit_edges(train[700:], num_threads=1)  # the kept calibration queries, learned from
+    with pytest.raises(HNSWError, match="fit_edges was fitted on"):
+        index.knn_query(test, 10, target_recall=0.9)
 
 
 def test_the_graph_walk_refuses_links_outside_the_graph():

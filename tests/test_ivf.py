@@ -815,6 +815,9 @@ def test_calibrate_measures_recall_per_nprobe_and_target_recall_uses_it(data, tm
         loaded.search(test, 10, target_recall=0.9), index.search(test, 10, target_recall=0.9)
     ):
         np.testing.assert_array_equal(a, b)
+    for each in (index, loaded):  # the router found its training queries' answers more often
+        with pytest.raises(ValueError, match="100% of the calibration queries are queries fit_"):
+            each.calibrate(train[:300], 10)
     short = index.calibrate(held_out, 10, max_nprobe=6)
     assert len(short) == 6
     with pytest.raises(ValueError, match="above the calibrated maximum"):
@@ -822,6 +825,7 @@ def test_calibrate_measures_recall_per_nprobe_and_target_recall_uses_it(data, tm
     index.router = None  # another choice of lists: the calibration no longer holds
     with pytest.raises(ValueError, match="needs a calibration"):
         index.search(test, 10, target_recall=0.9)
+    index.calibrate(train[:300], 10)  # faiss's own choice learned nothing from them
 
 
 def test_a_file_with_one_recall_curve_for_all_queries_still_loads(data, tmp_path):

@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import _core
 from .._freshness import check_measurable, kept_calibration_queries
+from .._held_out import require_held_out
 from .._validation import as_positive_int
 from ..effort import EffortTable, effort_grid
 from ..exact import topk_dot
@@ -29,7 +30,8 @@ class Calibration(HNSWState):
         that the mean recall@k over queries like these is r at the least time.
 
         Use queries drawn as the searched ones will be (not those a query transform was fitted
-        on). Setting a query transform clears the calibration. Searches wait while it runs.
+        on, nor those ``fit_edges`` learned from: HNSWError when more than 1% are the latter).
+        Setting a query transform clears the calibration. Searches wait while it runs.
         Returns the mean recall@k per ef measured.
 
         The index keeps up to ``KEPT_CALIBRATION_QUERIES`` of the queries: after the keys change
@@ -44,6 +46,7 @@ class Calibration(HNSWState):
         if len(q) == 0:
             raise HNSWError("calibrate needs at least one query")
         with self._graph_lock.writing():
+            require_held_out(q, self._edge_queries, "fit_edges", HNSWError)
             table = self._measure(q, k, max_ef, num_threads)
             self._effort, self._effort_version = table, self._keys_version
             self._calibration_queries = kept_calibration_queries(q)
@@ -99,6 +102,7 @@ class Calibration(HNSWState):
         queries = self._calibration_queries
         check_measurable(self.auto_recalibrate, queries)
         assert queries is not None  # checked above
+        require_held_out(queries, self._edge_queries, "fit_edges", HNSWError)
         return self._measure(queries, table.k, self._calibration_max_ef, num_threads)
 
     def _walk(self, q: np.ndarray, k: int, ef_per_query: np.ndarray, num_threads: int, filter):

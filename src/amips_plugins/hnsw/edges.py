@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
+from .._held_out import joined
 from .._validation import as_positive_int
 from .state import HNSWError, HNSWState, rows
 
@@ -36,8 +37,11 @@ class LearnedEdges(HNSWState):
         top 20 on WordNet + MiniLM, at a fifth of the exact search's time). The links are kept as
         hnswlib keeps any: through ``save_index``, ``load_index`` and pickling; an insertion
         may prune them from a list that is full; keys added later get none. Use queries drawn as
-        the searched ones will be. A ``target_recall`` search after this measures the
-        calibration again (see ``calibrate``). Searches wait while it runs.
+        the searched ones will be, and calibrate on others: the index keeps a fingerprint of
+        each query (8 bytes) and ``calibrate`` refuses queries that are mostly among them, as
+        their answers are linked and their recall would overstate others'. A ``target_recall``
+        search after this measures the calibration again (see ``calibrate``). Searches wait
+        while it runs.
         """
         q = rows(train_queries, self.dim)
         answers = as_positive_int(answers, "answers")
@@ -62,5 +66,6 @@ class LearnedEdges(HNSWState):
             added = graph.link(pairs // graph.size, pairs % graph.size)
             if added:
                 self._keys_version += 1  # the calibration measured the graph without them
+            self._edge_queries = joined(self._edge_queries, q)
         _core.release_free_memory()  # the answers' and pairs' arrays
         return added

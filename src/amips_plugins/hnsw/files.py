@@ -15,6 +15,7 @@ import hnswlib
 import numpy as np
 
 from .. import _core
+from .._held_out import FITTED_QUERIES, read_fingerprints
 from .._hnsw_file import read_graph, write_graph
 from .._io import (
     CALIBRATION_QUERIES,
@@ -115,6 +116,8 @@ class Files(HNSWState):
                 members["query_transform.pt"] = self._query_transform.to_bytes()
             if self._calibration_queries is not None:
                 members[CALIBRATION_QUERIES] = npy_bytes(self._calibration_queries)
+            if self._edge_queries is not None:
+                members[FITTED_QUERIES] = npy_bytes(self._edge_queries)
             write_archive(out, meta, members)
 
     def load_index(self, path, max_elements: int = 0, allow_replace_deleted: bool = False) -> None:
@@ -130,7 +133,13 @@ class Files(HNSWState):
                     path,
                     "AmortizedHNSW",
                     _VERSION,
-                    ("graph.bin", _CODE_RANGES, "query_transform.pt", CALIBRATION_QUERIES),
+                    (
+                        "graph.bin",
+                        _CODE_RANGES,
+                        "query_transform.pt",
+                        CALIBRATION_QUERIES,
+                        FITTED_QUERIES,
+                    ),
                 )
                 graph, transform = blobs["graph.bin"], blobs.get("query_transform.pt")
                 ranges = None if _CODE_RANGES not in blobs else read_npy(blobs[_CODE_RANGES])
@@ -151,10 +160,12 @@ class Files(HNSWState):
                 )
                 if calibration_queries is not None and calibration_queries.shape[1] != self.dim:
                     raise ValueError("the calibration queries do not have the index's dim")
+                fitted = blobs.get(FITTED_QUERIES)
+                edge_queries = None if fitted is None else read_fingerprints(fitted)
             else:  # hnswlib's own format: the graph alone
                 with open(path, "rb") as f:
                     graph, transform, xbox, effort = f.read(), None, None, None
-                calibration_queries = ranges = None
+                calibration_queries = ranges = edge_queries = None
                 config = {
                     "construction": "ip",
                     "sort_batches": self.sort_batches,
@@ -213,6 +224,7 @@ class Files(HNSWState):
             self._keys_version += 1  # other keys: other learned parts, as the file says
             self._effort_version = self._keys_version - config["calibration_stale"]
             self._calibration_queries = calibration_queries
+            self._edge_queries = edge_queries
             self._calibration_max_ef = config["calibration_max_ef"]
             self._stale = set(config["stale"])
             self.auto_recalibrate = config["auto_recalibrate"]

@@ -92,6 +92,7 @@ class AmortizedHNSW(
         self._keys_version = self._effort_version = 0
         self._stale = set()
         self._calibration_queries, self._calibration_max_ef = None, 1000
+        self._edge_queries = None
         self.auto_recalibrate = True
         self.query_transform = query_transform  # also clears the calibration
 

@@ -70,6 +70,7 @@ class HNSWState:
     _effort_version: int  # _keys_version when the calibration was measured
     _calibration_queries: np.ndarray | None  # kept to measure it again after the keys change
     _calibration_max_ef: int  # its max_ef
+    _edge_queries: np.ndarray | None  # fit_edges' queries' fingerprints (amips_plugins._held_out)
     auto_recalibrate: bool  # after a change of keys: measure again (True) or raise (False)
     _recalibrating: threading.Lock  # one search measures again, the others wait for it
 
@@ -89,6 +90,7 @@ class HNSWState:
         self._graph.reserve(max_elements)
         self._labels = Labels(max_elements)
         self._deleted = set()
+        self._edge_queries = None
 
     def _install_graph(self, graph, labels: np.ndarray, deleted: np.ndarray) -> None:
         """A graph read from a file or another index, with room for max_elements."""

@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import _core
 from .._freshness import check_measurable, kept_calibration_queries
+from .._held_out import require_held_out
 from .._validation import as_k, as_matrix, as_num_threads, as_positive_int, as_target_recall
 from ..effort import EffortTable, ScoreBins, effort_grid
 from ..exact import topk_dot
@@ -47,7 +48,8 @@ class Calibration(IVFState):
         cost (keys scanned, and candidates re-ranked at their measured time).
 
         Use held-out queries, not those the router was fitted on: the router finds its own
-        training queries' answers more often, and the targets would be missed. Changing the
+        training queries' answers more often, and the targets would be missed (ValueError
+        when more than 1% are ``fit_router``'s). Changing the
         router or the query transform clears the calibration. Over exact lists (IndexIVFFlat)
         a key counts as found when its list is probed (``max_codes`` is not modelled); over
         compressed lists, when the scan's candidates hold it. Returns the mean recall@k at
@@ -65,6 +67,7 @@ class Calibration(IVFState):
         q = as_matrix(queries, "queries", dim=self._d, allow_empty=False)
         raw = None if keys is None else as_matrix(keys, "keys", dim=self._d)
         with self._lock.reading():
+            require_held_out(q, self._router_queries, "fit_router")
             self._require_keys()
             k = as_k(k, self.ntotal, len(q))
             depth = (
@@ -190,6 +193,7 @@ class Calibration(IVFState):
         elif self.ntotal < k:
             obstacle = f"it holds {self.ntotal} keys, fewer than k = {k}"
         check_measurable(self.auto_recalibrate, queries, obstacle)
+        require_held_out(queries, self._router_queries, "fit_router")
         return self._measure(queries, k, self._calibration_depth, *self._grouped_keys(None))[0]
 
     def _search_to_target(self, q: np.ndarray, k: int, target_recall, params):

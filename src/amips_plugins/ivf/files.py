@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import faiss
 import numpy as np
 
+from .._held_out import FITTED_QUERIES, read_fingerprints
 from .._io import (
     CALIBRATION_QUERIES,
     atomic_path,
@@ -41,6 +42,7 @@ _MEMBERS = (
     *LOADERS,
     AnswerLedger.member,
     CALIBRATION_QUERIES,
+    FITTED_QUERIES,
     _RAW_KEYS,
 )
 
@@ -94,6 +96,8 @@ class Files(IVFState):
                     members[impl.member] = impl.to_bytes()
             if self._calibration_queries is not None:
                 members[CALIBRATION_QUERIES] = npy_bytes(self._calibration_queries)
+            if self._router_queries is not None:
+                members[FITTED_QUERIES] = npy_bytes(self._router_queries)
             if self.refines:
                 members[_RAW_KEYS] = npy_bytes(self._raw_rows())
         write_archive(file, meta, members)
@@ -174,6 +178,8 @@ class Files(IVFState):
         if CALIBRATION_QUERIES in blobs:
             queries = read_npy(blobs[CALIBRATION_QUERIES])
             self._calibration_queries = as_matrix(queries, "calibration queries", dim=d)
+        if FITTED_QUERIES in blobs:
+            self._router_queries = read_fingerprints(blobs[FITTED_QUERIES])
         if AnswerLedger.member in blobs:
             ledger = AnswerLedger.from_bytes(blobs[AnswerLedger.member])
             if ledger.queries.shape[1] != d or not hasattr(self._router_impl, "add_pieces"):

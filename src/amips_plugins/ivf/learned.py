@@ -7,6 +7,7 @@ import faiss
 import numpy as np
 
 from .. import _core
+from .._held_out import fingerprints
 from .._io import key_fingerprint
 from .._validation import as_matrix, as_num_threads, as_positive_int
 from ..exact import rescore, topk_dot
@@ -71,6 +72,7 @@ class Learned(IVFState):
             self._check_fingerprint(router, "router")
         self._router, self._router_impl = router, impl
         self._ledger = None  # fit_router keeps one for the routers it fits
+        self._router_queries = None  # and the fingerprints of its queries
         self._stale.discard("router")
         self._effort = None  # measured with the previous choice of lists
 
@@ -184,7 +186,8 @@ class Learned(IVFState):
         SupportNet or KeyNet with ``nlist`` outputs): trained by ``amips_plugins.fit`` to
         regress every list's support value (``fit_kwargs`` passed on); returns the training
         history. ``keys``: the raw keys, row i the key with id i, for an index whose lists hold
-        compressed codes (see ``grouped_keys``).
+        compressed codes (see ``grouped_keys``). The index keeps a fingerprint of each training
+        query (8 bytes), and ``calibrate`` refuses queries that are mostly among them.
         """
         self._require_keys()
         keys, offsets, ids = self.grouped_keys(keys)
@@ -206,6 +209,7 @@ class Learned(IVFState):
                 )
             if self._router is not None:  # keeps it true as keys come and go
                 self._ledger = self._fit_ledger(queries, keys, best, ids)
+            self._router_queries = fingerprints(queries)
             _core.release_free_memory()  # what fitting freed: the answers' and pieces' transients
             return report
         from ..learn.training import fit
@@ -224,6 +228,7 @@ class Learned(IVFState):
         history = fit(model, keys, train_queries, offsets=offsets, **fit_kwargs)
         model.key_fingerprint = key_fingerprint(keys[np.argsort(ids, kind="stable")])
         self.router = model
+        self._router_queries = fingerprints(as_matrix(train_queries, "train_queries", dim=self._d))
         return history
 
 

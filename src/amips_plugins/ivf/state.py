@@ -43,6 +43,7 @@ class IVFState(faiss.IndexIVF):
     _keys_version = 0  # counts the changes of keys made through this class
     _keys_seen = 0  # ntotal after the last of them: another ntotal means a change from C++
     _ledger: Any = None  # the fitted router's training queries and answers, kept as keys change
+    _router_queries: Any = None  # fit_router's queries' fingerprints (amips_plugins._held_out)
     _stale: Any = None  # learned parts that could not follow a change of keys (set of names)
     # calibrate()'s, for target_recall; None: not calibrated
     _effort: dict[float, EffortTable] | None = None  # per re-ranking depth (k_factor)
