@@ -109,3 +109,24 @@ def test_a_table_from_per_query_measurements_averages_by_group():
     assert isinstance(loaded.groups, ScoreBins) and loaded.efforts_for(0.85).tolist() == [8, 4]
     with pytest.raises(ValueError, match="inconsistent"):
         EffortTable.from_state_dict({**t.state_dict(), "edges": [0.5, 0.7]}, 99)
+
+
+def test_measure_searches_again_only_the_queries_that_miss_answers():
+    rng = np.random.default_rng(0)
+    queries = rng.standard_normal((200, 8))
+    truth = np.arange(200 * 4).reshape(200, 4)
+    needs = rng.integers(1, 5, 200)  # query i finds all of its truth from effort needs[i]
+    searched = []
+
+    def search(q, effort):  # half of its truth below its need
+        rows = np.flatnonzero((queries[:, None] == q[None]).all(axis=2).any(axis=1))
+        searched.append(len(rows))
+        found = truth[rows].copy()
+        found[effort < needs[rows], 2:] = -1
+        return found
+
+    table = EffortTable.measure(queries, truth, search, np.array([1, 2, 3, 4, 5]))
+    expected = [np.mean(np.where(e >= needs, 1.0, 0.5)) for e in (1, 2, 3, 4)]
+    np.testing.assert_allclose(list(table.curve().values()), expected)
+    assert searched == [200, *[int((needs > e).sum()) for e in (1, 2, 3)]]
+    assert table.efforts.tolist() == [1, 2, 3, 4]  # all found at 4: effort 5 never run
