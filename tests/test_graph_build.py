@@ -161,18 +161,23 @@ def test_links_are_added_where_a_list_has_room_and_lacks_them():
         return set(row[1 : 1 + (row[0] & 0xFFFF)].tolist())
 
     before = [links(e) for e in range(8)]
-    absent = [t for t in range(1, 8) if t not in before[0]]
-    sources = np.zeros(len(absent) + 2, np.int64)
-    targets = np.array([absent[0], absent[0], 0, *absent[1:]], np.int64)  # a repeat, a self-link
+    source = min(range(8), key=lambda e: len(before[e]))
+    assert len(before[source]) < 4  # room to add to
+    absent = [t for t in range(8) if t != source and t not in before[source]]
+    sources = np.full(len(absent) + 2, source, np.int64)
+    targets = np.array([absent[0], absent[0], source, *absent[1:]])  # a repeat, a self-link
     added = graph.link(sources, targets)
-    assert added == min(len(absent), 4 - len(before[0]))  # up to the list's width, 4
-    assert links(0) == before[0] | set(absent[:added])
-    assert [links(e) for e in range(1, 8)] == before[1:]
+    assert added == min(len(absent), 4 - len(before[source])) > 0  # up to the list's width, 4
+    assert links(source) == before[source] | set(absent[:added])
+    assert [links(e) for e in range(8) if e != source] == before[:source] + before[source + 1 :]
+    after = [links(e) for e in range(8)]
+    roomy = next(e for e in range(8) if len(after[e]) < 4)
+    new = next(t for t in range(8) if t != roomy and t not in after[roomy])
     with pytest.raises(ValueError, match="not in the graph"):
-        graph.link(np.array([1, 8]), np.array([2, 3]))
+        graph.link(np.array([roomy, 8]), np.array([new, 3]))  # the first pair alone would do
     with pytest.raises(ValueError, match="one length"):
         graph.link(np.array([1, 2]), np.array([2]))
-    assert links(1) == before[1]  # a refused call changes nothing
+    assert [links(e) for e in range(8)] == after  # a refused call changes nothing
 
 
 def test_bad_input_is_refused():

@@ -651,7 +651,7 @@ def test_a_calibration_on_the_queries_edges_learned_from_is_refused(data, tmp_pa
         each.calibrate(np.vstack([train[699:700], test]), 10, max_ef=100)  # 1 of 201: passes
     index.calibrate(train[700:800], 10, max_ef=100)
     index.fit_edges(train[700:], num_threads=1)  # the kept calibration queries, learned from
-    with pytest.raises(HNSWError, match="fit_edges was fitted on"):
+    with pytest.raises(ap.StaleCalibrationError, match="fit_edges learned from its queries"):
         index.knn_query(test, 10, target_recall=0.9)
 
 

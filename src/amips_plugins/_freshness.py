@@ -67,6 +67,7 @@ def check_measurable(auto_recalibrate: bool, kept, obstacle: str | None = None) 
         why = "the index kept no calibration queries (a file from an earlier version)"
     if why is not None:
         raise StaleCalibrationError(
-            f"the keys changed since calibrate() and the calibration cannot be measured again "
+            f"the keys (or a graph's links) changed since calibrate() and the calibration cannot "
+            f"be measured again "
             f"({why}): call calibrate(held_out_queries, k) again"
         )

@@ -22,6 +22,7 @@ __all__ = [
     "joined",
     "read_fingerprints",
     "require_held_out",
+    "shared",
 ]
 
 # The archive member (.npy) of the fingerprints in an index's file.
@@ -40,10 +41,16 @@ def fingerprints(queries: np.ndarray) -> np.ndarray:
     return np.frombuffer(digests, np.uint64)
 
 
-def joined(fitted: np.ndarray | None, queries: np.ndarray) -> np.ndarray:
-    """The fingerprints ``fitted`` (None: none) and those of ``queries``, each once."""
-    new = fingerprints(queries)
+def joined(fitted: np.ndarray | None, new: np.ndarray) -> np.ndarray:
+    """The fingerprints ``fitted`` (None: none) and ``new``, each once."""
     return np.unique(new if fitted is None else np.concatenate([fitted, new]))
+
+
+def shared(queries: np.ndarray, fitted: np.ndarray | None) -> float:
+    """The fraction of ``queries`` (n, d) whose fingerprint is in ``fitted`` (None: 0)."""
+    if fitted is None or len(queries) == 0:
+        return 0.0
+    return float(np.isin(fingerprints(queries), fitted).mean())
 
 
 def require_held_out(
@@ -51,12 +58,10 @@ def require_held_out(
 ) -> None:
     """``error`` (a ValueError) when more than ``MAX_SHARED`` of ``queries`` (n, d) have a
     fingerprint in ``fitted`` (those of the queries ``part`` was fitted on; None: nothing)."""
-    if fitted is None or len(queries) == 0:
-        return
-    shared = float(np.isin(fingerprints(queries), fitted).mean())
-    if shared > MAX_SHARED:
+    fraction = shared(queries, fitted)
+    if fraction > MAX_SHARED:
         raise error(
-            f"{shared:.0%} of the calibration queries are queries {part} was fitted on: "
+            f"{fraction:.0%} of the calibration queries are queries {part} was fitted on: "
             "calibrate on held-out queries, or the recall it promises would be missed"
         )
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _core
 from .._freshness import check_measurable, kept_calibration_queries
-from .._held_out import require_held_out
+from .._held_out import MAX_SHARED, require_held_out, shared
 from .._validation import as_positive_int
 from ..effort import EffortTable, effort_grid
 from ..exact import topk_dot
@@ -100,9 +100,11 @@ class Calibration(HNSWState):
     def _measured_again(self, table: EffortTable, num_threads: int) -> EffortTable:
         """The calibration measured again on the kept queries, after the keys changed."""
         queries = self._calibration_queries
-        check_measurable(self.auto_recalibrate, queries)
+        obstacle = None
+        if queries is not None and shared(queries, self._edge_queries) > MAX_SHARED:
+            obstacle = "fit_edges learned from its queries, whose recall overstates others'"
+        check_measurable(self.auto_recalibrate, queries, obstacle)
         assert queries is not None  # checked above
-        require_held_out(queries, self._edge_queries, "fit_edges", HNSWError)
         return self._measure(queries, table.k, self._calibration_max_ef, num_threads)
 
     def _walk(self, q: np.ndarray, k: int, ef_per_query: np.ndarray, num_threads: int, filter):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from .._held_out import joined
+from .._held_out import fingerprints, joined
 from .._validation import as_positive_int
 from .state import HNSWError, HNSWState, rows
 
@@ -50,6 +50,7 @@ class LearnedEdges(HNSWState):
             raise HNSWError("fit_edges needs at least one query")
         if answers < 2 or ef < answers:
             raise HNSWError(f"fit_edges needs 2 <= answers <= ef, got {answers} and {ef}")
+        learned = fingerprints(q)  # before the lock: searches wait while it is held
         with self._graph_lock.writing():
             if answers > self._live_count():
                 raise HNSWError(f"answers = {answers} exceeds the live elements in the index")
@@ -66,6 +67,6 @@ class LearnedEdges(HNSWState):
             added = graph.link(pairs // graph.size, pairs % graph.size)
             if added:
                 self._keys_version += 1  # the calibration measured the graph without them
-            self._edge_queries = joined(self._edge_queries, q)
+            self._edge_queries = joined(self._edge_queries, learned)
         _core.release_free_memory()  # the answers' and pairs' arrays
         return added

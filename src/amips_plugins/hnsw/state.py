@@ -70,7 +70,8 @@ class HNSWState:
     _effort_version: int  # _keys_version when the calibration was measured
     _calibration_queries: np.ndarray | None  # kept to measure it again after the keys change
     _calibration_max_ef: int  # its max_ef
-    _edge_queries: np.ndarray | None  # fit_edges' queries' fingerprints (amips_plugins._held_out)
+    # fit_edges' queries' fingerprints (amips_plugins._held_out); None also in older pickles
+    _edge_queries: np.ndarray | None = None
     auto_recalibrate: bool  # after a change of keys: measure again (True) or raise (False)
     _recalibrating: threading.Lock  # one search measures again, the others wait for it
 

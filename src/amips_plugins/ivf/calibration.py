@@ -193,7 +193,6 @@ class Calibration(IVFState):
         elif self.ntotal < k:
             obstacle = f"it holds {self.ntotal} keys, fewer than k = {k}"
         check_measurable(self.auto_recalibrate, queries, obstacle)
-        require_held_out(queries, self._router_queries, "fit_router")
         return self._measure(queries, k, self._calibration_depth, *self._grouped_keys(None))[0]
 
     def _search_to_target(self, q: np.ndarray, k: int, target_recall, params):

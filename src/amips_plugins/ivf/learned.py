@@ -209,7 +209,7 @@ class Learned(IVFState):
                 )
             if self._router is not None:  # keeps it true as keys come and go
                 self._ledger = self._fit_ledger(queries, keys, best, ids)
-            self._router_queries = fingerprints(queries)
+                self._router_queries = fingerprints(queries)
             _core.release_free_memory()  # what fitting freed: the answers' and pieces' transients
             return report
         from ..learn.training import fit
