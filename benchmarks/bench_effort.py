@@ -5,23 +5,23 @@ setting (nprobe or ef) that meets the same target.
     python benchmarks/bench_effort.py --index hnsw                   # AmortizedHNSW, GloVe
     python benchmarks/bench_effort.py --index hnsw --dataset wordnet
 
-A seeded 80k / 10k split of the data set's training queries: the router (IVF) is fitted on the
-80k; our index is calibrated on the 10k (``calibrate``), and every peer's setting is the smallest
-whose recall@10 reaches the target on them. Measured on the test queries: achieved recall@10,
-queries/s in one batch (the median of three, the contenders taking turns) and one query at a
-time, distances per query (NaN where the library does not count them), and each index's build
-time and memory (growth of this process's resident memory while it is built; ours includes
-fitting and calibrating). IVF (nlist sqrt(N)): faiss IVF-IP, faiss IVF-PQ fast-scan + exact
-refine at k_factor 4 / 16 / 64 / 256, ScaNN (tree of 2 sqrt(N) leaves, anisotropic hashing,
-reorder 100 / 300 / 1000 / 2000), and ours twice: over exact lists (with one nprobe for every
-query beside the per-query one) and over the fast-scan peer's codes re-ranked from the raw keys
-(``"IVF{nlist},PQ{d/2}x4fs,RFlat"``; target_recall chooses nprobe and the re-ranking depth).
-HNSW: hnswlib, faiss HNSW, usearch and voyager (M 16, ef_construction 200, keys inserted by
-descending norm: the best order for every library, and voyager's transform needs it), SVS
-Vamana (degree 32, window 200), ScaNN, and with ``--ngt`` NGT (epsilon; its batch search
-runs on one thread holding the GIL, so finding its settings takes hours on GloVe); ours twice:
-the plain graph, and with edges learned from the 80k (``fit_edges``). A peer with
-two knobs is one contender per value of the second (``pip install ".[peers]"`` installs them).
+A seeded 80k / 10k split of the data set's training queries: the router (IVF) is fitted on the 80k;
+our index is calibrated on the 10k (``calibrate``), and every peer's setting is the smallest whose
+recall@10 reaches the target on them. Measured on the test queries: achieved recall@10, queries/s
+in one batch (the median of three, the contenders taking turns) and one query at a time, distances
+per query (NaN where the library does not count them), and each index's build time and memory
+(growth of this process's resident memory over its build, each end measured with the C heap's free
+pages handed back; ours includes fitting and calibrating). IVF (nlist sqrt(N)): faiss IVF-IP, faiss
+IVF-PQ fast-scan + exact refine at k_factor 4 / 16 / 64 / 256, ScaNN (tree of 2 sqrt(N) leaves,
+anisotropic hashing, reorder 100 / 300 / 1000 / 2000), and ours twice: over exact lists (with one
+nprobe for every query beside the per-query one) and over the fast-scan peer's codes re-ranked from
+the raw keys (``"IVF{nlist},PQ{d/2}x4fs,RFlat"``; target_recall chooses nprobe and the re-ranking
+depth). HNSW: hnswlib, faiss HNSW, usearch and voyager (M 16, ef_construction 200, keys inserted by
+descending norm: the best order for every library, and voyager's transform needs it), SVS Vamana
+(degree 32, window 200), ScaNN, and with ``--ngt`` NGT (epsilon; its batch search runs on one
+thread holding the GIL, so finding its settings takes hours on GloVe); ours twice: the plain graph,
+and with edges learned from the 80k (``fit_edges``). A peer with two knobs is one contender per
+value of the second (``pip install ".[peers]"`` installs them).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from amips_plugins._hnsw_file import insertion_order
 from amips_plugins.ground_truth import default_cache_dir
 from amips_plugins.harness import peers
 from amips_plugins.harness.datasets import builtin
-from amips_plugins.harness.evaluation import recall_at_k, resident_mb
+from amips_plugins.harness.evaluation import recall_at_k, settled_resident_mb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import record  # noqa: E402
@@ -97,10 +97,12 @@ def timed(searches, test, rounds=3, single_queries=300):
 
 
 def built(build):
-    """Run ``build()``: (seconds, growth of resident memory in MB)."""
-    start, before = time.perf_counter(), resident_mb()
+    """Run ``build()``: (seconds, growth of settled resident memory in MB)."""
+    before = settled_resident_mb()
+    start = time.perf_counter()
     build()
-    return time.perf_counter() - start, resident_mb() - before
+    seconds = time.perf_counter() - start
+    return seconds, settled_resident_mb() - before
 
 
 class Rival:
@@ -308,9 +310,10 @@ def main():
 
 
 NOTES = (
-    "Memory is the growth of this process's resident memory while each index is built, in turn: "
-    "approximate, as an index can reuse memory an earlier one freed. Ours includes its fit and "
-    "calibration."
+    "Memory is the growth of this process's resident memory over each index's build, in turn, "
+    "each end measured after a garbage collection with the C heap's free pages handed back "
+    "(glibc's malloc_trim), so that no index is credited with memory an earlier one freed; the "
+    "allocator's per-thread caches still count. Ours includes its fit and calibration."
 )
 COLUMNS = [
     ("target", "target", ".2f"),

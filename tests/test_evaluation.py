@@ -9,6 +9,7 @@ from amips_plugins.harness.evaluation import (
     match_rate,
     plot_curves,
     recall_at_k,
+    settled_resident_mb,
     sweep,
 )
 
@@ -18,6 +19,17 @@ def test_match_rate_by_hand():
     assert match_rate(ids, np.array([1, 0, 9, 7])) == 0.75
     with pytest.raises(ValueError, match="do not match"):
         match_rate(ids, np.array([1, 2]))
+
+
+@pytest.mark.skipif(math.isnan(settled_resident_mb()), reason="no /proc/self/statm")
+def test_settled_resident_memory_counts_live_arrays_only():
+    before = settled_resident_mb()
+    live = np.ones((64, 2**20), np.uint8)  # 64 MB, every page touched
+    held = settled_resident_mb() - before
+    del live
+    left = settled_resident_mb() - before
+    assert 60 < held < 70
+    assert left < 4
 
 
 def test_recall_by_hand():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import statistics
@@ -9,6 +10,7 @@ import time
 
 import numpy as np
 
+from .. import _core
 from .._optional import require
 from .._progress import Progress, ProgressArg
 
@@ -18,6 +20,7 @@ __all__ = [
     "plot_curves",
     "recall_at_k",
     "resident_mb",
+    "settled_resident_mb",
     "sweep",
     "time_each",
 ]
@@ -30,6 +33,15 @@ def resident_mb() -> float:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:
         return math.nan
+
+
+def settled_resident_mb() -> float:
+    """``resident_mb`` after a garbage collection, with the C heap's free pages handed back:
+    what live objects hold, so that an index built after another is not credited with the
+    memory the first freed (the allocator's per-thread caches aside)."""
+    gc.collect()
+    _core.release_free_memory()
+    return resident_mb()
 
 
 def match_rate(ids, true_top1) -> float:
@@ -106,9 +118,11 @@ def sweep(
 def _measure(method, keys, queries, true_ids, k: int, single_queries: int) -> list[dict]:
     """``sweep``'s rows for one method."""
     rows = []
-    start, before = time.perf_counter(), resident_mb()
+    before = settled_resident_mb()
+    start = time.perf_counter()
     method.build(keys)
-    build_s, memory_mb = time.perf_counter() - start, resident_mb() - before
+    build_s = time.perf_counter() - start
+    memory_mb = settled_resident_mb() - before
     for param in method.params:
         method.search(queries[: min(len(queries), 64)], k, param)  # warm-up
         start = time.perf_counter()
