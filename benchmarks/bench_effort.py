@@ -43,7 +43,7 @@ from amips_plugins._hnsw_file import insertion_order
 from amips_plugins.ground_truth import default_cache_dir
 from amips_plugins.harness import peers
 from amips_plugins.harness.datasets import builtin
-from amips_plugins.harness.evaluation import recall_at_k, settled_resident_mb
+from amips_plugins.harness.evaluation import built, recall_at_k
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import record  # noqa: E402
@@ -94,15 +94,6 @@ def timed(searches, test, rounds=3, single_queries=300):
         )
         for name in searches
     }
-
-
-def built(build):
-    """Run ``build()``: (seconds, growth of settled resident memory in MB)."""
-    before = settled_resident_mb()
-    start = time.perf_counter()
-    build()
-    seconds = time.perf_counter() - start
-    return seconds, settled_resident_mb() - before
 
 
 class Rival:

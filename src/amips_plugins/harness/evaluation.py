@@ -15,6 +15,7 @@ from .._optional import require
 from .._progress import Progress, ProgressArg
 
 __all__ = [
+    "built",
     "format_table",
     "match_rate",
     "plot_curves",
@@ -42,6 +43,15 @@ def settled_resident_mb() -> float:
     gc.collect()
     _core.release_free_memory()
     return resident_mb()
+
+
+def built(build) -> tuple[float, float]:
+    """Run ``build()``: (seconds, growth of settled resident memory in MB)."""
+    before = settled_resident_mb()
+    start = time.perf_counter()
+    build()
+    seconds = time.perf_counter() - start
+    return seconds, settled_resident_mb() - before
 
 
 def match_rate(ids, true_top1) -> float:
@@ -118,11 +128,7 @@ def sweep(
 def _measure(method, keys, queries, true_ids, k: int, single_queries: int) -> list[dict]:
     """``sweep``'s rows for one method."""
     rows = []
-    before = settled_resident_mb()
-    start = time.perf_counter()
-    method.build(keys)
-    build_s = time.perf_counter() - start
-    memory_mb = settled_resident_mb() - before
+    build_s, memory_mb = built(lambda: method.build(keys))
     for param in method.params:
         method.search(queries[: min(len(queries), 64)], k, param)  # warm-up
         start = time.perf_counter()
