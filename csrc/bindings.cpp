@@ -38,9 +38,12 @@ using ExactArray = py::array_t<T, py::array::c_style>;
 // (scores float32, ids int64): a std::tuple so that the generated stub names both array types.
 using ScoresIds = std::tuple<py::array_t<float>, py::array_t<std::int64_t>>;
 
-void require(bool ok, const std::string& message) {
-    if (!ok) throw std::invalid_argument(message);
-}
+// The message is built only when the check fails: a one-query search makes a dozen checks, and
+// building their messages every time cost about a microsecond.
+#define AMIPS_REQUIRE(ok, message)                                        \
+    do {                                                                  \
+        if (!(ok)) throw std::invalid_argument(message);                  \
+    } while (false)
 
 std::string shape_of(const py::array& a) {
     std::string s = "(";
@@ -49,28 +52,28 @@ std::string shape_of(const py::array& a) {
 }
 
 void require_matrix(const py::array& a, const std::string& name) {
-    require(a.ndim() == 2, name + " must be 2-D, got shape " + shape_of(a));
+    AMIPS_REQUIRE(a.ndim() == 2, name + " must be 2-D, got shape " + shape_of(a));
 }
 
 // queries (nq, d) and keys (n, d), n > 0.
 void require_pair(const py::array& queries, const py::array& keys) {
     require_matrix(queries, "queries");
     require_matrix(keys, "keys");
-    require(keys.shape(0) > 0, "keys is empty: shape " + shape_of(keys));
-    require(queries.shape(1) == keys.shape(1), "queries " + shape_of(queries) + " and keys " +
+    AMIPS_REQUIRE(keys.shape(0) > 0, "keys is empty: shape " + shape_of(keys));
+    AMIPS_REQUIRE(queries.shape(1) == keys.shape(1), "queries " + shape_of(queries) + " and keys " +
                                                    shape_of(keys) + " differ in dimension");
 }
 
 // 0 asks for the default number of threads.
 void require_threads(int num_threads) {
-    require(num_threads >= 0 && num_threads <= kMaxThreads,
+    AMIPS_REQUIRE(num_threads >= 0 && num_threads <= kMaxThreads,
             "num_threads must lie in [0, " + std::to_string(kMaxThreads) + "], got " +
                 std::to_string(num_threads));
 }
 
 // 1 <= k <= available (results are never padded here: the Python layer pads, within a size cap).
 void require_k(std::int64_t k, std::size_t available, const std::string& what) {
-    require(k > 0 && std::uint64_t(k) <= available, "k = " + std::to_string(k) + " must lie in [1, " +
+    AMIPS_REQUIRE(k > 0 && std::uint64_t(k) <= available, "k = " + std::to_string(k) + " must lie in [1, " +
                                                         std::to_string(available) + "], the " + what);
 }
 
@@ -98,20 +101,20 @@ ScoresIds topk_dot_py(const Array<float>& queries, const Array<float>& keys, std
 
 // A 1-D float32 buffer of whole panels: how many keys of dimension d it can hold.
 std::size_t panel_capacity(const py::array& packed, std::size_t d) {
-    require(packed.ndim() == 1 && packed.dtype().is(py::dtype::of<float>()) &&
+    AMIPS_REQUIRE(packed.ndim() == 1 && packed.dtype().is(py::dtype::of<float>()) &&
                 (packed.flags() & py::array::c_style),
             "packed keys must be a contiguous 1-D float32 array, got shape " + shape_of(packed));
-    require(d > 0, "the dimension must be positive");
+    AMIPS_REQUIRE(d > 0, "the dimension must be positive");
     return std::size_t(packed.size()) / d / kPanel * kPanel;  // kPanel * d could overflow
 }
 
 // n keys, counted in whole panels, that a buffer of capacity keys holds (n checked before any
 // size is computed from it, so no product overflows).
 void require_whole_panels(std::int64_t n, std::size_t capacity, const std::string& what) {
-    require(n >= 0 && n % std::int64_t(kPanel) == 0,
+    AMIPS_REQUIRE(n >= 0 && n % std::int64_t(kPanel) == 0,
             what + " must be a non-negative multiple of " + std::to_string(kPanel) + ", got " +
                 std::to_string(n));
-    require(std::uint64_t(n) <= capacity, what + " = " + std::to_string(n) +
+    AMIPS_REQUIRE(std::uint64_t(n) <= capacity, what + " = " + std::to_string(n) +
                                               " exceeds the buffer's " + std::to_string(capacity) +
                                               " key slots");
 }
@@ -123,7 +126,7 @@ KeySet packed_keys(const Array<float>& queries, const py::array& panels, std::in
     require_matrix(queries, "queries");
     require_matrix(tail, "tail");
     const std::size_t d = queries.shape(1);
-    require(std::size_t(tail.shape(1)) == d, "queries " + shape_of(queries) + " and tail " +
+    AMIPS_REQUIRE(std::size_t(tail.shape(1)) == d, "queries " + shape_of(queries) + " and tail " +
                                                  shape_of(tail) + " differ in dimension");
     require_whole_panels(n_packed, panel_capacity(panels, d), "n_packed");
     return {static_cast<const float*>(panels.data()), std::size_t(n_packed), tail.data(),
@@ -141,14 +144,14 @@ void pack_keys_py(py::array& panels, std::int64_t first, const Array<float>& x) 
     const std::size_t d = x.shape(1), capacity = panel_capacity(panels, d);
     require_whole_panels(first, capacity, "first");
     require_whole_panels(x.shape(0), capacity - std::size_t(first), "the number of rows");
-    require(panels.writeable(), "packed keys must be writeable");
+    AMIPS_REQUIRE(panels.writeable(), "packed keys must be writeable");
     float* out = static_cast<float*>(panels.mutable_data()) + std::size_t(first) * d;
     py::gil_scoped_release release;
     pack_keys(x.data(), x.shape(0), d, out);
 }
 
 py::array_t<float> unpack_keys_py(const py::array& panels, std::int64_t n, std::int64_t d) {
-    require(d > 0, "d must be positive, got " + std::to_string(d));
+    AMIPS_REQUIRE(d > 0, "d must be positive, got " + std::to_string(d));
     require_whole_panels(n, panel_capacity(panels, std::size_t(d)), "n");
     py::array_t<float> x({std::size_t(n), std::size_t(d)});
     unpack_keys(static_cast<const float*>(panels.data()), std::size_t(n), std::size_t(d),
@@ -161,14 +164,14 @@ ScoresIds run_segment_max(const Array<float>& queries, const KeySet& keys,
                           const ExactArray<std::int64_t>& offsets, int num_threads) {
     require_threads(num_threads);
     const std::int64_t n = std::int64_t(keys.size());
-    require(offsets.ndim() == 1 && offsets.shape(0) >= 2,
+    AMIPS_REQUIRE(offsets.ndim() == 1 && offsets.shape(0) >= 2,
             "offsets must be 1-D with at least 2 entries, got shape " + shape_of(offsets));
     const std::int64_t* off = offsets.data();
     const std::size_t C = offsets.shape(0) - 1;
-    require(off[0] == 0 && off[C] == n, "offsets must start at 0 and end at the number of keys (" +
+    AMIPS_REQUIRE(off[0] == 0 && off[C] == n, "offsets must start at 0 and end at the number of keys (" +
                                             std::to_string(n) + "), got " + std::to_string(off[0]) +
                                             " ... " + std::to_string(off[C]));
-    for (std::size_t c = 0; c < C; ++c) require(off[c] <= off[c + 1], "offsets must not decrease");
+    for (std::size_t c = 0; c < C; ++c) AMIPS_REQUIRE(off[c] <= off[c + 1], "offsets must not decrease");
     const std::size_t nq = queries.shape(0);
     py::array_t<float> scores({nq, C});
     py::array_t<std::int64_t> ids({nq, C});
@@ -199,13 +202,13 @@ py::array_t<float> rescore_py(const Array<float>& queries, const Array<float>& k
     require_pair(queries, keys);
     require_threads(num_threads);
     require_matrix(candidate_ids, "candidate_ids");
-    require(candidate_ids.shape(0) == queries.shape(0),
+    AMIPS_REQUIRE(candidate_ids.shape(0) == queries.shape(0),
             "candidate_ids " + shape_of(candidate_ids) + " must have one row per query " +
                 shape_of(queries));
     const std::int64_t n = keys.shape(0);
     const std::int64_t* id = candidate_ids.data();
     for (py::ssize_t i = 0; i < candidate_ids.size(); ++i) {
-        require(id[i] >= -1 && id[i] < n, "candidate_ids must lie in [-1, " + std::to_string(n) +
+        AMIPS_REQUIRE(id[i] >= -1 && id[i] < n, "candidate_ids must lie in [-1, " + std::to_string(n) +
                                               "), found " + std::to_string(id[i]));
     }
     const std::size_t nq = queries.shape(0), m = candidate_ids.shape(1), d = keys.shape(1);
@@ -221,9 +224,9 @@ py::array_t<std::int64_t> take_in_turn_py(const ExactArray<std::int64_t>& a,
                                           const ExactArray<std::int64_t>& b, std::int64_t count) {
     require_matrix(a, "a");
     require_matrix(b, "b");
-    require(a.shape(0) == b.shape(0),
+    AMIPS_REQUIRE(a.shape(0) == b.shape(0),
             "a " + shape_of(a) + " and b " + shape_of(b) + " differ in their number of rows");
-    require(count >= 0, "count must be non-negative, got " + std::to_string(count));
+    AMIPS_REQUIRE(count >= 0, "count must be non-negative, got " + std::to_string(count));
     const std::size_t n = a.shape(0);
     py::array_t<std::int64_t> out({n, std::size_t(count)});
     {
@@ -243,7 +246,7 @@ ScoresIds topk_rows_py(const Array<float>& scores, std::int64_t k, int num_threa
     ExactArray<std::int64_t> labels;
     if (!labels_or_none.is_none()) {
         labels = labels_or_none.cast<ExactArray<std::int64_t>>();
-        require(labels.ndim() == 2 && labels.shape(0) == scores.shape(0) &&
+        AMIPS_REQUIRE(labels.ndim() == 2 && labels.shape(0) == scores.shape(0) &&
                     labels.shape(1) == scores.shape(1),
                 "labels " + shape_of(labels) + " must have the shape of scores " + shape_of(scores));
     }
@@ -273,7 +276,7 @@ template <class Fill>
 py::array_t<float> xbox_rows(const XboxTransform& t, const Array<float>& x, const char* name,
                              Fill fill) {
     require_matrix(x, name);
-    require(std::size_t(x.shape(1)) == t.dim(), std::string(name) + " must have " +
+    AMIPS_REQUIRE(std::size_t(x.shape(1)) == t.dim(), std::string(name) + " must have " +
                                                     std::to_string(t.dim()) + " columns, got shape " +
                                                     shape_of(x));
     py::array_t<float> out({std::size_t(x.shape(0)), t.dim() + 1});
@@ -287,18 +290,18 @@ py::array_t<float> xbox_rows(const XboxTransform& t, const Array<float>& x, cons
 
 // A contiguous 1-D array of n entries.
 void require_vector(const py::array& a, std::size_t n, const std::string& name) {
-    require(a.ndim() == 1 && std::size_t(a.shape(0)) == n,
+    AMIPS_REQUIRE(a.ndim() == 1 && std::size_t(a.shape(0)) == n,
             name + " must be 1-D with " + std::to_string(n) + " entries, got shape " + shape_of(a));
 }
 
 // Segments [offsets[g], offsets[g + 1]) of 0 .. total: num_segments + 1 non-decreasing entries.
 void require_segments(const ExactArray<std::int64_t>& offsets, std::size_t total,
                       const std::string& name) {
-    require(offsets.ndim() == 1 && offsets.shape(0) >= 1, name + " must be 1-D and non-empty");
+    AMIPS_REQUIRE(offsets.ndim() == 1 && offsets.shape(0) >= 1, name + " must be 1-D and non-empty");
     const std::int64_t* o = offsets.data();
     bool ok = o[0] == 0 && o[offsets.shape(0) - 1] == std::int64_t(total);
     for (py::ssize_t i = 1; ok && i < offsets.shape(0); ++i) ok = o[i] >= o[i - 1];
-    require(ok, name + " must rise from 0 to " + std::to_string(total));
+    AMIPS_REQUIRE(ok, name + " must rise from 0 to " + std::to_string(total));
 }
 
 std::tuple<py::array_t<float>, py::array_t<std::int64_t>, py::array_t<std::uint8_t>>
@@ -310,9 +313,9 @@ take_better_answers_py(const py::array& queries, const Array<float>& query_norms
                        const ExactArray<std::int64_t>& key_rows, int num_threads) {
     // float32 queries, or float16 ones (half the memory; numpy's float16, passed as is)
     const bool half = queries.dtype().kind() == 'f' && queries.dtype().itemsize() == 2;
-    require(half || queries.dtype().is(py::dtype::of<float>()),
+    AMIPS_REQUIRE(half || queries.dtype().is(py::dtype::of<float>()),
             "queries must be float32 or float16");
-    require(queries.flags() & py::array::c_style, "queries must be C-contiguous");
+    AMIPS_REQUIRE(queries.flags() & py::array::c_style, "queries must be C-contiguous");
     require_pair(queries, keys);
     require_threads(num_threads);
     const std::size_t S = queries.shape(0), n = keys.shape(0), d = keys.shape(1);
@@ -323,13 +326,13 @@ take_better_answers_py(const py::array& queries, const Array<float>& query_norms
     require_vector(ids, n, "ids");
     require_segments(offsets, S, "offsets");
     const std::size_t groups = offsets.shape(0) - 1;
-    require(key_offsets.ndim() == 1 && std::size_t(key_offsets.shape(0)) == groups + 1,
+    AMIPS_REQUIRE(key_offsets.ndim() == 1 && std::size_t(key_offsets.shape(0)) == groups + 1,
             "key_offsets must have one entry per group and one more");
-    require(key_rows.ndim() == 1, "key_rows must be 1-D");
+    AMIPS_REQUIRE(key_rows.ndim() == 1, "key_rows must be 1-D");
     require_segments(key_offsets, key_rows.shape(0), "key_offsets");
     const std::int64_t* row = key_rows.data();
     for (py::ssize_t i = 0; i < key_rows.shape(0); ++i) {
-        require(row[i] >= 0 && row[i] < std::int64_t(n), "key_rows must lie in [0, " +
+        AMIPS_REQUIRE(row[i] >= 0 && row[i] < std::int64_t(n), "key_rows must lie in [0, " +
                                                              std::to_string(n) + ")");
     }
     py::array_t<float> new_scores(S);
@@ -364,21 +367,21 @@ GraphSearch make_graph(const std::optional<Array<float>>& keys,
                        const std::optional<Array<float>>& code_low,
                        const std::optional<Array<float>>& code_scale,
                        const std::optional<ExactArray<std::uint8_t>>& codes) {
-    require(keys.has_value() != codes.has_value(), "a graph takes its keys or its codes");
+    AMIPS_REQUIRE(keys.has_value() != codes.has_value(), "a graph takes its keys or its codes");
     const py::array& rows = keys ? py::array(*keys) : py::array(*codes);
     require_matrix(rows, keys ? "keys" : "codes");
     require_matrix(links0, "links0");
     const std::size_t n = rows.shape(0), d = rows.shape(1);
-    require(std::size_t(links0.shape(0)) == n && links0.shape(1) >= 2,
+    AMIPS_REQUIRE(std::size_t(links0.shape(0)) == n && links0.shape(1) >= 2,
             "links0 must have one row per key and room for a link, got shape " + shape_of(links0));
-    require(upper.ndim() == 1, "upper must be 1-D, got shape " + shape_of(upper));
+    AMIPS_REQUIRE(upper.ndim() == 1, "upper must be 1-D, got shape " + shape_of(upper));
     require_vector(upper_offsets, n, "upper_offsets");
     require_vector(levels, n, "levels");
     require_vector(deleted, n, "deleted");
-    require(max_m > 0 && entry >= 0, "max_m must be positive and entry non-negative");
-    require(code_low.has_value() == code_scale.has_value(),
+    AMIPS_REQUIRE(max_m > 0 && entry >= 0, "max_m must be positive and entry non-negative");
+    AMIPS_REQUIRE(code_low.has_value() == code_scale.has_value(),
             "code_low and code_scale go together");
-    require(code_low || !codes, "codes need their ranges, code_low and code_scale");
+    AMIPS_REQUIRE(code_low || !codes, "codes need their ranges, code_low and code_scale");
     if (code_low) {
         require_vector(*code_low, d, "code_low");
         require_vector(*code_scale, d, "code_scale");
@@ -392,7 +395,7 @@ GraphSearch make_graph(const std::optional<Array<float>>& keys,
 }
 
 GraphSearch make_empty_graph(std::int64_t dim, std::int64_t max_m, bool keep_keys) {
-    require(dim > 0 && max_m >= 2 && max_m < 32768,
+    AMIPS_REQUIRE(dim > 0 && max_m >= 2 && max_m < 32768,
             "a graph needs dim > 0 and 2 <= max_m < 32768, got dim = " + std::to_string(dim) +
                 ", max_m = " + std::to_string(max_m));
     return GraphSearch(std::size_t(dim), std::size_t(max_m), keep_keys);
@@ -402,11 +405,11 @@ GraphSearch make_empty_graph(std::int64_t dim, std::int64_t max_m, bool keep_key
 void require_graph_keys(const GraphSearch& g, const Array<float>& keys,
                         std::int64_t ef_construction) {
     require_matrix(keys, "keys");
-    require(std::size_t(keys.shape(1)) == g.dim(),
+    AMIPS_REQUIRE(std::size_t(keys.shape(1)) == g.dim(),
             "keys must have " + std::to_string(g.dim()) + " columns, got shape " + shape_of(keys));
-    require(ef_construction > 0, "ef_construction must be positive");
+    AMIPS_REQUIRE(ef_construction > 0, "ef_construction must be positive");
     for (py::ssize_t i = 0; i < keys.size(); ++i) {
-        require(std::isfinite(keys.data()[i]), "keys must be finite");
+        AMIPS_REQUIRE(std::isfinite(keys.data()[i]), "keys must be finite");
     }
 }
 
@@ -420,10 +423,10 @@ void graph_add_py(GraphSearch& g, const Array<float>& keys, std::int64_t ef_cons
 
 // Elements (1-D int64) of graph g, each checked to be one of its elements.
 std::vector<std::uint32_t> elements_of(const GraphSearch& g, const ExactArray<std::int64_t>& elements) {
-    require(elements.ndim() == 1, "elements must be 1-D, got shape " + shape_of(elements));
+    AMIPS_REQUIRE(elements.ndim() == 1, "elements must be 1-D, got shape " + shape_of(elements));
     std::vector<std::uint32_t> out(elements.size());
     for (py::ssize_t i = 0; i < elements.size(); ++i) {
-        require(elements.data()[i] >= 0 && std::size_t(elements.data()[i]) < g.size(),
+        AMIPS_REQUIRE(elements.data()[i] >= 0 && std::size_t(elements.data()[i]) < g.size(),
                 "element " + std::to_string(elements.data()[i]) + " is not in the graph of " +
                     std::to_string(g.size()));
         out[i] = std::uint32_t(elements.data()[i]);
@@ -435,7 +438,7 @@ void graph_update_py(GraphSearch& g, const ExactArray<std::int64_t>& elements,
                      const Array<float>& keys, std::int64_t ef_construction) {
     const std::vector<std::uint32_t> at = elements_of(g, elements);
     require_graph_keys(g, keys, ef_construction);
-    require(std::size_t(keys.shape(0)) == at.size(),
+    AMIPS_REQUIRE(std::size_t(keys.shape(0)) == at.size(),
             "keys must have one row of " + std::to_string(g.dim()) + " per element, got shape " +
                 shape_of(keys));
     py::gil_scoped_release release;
@@ -444,7 +447,7 @@ void graph_update_py(GraphSearch& g, const ExactArray<std::int64_t>& elements,
 
 py::array_t<float> graph_keys_py(const GraphSearch& g, const ExactArray<std::int64_t>& elements) {
     const std::vector<std::uint32_t> at = elements_of(g, elements);
-    require(g.keeps_keys(), "a graph of codes only has no keys");
+    AMIPS_REQUIRE(g.keeps_keys(), "a graph of codes only has no keys");
     py::array_t<float> out({py::ssize_t(at.size()), py::ssize_t(g.dim())});
     g.copy_keys(at.data(), at.size(), out.mutable_data());
     return out;
@@ -459,7 +462,7 @@ py::array_t<T> copy_of(const T* data, std::vector<py::ssize_t> shape) {
 
 // The constructor's arguments for the graph as it stands (copies).
 py::dict graph_arrays_py(const GraphSearch& g) {
-    require(g.size() > 0, "the graph is empty");
+    AMIPS_REQUIRE(g.size() > 0, "the graph is empty");
     const py::ssize_t n = g.size(), d = g.dim(), width = g.max_m0() + 1;
     py::dict out;
     if (g.keeps_keys()) {
@@ -488,16 +491,16 @@ std::tuple<py::array_t<float>, py::array_t<std::int64_t>, std::size_t> graph_sea
     const GraphSearch& g, const Array<float>& walk, const Array<float>& rank, std::int64_t k,
     const ExactArray<std::int32_t>& ef, int num_threads, const std::optional<py::function>& filter) {
     require_matrix(walk, "walk");
-    require(std::size_t(walk.shape(1)) == g.dim(),
+    AMIPS_REQUIRE(std::size_t(walk.shape(1)) == g.dim(),
             "walk must have " + std::to_string(g.dim()) + " columns, got shape " + shape_of(walk));
-    require(rank.ndim() == 2 && rank.shape(0) == walk.shape(0) && rank.shape(1) == walk.shape(1),
+    AMIPS_REQUIRE(rank.ndim() == 2 && rank.shape(0) == walk.shape(0) && rank.shape(1) == walk.shape(1),
             "rank " + shape_of(rank) + " must have the shape of walk " + shape_of(walk));
     const std::size_t nq = walk.shape(0);
     require_vector(ef, nq, "ef");
     require_k(k, g.size(), "number of elements");
     require_threads(num_threads);
     for (py::ssize_t i = 0; i < ef.size(); ++i) {
-        require(ef.data()[i] >= k, "every ef must be at least k = " + std::to_string(k) +
+        AMIPS_REQUIRE(ef.data()[i] >= k, "every ef must be at least k = " + std::to_string(k) +
                                        ", got " + std::to_string(ef.data()[i]));
     }
     py::array_t<float> scores({nq, std::size_t(k)});
@@ -624,7 +627,7 @@ PYBIND11_MODULE(_core, m) {
         .def("link",
              [](GraphSearch& g, const ExactArray<std::int64_t>& sources,
                 const ExactArray<std::int64_t>& targets) {
-                 require(sources.ndim() == 1 && targets.ndim() == 1 &&
+                 AMIPS_REQUIRE(sources.ndim() == 1 && targets.ndim() == 1 &&
                              sources.size() == targets.size(),
                          "sources and targets must be 1-D of one length, got shapes " +
                              shape_of(sources) + " and " + shape_of(targets));
@@ -646,7 +649,7 @@ PYBIND11_MODULE(_core, m) {
              },
              py::arg("elements"), "Undo mark_deleted.")
         .def("reserve", [](GraphSearch& g, std::int64_t capacity) {
-                 require(capacity >= 0, "capacity must be non-negative");
+                 AMIPS_REQUIRE(capacity >= 0, "capacity must be non-negative");
                  g.reserve(std::size_t(capacity));
              },
              py::arg("capacity"),

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -220,24 +221,34 @@ void GraphSearch::copy_keys(const std::uint32_t* elements, std::size_t count, fl
 // One thread's walk of one query at a time: its scaled query, visited set and two heaps.
 // (Interleaving eight walks on a thread, each asking for memory while the others score, measured
 // no faster on GloVe: the neighbours' codes asked for together already overlap their misses.)
+// A thread keeps its walk between calls (see search), so each starts with bind().
 class GraphSearch::Walk {
 public:
-    Walk(const GraphSearch& g, const Filter* allowed)
-        : g_(g), allowed_(allowed), kernels_(kernels_for(active_isa())), visited_(g.n_), query_(g.code_dim_), ranked_(g.code_dim_, 0.f) {}
+    // Walks g from now on, keeping only what `allowed` accepts (null: every live element).
+    void bind(const GraphSearch& g, const Filter* allowed) {
+        g_ = &g;
+        allowed_ = allowed;
+        kernels_ = kernels_for(active_isa());
+        visited_.clear();  // a walk left by an exception (a filter's) still marks its elements
+        visited_.fit(g.n_);
+        query_.resize(g.code_dim_);
+        ranked_.resize(g.code_dim_);
+        scored_ = 0;
+    }
 
     // Descends the upper levels greedily by `walk`, then seeds the beam of ef on level 0; the
     // best `spare` of what falls out of the beam's ef are ranked too.
     void start(const float* walk, std::size_t ef, std::size_t spare) {
         // The codes' offsets add the same amount to every score of a query: only the scales count.
-        for (std::size_t t = 0; t < g_.d_; ++t) query_[t] = walk[t] * g_.scale_[t];
+        for (std::size_t t = 0; t < g_->d_; ++t) query_[t] = walk[t] * g_->scale_[t];
         ef_ = ef, spare_ = spare;
-        std::uint32_t current = g_.entry_;
+        std::uint32_t current = g_->entry_;
         float best = score(current);
-        for (int level = g_.max_level_; level > 0; --level) {
+        for (int level = g_->max_level_; level > 0; --level) {
             for (bool moved = true; moved;) {
                 moved = false;
                 const std::uint32_t* list =
-                    g_.upper_.data() + g_.upper_offsets_[current] + (level - 1) * (g_.max_m_ + 1);
+                    g_->upper_.data() + g_->upper_offsets_[current] + (level - 1) * (g_->max_m_ + 1);
                 for (std::uint32_t j = 1; j <= (list[0] & 0xFFFF); ++j) {
                     const float s = score(list[j]);
                     if (s > best) best = s, current = list[j], moved = true;
@@ -262,14 +273,14 @@ public:
         candidates_.pop_back();
         // The next expansion's links, likely out of cache, arrive while these neighbours score.
         if (!candidates_.empty()) {
-            ask_for(links_of(candidates_.front().second), (g_.max_m0_ + 1) * sizeof(std::uint32_t));
+            ask_for(links_of(candidates_.front().second), (g_->max_m0_ + 1) * sizeof(std::uint32_t));
         }
         const std::uint32_t* list = links_of(next.second);
         fresh_.clear();
         for (std::uint32_t j = 1; j <= (list[0] & 0xFFFF); ++j) {
             if (!visited_.first_visit(list[j])) continue;
             fresh_.push_back(list[j]);
-            ask_for(g_.codes_.data() + std::size_t(list[j]) * g_.code_dim_, g_.code_dim_);
+            ask_for(g_->codes_.data() + std::size_t(list[j]) * g_->code_dim_, g_->code_dim_);
         }
         return true;
     }
@@ -306,17 +317,17 @@ private:
     static constexpr WorstFirst worst_first{};
 
     const std::uint32_t* links_of(std::uint32_t e) const {
-        return g_.links0_.data() + std::size_t(e) * (g_.max_m0_ + 1);
+        return g_->links0_.data() + std::size_t(e) * (g_->max_m0_ + 1);
     }
 
     float score(std::uint32_t e) {
         ++scored_;
-        return kernels_.dot_codes(query_.data(), g_.codes_.data() + e * g_.code_dim_, g_.code_dim_);
+        return kernels_.dot_codes(query_.data(), g_->codes_.data() + e * g_->code_dim_, g_->code_dim_);
     }
 
     // Found: live elements only, worst on top, at most ef; what falls out goes to the spilled.
     void keep(float s, std::uint32_t e) {
-        if (g_.any_deleted_ && g_.deleted_[e]) return;
+        if (g_->any_deleted_ && g_->deleted_[e]) return;
         if (allowed_ && !(*allowed_)(e)) return;
         Scored out;
         if (!push_bounded(found_, {s, e}, ef_, out)) return;
@@ -346,17 +357,17 @@ private:
         for (const Scored& f : spilled_) elements_.push_back(f.second);
         std::sort(elements_.begin(), elements_.end());
         exact_.resize(elements_.size());
-        if (g_.keep_keys_) {
-            rescore(rank, 1, g_.keys_.data(), g_.d_, elements_.data(), elements_.size(), 1, exact_.data());
+        if (g_->keep_keys_) {
+            rescore(rank, 1, g_->keys_.data(), g_->d_, elements_.data(), elements_.size(), 1, exact_.data());
         } else {  // the inner products with the values the codes stand for
             float offset = 0.f;
-            for (std::size_t t = 0; t < g_.d_; ++t) {
-                ranked_[t] = rank[t] * g_.scale_[t];
-                offset += rank[t] * g_.low_[t];
+            for (std::size_t t = 0; t < g_->d_; ++t) {
+                ranked_[t] = rank[t] * g_->scale_[t];
+                offset += rank[t] * g_->low_[t];
             }
             for (std::size_t j = 0; j < elements_.size(); ++j) {
-                const std::uint8_t* code = g_.codes_.data() + elements_[j] * g_.code_dim_;
-                exact_[j] = offset + kernels_.dot_codes(ranked_.data(), code, g_.code_dim_);
+                const std::uint8_t* code = g_->codes_.data() + elements_[j] * g_->code_dim_;
+                exact_[j] = offset + kernels_.dot_codes(ranked_.data(), code, g_->code_dim_);
             }
         }
         const std::size_t kept = std::min(k, elements_.size());
@@ -367,9 +378,9 @@ private:
         }
     }
 
-    const GraphSearch& g_;
-    const Filter* allowed_;
-    const Kernels kernels_;
+    const GraphSearch* g_ = nullptr;
+    const Filter* allowed_ = nullptr;
+    Kernels kernels_{};
     VisitedSet visited_;
     std::vector<std::uint32_t> fresh_;
     std::vector<float> query_, ranked_, exact_;  // ranked_: a codes-only graph's rank query
@@ -390,13 +401,28 @@ std::size_t GraphSearch::search(const float* walk, const float* rank, std::size_
     const std::int32_t widest = nq ? *std::max_element(ef, ef + nq) : 0;
     const int threads = threads_for(num_threads, double(nq) * widest * max_m0_ * d_);
     parallel_for(tasks, threads, [&](std::size_t task) {
-        Walk walker(*this, allowed);
+        // Each thread keeps one walk (its visited set and heaps) between calls: allocating them
+        // afresh took a third of a one-query search's time in the core on a 6.7k-key graph. A
+        // search started on this thread while its walk is in use (from a filter) gets its own.
+        thread_local Walk kept;
+        thread_local bool in_use = false;
+        std::unique_ptr<Walk> own;
+        Walk* walker = &kept;
+        if (in_use) own = std::make_unique<Walk>(), walker = own.get();
+        const bool was_in_use = in_use;
+        in_use = true;
+        struct Release {
+            bool& flag;
+            bool value;
+            ~Release() { flag = value; }
+        } release{in_use, was_in_use};
+        walker->bind(*this, allowed);
         for (std::size_t q = task * kQueriesPerTask; q < std::min(nq, (task + 1) * kQueriesPerTask); ++q) {
-            walker.start(walk + q * d_, std::size_t(ef[q]), k);
-            while (walker.expand()) walker.score_fresh();
-            walker.finish(rank + q * d_, k, scores + q * k, ids + q * k);
+            walker->start(walk + q * d_, std::size_t(ef[q]), k);
+            while (walker->expand()) walker->score_fresh();
+            walker->finish(rank + q * d_, k, scores + q * k, ids + q * k);
         }
-        scored[task] = walker.scored();
+        scored[task] = walker->scored();
     });
     std::size_t total = 0;
     for (const std::size_t s : scored) total += s;

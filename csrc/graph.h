@@ -23,7 +23,13 @@ namespace amips {
 // The elements a walk has seen: one bit each, cleared by the list of those set.
 class VisitedSet {
 public:
+    VisitedSet() = default;
     explicit VisitedSet(std::size_t n) : bits_((n + 63) / 64) {}
+
+    // Room for elements 0 .. n - 1 (none marked when cleared before).
+    void fit(std::size_t n) {
+        if (bits_.size() < (n + 63) / 64) bits_.resize((n + 63) / 64, 0);
+    }
 
     // True the first time e is asked for since the last clear().
     bool first_visit(std::uint32_t e) {
