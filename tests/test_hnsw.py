@@ -536,7 +536,7 @@ def test_target_recall_is_met_on_held_out_queries_with_less_ef_for_lower_targets
         groups_ef = index._effort.efforts_for(target)[index._effort.group_of(test)]
         for ef in np.unique(groups_ef):  # each query is searched at its group's ef
             rows = groups_ef == ef
-            alone = index._walk(test[rows], 10, np.full(rows.sum(), ef), 1, None)
+            alone = index._walk(test[rows], 10, np.full(rows.sum(), ef, np.int32), 1, None)
             np.testing.assert_array_equal(alone[0], labels[rows])
             np.testing.assert_array_equal(alone[1], distances[rows])
         exact = 1 - np.einsum("ij,ikj->ik", test, keys[labels.astype(np.int64)])
@@ -570,7 +570,7 @@ def test_target_recall_errors(data, calibrated):
 def test_the_walk_with_a_beam_over_every_key_is_exact(data, construction):
     keys, _, test = data
     index = build(keys[:500], construction=construction)
-    labels, distances = index._walk(test, 10, np.full(len(test), 500), 0, None)
+    labels, distances = index._walk(test, 10, np.full(len(test), 500, np.int32), 0, None)
     scores, true = ap.topk_dot(test, keys[:500], 10)
     np.testing.assert_array_equal(labels, true)
     np.testing.assert_allclose(distances, 1 - scores, atol=1e-5)

@@ -18,20 +18,12 @@ class ReadWriteLock:
         self._readers = 0
         self._writing = False
         self._writers_waiting = 0
+        self._read = _Reading(self)
 
-    @contextmanager
-    def reading(self):
-        with self._cond:
-            while self._writing or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._cond.notify_all()
+    def reading(self) -> _Reading:
+        """A context in which to read; one object serves every reader (its state is the lock's):
+        a generator-based context cost a one-query search about a microsecond more."""
+        return self._read
 
     @contextmanager
     def writing(self):
@@ -49,6 +41,29 @@ class ReadWriteLock:
             with self._cond:
                 self._writing = False
                 self._cond.notify_all()
+
+
+class _Reading:
+    """``ReadWriteLock.reading``'s context."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: ReadWriteLock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        lock = self._lock
+        with lock._cond:
+            while lock._writing or lock._writers_waiting:
+                lock._cond.wait()
+            lock._readers += 1
+
+    def __exit__(self, *exc) -> None:
+        lock = self._lock
+        with lock._cond:
+            lock._readers -= 1
+            if lock._readers == 0 and lock._writers_waiting:  # readers wait only for writers
+                lock._cond.notify_all()
 
 
 class PicklesWithoutTransients:
