@@ -4,6 +4,7 @@ setting (nprobe or ef) that meets the same target.
     python benchmarks/bench_effort.py                                # AmortizedIVF, GloVe
     python benchmarks/bench_effort.py --index hnsw                   # AmortizedHNSW, GloVe
     python benchmarks/bench_effort.py --index hnsw --dataset wordnet
+    python benchmarks/bench_effort.py --index hnsw --keys 6700      # a small catalogue
 
 A seeded 80k / 10k split of the data set's training queries: the router (IVF) is fitted on the 80k;
 our index is calibrated on the 10k (``calibrate``), and every peer's setting is the smallest whose
@@ -21,7 +22,9 @@ descending norm: the best order for every library, and voyager's transform needs
 (degree 32, window 200), ScaNN, and with ``--ngt`` NGT (epsilon; its batch search runs on one
 thread holding the GIL, so finding its settings takes hours on GloVe); ours twice: the plain graph,
 and with edges learned from the 80k (``fit_edges``). A peer with two knobs is one contender per
-value of the second (``pip install ".[peers]"`` installs them).
+value of the second (``pip install ".[peers]"`` installs them). ``--keys N``: a seeded sample of N
+of the keys, a small catalogue such as a recommender's, where one query's fixed cost (the Python
+path, the call into each library) is most of its time.
 """
 
 from __future__ import annotations
@@ -222,11 +225,15 @@ def main():
     p.add_argument("--out", default="results/bench_effort")
     p.add_argument("--record", action="store_true", help="write benchmarks/results/effort_*.json")
     p.add_argument("--ngt", action="store_true", help="also NGT (hnsw; slow: one thread)")
+    p.add_argument("--keys", type=int, help="a seeded sample of this many keys (default: all)")
     args = p.parse_args()
     faiss.omp_set_num_threads(args.threads)
 
     ds = builtin(args.dataset)
-    keys, test = ds.keys, ds.test_queries
+    keys, test, data_name = ds.keys, ds.test_queries, ds.name
+    if args.keys is not None and args.keys < len(keys):
+        sample = np.random.default_rng(0).choice(len(keys), args.keys, replace=False)
+        keys, data_name = keys[np.sort(sample)], f"{ds.name.split('-')[0]}-{args.keys}"
     split = np.random.default_rng(0).permutation(len(ds.train_queries))
     fit_q, calibration_q = ds.train_queries[split[:80_000]], ds.train_queries[split[-10_000:]]
     truth = {
@@ -235,7 +242,7 @@ def main():
     }
     contenders = ivf_contenders if args.index == "ivf" else hnsw_contenders
     setup, ours, rivals = contenders(ds, keys, fit_q, calibration_q, args.threads, args.ngt)
-    print(f"{ds.name}, {args.index} ({setup}): k {K}, {args.threads} threads")
+    print(f"{data_name}, {args.index} ({setup}): k {K}, {args.threads} threads")
     for name, (_, build_s, memory_mb) in ours.items():
         print(f"{name}: built, fitted and calibrated in {build_s:.1f} s, {memory_mb:.0f} MB")
     rows = []
@@ -290,12 +297,13 @@ def main():
                         f"queries/s {mine['queries_per_s'] / other['queries_per_s']:.2f}, "
                         f"one query {other['single_query_ms'] / mine['single_query_ms']:.2f}"
                     )
+    stem = f"{args.index}_{args.dataset}" + ("" if data_name == ds.name else f"_{len(keys)}")
     if args.record:
-        title = f"Declared recall against every peer: {args.index}, {ds.name}"
-        record.write(f"effort_{args.index}_{args.dataset}", title, rows, COLUMNS, NOTES)
+        title = f"Declared recall against every peer: {args.index}, {data_name}"
+        record.write(f"effort_{stem}", title, rows, COLUMNS, NOTES)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{args.index}_{args.dataset}.json"
+    path = out / f"{stem}.json"
     path.write_text(json.dumps(rows, indent=1))
     print(f"wrote {path}")
 
