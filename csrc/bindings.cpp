@@ -61,20 +61,20 @@ void require_pair(const py::array& queries, const py::array& keys) {
     require_matrix(keys, "keys");
     AMIPS_REQUIRE(keys.shape(0) > 0, "keys is empty: shape " + shape_of(keys));
     AMIPS_REQUIRE(queries.shape(1) == keys.shape(1), "queries " + shape_of(queries) + " and keys " +
-                                                   shape_of(keys) + " differ in dimension");
+                                                         shape_of(keys) + " differ in dimension");
 }
 
 // 0 asks for the default number of threads.
 void require_threads(int num_threads) {
     AMIPS_REQUIRE(num_threads >= 0 && num_threads <= kMaxThreads,
-            "num_threads must lie in [0, " + std::to_string(kMaxThreads) + "], got " +
-                std::to_string(num_threads));
+                  "num_threads must lie in [0, " + std::to_string(kMaxThreads) + "], got " +
+                      std::to_string(num_threads));
 }
 
 // 1 <= k <= available (results are never padded here: the Python layer pads, within a size cap).
 void require_k(std::int64_t k, std::size_t available, const std::string& what) {
     AMIPS_REQUIRE(k > 0 && std::uint64_t(k) <= available, "k = " + std::to_string(k) + " must lie in [1, " +
-                                                        std::to_string(available) + "], the " + what);
+                                                              std::to_string(available) + "], the " + what);
 }
 
 // Allocates the (nq, k) results and runs topk_dot over keys (checked by the caller), GIL released.
@@ -102,8 +102,8 @@ ScoresIds topk_dot_py(const Array<float>& queries, const Array<float>& keys, std
 // A 1-D float32 buffer of whole panels: how many keys of dimension d it can hold.
 std::size_t panel_capacity(const py::array& packed, std::size_t d) {
     AMIPS_REQUIRE(packed.ndim() == 1 && packed.dtype().is(py::dtype::of<float>()) &&
-                (packed.flags() & py::array::c_style),
-            "packed keys must be a contiguous 1-D float32 array, got shape " + shape_of(packed));
+                      (packed.flags() & py::array::c_style),
+                  "packed keys must be a contiguous 1-D float32 array, got shape " + shape_of(packed));
     AMIPS_REQUIRE(d > 0, "the dimension must be positive");
     return std::size_t(packed.size()) / d / kPanel * kPanel;  // kPanel * d could overflow
 }
@@ -112,11 +112,11 @@ std::size_t panel_capacity(const py::array& packed, std::size_t d) {
 // size is computed from it, so no product overflows).
 void require_whole_panels(std::int64_t n, std::size_t capacity, const std::string& what) {
     AMIPS_REQUIRE(n >= 0 && n % std::int64_t(kPanel) == 0,
-            what + " must be a non-negative multiple of " + std::to_string(kPanel) + ", got " +
-                std::to_string(n));
+                  what + " must be a non-negative multiple of " + std::to_string(kPanel) + ", got " +
+                      std::to_string(n));
     AMIPS_REQUIRE(std::uint64_t(n) <= capacity, what + " = " + std::to_string(n) +
-                                              " exceeds the buffer's " + std::to_string(capacity) +
-                                              " key slots");
+                                                    " exceeds the buffer's " + std::to_string(capacity) +
+                                                    " key slots");
 }
 
 // The keys of a buffer filled by pack_keys (its first n_packed) and then the rows of tail, for
@@ -127,7 +127,7 @@ KeySet packed_keys(const Array<float>& queries, const py::array& panels, std::in
     require_matrix(tail, "tail");
     const std::size_t d = queries.shape(1);
     AMIPS_REQUIRE(std::size_t(tail.shape(1)) == d, "queries " + shape_of(queries) + " and tail " +
-                                                 shape_of(tail) + " differ in dimension");
+                                                       shape_of(tail) + " differ in dimension");
     require_whole_panels(n_packed, panel_capacity(panels, d), "n_packed");
     return {static_cast<const float*>(panels.data()), std::size_t(n_packed), tail.data(),
             std::size_t(tail.shape(0)), d};
@@ -165,12 +165,12 @@ ScoresIds run_segment_max(const Array<float>& queries, const KeySet& keys,
     require_threads(num_threads);
     const std::int64_t n = std::int64_t(keys.size());
     AMIPS_REQUIRE(offsets.ndim() == 1 && offsets.shape(0) >= 2,
-            "offsets must be 1-D with at least 2 entries, got shape " + shape_of(offsets));
+                  "offsets must be 1-D with at least 2 entries, got shape " + shape_of(offsets));
     const std::int64_t* off = offsets.data();
     const std::size_t C = offsets.shape(0) - 1;
     AMIPS_REQUIRE(off[0] == 0 && off[C] == n, "offsets must start at 0 and end at the number of keys (" +
-                                            std::to_string(n) + "), got " + std::to_string(off[0]) +
-                                            " ... " + std::to_string(off[C]));
+                                                  std::to_string(n) + "), got " + std::to_string(off[0]) +
+                                                  " ... " + std::to_string(off[C]));
     for (std::size_t c = 0; c < C; ++c) AMIPS_REQUIRE(off[c] <= off[c + 1], "offsets must not decrease");
     const std::size_t nq = queries.shape(0);
     py::array_t<float> scores({nq, C});
@@ -203,13 +203,13 @@ py::array_t<float> rescore_py(const Array<float>& queries, const Array<float>& k
     require_threads(num_threads);
     require_matrix(candidate_ids, "candidate_ids");
     AMIPS_REQUIRE(candidate_ids.shape(0) == queries.shape(0),
-            "candidate_ids " + shape_of(candidate_ids) + " must have one row per query " +
-                shape_of(queries));
+                  "candidate_ids " + shape_of(candidate_ids) + " must have one row per query " +
+                      shape_of(queries));
     const std::int64_t n = keys.shape(0);
     const std::int64_t* id = candidate_ids.data();
     for (py::ssize_t i = 0; i < candidate_ids.size(); ++i) {
         AMIPS_REQUIRE(id[i] >= -1 && id[i] < n, "candidate_ids must lie in [-1, " + std::to_string(n) +
-                                              "), found " + std::to_string(id[i]));
+                                                    "), found " + std::to_string(id[i]));
     }
     const std::size_t nq = queries.shape(0), m = candidate_ids.shape(1), d = keys.shape(1);
     py::array_t<float> scores({nq, m});
@@ -225,7 +225,7 @@ py::array_t<std::int64_t> take_in_turn_py(const ExactArray<std::int64_t>& a,
     require_matrix(a, "a");
     require_matrix(b, "b");
     AMIPS_REQUIRE(a.shape(0) == b.shape(0),
-            "a " + shape_of(a) + " and b " + shape_of(b) + " differ in their number of rows");
+                  "a " + shape_of(a) + " and b " + shape_of(b) + " differ in their number of rows");
     AMIPS_REQUIRE(count >= 0, "count must be non-negative, got " + std::to_string(count));
     const std::size_t n = a.shape(0);
     py::array_t<std::int64_t> out({n, std::size_t(count)});
@@ -247,8 +247,8 @@ ScoresIds topk_rows_py(const Array<float>& scores, std::int64_t k, int num_threa
     if (!labels_or_none.is_none()) {
         labels = labels_or_none.cast<ExactArray<std::int64_t>>();
         AMIPS_REQUIRE(labels.ndim() == 2 && labels.shape(0) == scores.shape(0) &&
-                    labels.shape(1) == scores.shape(1),
-                "labels " + shape_of(labels) + " must have the shape of scores " + shape_of(scores));
+                          labels.shape(1) == scores.shape(1),
+                      "labels " + shape_of(labels) + " must have the shape of scores " + shape_of(scores));
     }
     const std::int64_t* label_data = labels_or_none.is_none() ? nullptr : labels.data();
     py::array_t<float> top_scores({n, std::size_t(k)});
@@ -277,8 +277,8 @@ py::array_t<float> xbox_rows(const XboxTransform& t, const Array<float>& x, cons
                              Fill fill) {
     require_matrix(x, name);
     AMIPS_REQUIRE(std::size_t(x.shape(1)) == t.dim(), std::string(name) + " must have " +
-                                                    std::to_string(t.dim()) + " columns, got shape " +
-                                                    shape_of(x));
+                                                          std::to_string(t.dim()) + " columns, got shape " +
+                                                          shape_of(x));
     py::array_t<float> out({std::size_t(x.shape(0)), t.dim() + 1});
     float* o = out.mutable_data();
     {
@@ -291,7 +291,7 @@ py::array_t<float> xbox_rows(const XboxTransform& t, const Array<float>& x, cons
 // A contiguous 1-D array of n entries.
 void require_vector(const py::array& a, std::size_t n, const std::string& name) {
     AMIPS_REQUIRE(a.ndim() == 1 && std::size_t(a.shape(0)) == n,
-            name + " must be 1-D with " + std::to_string(n) + " entries, got shape " + shape_of(a));
+                  name + " must be 1-D with " + std::to_string(n) + " entries, got shape " + shape_of(a));
 }
 
 // Segments [offsets[g], offsets[g + 1]) of 0 .. total: num_segments + 1 non-decreasing entries.
@@ -314,7 +314,7 @@ take_better_answers_py(const py::array& queries, const Array<float>& query_norms
     // float32 queries, or float16 ones (half the memory; numpy's float16, passed as is)
     const bool half = queries.dtype().kind() == 'f' && queries.dtype().itemsize() == 2;
     AMIPS_REQUIRE(half || queries.dtype().is(py::dtype::of<float>()),
-            "queries must be float32 or float16");
+                  "queries must be float32 or float16");
     AMIPS_REQUIRE(queries.flags() & py::array::c_style, "queries must be C-contiguous");
     require_pair(queries, keys);
     require_threads(num_threads);
@@ -327,13 +327,13 @@ take_better_answers_py(const py::array& queries, const Array<float>& query_norms
     require_segments(offsets, S, "offsets");
     const std::size_t groups = offsets.shape(0) - 1;
     AMIPS_REQUIRE(key_offsets.ndim() == 1 && std::size_t(key_offsets.shape(0)) == groups + 1,
-            "key_offsets must have one entry per group and one more");
+                  "key_offsets must have one entry per group and one more");
     AMIPS_REQUIRE(key_rows.ndim() == 1, "key_rows must be 1-D");
     require_segments(key_offsets, key_rows.shape(0), "key_offsets");
     const std::int64_t* row = key_rows.data();
     for (py::ssize_t i = 0; i < key_rows.shape(0); ++i) {
         AMIPS_REQUIRE(row[i] >= 0 && row[i] < std::int64_t(n), "key_rows must lie in [0, " +
-                                                             std::to_string(n) + ")");
+                                                                   std::to_string(n) + ")");
     }
     py::array_t<float> new_scores(S);
     py::array_t<std::int64_t> new_answers(S);
@@ -373,14 +373,14 @@ GraphSearch make_graph(const std::optional<Array<float>>& keys,
     require_matrix(links0, "links0");
     const std::size_t n = rows.shape(0), d = rows.shape(1);
     AMIPS_REQUIRE(std::size_t(links0.shape(0)) == n && links0.shape(1) >= 2,
-            "links0 must have one row per key and room for a link, got shape " + shape_of(links0));
+                  "links0 must have one row per key and room for a link, got shape " + shape_of(links0));
     AMIPS_REQUIRE(upper.ndim() == 1, "upper must be 1-D, got shape " + shape_of(upper));
     require_vector(upper_offsets, n, "upper_offsets");
     require_vector(levels, n, "levels");
     require_vector(deleted, n, "deleted");
     AMIPS_REQUIRE(max_m > 0 && entry >= 0, "max_m must be positive and entry non-negative");
     AMIPS_REQUIRE(code_low.has_value() == code_scale.has_value(),
-            "code_low and code_scale go together");
+                  "code_low and code_scale go together");
     AMIPS_REQUIRE(code_low || !codes, "codes need their ranges, code_low and code_scale");
     if (code_low) {
         require_vector(*code_low, d, "code_low");
@@ -396,8 +396,8 @@ GraphSearch make_graph(const std::optional<Array<float>>& keys,
 
 GraphSearch make_empty_graph(std::int64_t dim, std::int64_t max_m, bool keep_keys) {
     AMIPS_REQUIRE(dim > 0 && max_m >= 2 && max_m < 32768,
-            "a graph needs dim > 0 and 2 <= max_m < 32768, got dim = " + std::to_string(dim) +
-                ", max_m = " + std::to_string(max_m));
+                  "a graph needs dim > 0 and 2 <= max_m < 32768, got dim = " + std::to_string(dim) +
+                      ", max_m = " + std::to_string(max_m));
     return GraphSearch(std::size_t(dim), std::size_t(max_m), keep_keys);
 }
 
@@ -406,7 +406,7 @@ void require_graph_keys(const GraphSearch& g, const Array<float>& keys,
                         std::int64_t ef_construction) {
     require_matrix(keys, "keys");
     AMIPS_REQUIRE(std::size_t(keys.shape(1)) == g.dim(),
-            "keys must have " + std::to_string(g.dim()) + " columns, got shape " + shape_of(keys));
+                  "keys must have " + std::to_string(g.dim()) + " columns, got shape " + shape_of(keys));
     AMIPS_REQUIRE(ef_construction > 0, "ef_construction must be positive");
     for (py::ssize_t i = 0; i < keys.size(); ++i) {
         AMIPS_REQUIRE(std::isfinite(keys.data()[i]), "keys must be finite");
@@ -427,8 +427,8 @@ std::vector<std::uint32_t> elements_of(const GraphSearch& g, const ExactArray<st
     std::vector<std::uint32_t> out(elements.size());
     for (py::ssize_t i = 0; i < elements.size(); ++i) {
         AMIPS_REQUIRE(elements.data()[i] >= 0 && std::size_t(elements.data()[i]) < g.size(),
-                "element " + std::to_string(elements.data()[i]) + " is not in the graph of " +
-                    std::to_string(g.size()));
+                      "element " + std::to_string(elements.data()[i]) + " is not in the graph of " +
+                          std::to_string(g.size()));
         out[i] = std::uint32_t(elements.data()[i]);
     }
     return out;
@@ -439,8 +439,8 @@ void graph_update_py(GraphSearch& g, const ExactArray<std::int64_t>& elements,
     const std::vector<std::uint32_t> at = elements_of(g, elements);
     require_graph_keys(g, keys, ef_construction);
     AMIPS_REQUIRE(std::size_t(keys.shape(0)) == at.size(),
-            "keys must have one row of " + std::to_string(g.dim()) + " per element, got shape " +
-                shape_of(keys));
+                  "keys must have one row of " + std::to_string(g.dim()) + " per element, got shape " +
+                      shape_of(keys));
     py::gil_scoped_release release;
     g.update(at.data(), keys.data(), at.size(), std::size_t(ef_construction));
 }
@@ -492,16 +492,16 @@ std::tuple<py::array_t<float>, py::array_t<std::int64_t>, std::size_t> graph_sea
     const ExactArray<std::int32_t>& ef, int num_threads, const std::optional<py::function>& filter) {
     require_matrix(walk, "walk");
     AMIPS_REQUIRE(std::size_t(walk.shape(1)) == g.dim(),
-            "walk must have " + std::to_string(g.dim()) + " columns, got shape " + shape_of(walk));
+                  "walk must have " + std::to_string(g.dim()) + " columns, got shape " + shape_of(walk));
     AMIPS_REQUIRE(rank.ndim() == 2 && rank.shape(0) == walk.shape(0) && rank.shape(1) == walk.shape(1),
-            "rank " + shape_of(rank) + " must have the shape of walk " + shape_of(walk));
+                  "rank " + shape_of(rank) + " must have the shape of walk " + shape_of(walk));
     const std::size_t nq = walk.shape(0);
     require_vector(ef, nq, "ef");
     require_k(k, g.size(), "number of elements");
     require_threads(num_threads);
     for (py::ssize_t i = 0; i < ef.size(); ++i) {
         AMIPS_REQUIRE(ef.data()[i] >= k, "every ef must be at least k = " + std::to_string(k) +
-                                       ", got " + std::to_string(ef.data()[i]));
+                                             ", got " + std::to_string(ef.data()[i]));
     }
     py::array_t<float> scores({nq, std::size_t(k)});
     py::array_t<std::int64_t> ids({nq, std::size_t(k)});
@@ -628,9 +628,9 @@ PYBIND11_MODULE(_core, m) {
              [](GraphSearch& g, const ExactArray<std::int64_t>& sources,
                 const ExactArray<std::int64_t>& targets) {
                  AMIPS_REQUIRE(sources.ndim() == 1 && targets.ndim() == 1 &&
-                             sources.size() == targets.size(),
-                         "sources and targets must be 1-D of one length, got shapes " +
-                             shape_of(sources) + " and " + shape_of(targets));
+                                   sources.size() == targets.size(),
+                               "sources and targets must be 1-D of one length, got shapes " +
+                                   shape_of(sources) + " and " + shape_of(targets));
                  const std::vector<std::uint32_t> from = elements_of(g, sources);
                  const std::vector<std::uint32_t> to = elements_of(g, targets);
                  return g.link(from.data(), to.data(), from.size());
