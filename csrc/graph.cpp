@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <memory>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -402,20 +401,12 @@ std::size_t GraphSearch::search(const float* walk, const float* rank, std::size_
     const int threads = threads_for(num_threads, double(nq) * widest * max_m0_ * d_);
     parallel_for(tasks, threads, [&](std::size_t task) {
         // Each thread keeps one walk (its visited set and heaps) between calls: allocating them
-        // afresh took a third of a one-query search's time in the core on a 6.7k-key graph. A
-        // search started on this thread while its walk is in use (from a filter) gets its own.
+        // afresh took a third of a one-query search's time in the core on a 6.7k-key graph. Only
+        // a filter runs other code mid-walk, and that code may search on this thread: a filtered
+        // walk gets its own (an empty Walk allocates nothing until bound).
         thread_local Walk kept;
-        thread_local bool in_use = false;
-        std::unique_ptr<Walk> own;
-        Walk* walker = &kept;
-        if (in_use) own = std::make_unique<Walk>(), walker = own.get();
-        const bool was_in_use = in_use;
-        in_use = true;
-        struct Release {
-            bool& flag;
-            bool value;
-            ~Release() { flag = value; }
-        } release{in_use, was_in_use};
+        Walk own;
+        Walk* walker = allowed ? &own : &kept;
         walker->bind(*this, allowed);
         for (std::size_t q = task * kQueriesPerTask; q < std::min(nq, (task + 1) * kQueriesPerTask); ++q) {
             walker->start(walk + q * d_, std::size_t(ef[q]), k);

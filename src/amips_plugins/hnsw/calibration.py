@@ -66,7 +66,7 @@ class Calibration(HNSWState):
         del keys
 
         def search(queries: np.ndarray, ef: int) -> np.ndarray:
-            efs = np.full(len(queries), max(ef, k), np.int32)
+            efs = np.full(len(queries), ef, np.int32)
             return self._walk(queries, k, efs, num_threads, None)[0].astype(np.int64)
 
         table = EffortTable.measure(q, truth, search, effort_grid(k, max(k, max_ef)))
@@ -76,9 +76,9 @@ class Calibration(HNSWState):
     def _ef_per_query(
         self, q: np.ndarray, k: int, target_recall, num_threads: int
     ) -> tuple[np.ndarray, str]:
-        """The ef (int32, at least k) of every query's calibration group for ``target_recall`` at
-        this k, measured again on the kept queries when the keys changed since (under the graph
-        lock); and which of the two."""
+        """The ef of every query's calibration group for ``target_recall`` at this k, measured
+        again on the kept queries when the keys changed since (under the graph lock); and
+        which of the two."""
         table, state = self._effort, "current"
         if table is None:
             raise HNSWError(
@@ -93,8 +93,7 @@ class Calibration(HNSWState):
                     table = self._measured_again(table, num_threads)
                     self._effort, self._effort_version = table, self._keys_version
         try:
-            ef = np.maximum(table.efforts_for(target_recall)[table.group_of(q)], k, dtype=np.int32)
-            return ef, state
+            return table.efforts_for(target_recall)[table.group_of(q)], state
         except ValueError as e:
             raise HNSWError(str(e)) from None
 
@@ -108,12 +107,13 @@ class Calibration(HNSWState):
         assert queries is not None  # checked above
         return self._measure(queries, table.k, self._calibration_max_ef, num_threads)
 
-    def _walk(self, q: np.ndarray, k: int, ef: np.ndarray, num_threads: int, filter):
-        """Search every query at its own ef (int32, each at least k) by the C++ core's walk of
-        the graph (under the graph lock), walking by the predicted key under a query transform;
-        only labels ``filter`` accepts are kept, when one is given."""
+    def _walk(self, q: np.ndarray, k: int, ef_per_query: np.ndarray, num_threads: int, filter):
+        """Search every query at its own ef by the C++ core's walk of the graph (under the
+        graph lock), walking by the predicted key under a query transform; only labels
+        ``filter`` accepts are kept, when one is given."""
         graph, labels = self._require_ready(), self._labels.all
         walk = q if self._query_transform is None else self._predictor.keys(q)
+        ef = np.maximum(ef_per_query, k, dtype=np.int32)
         allowed = None if filter is None else (lambda e: filter(int(labels[e])))
         scores, elements, scored = graph.search(
             self._as_stored(walk), self._as_stored(q), k, ef, self._threads(num_threads), allowed

@@ -248,7 +248,7 @@ class AmortizedHNSW(
             if k > count:
                 raise HNSWError(f"k = {k} exceeds the {count} elements in the index")
             if target_recall is None:
-                ef = max(self._ef, self.candidates if self._query_transform is not None else 0, k)
+                ef = max(self._ef, self.candidates if self._query_transform is not None else 0)
                 ef_per_query = np.full(len(q), ef, np.int32)
             if len(q) == 0:
                 result = np.empty((0, k), np.uint64), np.empty((0, k), np.float32)
