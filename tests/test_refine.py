@@ -84,6 +84,8 @@ def test_target_recall_meets_the_target_choosing_nprobe_and_depth(refined, data)
             f: t.cost_for(target) for f, t in refined._effort.items() if t.max_recall >= target
         }
         assert stats["reranked"] == refined._depth(10, min(costs, key=costs.get))
+        for table in refined._effort.values():  # seconds per query, never less for more lists
+            assert (table.cost > 0).all() and (np.diff(table.cost, axis=-1) >= 0).all()
         assert stats["nprobe"] == stats["nprobe_per_query"].mean()
         reaching[target] = set(costs)
     assert min(reaching[0.9]) < min(reaching[0.99])  # deeper targets need a deeper re-ranking
