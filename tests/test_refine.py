@@ -73,7 +73,10 @@ def test_target_recall_meets_the_target_choosing_nprobe_and_depth(refined, data)
     truth = ap.topk_dot(test, keys, 10)[1]
     reaching = {}  # target: the depths (k_factor) whose calibrated nprobes meet it
     for target in (0.9, 0.95, 0.99):
-        for queries, slack in ((calibration, 0.0), (test, 0.02)):
+        # on the calibration queries within a few keys in 10,000: fast-scan's scores are
+        # quantized, and which of two tied candidates a scan keeps at the re-ranking depth
+        # depends on the lists it scans together
+        for queries, slack in ((calibration, 0.0005), (test, 0.02)):
             _, ids = refined.search(queries, 10, target_recall=target)
             exact = ap.topk_dot(queries, keys, 10)[1] if queries is calibration else truth
             assert recall_per_query(ids, exact).mean() >= target - slack
