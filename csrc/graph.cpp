@@ -294,6 +294,10 @@ public:
                 keep(s, e);
             }
         }
+        // A neighbour scored better than the candidate asked for in expand() is expanded next.
+        if (!candidates_.empty()) {
+            ask_for(links_of(candidates_.front().second), (g_->max_m0_ + 1) * sizeof(std::uint32_t));
+        }
     }
 
     // Ranks what the beam found (rank_found) and clears the visited set for the next query.
@@ -336,17 +340,32 @@ private:
 
     // Pushes x into the heap h (worst on top) of at most cap; true when one fell out (into out).
     static bool push_bounded(std::vector<Scored>& h, const Scored& x, std::size_t cap, Scored& out) {
-        if (cap == 0) {
+        if (h.size() < cap) {
+            h.push_back(x);
+            std::push_heap(h.begin(), h.end(), worst_first);
+            return false;
+        }
+        if (cap == 0 || !(h.front().first < x.first)) {  // no better than the worst kept
             out = x;
             return true;
         }
-        h.push_back(x);
-        std::push_heap(h.begin(), h.end(), worst_first);
-        if (h.size() <= cap) return false;
-        std::pop_heap(h.begin(), h.end(), worst_first);
-        out = h.back();
-        h.pop_back();
+        out = h.front();
+        replace_worst(h, x);
         return true;
+    }
+
+    // Puts x in place of the top of the full heap h (worst on top), in one pass down: a push
+    // and a pop took two.
+    static void replace_worst(std::vector<Scored>& h, const Scored& x) {
+        const std::size_t n = h.size();
+        std::size_t i = 0;
+        for (std::size_t child = 1; child < n; child = 2 * i + 1) {
+            if (child + 1 < n && h[child + 1].first < h[child].first) ++child;
+            if (!(h[child].first < x.first)) break;
+            h[i] = h[child];
+            i = child;
+        }
+        h[i] = x;
     }
 
     // The k of the found elements with the largest exact inner products, best first.
