@@ -73,12 +73,12 @@ const char* isa_name(Isa isa) {
 
 Kernels kernels_for(Isa isa) {
 #if defined(__x86_64__)
-    if (isa == Isa::avx512) return {isa, pack_avx512, dot_panels_avx512, dot_codes_avx512};
-    if (isa == Isa::avx2) return {isa, pack_avx2, dot_panels_avx2, dot_codes_avx2};
+    if (isa == Isa::avx512) return {isa, pack_avx512, dot_panels_avx512, dot_codes_avx512, dot_code_rows_avx512};
+    if (isa == Isa::avx2) return {isa, pack_avx2, dot_panels_avx2, dot_codes_avx2, dot_code_rows_avx2};
 #elif defined(__aarch64__)
-    if (isa == Isa::neon) return {isa, pack_neon, dot_panels_neon, dot_codes_neon};
+    if (isa == Isa::neon) return {isa, pack_neon, dot_panels_neon, dot_codes_neon, dot_code_rows_neon};
 #endif
-    return {Isa::scalar, pack_scalar, dot_panels_scalar, dot_codes_scalar};
+    return {Isa::scalar, pack_scalar, dot_panels_scalar, dot_codes_scalar, dot_code_rows_scalar};
 }
 
 }  // namespace amips

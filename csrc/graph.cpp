@@ -286,8 +286,13 @@ public:
 
     // Scores what expand() asked for.
     void score_fresh() {
-        for (const std::uint32_t e : fresh_) {
-            const float s = score(e);
+        fresh_scores_.resize(fresh_.size());
+        kernels_.dot_code_rows(query_.data(), g_->codes_.data(), g_->code_dim_, fresh_.data(),
+                               fresh_.size(), fresh_scores_.data());
+        scored_ += fresh_.size();
+        for (std::size_t j = 0; j < fresh_.size(); ++j) {
+            const float s = fresh_scores_[j];
+            const std::uint32_t e = fresh_[j];
             if (found_.size() < ef_ || s > found_.front().first) {
                 candidates_.emplace_back(s, e);
                 std::push_heap(candidates_.begin(), candidates_.end(), best_first);
@@ -401,6 +406,7 @@ private:
     Kernels kernels_{};
     VisitedSet visited_;
     std::vector<std::uint32_t> fresh_;
+    std::vector<float> fresh_scores_;
     std::vector<float> query_, ranked_, exact_;  // ranked_: a codes-only graph's rank query
     // spilled_: the best `spare_` that fell out of found_. The beam's ef is by code scores; near
     // its edge the codes' rounding decides, and with ef close to k (hnswlib's tests search k =

@@ -56,12 +56,17 @@ constexpr std::size_t kCodeQuantum = 16;
 // sum over t < dp of q[t] * codes[t], dp a multiple of kCodeQuantum, in the ISA's own order: an
 // approximate score that only steers a walk, never one that is returned.
 using DotCodesFn = float (*)(const float* q, const std::uint8_t* codes, std::size_t dp);
+// out[i] = the DotCodesFn score of q against codes row rows[i] (rows of dp bytes), the same
+// value, for i < count: several rows at a time, so that their sums overlap.
+using DotCodeRowsFn = void (*)(const float* q, const std::uint8_t* codes, std::size_t dp,
+                               const std::uint32_t* rows, std::size_t count, float* out);
 
 struct Kernels {
     Isa isa;
     PackFn pack;
     DotPanelsFn dot_panels;
     DotCodesFn dot_codes;
+    DotCodeRowsFn dot_code_rows;
 };
 
 // Best level the CPU and OS support.
@@ -77,7 +82,9 @@ Kernels kernels_for(Isa isa);
                     std::size_t, float*);                                                         \
     void dot_panels_##isa(const float*, std::size_t, std::size_t, const float*, std::size_t,      \
                           std::size_t, std::size_t, float*, std::size_t, bool);                 \
-    float dot_codes_##isa(const float*, const std::uint8_t*, std::size_t);
+    float dot_codes_##isa(const float*, const std::uint8_t*, std::size_t);                       \
+    void dot_code_rows_##isa(const float*, const std::uint8_t*, std::size_t, const std::uint32_t*, \
+                             std::size_t, float*);
 AMIPS_DECLARE_KERNELS(scalar)
 #if defined(__x86_64__)
 AMIPS_DECLARE_KERNELS(avx2)

@@ -149,6 +149,29 @@ AMIPS_TARGET inline float dot_codes_impl(const float* q, const std::uint8_t* cod
     return V::sum(acc);
 }
 
+// See DotCodeRowsFn in kernels.h: four rows at a time, each summed as dot_codes_impl sums it.
+template <class V>
+AMIPS_TARGET inline void dot_code_rows_impl(const float* q, const std::uint8_t* codes, std::size_t dp,
+                                            const std::uint32_t* rows, std::size_t count, float* out) {
+    std::size_t i = 0;
+    for (; i + 4 <= count; i += 4) {
+        const std::uint8_t* c0 = codes + std::size_t(rows[i]) * dp;
+        const std::uint8_t* c1 = codes + std::size_t(rows[i + 1]) * dp;
+        const std::uint8_t* c2 = codes + std::size_t(rows[i + 2]) * dp;
+        const std::uint8_t* c3 = codes + std::size_t(rows[i + 3]) * dp;
+        typename V::Vec a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
+        for (std::size_t t = 0; t < dp; t += V::kLanes) {
+            const typename V::Vec x = V::load(q + t);
+            a0 = V::fma(x, V::codes(c0 + t), a0);
+            a1 = V::fma(x, V::codes(c1 + t), a1);
+            a2 = V::fma(x, V::codes(c2 + t), a2);
+            a3 = V::fma(x, V::codes(c3 + t), a3);
+        }
+        out[i] = V::sum(a0), out[i + 1] = V::sum(a1), out[i + 2] = V::sum(a2), out[i + 3] = V::sum(a3);
+    }
+    for (; i < count; ++i) out[i] = dot_codes_impl<V>(q, codes + std::size_t(rows[i]) * dp, dp);
+}
+
 }  // namespace
 }  // namespace amips
 
@@ -165,4 +188,8 @@ AMIPS_TARGET inline float dot_codes_impl(const float* q, const std::uint8_t* cod
     }                                                                                             \
     float dot_codes_##isa(const float* q, const std::uint8_t* codes, std::size_t dp) {            \
         return dot_codes_impl<V>(q, codes, dp);                                                   \
+    }                                                                                             \
+    void dot_code_rows_##isa(const float* q, const std::uint8_t* codes, std::size_t dp,           \
+                             const std::uint32_t* rows, std::size_t count, float* out) {          \
+        dot_code_rows_impl<V>(q, codes, dp, rows, count, out);                                    \
     }

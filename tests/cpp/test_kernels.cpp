@@ -2,7 +2,8 @@
 // CPU runs is checked against a reference written here, bit for bit. A score is one multiply-add
 // chain over the dimensions in order; fused (std::fma) on the SIMD levels, a product then a sum on
 // the scalar one. Then topk_dot on each level against a brute-force ranking of the same scores, and
-// the code scores of a graph walk (dot_codes, whose order is the ISA's own) against a sum in double.
+// the code scores of a graph walk (dot_codes, whose order is the ISA's own) against a sum in double,
+// and dot_code_rows against dot_codes.
 // Exit status 0 when every check held; failures are printed.
 #include <algorithm>
 #include <cmath>
@@ -141,6 +142,25 @@ void check_codes(Isa isa, std::mt19937& rng) {
         }
         const float got = kern.dot_codes(q.data(), codes.data(), dp);
         if (std::fabs(got - exact) > 1e-5 * magnitude) fail("dot_codes", isa_name(isa), 1, dp, 0);
+    }
+    // dot_code_rows: each row's score is dot_codes's, bit for bit, for counts of every remainder
+    for (std::size_t dp : {kCodeQuantum, std::size_t(64), std::size_t(384)}) {
+        const std::size_t n = 9;
+        const auto q = random_matrix(1, dp, rng);
+        std::vector<std::uint8_t> codes(n * dp);
+        for (auto& c : codes) c = std::uint8_t(byte(rng));
+        for (std::size_t count = 0; count <= n; ++count) {
+            std::vector<std::uint32_t> rows(count);
+            for (std::size_t i = 0; i < count; ++i) rows[i] = std::uint32_t((i * 5 + 3) % n);
+            std::vector<float> out(count);
+            kern.dot_code_rows(q.data(), codes.data(), dp, rows.data(), count, out.data());
+            for (std::size_t i = 0; i < count; ++i) {
+                const float one = kern.dot_codes(q.data(), codes.data() + rows[i] * dp, dp);
+                if (std::memcmp(&one, &out[i], sizeof(float)) != 0) {
+                    fail("dot_code_rows", isa_name(isa), count, dp, i);
+                }
+            }
+        }
     }
 }
 
