@@ -215,9 +215,16 @@ private:
             std::pop_heap(candidates_.begin(), candidates_.end(), worse);
             candidates_.pop_back();
             read_links(next.second, level);
+            fresh_.clear();
             for (const std::uint32_t n : links_) {
-                if (!visited_.first_visit(n)) continue;
-                const float s = kernels_.dot_codes(aim_.data(), code(n), g_.code_dim_);
+                if (visited_.first_visit(n)) fresh_.push_back(n);
+            }
+            scores_.resize(fresh_.size());
+            kernels_.dot_code_rows(aim_.data(), g_.codes_.data(), g_.code_dim_, fresh_.data(),
+                                   fresh_.size(), scores_.data());
+            for (std::size_t j = 0; j < fresh_.size(); ++j) {
+                const float s = scores_[j];
+                const std::uint32_t n = fresh_[j];
                 if (found_.size() >= ef_ && s <= found_.front().first) continue;
                 candidates_.emplace_back(s, n);
                 std::push_heap(candidates_.begin(), candidates_.end(), worse);
@@ -261,10 +268,11 @@ private:
     // pruned_ = `others` with their scores with base's code value, best first.
     void rank_by(std::uint32_t base, const std::vector<std::uint32_t>& others) {
         scale_code(base, probe_);
+        scores_.resize(others.size());
+        kernels_.dot_code_rows(probe_.data(), g_.codes_.data(), g_.code_dim_, others.data(),
+                               others.size(), scores_.data());
         pruned_.clear();
-        for (const std::uint32_t c : others) {
-            pruned_.emplace_back(kernels_.dot_codes(probe_.data(), code(c), g_.code_dim_), c);
-        }
+        for (std::size_t j = 0; j < others.size(); ++j) pruned_.emplace_back(scores_[j], others[j]);
         std::sort(pruned_.begin(), pruned_.end(), better);
     }
 
@@ -294,7 +302,8 @@ private:
     std::mutex& top_;
     const std::size_t ef_;
     VisitedSet visited_;
-    std::vector<std::uint32_t> links_, kept_, pool_, others_;
+    std::vector<std::uint32_t> links_, kept_, pool_, others_, fresh_;
+    std::vector<float> scores_;  // the code scores of fresh_, or of rank_by's others
     std::vector<std::vector<std::uint32_t>> chosen_;  // by level
     std::vector<float> aim_, probe_, offset_, step_;  // offset_ + code * step_: scale_code
     std::vector<Scored> candidates_, found_, pruned_;
