@@ -6,9 +6,9 @@
 // elements marked deleted passed through but never kept. What differs is what it reads: a key's
 // 8-bit code (one 64-byte line at d <= 64) instead of its float32 row beside its links, so that
 // the codes of all keys stay in cache far longer; every neighbour of an expanded element is asked
-// for before the first is scored, and with them the links of the next one to expand; and the ef
-// best by code are ranked again by their exact inner product, so the codes' rounding changes
-// which keys are visited, never the returned scores.
+// for before the first is scored (four at a time), and with them the links of the next one to
+// expand; and the ef best by code are ranked again by their exact inner product, so the codes'
+// rounding changes which keys are visited, never the returned scores.
 #pragma once
 
 #include <cstddef>
