@@ -56,6 +56,9 @@ void require_matrix(const py::array& a, const std::string& name) {
 }
 
 // queries (nq, d) and keys (n, d), n > 0.
+// numpy's float16, whose bits are IEEE halves.
+bool is_half(const py::array& a) { return a.dtype().kind() == 'f' && a.dtype().itemsize() == 2; }
+
 void require_pair(const py::array& queries, const py::array& keys) {
     require_matrix(queries, "queries");
     require_matrix(keys, "keys");
@@ -197,8 +200,12 @@ ScoresIds segment_max_dot_packed_py(const Array<float>& queries, const py::array
                            num_threads);
 }
 
-py::array_t<float> rescore_py(const Array<float>& queries, const Array<float>& keys,
+py::array_t<float> rescore_py(const Array<float>& queries, const py::array& keys,
                               const ExactArray<std::int64_t>& candidate_ids, int num_threads) {
+    // float32 keys, or float16 ones (half the memory; numpy's float16, passed as is): never copied
+    const bool half = is_half(keys);
+    AMIPS_REQUIRE(half || keys.dtype().is(py::dtype::of<float>()), "keys must be float32 or float16");
+    AMIPS_REQUIRE(keys.flags() & py::array::c_style, "keys must be C-contiguous");
     require_pair(queries, keys);
     require_threads(num_threads);
     require_matrix(candidate_ids, "candidate_ids");
@@ -215,7 +222,13 @@ py::array_t<float> rescore_py(const Array<float>& queries, const Array<float>& k
     py::array_t<float> scores({nq, m});
     {
         py::gil_scoped_release release;
-        rescore(queries.data(), nq, keys.data(), d, id, m, num_threads, scores.mutable_data());
+        if (half) {
+            rescore(queries.data(), nq, static_cast<const std::uint16_t*>(keys.data()), d, id, m,
+                    num_threads, scores.mutable_data());
+        } else {
+            rescore(queries.data(), nq, static_cast<const float*>(keys.data()), d, id, m,
+                    num_threads, scores.mutable_data());
+        }
     }
     return scores;
 }
@@ -312,7 +325,7 @@ take_better_answers_py(const py::array& queries, const Array<float>& query_norms
                        const ExactArray<std::int64_t>& key_offsets,
                        const ExactArray<std::int64_t>& key_rows, int num_threads) {
     // float32 queries, or float16 ones (half the memory; numpy's float16, passed as is)
-    const bool half = queries.dtype().kind() == 'f' && queries.dtype().itemsize() == 2;
+    const bool half = is_half(queries);
     AMIPS_REQUIRE(half || queries.dtype().is(py::dtype::of<float>()),
                   "queries must be float32 or float16");
     AMIPS_REQUIRE(queries.flags() & py::array::c_style, "queries must be C-contiguous");
@@ -552,7 +565,9 @@ PYBIND11_MODULE(_core, m) {
           "segment_max_dot over the first n_packed keys of a buffer filled by pack_keys, then the "
           "rows of tail; offsets number the keys in that order.");
     m.def("rescore", &rescore_py, py::arg("queries"), py::arg("keys"), py::arg("candidate_ids"),
-          py::arg("num_threads") = 0);
+          py::arg("num_threads") = 0,
+          "scores (nq, m): queries[i] . keys[candidate_ids[i, j]], -inf where the id is -1; keys "
+          "float32, or float16 scored as the floats they stand for (neither copied).");
     m.def("topk_rows", &topk_rows_py, py::arg("scores"), py::arg("k"), py::arg("num_threads") = 0,
           py::arg("labels") = py::none(),
           "The k largest entries of every row, best first (ties: lower column; NaN as -inf): "

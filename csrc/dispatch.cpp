@@ -4,6 +4,10 @@
 
 #include "kernels.h"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 namespace amips {
 namespace {
 
@@ -13,6 +17,15 @@ constexpr const char* kFamily = "scalar, avx2, avx512";
 constexpr const char* kFamily = "scalar, neon";
 #else
 constexpr const char* kFamily = "scalar";
+#endif
+
+#if defined(__x86_64__)
+// Half-to-float conversion (F16C), which the AVX2 level's packs of halves use: CPUID leaf 1, ECX
+// bit 29 (clang's __builtin_cpu_supports does not know "f16c").
+bool has_f16c() {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+}
 #endif
 
 bool in_family(Isa isa) {
@@ -31,7 +44,9 @@ Isa detected_isa() {
 #if defined(__x86_64__)
     // __builtin_cpu_supports also checks that the OS saves the wider registers (XGETBV).
     if (__builtin_cpu_supports("avx512f")) return Isa::avx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c()) {
+        return Isa::avx2;
+    }
     return Isa::scalar;
 #elif defined(__aarch64__)
     return Isa::neon;  // Advanced SIMD is part of every AArch64 CPU
@@ -73,12 +88,20 @@ const char* isa_name(Isa isa) {
 
 Kernels kernels_for(Isa isa) {
 #if defined(__x86_64__)
-    if (isa == Isa::avx512) return {isa, pack_avx512, dot_panels_avx512, dot_codes_avx512, dot_code_rows_avx512};
-    if (isa == Isa::avx2) return {isa, pack_avx2, dot_panels_avx2, dot_codes_avx2, dot_code_rows_avx2};
+    if (isa == Isa::avx512) {
+        return {isa, pack_avx512, pack_half_avx512, dot_panels_avx512, dot_codes_avx512,
+                dot_code_rows_avx512};
+    }
+    if (isa == Isa::avx2) {
+        return {isa, pack_avx2, pack_half_avx2, dot_panels_avx2, dot_codes_avx2, dot_code_rows_avx2};
+    }
 #elif defined(__aarch64__)
-    if (isa == Isa::neon) return {isa, pack_neon, dot_panels_neon, dot_codes_neon, dot_code_rows_neon};
+    if (isa == Isa::neon) {
+        return {isa, pack_neon, pack_half_neon, dot_panels_neon, dot_codes_neon, dot_code_rows_neon};
+    }
 #endif
-    return {Isa::scalar, pack_scalar, dot_panels_scalar, dot_codes_scalar, dot_code_rows_scalar};
+    return {Isa::scalar, pack_scalar, pack_half_scalar, dot_panels_scalar, dot_codes_scalar,
+            dot_code_rows_scalar};
 }
 
 }  // namespace amips

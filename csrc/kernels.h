@@ -41,6 +41,10 @@ inline std::size_t packed_floats(std::size_t n, std::size_t d) {
 // The last chunk's slots past nrows are zeroed up to a multiple of kPanelQuantum.
 using PackFn = void (*)(const float* x, std::size_t ld, const std::int64_t* ids, std::size_t nrows,
                         std::size_t t0, std::size_t dc, float* out);
+// PackFn for rows of IEEE halves (their bits): each packs as the float it stands for, so the panel
+// is the one PackFn makes of those floats.
+using PackHalfFn = void (*)(const std::uint16_t* x, std::size_t ld, const std::int64_t* ids,
+                            std::size_t nrows, std::size_t t0, std::size_t dc, float* out);
 // For r < nq <= kTileQueries and the first ncols keys of consecutive panel chunks (dc x kPanel
 // each, chunk c at panels + c * stride; key j in chunk j / kPanel):
 // out[r * ldo + j] = (accumulate ? out[r * ldo + j] : 0) + sum over t < dc of
@@ -64,6 +68,7 @@ using DotCodeRowsFn = void (*)(const float* q, const std::uint8_t* codes, std::s
 struct Kernels {
     Isa isa;
     PackFn pack;
+    PackHalfFn pack_half;
     DotPanelsFn dot_panels;
     DotCodesFn dot_codes;
     DotCodeRowsFn dot_code_rows;
@@ -80,6 +85,8 @@ Kernels kernels_for(Isa isa);
 #define AMIPS_DECLARE_KERNELS(isa)                                                                \
     void pack_##isa(const float*, std::size_t, const std::int64_t*, std::size_t, std::size_t,     \
                     std::size_t, float*);                                                         \
+    void pack_half_##isa(const std::uint16_t*, std::size_t, const std::int64_t*, std::size_t,     \
+                         std::size_t, std::size_t, float*);                                       \
     void dot_panels_##isa(const float*, std::size_t, std::size_t, const float*, std::size_t,      \
                           std::size_t, std::size_t, float*, std::size_t, bool);                 \
     float dot_codes_##isa(const float*, const std::uint8_t*, std::size_t);                       \

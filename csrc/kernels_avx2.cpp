@@ -1,9 +1,9 @@
-// AVX2 + FMA kernels: columns of 8 keys; tiles of 4 queries x 2 columns (8 of the 16 ymm registers
+// AVX2 + FMA (+ F16C, for halves) kernels: columns of 8 keys; tiles of 4 queries x 2 columns (8 of the 16 ymm registers
 // accumulate).
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-#define AMIPS_TARGET __attribute__((target("avx2,fma")))
+#define AMIPS_TARGET __attribute__((target("avx2,fma,f16c")))
 #include "tile_kernel.h"
 
 namespace amips {
@@ -15,6 +15,9 @@ struct Avx2 {
     static constexpr int kColumnsPerTile = 2;
     AMIPS_TARGET static Vec zero() { return _mm256_setzero_ps(); }
     AMIPS_TARGET static Vec load(const float* p) { return _mm256_loadu_ps(p); }
+    AMIPS_TARGET static Vec load(const std::uint16_t* p) {
+        return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    }
     AMIPS_TARGET static void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
     AMIPS_TARGET static Vec broadcast(const float* p) { return _mm256_broadcast_ss(p); }
     AMIPS_TARGET static Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }

@@ -15,6 +15,9 @@ struct Avx512 {
     static constexpr int kColumnsPerTile = 4;
     AMIPS_TARGET static Vec zero() { return _mm512_setzero_ps(); }
     AMIPS_TARGET static Vec load(const float* p) { return _mm512_loadu_ps(p); }
+    AMIPS_TARGET static Vec load(const std::uint16_t* p) {
+        return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    }
     AMIPS_TARGET static void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
     AMIPS_TARGET static Vec broadcast(const float* p) { return _mm512_set1_ps(*p); }
     AMIPS_TARGET static Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }

@@ -16,6 +16,7 @@ struct Neon {
     static constexpr int kColumnsPerTile = 4;
     static Vec zero() { return vdupq_n_f32(0.f); }
     static Vec load(const float* p) { return vld1q_f32(p); }
+    static Vec load(const std::uint16_t* p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
     static void store(float* p, Vec v) { vst1q_f32(p, v); }
     static Vec broadcast(const float* p) { return vld1q_dup_f32(p); }
     static Vec fma(Vec a, Vec b, Vec c) { return vfmaq_f32(c, a, b); }

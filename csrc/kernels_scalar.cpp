@@ -12,6 +12,7 @@ struct Scalar {
     static constexpr int kColumnsPerTile = 4;
     static Vec zero() { return 0.f; }
     static Vec load(const float* p) { return *p; }
+    static Vec load(const std::uint16_t* p) { return half_to_float(*p); }
     static void store(float* p, Vec v) { *p = v; }
     static Vec broadcast(const float* p) { return *p; }
     static Vec fma(Vec a, Vec b, Vec c) { return a * b + c; }

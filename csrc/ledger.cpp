@@ -1,34 +1,13 @@
 #include "ledger.h"
 
 #include <algorithm>
-#include <cmath>
-#include <cstring>
 #include <vector>
 
+#include "half.h"
 #include "kernels.h"
 #include "parallel.h"
 
 namespace amips {
-namespace {
-
-float as_float(float x) { return x; }
-
-// IEEE half precision bits to float (exactly: every half is a float).
-float as_float(std::uint16_t h) {
-    const std::uint32_t sign = std::uint32_t(h & 0x8000) << 16;
-    const std::uint32_t exponent = (h >> 10) & 0x1F, mantissa = h & 0x3FF;
-    if (exponent == 0) {  // zero or subnormal: mantissa * 2^-24
-        const float magnitude = std::ldexp(float(mantissa), -24);
-        return sign ? -magnitude : magnitude;
-    }
-    const std::uint32_t bits = exponent == 31 ? sign | 0x7F800000u | (mantissa << 13)
-                                              : sign | ((exponent + 112) << 23) | (mantissa << 13);
-    float f;
-    std::memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-}  // namespace
 
 template <class Query>
 void take_better_answers(const Query* queries, const float* query_norms, std::size_t d,
@@ -71,7 +50,7 @@ void take_better_answers(const Query* queries, const float* query_norms, std::si
                 if (cols == 0) continue;
                 for (std::size_t r = 0; r < tile; ++r) {
                     const Query* q = queries + (first + i + r) * d + t0;
-                    for (std::size_t t = 0; t < dc; ++t) tile_queries[r * dc + t] = as_float(q[t]);
+                    for (std::size_t t = 0; t < dc; ++t) tile_queries[r * dc + t] = to_float(q[t]);
                 }
                 kern.dot_panels(tile_queries.data(), dc, tile, packed.data(), kPanel * dc, cols, dc,
                                 dots.data() + i * ld, ld, t0 > 0);

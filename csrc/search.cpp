@@ -4,6 +4,7 @@
 #include <cmath>
 #include <utility>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #if defined(__SSE2__)
@@ -244,8 +245,11 @@ void segment_max_dot(const float* queries, std::size_t nq, const KeySet& keys,
     }
 }
 
-void rescore(const float* queries, std::size_t nq, const float* keys, std::size_t d,
-             const std::int64_t* ids, std::size_t m, int num_threads, float* scores) {
+namespace {
+
+template <class Key>
+void rescore_rows(const float* queries, std::size_t nq, const Key* keys, std::size_t d,
+                  const std::int64_t* ids, std::size_t m, int num_threads, float* scores) {
     const Kernels kern = kernels_for(active_isa());
     const int threads = threads_for(num_threads, double(nq) * double(m) * double(d));
     const std::size_t per_task = 64;
@@ -258,7 +262,11 @@ void rescore(const float* queries, std::size_t nq, const float* keys, std::size_
                 const std::int64_t* panel_ids = ids + q * m + g;
                 for (std::size_t t0 = 0; t0 < d; t0 += kChunk) {
                     const std::size_t dc = std::min(kChunk, d - t0);
-                    kern.pack(keys, d, panel_ids, count, t0, dc, packed.data());
+                    if constexpr (std::is_same_v<Key, float>) {
+                        kern.pack(keys, d, panel_ids, count, t0, dc, packed.data());
+                    } else {
+                        kern.pack_half(keys, d, panel_ids, count, t0, dc, packed.data());
+                    }
                     kern.dot_panels(queries + q * d + t0, d, 1, packed.data(), kPanel * dc, count, dc,
                                     partial.data(), kPanel, t0 > 0);
                 }
@@ -268,6 +276,18 @@ void rescore(const float* queries, std::size_t nq, const float* keys, std::size_
             }
         }
     });
+}
+
+}  // namespace
+
+void rescore(const float* queries, std::size_t nq, const float* keys, std::size_t d,
+             const std::int64_t* ids, std::size_t m, int num_threads, float* scores) {
+    rescore_rows(queries, nq, keys, d, ids, m, num_threads, scores);
+}
+
+void rescore(const float* queries, std::size_t nq, const std::uint16_t* keys, std::size_t d,
+             const std::int64_t* ids, std::size_t m, int num_threads, float* scores) {
+    rescore_rows(queries, nq, keys, d, ids, m, num_threads, scores);
 }
 
 void pack_keys(const float* x, std::size_t n, std::size_t d, float* packed) {

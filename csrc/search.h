@@ -32,8 +32,11 @@ void segment_max_dot(const float* queries, std::size_t nq, const KeySet& keys,
                      const std::int64_t* offsets, std::size_t num_segments, int num_threads,
                      float* scores, std::int64_t* ids);
 
-// scores[i, j] = <queries[i], keys[ids[i, j]]>, or -inf where ids[i, j] == -1.
+// scores[i, j] = <queries[i], keys[ids[i, j]]>, or -inf where ids[i, j] == -1. Keys are float32 or
+// IEEE halves (their bits), scored as the floats they stand for.
 void rescore(const float* queries, std::size_t nq, const float* keys, std::size_t d,
+             const std::int64_t* ids, std::size_t m, int num_threads, float* scores);
+void rescore(const float* queries, std::size_t nq, const std::uint16_t* keys, std::size_t d,
              const std::int64_t* ids, std::size_t m, int num_threads, float* scores);
 
 // Packs n rows x (n, d), n a multiple of kPanel, into the whole panels at packed (kernels.h).

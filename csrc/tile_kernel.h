@@ -5,7 +5,8 @@
 // std functions these call are compiled for the baseline target, the same in every file, and no
 // wider instruction can leak into another path through them.
 //
-// V provides: Vec, kLanes (a divisor of 16), kColumnsPerTile, zero(), load(p), store(p, v),
+// V provides: Vec, kLanes (a divisor of 16), kColumnsPerTile, zero(), load(p) (kLanes floats, or
+// kLanes halves' bits as floats), store(p, v),
 // broadcast(p), fma(a, b, c), codes(p) (kLanes bytes as floats), sum(v) (of the lanes) and
 // transpose(v) (kLanes vectors in place: lane c of v[r] goes to
 // lane r of v[c]).
@@ -16,6 +17,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "half.h"
 #include "kernels.h"
 
 #ifndef AMIPS_TARGET
@@ -26,24 +28,25 @@ namespace amips {
 namespace {
 
 // See PackFn in kernels.h: rows L at a time, each L x L block turned by an in-register transpose.
-template <class V>
-AMIPS_TARGET inline void pack_impl(const float* x, std::size_t ld, const std::int64_t* ids,
+// Rows of float32 or of halves (T = std::uint16_t), which pack as the floats they stand for.
+template <class V, class T>
+AMIPS_TARGET inline void pack_impl(const T* x, std::size_t ld, const std::int64_t* ids,
                                    std::size_t nrows, std::size_t t0, std::size_t dc, float* out) {
     constexpr std::size_t L = V::kLanes;
     // The loads below visit L rows side by side, which the hardware prefetcher follows poorly
     // from memory; rows this far ahead are asked into L2 (measured best).
     constexpr std::size_t kPrefetchRows = 32;
-    const auto row = [&](std::size_t i) -> const float* {
+    const auto row = [&](std::size_t i) -> const T* {
         const std::int64_t id = i >= nrows ? -1 : ids ? ids[i] : std::int64_t(i);
         return id < 0 ? nullptr : x + std::size_t(id) * ld + t0;
     };
     const std::size_t filled = (nrows + kPanelQuantum - 1) / kPanelQuantum * kPanelQuantum;
     for (std::size_t g = 0; g < filled; g += L) {
-        const float* rows[L];
+        const T* rows[L];
         for (std::size_t r = 0; r < L; ++r) {
             rows[r] = row(g + r);
-            if (const float* ahead = row(g + kPrefetchRows + r)) {
-                for (std::size_t b = 0; b < dc; b += 64 / sizeof(float)) __builtin_prefetch(ahead + b, 0, 1);
+            if (const T* ahead = row(g + kPrefetchRows + r)) {
+                for (std::size_t b = 0; b < dc; b += 64 / sizeof(T)) __builtin_prefetch(ahead + b, 0, 1);
             }
         }
         float* group = out + g / kPanel * kPanel * dc + g % kPanel;
@@ -57,7 +60,7 @@ AMIPS_TARGET inline void pack_impl(const float* x, std::size_t ld, const std::in
             for (std::size_t c = 0; c < L; ++c) V::store(group + (t + c) * kPanel, v[c]);
         }
         for (; t < dc; ++t) {
-            for (std::size_t r = 0; r < L; ++r) group[t * kPanel + r] = rows[r] ? rows[r][t] : 0.f;
+            for (std::size_t r = 0; r < L; ++r) group[t * kPanel + r] = rows[r] ? to_float(rows[r][t]) : 0.f;
         }
     }
 }
@@ -179,6 +182,10 @@ AMIPS_TARGET inline void dot_code_rows_impl(const float* q, const std::uint8_t* 
 #define AMIPS_DEFINE_KERNELS(isa, V)                                                              \
     void pack_##isa(const float* x, std::size_t ld, const std::int64_t* ids, std::size_t nrows,   \
                     std::size_t t0, std::size_t dc, float* out) {                                 \
+        pack_impl<V>(x, ld, ids, nrows, t0, dc, out);                                             \
+    }                                                                                             \
+    void pack_half_##isa(const std::uint16_t* x, std::size_t ld, const std::int64_t* ids,         \
+                         std::size_t nrows, std::size_t t0, std::size_t dc, float* out) {         \
         pack_impl<V>(x, ld, ids, nrows, t0, dc, out);                                             \
     }                                                                                             \
     void dot_panels_##isa(const float* q, std::size_t ldq, std::size_t nq, const float* panels,   \

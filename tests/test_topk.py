@@ -137,6 +137,21 @@ def test_rescore_matches_topk_bit_for_bit(simd, nq):
     np.testing.assert_array_equal(ap.rescore(queries, keys, ids), scores)
 
 
+def test_rescore_of_halves_is_that_of_the_floats_they_stand_for(simd):
+    """float16 keys (raw keys kept at half the memory) score as their float32 values, bit for
+    bit: every finite half, zeros and subnormals among them; other key types are refused."""
+    halves = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    halves = halves[np.isfinite(halves)]
+    keys = halves[: len(halves) // 48 * 48].reshape(-1, 48)
+    queries = np.random.default_rng(8).standard_normal((3, 48)).astype(np.float32)
+    ids = np.tile(np.arange(-1, len(keys)), (3, 1))  # every row, and a missing candidate
+    got = _core.rescore(queries, keys, ids, 2)
+    np.testing.assert_array_equal(got, _core.rescore(queries, keys.astype(np.float32), ids, 2))
+    assert np.isneginf(got[:, 0]).all() and np.isfinite(got[:, 1:]).all()
+    with pytest.raises(ValueError, match="float32 or float16"):
+        _core.rescore(queries, keys.astype(np.float64), ids, 2)
+
+
 def test_rescore_pads_missing_candidates(simd):
     rng = np.random.default_rng(5)
     keys = rng.standard_normal((10, 6)).astype(np.float32)

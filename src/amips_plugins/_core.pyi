@@ -115,8 +115,10 @@ def release_free_memory() -> None:
     """
     Hands the C heap's free pages back to the system (glibc: malloc_trim). After a large block is freed glibc keeps up to 64 MB of later frees for reuse; a build's transients would stay in the process's memory.
     """
-def rescore(queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], candidate_ids: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> numpy.typing.NDArray[numpy.float32]:
-    ...
+def rescore(queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], keys: numpy.ndarray, candidate_ids: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> numpy.typing.NDArray[numpy.float32]:
+    """
+    scores (nq, m): queries[i] . keys[candidate_ids[i, j]], -inf where the id is -1; keys float32, or float16 scored as the floats they stand for (neither copied).
+    """
 def segment_max_dot(queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], offsets: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]:
     ...
 def segment_max_dot_packed(queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], panels: numpy.ndarray, n_packed: typing.SupportsInt | typing.SupportsIndex, tail: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], offsets: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]:

@@ -3,7 +3,7 @@
 // chain over the dimensions in order; fused (std::fma) on the SIMD levels, a product then a sum on
 // the scalar one. Then topk_dot on each level against a brute-force ranking of the same scores, and
 // the code scores of a graph walk (dot_codes, whose order is the ISA's own) against a sum in double,
-// and dot_code_rows against dot_codes.
+// dot_code_rows against dot_codes, and packs of halves against packs of the floats they stand for.
 // Exit status 0 when every check held; failures are printed.
 #include <algorithm>
 #include <cmath>
@@ -14,6 +14,7 @@
 #include <random>
 #include <vector>
 
+#include "half.h"
 #include "kernels.h"
 #include "search.h"
 
@@ -164,6 +165,37 @@ void check_codes(Isa isa, std::mt19937& rng) {
     }
 }
 
+// Halves: a few known values, then pack_half against pack of the same values as floats, bit for bit
+// (every finite half, zeros and subnormals among them; rows by id, -1 among them; a tail past the
+// widest vector).
+void check_halves(Isa isa, std::mt19937& rng) {
+    const std::pair<std::uint16_t, float> known[] = {
+        {0x3C00, 1.f}, {0xC000, -2.f}, {0x0001, 0x1p-24f}, {0x8000, -0.f}, {0x7BFF, 65504.f},
+        {0x3555, 0.333251953125f}, {0x03FF, 1023 * 0x1p-24f}};
+    for (const auto& [bits, value] : known) {
+        if (half_to_float(bits) != value) fail("half_to_float", isa_name(isa), bits, 0, 0);
+    }
+    const Kernels kern = kernels_for(isa);
+    std::uniform_int_distribution<int> finite(0, 0xFFFF);
+    for (std::size_t d : {std::size_t(1), std::size_t(17), std::size_t(50), std::size_t(384)}) {
+        const std::size_t n = 70;
+        std::vector<std::uint16_t> halves(n * d);
+        for (auto& h : halves) {
+            do h = std::uint16_t(finite(rng)); while (((h >> 10) & 0x1F) == 0x1F);  // no inf / NaN
+        }
+        std::vector<float> floats(n * d);
+        for (std::size_t i = 0; i < n * d; ++i) floats[i] = half_to_float(halves[i]);
+        std::vector<std::int64_t> ids(n);
+        for (std::size_t i = 0; i < n; ++i) ids[i] = (i % 6 == 5) ? -1 : std::int64_t((i * 11) % n);
+        std::vector<float> want(packed_floats(n, d)), got(packed_floats(n, d));
+        kern.pack(floats.data(), d, ids.data(), n, 0, d, want.data());
+        kern.pack_half(halves.data(), d, ids.data(), n, 0, d, got.data());
+        if (std::memcmp(want.data(), got.data(), want.size() * sizeof(float)) != 0) {
+            fail("pack_half", isa_name(isa), n, d, 0);
+        }
+    }
+}
+
 }  // namespace
 
 int main() {
@@ -179,6 +211,7 @@ int main() {
         check_panels(isa, rng);
         check_topk(isa, rng);
         check_codes(isa, rng);
+        check_halves(isa, rng);
         std::printf("%s: %s\n", isa_name(isa), failures ? "failed" : "ok");
     }
     return failures ? 1 : 0;
