@@ -1,6 +1,7 @@
-"""Compressed lists re-ranked from the raw keys (``",RFlat"``): faiss's IndexRefineFlat results
-with the learned choice of lists, target_recall choosing the re-ranking depth, and a declared
-recall that holds over compressed lists."""
+"""Compressed lists re-ranked from the raw keys (``",RFlat"``, or float16 ones with
+``",Refine(SQfp16)"``): faiss's IndexRefineFlat / IndexRefine results with the learned choice of
+lists, target_recall choosing the re-ranking depth, and a declared recall that holds over
+compressed lists."""
 
 import faiss
 import numpy as np
@@ -13,6 +14,7 @@ from conftest import clustered
 
 D, NLIST, N = 32, 40, 12_000
 FACTORY = f"IVF{NLIST},PQ{D}x4fs,RFlat"
+FACTORY16 = f"IVF{NLIST},PQ{D}x4fs,Refine(SQfp16)"
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +97,59 @@ def test_target_recall_meets_the_target_choosing_nprobe_and_depth(refined, data)
     # the re-ranked scores are exact
     D_found, ids = refined.search(test, 10, target_recall=0.95)
     np.testing.assert_allclose(D_found, np.einsum("nd,nkd->nk", test, keys[ids]), rtol=1e-5)
+
+
+def test_float16_raw_keys_re_rank_as_faiss_index_refine_over_sqfp16(data, tmp_path):
+    keys, _, _, test = data
+    theirs = faiss.index_factory(D, FACTORY16, faiss.METRIC_INNER_PRODUCT)
+    theirs.train(keys)
+    theirs.add(keys)
+    theirs.k_factor = 4
+    faiss.downcast_index(theirs.base_index).nprobe = 3
+    ours = ap.AmortizedIVF.from_faiss(theirs)
+    assert ours.raw_key_dtype == np.float16 and ours.k_factor == 4 and ours.nprobe == 3
+    kept = faiss.downcast_index(theirs.refine_index).reconstruct_n(0, N)  # faiss's rounding
+    np.testing.assert_array_equal(ours.raw_keys(), kept)
+    np.testing.assert_allclose(kept, keys, rtol=2**-10, atol=2**-24)
+    D_ours, I_ours = ours.search(test, 10)
+    D_theirs, I_theirs = theirs.search(test, 10)
+    np.testing.assert_allclose(D_ours, D_theirs, rtol=1e-5, atol=1e-5)
+    assert (I_ours == I_theirs).mean() > 0.999
+    ours.save(tmp_path / "half.amips")
+    loaded = ap.AmortizedIVF.load(tmp_path / "half.amips")
+    assert loaded.raw_key_dtype == np.float16
+    for a, b in zip(loaded.search(test, 10), (D_ours, I_ours)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_float16_raw_keys_keep_a_declared_recall_of_the_float32_keys(data):
+    """The calibration's exact answers are those of the float16 keys; against the float32 keys'
+    the recall stays within half a point of the target."""
+    keys, train, calibration, _ = data
+    index = ap.AmortizedIVF.from_factory(D, FACTORY16)
+    index.train(keys)
+    index.add(keys)
+    index.fit_router(train)
+    index.calibrate(calibration, 10)
+    exact = ap.topk_dot(calibration, keys, 10)[1]
+    for target in (0.9, 0.99):
+        _, ids = index.search(calibration, 10, target_recall=target)
+        assert recall_per_query(ids, exact).mean() >= target - 0.005
+
+
+def test_keys_beyond_float16_s_range_are_refused_and_nothing_is_lost(data):
+    keys, _, _, test = data
+    index = ap.AmortizedIVF.from_factory(D, FACTORY16)
+    index.train(keys)
+    index.add(keys)
+    before = index.search(test, 10)
+    huge = keys[:3].copy()
+    huge[1, 5] = 7e4
+    with pytest.raises(ValueError, match="float16"):
+        index.add(huge)
+    assert index.ntotal == N and len(index.raw_keys()) == N
+    for a, b in zip(index.search(test, 10), before):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_a_compressed_index_without_re_ranking_is_calibrated_on_what_its_scan_finds(data):

@@ -66,7 +66,8 @@ class AmortizedIVFBase(Files, Calibration, Learned, Upkeep, Refine, Search):
         gives an ``AmortizedIVF``, an IndexIVFPQ an ``AmortizedIVFPQ``, and so on for
         every faiss IVF class listed in the README. An ``IndexRefineFlat`` around one gives
         that class re-ranking its candidates from the raw keys (copied from the refine index),
-        at the refine's ``k_factor``."""
+        at the refine's ``k_factor``; an ``IndexRefine`` over a float16 ``IndexScalarQuantizer``
+        the same from float16 raw keys."""
         plain: Any = faiss.downcast_index(index) if isinstance(index, faiss.Index) else None
         plain, raw, k_factor = refined_parts(plain)
         if type(plain) not in AMORTIZED or plain.metric_type != faiss.METRIC_INNER_PRODUCT:
@@ -86,7 +87,8 @@ class AmortizedIVFBase(Files, Calibration, Learned, Upkeep, Refine, Search):
         part, for an IVF description such as ``"IVF1024,PQ32x8"``, ``"IVF1024,SQ8"``,
         ``"IVF1024,PQ32x4fs"`` or ``"IVF1024,Flat"``, or one ending ``",RFlat"``
         (``"IVF1024,PQ32x4fs,RFlat"``): the best candidates of the compressed scan re-ranked
-        exactly from the raw keys the index keeps; ``learned`` as for ``from_faiss``."""
+        exactly from the raw keys the index keeps, or ``",Refine(SQfp16)"``: re-ranked from
+        float16 raw keys, half the memory; ``learned`` as for ``from_faiss``."""
         d = as_positive_int(d, "d")
         try:
             index = faiss.index_factory(d, description, faiss.METRIC_INNER_PRODUCT)

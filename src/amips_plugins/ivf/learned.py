@@ -119,7 +119,7 @@ class Learned(IVFState):
                 )
             return raw[ids], offsets, ids
         if self.refines:
-            return self._raw_rows()[ids], offsets, ids
+            return self._raw_rows()[ids].astype(np.float32, copy=False), offsets, ids
         if not isinstance(self, faiss.IndexIVFFlat):
             raise ValueError(
                 f"{type(self).__name__} holds compressed codes, which cannot give the keys back "

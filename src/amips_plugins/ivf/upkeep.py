@@ -37,7 +37,7 @@ class Upkeep(IVFState):
         """Add validated keys ``x`` (n, d) with ``ids`` (n,) (None: ntotal ..), under the write
         lock; a maintained router learns which of them answer its training queries."""
         stored = self._stored(x)
-        self._check_add(ids)
+        self._check_add(x, ids)
         n, first = len(stored), self.ntotal
         router = self._maintained_router()
         # the keys' lists, assigned once here and handed to faiss (fast-scan's add_core packs
