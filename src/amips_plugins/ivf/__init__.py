@@ -16,8 +16,8 @@ inner products with q. Choosing the lists:
   nprobe lists are chosen.
 
 Compressed lists (PQ fast-scan, SQ, RaBitQ) can be re-ranked from raw keys the index keeps (a
-factory string ending ``",RFlat"``): the scan's best ``k * k_factor`` candidates are scored again
-exactly.
+factory string ending ``",RFlat"``, or ``",Refine(SQfp16)"`` for float16 raw keys): the scan's
+best ``k * k_factor`` candidates are scored again from them.
 
 One module per concern: ``classes`` (the faiss classes), ``index`` (their shared base:
 construction and faiss's methods), ``search``, ``learned`` (router, query transform and
