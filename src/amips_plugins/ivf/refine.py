@@ -27,9 +27,8 @@ _FLOAT16_MAX = float(np.finfo(np.float16).max)
 class RawKeys:
     """Growable rows (n, d), row i the key with id i: float32, or float16."""
 
-    def __init__(self, d: int, rows: np.ndarray | None = None, dtype=np.float32):
-        dtype = np.dtype(dtype if rows is None else rows.dtype)
-        self._buffer = np.empty((16, d), dtype) if rows is None else rows.copy()
+    def __init__(self, d: int, rows: np.ndarray | None = None):
+        self._buffer = np.empty((16, d), np.float32) if rows is None else rows.copy()
         self._count = 0 if rows is None else len(rows)
 
     @property
