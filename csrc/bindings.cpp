@@ -55,10 +55,16 @@ void require_matrix(const py::array& a, const std::string& name) {
     AMIPS_REQUIRE(a.ndim() == 2, name + " must be 2-D, got shape " + shape_of(a));
 }
 
-// queries (nq, d) and keys (n, d), n > 0.
-// numpy's float16, whose bits are IEEE halves.
-bool is_half(const py::array& a) { return a.dtype().kind() == 'f' && a.dtype().itemsize() == 2; }
+// A C-contiguous float32 array, or numpy's float16 (IEEE halves, half the memory), taken as is,
+// never copied; returns whether it is float16.
+bool require_float_or_half(const py::array& a, const std::string& name) {
+    const bool half = a.dtype().kind() == 'f' && a.dtype().itemsize() == 2;
+    AMIPS_REQUIRE(half || a.dtype().is(py::dtype::of<float>()), name + " must be float32 or float16");
+    AMIPS_REQUIRE(a.flags() & py::array::c_style, name + " must be C-contiguous");
+    return half;
+}
 
+// queries (nq, d) and keys (n, d), n > 0.
 void require_pair(const py::array& queries, const py::array& keys) {
     require_matrix(queries, "queries");
     require_matrix(keys, "keys");
@@ -202,10 +208,7 @@ ScoresIds segment_max_dot_packed_py(const Array<float>& queries, const py::array
 
 py::array_t<float> rescore_py(const Array<float>& queries, const py::array& keys,
                               const ExactArray<std::int64_t>& candidate_ids, int num_threads) {
-    // float32 keys, or float16 ones (half the memory; numpy's float16, passed as is): never copied
-    const bool half = is_half(keys);
-    AMIPS_REQUIRE(half || keys.dtype().is(py::dtype::of<float>()), "keys must be float32 or float16");
-    AMIPS_REQUIRE(keys.flags() & py::array::c_style, "keys must be C-contiguous");
+    const bool half = require_float_or_half(keys, "keys");
     require_pair(queries, keys);
     require_threads(num_threads);
     require_matrix(candidate_ids, "candidate_ids");
@@ -324,11 +327,7 @@ take_better_answers_py(const py::array& queries, const Array<float>& query_norms
                        const Array<float>& key_norms, const ExactArray<std::int64_t>& ids,
                        const ExactArray<std::int64_t>& key_offsets,
                        const ExactArray<std::int64_t>& key_rows, int num_threads) {
-    // float32 queries, or float16 ones (half the memory; numpy's float16, passed as is)
-    const bool half = is_half(queries);
-    AMIPS_REQUIRE(half || queries.dtype().is(py::dtype::of<float>()),
-                  "queries must be float32 or float16");
-    AMIPS_REQUIRE(queries.flags() & py::array::c_style, "queries must be C-contiguous");
+    const bool half = require_float_or_half(queries, "queries");
     require_pair(queries, keys);
     require_threads(num_threads);
     const std::size_t S = queries.shape(0), n = keys.shape(0), d = keys.shape(1);

@@ -56,13 +56,19 @@ def test_without_a_learned_part_the_results_are_faiss_index_refine_flat_s(data):
         assert ours.last_search_stats["reranked"] == 10 * k_factor
 
 
-def test_a_refine_index_of_faiss_s_is_adopted_with_its_keys_and_k_factor(data):
-    keys, _, _, test = data
-    theirs = faiss.index_factory(D, FACTORY, faiss.METRIC_INNER_PRODUCT)
+def faiss_refine(factory, keys, k_factor, nprobe):
+    """faiss's own refine index of ``factory``, holding ``keys``."""
+    theirs = faiss.index_factory(D, factory, faiss.METRIC_INNER_PRODUCT)
     theirs.train(keys)
     theirs.add(keys)
-    theirs.k_factor = 8
-    faiss.downcast_index(theirs.base_index).nprobe = 4
+    theirs.k_factor = k_factor
+    faiss.downcast_index(theirs.base_index).nprobe = nprobe
+    return theirs
+
+
+def test_a_refine_index_of_faiss_s_is_adopted_with_its_keys_and_k_factor(data):
+    keys, _, _, test = data
+    theirs = faiss_refine(FACTORY, keys, k_factor=8, nprobe=4)
     ours = ap.AmortizedIVF.from_faiss(theirs)
     assert ours.k_factor == 8 and ours.ntotal == N
     np.testing.assert_array_equal(ours.raw_keys(), keys)
@@ -101,11 +107,7 @@ def test_target_recall_meets_the_target_choosing_nprobe_and_depth(refined, data)
 
 def test_float16_raw_keys_re_rank_as_faiss_index_refine_over_sqfp16(data, tmp_path):
     keys, _, _, test = data
-    theirs = faiss.index_factory(D, FACTORY16, faiss.METRIC_INNER_PRODUCT)
-    theirs.train(keys)
-    theirs.add(keys)
-    theirs.k_factor = 4
-    faiss.downcast_index(theirs.base_index).nprobe = 3
+    theirs = faiss_refine(FACTORY16, keys, k_factor=4, nprobe=3)
     ours = ap.AmortizedIVF.from_faiss(theirs)
     assert ours.raw_key_dtype == np.float16 and ours.k_factor == 4 and ours.nprobe == 3
     kept = faiss.downcast_index(theirs.refine_index).reconstruct_n(0, N)  # faiss's rounding
