@@ -426,11 +426,11 @@ void require_graph_keys(const GraphSearch& g, const Array<float>& keys,
 }
 
 void graph_add_py(GraphSearch& g, const Array<float>& keys, std::int64_t ef_construction,
-                  std::uint64_t seed, int num_threads) {
+                  std::uint64_t seed, int num_threads, bool fill_lists) {
     require_graph_keys(g, keys, ef_construction);
     require_threads(num_threads);
     py::gil_scoped_release release;
-    g.add(keys.data(), keys.shape(0), std::size_t(ef_construction), seed, num_threads);
+    g.add(keys.data(), keys.shape(0), std::size_t(ef_construction), seed, num_threads, fill_lists);
 }
 
 // Elements (1-D int64) of graph g, each checked to be one of its elements.
@@ -447,14 +447,14 @@ std::vector<std::uint32_t> elements_of(const GraphSearch& g, const ExactArray<st
 }
 
 void graph_update_py(GraphSearch& g, const ExactArray<std::int64_t>& elements,
-                     const Array<float>& keys, std::int64_t ef_construction) {
+                     const Array<float>& keys, std::int64_t ef_construction, bool fill_lists) {
     const std::vector<std::uint32_t> at = elements_of(g, elements);
     require_graph_keys(g, keys, ef_construction);
     AMIPS_REQUIRE(std::size_t(keys.shape(0)) == at.size(),
                   "keys must have one row of " + std::to_string(g.dim()) + " per element, got shape " +
                       shape_of(keys));
     py::gil_scoped_release release;
-    g.update(at.data(), keys.data(), at.size(), std::size_t(ef_construction));
+    g.update(at.data(), keys.data(), at.size(), std::size_t(ef_construction), fill_lists);
 }
 
 py::array_t<float> graph_keys_py(const GraphSearch& g, const ExactArray<std::int64_t>& elements) {
@@ -631,27 +631,33 @@ PYBIND11_MODULE(_core, m) {
              "An empty graph to add keys to: max_m links per element (2 max_m on level 0); "
              "without keep_keys, codes only, and what a walk finds ranked by their values.")
         .def("add", &graph_add_py, py::arg("keys"), py::arg("ef_construction") = 200,
-             py::arg("seed") = 100, py::arg("num_threads") = 0,
+             py::arg("seed") = 100, py::arg("num_threads") = 0, py::arg("fill_lists") = false,
              "Insert keys (n, dim) as the next elements, as hnswlib inserts, scoring by codes; "
-             "with one thread the graph depends on the keys, their order and seed only.")
+             "with one thread the graph depends on the keys, their order and seed only. With "
+             "fill_lists, lists the heuristic leaves short are filled with the best candidates "
+             "it passed over.")
         .def("update", &graph_update_py, py::arg("elements"), py::arg("keys"),
-             py::arg("ef_construction") = 200,
+             py::arg("ef_construction") = 200, py::arg("fill_lists") = false,
              "Give elements (m,) the keys (m, dim) in place, each linked again where its new key "
-             "lies (hnswlib's updatePoint).")
+             "lies (hnswlib's updatePoint); fill_lists as for add.")
         .def("link",
              [](GraphSearch& g, const ExactArray<std::int64_t>& sources,
-                const ExactArray<std::int64_t>& targets) {
+                const ExactArray<std::int64_t>& targets, int num_threads) {
+                 require_threads(num_threads);
                  AMIPS_REQUIRE(sources.ndim() == 1 && targets.ndim() == 1 &&
                                    sources.size() == targets.size(),
                                "sources and targets must be 1-D of one length, got shapes " +
                                    shape_of(sources) + " and " + shape_of(targets));
                  const std::vector<std::uint32_t> from = elements_of(g, sources);
                  const std::vector<std::uint32_t> to = elements_of(g, targets);
-                 return g.link(from.data(), to.data(), from.size());
+                 py::gil_scoped_release release;
+                 return g.link(from.data(), to.data(), from.size(), num_threads);
              },
-             py::arg("sources"), py::arg("targets"),
-             "Add the level-0 link sources[i] -> targets[i] of each pair, in order, where the "
-             "source's list has room and lacks it; returns how many were added.")
+             py::arg("sources"), py::arg("targets"), py::arg("num_threads") = 0,
+             "Add the level-0 link sources[i] -> targets[i] of each pair, each source's in order, "
+             "where the source lacks it: into the room its list has, then in place of links the "
+             "heuristic would not choose there (those that filled it); returns how many were "
+             "added.")
         .def("mark_deleted",
              [](GraphSearch& g, const ExactArray<std::int64_t>& elements) {
                  for (const std::uint32_t e : elements_of(g, elements)) g.mark_deleted(e);

@@ -76,21 +76,26 @@ public:
     // hnswlib's heuristic, neighbours' links pruned by it when full), with every score taken
     // between codes; keys outside the codes' ranges widen them (and every code is made again).
     // An element's level depends on seed and its number only; with one thread
-    // the graph depends on nothing else. Not to be called while a search runs.
+    // the graph depends on nothing else. With fill_lists, every list the heuristic leaves short
+    // is filled with the best candidates it passed over (a new element takes 2 max_m on level
+    // 0): the same memory, more links. Not to be called while a search runs.
     void add(const float* keys, std::size_t count, std::size_t ef_construction,
-             std::uint64_t seed, int num_threads);
+             std::uint64_t seed, int num_threads, bool fill_lists = false);
     // Gives elements (count) the keys (count, d) in place, each linked again where its new key
     // lies, as hnswlib's updatePoint: the neighbours it had choose their links again among their
     // neighbours' neighbours, then the element's own links come from a search at its new key.
-    // One thread; not to be called while a search runs.
+    // fill_lists as for add. One thread; not to be called while a search runs.
     void update(const std::uint32_t* elements, const float* keys, std::size_t count,
-                std::size_t ef_construction);
-    // Adds the level-0 link from[i] -> to[i] for each of count pairs, in order, where from[i]'s
-    // list has room and lacks it (a pair of one element is passed over); returns how many were
-    // added. Links added so are kept as any other: an insertion may prune them from a full list.
-    // Throws std::invalid_argument, changing nothing, when an element lies outside the graph.
-    // Not to be called while a search runs.
-    std::size_t link(const std::uint32_t* from, const std::uint32_t* to, std::size_t count);
+                std::size_t ef_construction, bool fill_lists = false);
+    // Adds the level-0 link from[i] -> to[i] for each of count pairs, each source's in order,
+    // where from[i] lacks it (a pair of one element is passed over): into the room its list has,
+    // then, on a full list, in place of a link the heuristic would not choose there (one that
+    // filled the list, the worst first); returns how many were added. Links added so are kept as
+    // any other: an insertion may prune them from a full list. Throws std::invalid_argument,
+    // changing nothing, when an element lies outside the graph. Not to be called while a search
+    // runs.
+    std::size_t link(const std::uint32_t* from, const std::uint32_t* to, std::size_t count,
+                     int num_threads = 0);
     // Marks an element deleted: walked through, never returned; unmark_deleted undoes it.
     void mark_deleted(std::uint32_t element);
     void unmark_deleted(std::uint32_t element);

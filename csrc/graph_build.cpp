@@ -53,12 +53,14 @@ constexpr std::size_t kLockStripes = 4096;
 // One thread's insertions: a visited set, heaps and two scaled keys.
 class GraphSearch::Builder {
 public:
-    Builder(GraphSearch& g, std::vector<std::mutex>& locks, std::mutex& top, std::size_t ef)
+    Builder(GraphSearch& g, std::vector<std::mutex>& locks, std::mutex& top, std::size_t ef,
+            bool fill_lists)
         : g_(g),
           kernels_(kernels_for(active_isa())),
           locks_(locks),
           top_(top),
           ef_(ef),
+          fill_lists_(fill_lists),
           visited_(g.n_),
           aim_(g.code_dim_, 0.f),
           probe_(g.code_dim_, 0.f),
@@ -122,6 +124,44 @@ public:
         link_from(descend(start, g_.max_level_, level), e, std::min(level, g_.max_level_));
     }
 
+    // Adds the level-0 links base -> targets (count, in order), passing over those it has: into
+    // the room its list has, then in place of the links there the heuristic would not choose
+    // (those a full list took to fill it, the worst first). Returns how many were added.
+    std::size_t link_to(std::uint32_t base, const std::uint32_t* targets, std::size_t count) {
+        std::uint32_t* l = list(base, 0);
+        std::uint32_t links = l[0] & 0xFFFF;
+        const std::uint32_t before = links;
+        auto has = [&](std::uint32_t t) {
+            return t == base || std::find(l + 1, l + 1 + links, t) != l + 1 + links;
+        };
+        std::size_t i = 0;
+        for (; i < count && links < g_.max_m0_; ++i) {
+            if (!has(targets[i])) l[1 + links++] = targets[i];
+        }
+        l[0] = (l[0] & ~std::uint32_t(0xFFFF)) | links;
+        std::size_t added = links - before;
+        if (i == count) return added;
+        others_.assign(l + 1, l + 1 + before);
+        rank_by(base, others_);
+        prune(base, pruned_, g_.max_m0_, kept_);
+        // what may leave, the worst first: links the heuristic passes over, not among the targets
+        const std::uint32_t* const end = targets + count;
+        leaving_.clear();
+        for (auto c = pruned_.rbegin(); c != pruned_.rend(); ++c) {
+            if (std::find(kept_.begin(), kept_.end(), c->second) == kept_.end() &&
+                std::find(targets, end, c->second) == end) {
+                leaving_.push_back(c->second);
+            }
+        }
+        std::size_t gone = 0;
+        for (; i < count && gone < leaving_.size(); ++i) {
+            if (has(targets[i])) continue;
+            *std::find(l + 1, l + 1 + links, leaving_[gone++]) = targets[i];
+            ++added;
+        }
+        return added;
+    }
+
 private:
     void aim_at(const float* key) {
         for (std::size_t t = 0; t < g_.d_; ++t) aim_[t] = key[t] * g_.scale_[t];
@@ -156,7 +196,8 @@ private:
             found_.erase(std::remove_if(found_.begin(), found_.end(),
                                         [e](const Scored& f) { return f.second == e; }),
                          found_.end());
-            select(e, found_, g_.max_m_, chosen_[l]);
+            // hnswlib gives a new element M links on level 0 too; full lists take 2 M there
+            select(e, found_, l == 0 && fill_lists_ ? g_.max_m0_ : g_.max_m_, chosen_[l]);
             {
                 std::lock_guard<std::mutex> lock(lock_of(e));
                 write_links(e, l, chosen_[l]);
@@ -242,7 +283,8 @@ private:
     }
 
     // hnswlib's heuristic: of the candidates of `base` (best first), up to m, each kept only when
-    // no kept one scores higher with it than base does.
+    // no kept one scores higher with it than base does; with fill_lists_, the best of those it
+    // passed over fill the list up to m (the paper's keepPrunedConnections).
     void select(std::uint32_t base, const std::vector<Scored>& candidates, std::size_t m,
                 std::vector<std::uint32_t>& out) {
         out.clear();
@@ -250,6 +292,18 @@ private:
             for (const Scored& c : candidates) out.push_back(c.second);
             return;
         }
+        prune(base, candidates, m, out);
+        if (!fill_lists_) return;
+        for (const Scored& c : candidates) {
+            if (out.size() >= m) break;
+            if (std::find(out.begin(), out.end(), c.second) == out.end()) out.push_back(c.second);
+        }
+    }
+
+    // out = the heuristic's choice alone.
+    void prune(std::uint32_t base, const std::vector<Scored>& candidates, std::size_t m,
+               std::vector<std::uint32_t>& out) {
+        out.clear();
         for (const Scored& c : candidates) {
             if (out.size() >= m) break;
             scale_code(c.second, probe_);
@@ -301,8 +355,9 @@ private:
     std::vector<std::mutex>& locks_;
     std::mutex& top_;
     const std::size_t ef_;
+    const bool fill_lists_;
     VisitedSet visited_;
-    std::vector<std::uint32_t> links_, kept_, pool_, others_, fresh_;
+    std::vector<std::uint32_t> links_, kept_, pool_, others_, fresh_, leaving_;
     std::vector<float> scores_;  // the code scores of fresh_, or of rank_by's others
     std::vector<std::vector<std::uint32_t>> chosen_;  // by level
     std::vector<float> aim_, probe_, offset_, step_;  // offset_ + code * step_: scale_code
@@ -310,7 +365,7 @@ private:
 };
 
 void GraphSearch::add(const float* keys, std::size_t count, std::size_t ef_construction,
-                      std::uint64_t seed, int num_threads) {
+                      std::uint64_t seed, int num_threads, bool fill_lists) {
     if (count == 0) return;
     if (n_ + count > std::numeric_limits<std::uint32_t>::max()) {
         throw std::invalid_argument("the graph would have too many elements");
@@ -342,7 +397,7 @@ void GraphSearch::add(const float* keys, std::size_t count, std::size_t ef_const
     std::atomic<std::size_t> next_element{next};
     const int threads = threads_for(num_threads, double(count) * ef_construction * max_m0_ * d_);
     parallel_for(std::size_t(std::max(threads, 1)), threads, [&](std::size_t) {
-        Builder builder(*this, locks, top, std::max<std::size_t>(ef_construction, 1));
+        Builder builder(*this, locks, top, std::max<std::size_t>(ef_construction, 1), fill_lists);
         for (std::size_t e; (e = next_element++) < n_;) {
             builder.insert(std::uint32_t(e), keys + (e - first) * d_);
         }
@@ -350,7 +405,7 @@ void GraphSearch::add(const float* keys, std::size_t count, std::size_t ef_const
 }
 
 void GraphSearch::update(const std::uint32_t* elements, const float* keys, std::size_t count,
-                         std::size_t ef_construction) {
+                         std::size_t ef_construction, bool fill_lists) {
     for (std::size_t i = 0; i < count; ++i) {
         if (elements[i] >= n_) throw std::invalid_argument("no element " + std::to_string(elements[i]));
     }
@@ -362,28 +417,42 @@ void GraphSearch::update(const std::uint32_t* elements, const float* keys, std::
     }
     std::vector<std::mutex> locks(kLockStripes);
     std::mutex top;
-    Builder builder(*this, locks, top, std::max<std::size_t>(ef_construction, 1));
+    Builder builder(*this, locks, top, std::max<std::size_t>(ef_construction, 1), fill_lists);
     for (std::size_t i = 0; i < count; ++i) builder.relink(elements[i], keys + i * d_);
 }
 
 std::size_t GraphSearch::link(const std::uint32_t* from, const std::uint32_t* to,
-                              std::size_t count) {
+                              std::size_t count, int num_threads) {
     for (std::size_t i = 0; i < count; ++i) {
         const std::uint32_t bad = from[i] >= n_ ? from[i] : to[i];
         if (bad >= n_) throw std::invalid_argument("no element " + std::to_string(bad));
     }
-    std::size_t added = 0;
+    // Each source's targets together, in the order given.
+    std::vector<std::size_t> order(count);
+    for (std::size_t i = 0; i < count; ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(),
+                     [from](std::size_t a, std::size_t b) { return from[a] < from[b]; });
+    std::vector<std::uint32_t> targets(count);
+    for (std::size_t i = 0; i < count; ++i) targets[i] = to[order[i]];
+    std::vector<std::size_t> starts;
     for (std::size_t i = 0; i < count; ++i) {
-        std::uint32_t* l = links0_.data() + std::size_t(from[i]) * (max_m0_ + 1);
-        const std::uint32_t links = l[0] & 0xFFFF;
-        if (from[i] == to[i] || links == max_m0_ ||
-            std::find(l + 1, l + 1 + links, to[i]) != l + 1 + links) {
-            continue;
-        }
-        l[1 + links] = to[i];
-        l[0] = (l[0] & ~std::uint32_t(0xFFFF)) | (links + 1);
-        ++added;
+        if (i == 0 || from[order[i]] != from[order[i - 1]]) starts.push_back(i);
     }
+    starts.push_back(count);
+    std::vector<std::mutex> locks(kLockStripes);  // unused: each source writes its list alone
+    std::mutex top;
+    const std::size_t sources = starts.size() - 1;
+    std::atomic<std::size_t> next_source{0}, added{0};
+    const int threads = threads_for(num_threads, double(count) * max_m0_ * d_);
+    parallel_for(std::size_t(std::max(threads, 1)), threads, [&](std::size_t) {
+        Builder builder(*this, locks, top, 1, false);
+        std::size_t mine = 0;
+        for (std::size_t s; (s = next_source++) < sources;) {
+            mine += builder.link_to(from[order[starts[s]]], targets.data() + starts[s],
+                                    starts[s + 1] - starts[s]);
+        }
+        added += mine;
+    });
     return added;
 }
 

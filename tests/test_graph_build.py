@@ -152,32 +152,74 @@ def test_elements_inserted_side_by_side_keep_their_in_links():
     assert (found == np.arange(len(keys))).mean() >= 0.9995
 
 
-def test_links_are_added_where_a_list_has_room_and_lacks_them():
-    graph = _core.GraphSearch(4, 2)  # 4 links per element on level 0
-    graph.add(np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32))
+def link_counts(graph):
+    return graph.arrays()["links0"][:, 0] & 0xFFFF
 
-    def links(e):
-        row = graph.arrays()["links0"][e]
-        return set(row[1 : 1 + (row[0] & 0xFFFF)].tolist())
 
-    before = [links(e) for e in range(8)]
-    source = min(range(8), key=lambda e: len(before[e]))
-    assert len(before[source]) < 4  # room to add to
-    absent = [t for t in range(8) if t != source and t not in before[source]]
-    sources = np.full(len(absent) + 2, source, np.int64)
-    targets = np.array([absent[0], absent[0], source, *absent[1:]])  # a repeat, a self-link
-    added = graph.link(sources, targets)
-    assert added == min(len(absent), 4 - len(before[source])) > 0  # up to the list's width, 4
-    assert links(source) == before[source] | set(absent[:added])
-    assert [links(e) for e in range(8) if e != source] == before[:source] + before[source + 1 :]
-    after = [links(e) for e in range(8)]
-    roomy = next(e for e in range(8) if len(after[e]) < 4)
-    new = next(t for t in range(8) if t != roomy and t not in after[roomy])
+def test_filled_lists_use_every_link_their_width_allows_and_find_more(data):
+    keys, queries, truth = data
+    plain, filled = _core.GraphSearch(D, 8), _core.GraphSearch(D, 8)
+    plain.add(keys, 64, 1, 1)
+    filled.add(keys, 64, 1, 1, fill_lists=True)
+    assert link_counts(plain).mean() < 12  # the heuristic leaves a quarter of the 16 unused
+    assert (link_counts(filled) == 16).all()
+    upper = filled.arrays()
+    assert upper["upper"].size and upper["upper"].reshape(-1, 9)[:, 0].max() == 8
+    for ef in (10, 20):
+        assert recall(walk(filled, queries, ef)[1], truth) > recall(
+            walk(plain, queries, ef)[1], truth
+        ), ef
+
+
+def heuristic_choice(values, base, links):
+    """hnswlib's heuristic over ``links`` of ``base``, on the values the codes stand for."""
+    ranked = sorted(links, key=lambda c: -values[c] @ values[base])
+    kept = []
+    for c in ranked:
+        if all(values[c] @ values[o] <= values[c] @ values[base] for o in kept):
+            kept.append(c)
+    return kept, ranked
+
+
+def links_of(graph, e):
+    row = graph.arrays()["links0"][e]
+    return row[1 : 1 + (row[0] & 0xFFFF)].tolist()
+
+
+def test_links_go_into_room_then_in_place_of_those_that_filled_a_list(data):
+    keys = data[0][:600]
+    graph = _core.GraphSearch(D, 4, keep_keys=False)  # 8 links per element on level 0; codes
+    graph.add(keys, 40, 1, 1, fill_lists=True)
+    arrays = graph.arrays()
+    values = (arrays["code_low"] + arrays["codes"] * arrays["code_scale"]).astype(np.float64)
+    source = next(
+        e for e in range(len(keys)) if len(heuristic_choice(values, e, links_of(graph, e))[0]) <= 5
+    )
+    before = links_of(graph, source)
+    kept, ranked = heuristic_choice(values, source, before)
+    absent = [t for t in range(len(keys)) if t != source and t not in before][:3]
+    targets = [absent[0], absent[0], source, *absent[1:]]  # a repeat, a self-link
+    added = graph.link(np.full(len(targets), source, np.int64), np.array(targets))
+    after = links_of(graph, source)
+    assert added == 3 and len(after) == 8
+    # the heuristic's own choice stays; the worst of the links that only filled the list leave
+    filler = [c for c in ranked if c not in kept]
+    assert set(after) == set(kept) | set(filler[:-3]) | set(absent)
+    others = [links_of(graph, e) for e in range(len(keys)) if e != source]
+    assert graph.link(np.array([source]), np.array([absent[0]])) == 0  # present already
+
+    roomy = _core.GraphSearch(D, 4)
+    roomy.add(keys, 40, 1, 1)
+    spare = next(e for e in range(len(keys)) if len(links_of(roomy, e)) < 8)
+    new = next(t for t in range(len(keys)) if t != spare and t not in links_of(roomy, spare))
+    assert roomy.link(np.array([spare]), np.array([new])) == 1
+    assert new in links_of(roomy, spare)
     with pytest.raises(ValueError, match="not in the graph"):
-        graph.link(np.array([roomy, 8]), np.array([new, 3]))  # the first pair alone would do
+        graph.link(np.array([source, 600]), np.array([absent[0], 3]))
     with pytest.raises(ValueError, match="one length"):
         graph.link(np.array([1, 2]), np.array([2]))
-    assert [links(e) for e in range(8)] == after  # a refused call changes nothing
+    assert links_of(graph, source) == after  # a refused call changes nothing
+    assert [links_of(graph, e) for e in range(len(keys)) if e != source] == others
 
 
 def test_bad_input_is_refused():

@@ -39,9 +39,9 @@ class GraphSearch:
         """
         An empty graph to add keys to: max_m links per element (2 max_m on level 0); without keep_keys, codes only, and what a walk finds ranked by their values.
         """
-    def add(self, keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], ef_construction: typing.SupportsInt | typing.SupportsIndex = 200, seed: typing.SupportsInt | typing.SupportsIndex = 100, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    def add(self, keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], ef_construction: typing.SupportsInt | typing.SupportsIndex = 200, seed: typing.SupportsInt | typing.SupportsIndex = 100, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, fill_lists: bool = False) -> None:
         """
-        Insert keys (n, dim) as the next elements, as hnswlib inserts, scoring by codes; with one thread the graph depends on the keys, their order and seed only.
+        Insert keys (n, dim) as the next elements, as hnswlib inserts, scoring by codes; with one thread the graph depends on the keys, their order and seed only. With fill_lists, lists the heuristic leaves short are filled with the best candidates it passed over.
         """
     def arrays(self) -> dict:
         """
@@ -51,9 +51,9 @@ class GraphSearch:
         """
         The keys of elements (m,) as rows (m, dim) (a graph that keeps its keys).
         """
-    def link(self, sources: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], targets: typing.Annotated[numpy.typing.ArrayLike, numpy.int64]) -> int:
+    def link(self, sources: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], targets: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> int:
         """
-        Add the level-0 link sources[i] -> targets[i] of each pair, in order, where the source's list has room and lacks it; returns how many were added.
+        Add the level-0 link sources[i] -> targets[i] of each pair, each source's in order, where the source lacks it: into the room its list has, then in place of links the heuristic would not choose there (those that filled it); returns how many were added.
         """
     def mark_deleted(self, elements: typing.Annotated[numpy.typing.ArrayLike, numpy.int64]) -> None:
         """
@@ -71,9 +71,9 @@ class GraphSearch:
         """
         Undo mark_deleted.
         """
-    def update(self, elements: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], ef_construction: typing.SupportsInt | typing.SupportsIndex = 200) -> None:
+    def update(self, elements: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], ef_construction: typing.SupportsInt | typing.SupportsIndex = 200, fill_lists: bool = False) -> None:
         """
-        Give elements (m,) the keys (m, dim) in place, each linked again where its new key lies (hnswlib's updatePoint).
+        Give elements (m,) the keys (m, dim) in place, each linked again where its new key lies (hnswlib's updatePoint); fill_lists as for add.
         """
     @property
     def code_ranges(self) -> numpy.typing.NDArray[numpy.float32]:

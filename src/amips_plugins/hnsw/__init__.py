@@ -15,6 +15,14 @@ Construction spaces (the graph is always searched by inner product, so distances
   batch by batch). All augmented keys share the norm M, so hnswlib's inner-product distance
   between them orders neighbours exactly as L2 does, and a query [q, 0] still scores q . x.
 
+hnswlib's heuristic keeps few of the links a list has room for (on level 0, 10.4 of 32 on
+GloVe, 11.7 on WordNet + MiniLM at M 16); with ``fill_lists`` (the default) the best candidates
+it passed over fill the rest, as the HNSW paper's ``keepPrunedConnections`` does, and a new
+element takes 2 M links on level 0 where hnswlib takes M. The memory is the same, and so is the
+file, which hnswlib reads. Walked at the same ef, the denser graph scores about as many codes and
+finds more: on GloVe, recall@10 0.99 needs 3.4k codes scored per query instead of 6.1k.
+``fill_lists=False`` builds hnswlib's links.
+
 ``add_items`` inserts every batch in descending norm order by default: large-norm keys are the
 answers of most queries, and linking them first builds a better graph (Vespa saw the same), so a
 batch arriving in random order gives the graph a sorted bulk load gives.
@@ -24,7 +32,8 @@ searched with the predicted best key, ``candidates`` results are gathered and re
 with q on the C++ core, and the top k returned.
 
 ``fit_edges(train_queries)`` links, on level 0, the keys that answer the same training query,
-in the slots hnswlib's lists leave free (see ``amips_plugins.hnsw.edges``).
+in the slots hnswlib's lists leave free or in place of links that only filled them (see
+``amips_plugins.hnsw.edges``).
 
 ``calibrate`` measures the ef that held-out queries need, by group of query directions (see
 ``amips_plugins.effort``); then ``knn_query(..., target_recall=r)`` searches every query at

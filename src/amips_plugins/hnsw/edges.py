@@ -1,5 +1,5 @@
 """Edges learned from the query distribution: ``fit_edges`` links the keys that answer the same
-training query, on the graph's level 0, within the room its lists already have.
+training query, on the graph's level 0, within the links its lists already have.
 
 An HNSW graph links keys by their closeness to each other; the answers of one query can lie far
 apart by that measure when queries are unlike keys (a short question against long documents),
@@ -8,7 +8,9 @@ VLDB 2024) projects each training query's edges to its answers onto the keys; th
 simplest such projection: each training query's best key and its other answers become
 neighbours both ways. hnswlib reserves 2 M links per element on level 0 and its heuristic keeps
 far fewer (11.7 of 32 on average for WordNet + MiniLM at M 16), so the links fit in the
-slots the graph already has: memory does not change, and hnswlib's file keeps them.
+slots the graph already has: memory does not change, and hnswlib's file keeps them. Where the
+graph filled those slots (``fill_lists``), a learned link takes the place of one the heuristic
+would not choose, the worst first; the heuristic's own choices stay.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ class LearnedEdges(HNSWState):
     ) -> int:
         """Link, on level 0, each query's best key of ``train_queries`` (n, dim) with its other
         ``answers`` - 1 best keys, both ways, the links shared by most queries first, where an
-        element's list has room and lacks the link. Returns the number of links added.
+        element lacks the link: in the room its list has, then in place of links that only
+        filled it (see ``fill_lists``). Returns the number of links added.
 
         The answers are those a walk of the graph at ``ef`` finds (at ef 100, 97% of the exact
         top 20 on WordNet + MiniLM, at a fifth of the exact search's time). The links are kept as
@@ -64,7 +67,7 @@ class LearnedEdges(HNSWState):
             pairs = np.concatenate([best, others]) * graph.size + np.concatenate([others, best])
             distinct, shared = np.unique(pairs, return_counts=True)
             pairs = distinct[np.argsort(-shared, kind="stable")]
-            added = graph.link(pairs // graph.size, pairs % graph.size)
+            added = graph.link(pairs // graph.size, pairs % graph.size, self._threads(num_threads))
             if added:
                 self._keys_version += 1  # the calibration measured the graph without them
             self._edge_queries = joined(self._edge_queries, learned)

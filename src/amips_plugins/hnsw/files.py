@@ -89,6 +89,7 @@ class Files(HNSWState):
             "dim": self.dim,
             "construction": self.construction,
             "sort_batches": self.sort_batches,
+            "fill_lists": self.fill_lists,
             "candidates": self.candidates,
             "ef": self._ef,
             "random_seed": self._random_seed,
@@ -169,6 +170,7 @@ class Files(HNSWState):
                 config = {
                     "construction": "ip",
                     "sort_batches": self.sort_batches,
+                    "fill_lists": self.fill_lists,
                     "candidates": self.candidates,
                     "allow_replace_deleted": False,
                     "ef": 10,
@@ -211,6 +213,7 @@ class Files(HNSWState):
         with self._graph_lock.writing():
             self.xbox, self.construction = xbox, config["construction"]
             self.sort_batches, self.candidates = config["sort_batches"], config["candidates"]
+            self.fill_lists = config["fill_lists"]
             self._max_elements, self._M = max_elements, content.M
             self._ef_construction, self._random_seed = (
                 content.ef_construction,
@@ -238,7 +241,8 @@ class Files(HNSWState):
             raise ValueError(
                 f"construction {meta['construction']!r} with xbox {meta['xbox']!r:.80}"
             )
-        names = ("sort_batches", "allow_replace_deleted", "calibration_stale")
+        # files before fill_lists hold graphs built without it
+        names = ("sort_batches", "fill_lists", "allow_replace_deleted", "calibration_stale")
         flags = {name: meta.get(name, False) for name in names}
         flags["auto_recalibrate"] = meta.get("auto_recalibrate", True)
         if not all(isinstance(v, bool) for v in flags.values()):

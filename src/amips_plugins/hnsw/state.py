@@ -43,6 +43,7 @@ class HNSWState:
     dim: int
     construction: str
     sort_batches: bool
+    fill_lists: bool
     candidates: int
     xbox: XboxTransform | None
     # The graph: hnswlib's algorithm on the core (keys, their 8-bit codes, links); None before
