@@ -13,7 +13,8 @@ batch, all threads, network included), build time and memory for every method, o
 setting, and writes them as JSON. The learned query transforms (random order only) are trained
 on the dataset's training queries first: a KeyNet for ``--budget`` seconds, a MaxAffineNet in one
 pass; the graph is searched with the predicted key for k = 10 candidates, rescored with q.
-``ours-ip-edges`` adds to ours the edges ``fit_edges`` learns from all the training queries.
+``ours-ip-edges`` adds to ours the edges ``fit_edges`` learns from all the training queries;
+``...-hnswlib-links`` builds ours with hnswlib's links (``fill_lists=False``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ METHODS = (
     "ours-ip",
     "ours-xbox",
     "ours-ip-edges",
+    "ours-ip-hnswlib-links",
+    "ours-ip-edges-hnswlib-links",
     "ours-keynet",
     "ours-maxaffine",
 )
@@ -134,8 +137,18 @@ def main():
                         params=params,
                     )
                 )
-        if "ours-ip-edges" in args.methods and order != "stream":
-            methods.append(peers.OursHNSW(args.threads, params=params, edge_queries=train))
+        if "ours-ip-hnswlib-links" in args.methods:
+            streamed = 10 if order == "stream" else 1
+            methods.append(
+                peers.OursHNSW(args.threads, batches=streamed, params=params, fill_lists=False)
+            )
+        for fill_lists, suffix in ((True, ""), (False, "-hnswlib-links")):
+            if f"ours-ip-edges{suffix}" in args.methods and order != "stream":
+                methods.append(
+                    peers.OursHNSW(
+                        args.threads, params=params, edge_queries=train, fill_lists=fill_lists
+                    )
+                )
         if order == "random":
             methods += [
                 peers.OursHNSW(

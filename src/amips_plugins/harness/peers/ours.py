@@ -108,7 +108,8 @@ class OursHNSW:
     """``AmortizedHNSW`` with a ``construction`` space, its keys added in ``batches`` equal parts
     (streaming) or all at once, optionally searching with a trained ``query_transform`` named
     ``transform_name`` that gathers k candidates (reports no distance counts), or with edges
-    learned from ``edge_queries`` (``fit_edges``, part of the build)."""
+    learned from ``edge_queries`` (``fit_edges``, part of the build); ``fill_lists`` as
+    ``AmortizedHNSW`` takes it (False: hnswlib's links)."""
 
     param_name = "ef"
 
@@ -124,8 +125,10 @@ class OursHNSW:
         query_transform=None,
         transform_name: str = "",
         edge_queries=None,
+        fill_lists: bool = True,
     ):
         self.num_threads, self.construction, self.batches = num_threads, construction, batches
+        self.fill_lists = fill_lists
         self.M, self.ef_construction, self.seed, self.params = (
             M,
             ef_construction,
@@ -136,6 +139,7 @@ class OursHNSW:
         streamed = f", {batches} batches" if batches > 1 else ""
         learned = f", {transform_name}" if query_transform is not None else ""
         learned += ", learned edges" if edge_queries is not None else ""
+        learned += "" if fill_lists else ", hnswlib's links"
         self.name = f"AmortizedHNSW {construction} (M {M}{streamed}{learned})"
         self.network_flops = 0
 
@@ -147,6 +151,7 @@ class OursHNSW:
             construction=self.construction,
             query_transform=self.query_transform,
             candidates=1,
+            fill_lists=self.fill_lists,
         )
         if self.query_transform is not None:
             self.network_flops = 2 * self.query_transform.key_multiply_adds()
