@@ -248,9 +248,15 @@ public:
                 moved = false;
                 const std::uint32_t* list =
                     g_->upper_.data() + g_->upper_offsets_[current] + (level - 1) * (g_->max_m_ + 1);
-                for (std::uint32_t j = 1; j <= (list[0] & 0xFFFF); ++j) {
-                    const float s = score(list[j]);
-                    if (s > best) best = s, current = list[j], moved = true;
+                // A list's codes asked for together and scored in one call, so their misses overlap.
+                const std::uint32_t count = list[0] & 0xFFFF;
+                for (std::uint32_t j = 1; j <= count; ++j) ask_for(code_of(list[j]), g_->code_dim_);
+                fresh_scores_.resize(count);
+                kernels_.dot_code_rows(query_.data(), g_->codes_.data(), g_->code_dim_, list + 1,
+                                       count, fresh_scores_.data());
+                scored_ += count;
+                for (std::uint32_t j = 0; j < count; ++j) {
+                    if (fresh_scores_[j] > best) best = fresh_scores_[j], current = list[j + 1], moved = true;
                 }
             }
         }
@@ -279,7 +285,7 @@ public:
         for (std::uint32_t j = 1; j <= (list[0] & 0xFFFF); ++j) {
             if (!visited_.first_visit(list[j])) continue;
             fresh_.push_back(list[j]);
-            ask_for(g_->codes_.data() + std::size_t(list[j]) * g_->code_dim_, g_->code_dim_);
+            ask_for(code_of(list[j]), g_->code_dim_);
         }
         return true;
     }
@@ -328,9 +334,13 @@ private:
         return g_->links0_.data() + std::size_t(e) * (g_->max_m0_ + 1);
     }
 
+    const std::uint8_t* code_of(std::uint32_t e) const {
+        return g_->codes_.data() + std::size_t(e) * g_->code_dim_;
+    }
+
     float score(std::uint32_t e) {
         ++scored_;
-        return kernels_.dot_codes(query_.data(), g_->codes_.data() + e * g_->code_dim_, g_->code_dim_);
+        return kernels_.dot_codes(query_.data(), code_of(e), g_->code_dim_);
     }
 
     // Found: live elements only, worst on top, at most ef; what falls out goes to the spilled.
@@ -378,6 +388,12 @@ private:
         elements_.clear();
         for (const Scored& f : found_) elements_.push_back(f.second);
         for (const Scored& f : spilled_) elements_.push_back(f.second);
+        // The rows, likely out of cache, arrive while the elements sort.
+        if (g_->keep_keys_) {
+            for (const std::int64_t e : elements_) {
+                ask_for(g_->keys_.data() + std::size_t(e) * g_->d_, g_->d_ * sizeof(float));
+            }
+        }
         std::sort(elements_.begin(), elements_.end());
         exact_.resize(elements_.size());
         if (g_->keep_keys_) {
