@@ -348,9 +348,7 @@ private:
         if (g_->any_deleted_ && g_->deleted_[e]) return;
         if (allowed_ && !(*allowed_)(e)) return;
         Scored out;
-        if (!push_bounded(found_, {s, e}, ef_, out)) return;
-        const Scored fell = out;
-        push_bounded(spilled_, fell, spare_, out);
+        if (push_bounded(found_, {s, e}, ef_, out)) spilled_.push_back(out);
     }
 
     // Pushes x into the heap h (worst on top) of at most cap; true when one fell out (into out).
@@ -387,6 +385,13 @@ private:
     void rank_found(const float* rank, std::size_t k, float* scores, std::int64_t* ids) {
         elements_.clear();
         for (const Scored& f : found_) elements_.push_back(f.second);
+        if (spilled_.size() > spare_) {  // the best spare_ of them, ties to the lower element
+            std::nth_element(spilled_.begin(), spilled_.begin() + spare_, spilled_.end(),
+                             [](const Scored& a, const Scored& b) {
+                                 return a.first > b.first || (a.first == b.first && a.second < b.second);
+                             });
+            spilled_.resize(spare_);
+        }
         for (const Scored& f : spilled_) elements_.push_back(f.second);
         // The rows, likely out of cache, arrive while the elements sort.
         if (g_->keep_keys_) {
@@ -424,9 +429,10 @@ private:
     std::vector<std::uint32_t> fresh_;
     std::vector<float> fresh_scores_;
     std::vector<float> query_, ranked_, exact_;  // ranked_: a codes-only graph's rank query
-    // spilled_: the best `spare_` that fell out of found_. The beam's ef is by code scores; near
-    // its edge the codes' rounding decides, and with ef close to k (hnswlib's tests search k =
-    // ef = 100 among near duplicates) exact ranking of these too keeps recall@k as exact beams'.
+    // spilled_: what fell out of found_, of which the best `spare_` are ranked too (chosen at the
+    // end: a second heap kept all along cost more). The beam's ef is by code scores; near its
+    // edge the codes' rounding decides, and with ef close to k (hnswlib's tests search k = ef =
+    // 100 among near duplicates) exact ranking of these too keeps recall@k as exact beams'.
     std::vector<Scored> candidates_, found_, spilled_;
     std::vector<std::int64_t> elements_;
     std::size_t ef_ = 0, spare_ = 0, scored_ = 0;
