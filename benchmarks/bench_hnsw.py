@@ -127,21 +127,22 @@ def main():
                 methods.append(peers.ScaNN(args.threads))
             if "ngt" in args.methods:
                 methods.append(peers.NGT(args.threads))
-        for construction in ("ip", "xbox"):
-            if f"ours-{construction}" in args.methods:
+        for name, construction, fill_lists in (
+            ("ours-ip", "ip", True),
+            ("ours-xbox", "xbox", True),
+            ("ours-ip-hnswlib-links", "ip", False),
+        ):
+            if name in args.methods:
+                batches = 10 if order == "stream" else 1
                 methods.append(
                     peers.OursHNSW(
                         args.threads,
                         construction,
-                        batches=10 if order == "stream" else 1,
+                        batches=batches,
                         params=params,
+                        fill_lists=fill_lists,
                     )
                 )
-        if "ours-ip-hnswlib-links" in args.methods:
-            streamed = 10 if order == "stream" else 1
-            methods.append(
-                peers.OursHNSW(args.threads, batches=streamed, params=params, fill_lists=False)
-            )
         for fill_lists, suffix in ((True, ""), (False, "-hnswlib-links")):
             if f"ours-ip-edges{suffix}" in args.methods and order != "stream":
                 methods.append(

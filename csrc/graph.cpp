@@ -251,12 +251,10 @@ public:
                 // A list's codes asked for together and scored in one call, so their misses overlap.
                 const std::uint32_t count = list[0] & 0xFFFF;
                 for (std::uint32_t j = 1; j <= count; ++j) ask_for(code_of(list[j]), g_->code_dim_);
-                fresh_scores_.resize(count);
-                kernels_.dot_code_rows(query_.data(), g_->codes_.data(), g_->code_dim_, list + 1,
-                                       count, fresh_scores_.data());
-                scored_ += count;
+                score_codes(list + 1, count);
                 for (std::uint32_t j = 0; j < count; ++j) {
-                    if (fresh_scores_[j] > best) best = fresh_scores_[j], current = list[j + 1], moved = true;
+                    const float s = fresh_scores_[j];
+                    if (s > best) best = s, current = list[j + 1], moved = true;
                 }
             }
         }
@@ -292,10 +290,7 @@ public:
 
     // Scores what expand() asked for.
     void score_fresh() {
-        fresh_scores_.resize(fresh_.size());
-        kernels_.dot_code_rows(query_.data(), g_->codes_.data(), g_->code_dim_, fresh_.data(),
-                               fresh_.size(), fresh_scores_.data());
-        scored_ += fresh_.size();
+        score_codes(fresh_.data(), fresh_.size());
         for (std::size_t j = 0; j < fresh_.size(); ++j) {
             const float s = fresh_scores_[j];
             const std::uint32_t e = fresh_[j];
@@ -336,6 +331,14 @@ private:
 
     const std::uint8_t* code_of(std::uint32_t e) const {
         return g_->codes_.data() + std::size_t(e) * g_->code_dim_;
+    }
+
+    // The code scores of elements (count) into fresh_scores_.
+    void score_codes(const std::uint32_t* elements, std::size_t count) {
+        fresh_scores_.resize(count);
+        kernels_.dot_code_rows(query_.data(), g_->codes_.data(), g_->code_dim_, elements, count,
+                               fresh_scores_.data());
+        scored_ += count;
     }
 
     float score(std::uint32_t e) {

@@ -86,7 +86,7 @@ class DirectionGroups:
         return len(self.centroids)
 
     def of(self, queries: np.ndarray) -> np.ndarray:
-        """The group of every query (n,) float32."""
+        """The group of every query of ``queries`` (n, d), float32."""
         # On the core, not by a matmul: OpenBLAS's threads spin on after one, and took a fifth
         # of the two cores from the graph walk that follows (GloVe, 10k queries).
         return _core.topk_dot(queries, self.centroids, 1, 0)[1][:, 0]
