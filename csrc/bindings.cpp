@@ -237,17 +237,35 @@ py::array_t<float> rescore_py(const Array<float>& queries, const py::array& keys
 }
 
 py::array_t<std::int64_t> take_in_turn_py(const ExactArray<std::int64_t>& a,
-                                          const ExactArray<std::int64_t>& b, std::int64_t count) {
+                                          const ExactArray<std::int64_t>& b, std::int64_t count,
+                                          const py::object& a_labels_or_none) {
     require_matrix(a, "a");
     require_matrix(b, "b");
     AMIPS_REQUIRE(a.shape(0) == b.shape(0),
                   "a " + shape_of(a) + " and b " + shape_of(b) + " differ in their number of rows");
     AMIPS_REQUIRE(count >= 0, "count must be non-negative, got " + std::to_string(count));
     const std::size_t n = a.shape(0);
+    // a's entries as rows of a_labels (a graph router's elements and their lists): mapped here,
+    // in one call, where numpy took four (a tenth of a one-query routing)
+    std::vector<std::int64_t> mapped;
+    const std::int64_t* first = a.data();
+    if (!a_labels_or_none.is_none()) {
+        const auto labels = a_labels_or_none.cast<ExactArray<std::int64_t>>();
+        AMIPS_REQUIRE(labels.ndim() == 1, "a_labels must be 1-D, got " + shape_of(labels));
+        const std::int64_t size = labels.shape(0);
+        mapped.resize(std::size_t(a.size()));
+        for (std::size_t i = 0; i < mapped.size(); ++i) {
+            const std::int64_t e = a.data()[i];
+            AMIPS_REQUIRE(e < size, "a holds " + std::to_string(e) + ", beyond the " +
+                                        std::to_string(size) + " labels");
+            mapped[i] = e < 0 ? -1 : labels.data()[e];
+        }
+        first = mapped.data();
+    }
     py::array_t<std::int64_t> out({n, std::size_t(count)});
     {
         py::gil_scoped_release release;
-        take_in_turn(a.data(), a.shape(1), b.data(), b.shape(1), n, std::size_t(count),
+        take_in_turn(first, a.shape(1), b.data(), b.shape(1), n, std::size_t(count),
                      out.mutable_data());
     }
     return out;
@@ -573,8 +591,10 @@ PYBIND11_MODULE(_core, m) {
           "(scores, columns), or with labels (same shape), (scores, labels), entries labelled "
           "negative passed over and rows padded with (-FLT_MAX, -1).");
     m.def("take_in_turn", &take_in_turn_py, py::arg("a"), py::arg("b"), py::arg("count"),
+          py::arg("a_labels") = py::none(),
           "Per row, the first count distinct non-negative entries of a[0], b[0], a[1], b[1], ... "
-          "(padded with -1).");
+          "(padded with -1); with a_labels (1-D), a's entries stand for a_labels[entry] (-1: "
+          "none).");
     m.def("take_better_answers", &take_better_answers_py, py::arg("queries"),
           py::arg("query_norms"), py::arg("offsets"), py::arg("scores"), py::arg("answers"),
           py::arg("keys"), py::arg("key_norms"), py::arg("ids"), py::arg("key_offsets"),

@@ -140,6 +140,27 @@ def test_take_in_turn_is_the_first_distinct_lists_of_both_in_turn(rankings, coun
 
 
 @PROPERTY
+@given(
+    elements=hnp.arrays(
+        np.int64, st.tuples(st.integers(0, 4), st.integers(0, 9)), elements=st.integers(-1, 7)
+    ),
+    labels=hnp.arrays(np.int64, 8, elements=st.integers(0, 5)),
+    count=st.integers(0, 8),
+)
+def test_take_in_turn_with_labels_takes_the_labels_of_the_entries(elements, labels, count):
+    """A graph router's elements stand for their lists: mapped in the call as numpy would."""
+    mapped = np.where(elements >= 0, labels[np.maximum(elements, 0)], -1)
+    none = np.empty((len(elements), 0), np.int64)
+    got = _core.take_in_turn(elements, none, count, a_labels=labels)
+    np.testing.assert_array_equal(got, _core.take_in_turn(mapped, none, count))
+
+
+def test_take_in_turn_refuses_entries_beyond_the_labels():
+    with pytest.raises(ValueError, match="beyond the 3 labels"):
+        _core.take_in_turn(np.array([[0, 3]]), np.empty((1, 0), np.int64), 2, a_labels=np.arange(3))
+
+
+@PROPERTY
 @given(data=segmented(), bad=st.sampled_from(["decreasing", "short", "past_end", "negative"]))
 def test_segment_max_dot_refuses_offsets_outside_the_keys(data, bad):
     q, x, offsets = data

@@ -133,9 +133,9 @@ def take_better_answers(queries: numpy.ndarray, query_norms: typing.Annotated[nu
     """
     (scores, answers, changed) of grouped queries after checking each group's listed keys (rows of keys by descending norm) against it: a key that beats a query's score becomes its answer (amips_plugins.routing.ledger).
     """
-def take_in_turn(a: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], b: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], count: typing.SupportsInt | typing.SupportsIndex) -> numpy.typing.NDArray[numpy.int64]:
+def take_in_turn(a: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], b: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], count: typing.SupportsInt | typing.SupportsIndex, a_labels: typing.Any = None) -> numpy.typing.NDArray[numpy.int64]:
     """
-    Per row, the first count distinct non-negative entries of a[0], b[0], a[1], b[1], ... (padded with -1).
+    Per row, the first count distinct non-negative entries of a[0], b[0], a[1], b[1], ... (padded with -1); with a_labels (1-D), a's entries stand for a_labels[entry] (-1: none).
     """
 def topk_dot(queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], k: typing.SupportsInt | typing.SupportsIndex, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]:
     ...

@@ -199,18 +199,19 @@ class Search(IVFState):
             with ThreadPoolExecutor(threads) as pool:
                 parts = list(pool.map(scan, [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]))
         if not counted:
-            return D, I, int(self._list_sizes()[lists[lists >= 0]].sum())
+            return D, I, int(self._list_sizes()[lists].sum())
         for stats in parts:
             faiss.cvar.indexIVF_stats.add(stats)
         return D, I, sum(stats.ndis for stats in parts)
 
     def _list_sizes(self) -> np.ndarray:
-        """Every list's size (nlist,), read again after each change of keys."""
+        """Every list's size, then a 0 (nlist + 1,): indexed by lists, -1 (none) counts 0;
+        read again after each change of keys."""
         seen = (self._keys_version, self.ntotal)
         if self._sizes is None or self._sizes[0] != seen:
             invlists = self.invlists
-            sizes = np.array([invlists.list_size(c) for c in range(self.nlist)], np.int64)
-            self._sizes = (seen, sizes)
+            sizes = [invlists.list_size(c) for c in range(self.nlist)]
+            self._sizes = (seen, np.array([*sizes, 0], np.int64))
         return self._sizes[1]
 
     def _centroid_scores(self, q: np.ndarray, lists: np.ndarray) -> np.ndarray:

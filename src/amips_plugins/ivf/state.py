@@ -48,6 +48,7 @@ class IVFState(faiss.IndexIVF):
     # calibrate()'s, for target_recall; None: not calibrated
     _effort: dict[float, EffortTable] | None = None  # per re-ranking depth (k_factor)
     _effort_version = 0  # _keys_version when it was measured
+    _plans: Any = None  # (the tables above, {target: _plan's choice for it})
     _calibration_queries: Any = None  # kept to measure it again after the keys change
     _calibration_depth = 0  # its max_nprobe
     auto_recalibrate = True  # after a change of keys: measure again (True) or raise (False)

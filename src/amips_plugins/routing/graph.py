@@ -192,10 +192,12 @@ class PieceGraphRouter:
             ef = min(self.ef, graph.size)  # a beam wider than the pieces finds them all
             beam = np.full(n, ef, np.int32)
             _, elements, scored = graph.search(queries, queries, ef, beam, threads)
-        lists = np.where(elements >= 0, element_lists[np.maximum(elements, 0)], -1)
         # pieces scored per query: the walk's codes, then the ef found ranked again
         self._last.pieces = (scored + ef * n) / max(n, 1)
-        return _core.take_in_turn(lists, np.empty((n, 0), np.int64), min(nprobe, self.num_outputs))
+        count = min(nprobe, self.num_outputs)
+        return _core.take_in_turn(
+            elements, np.empty((n, 0), np.int64), count, a_labels=element_lists
+        )
 
     def cost(self, index, nprobe: int) -> tuple[int, int]:
         pieces = getattr(self._last, "pieces", self.ef)
