@@ -191,7 +191,9 @@ class Search(IVFState):
                 )
             return stats
 
-        threads = min(faiss.omp_get_max_threads(), n // _MIN_QUERIES_PER_THREAD)
+        threads = n // _MIN_QUERIES_PER_THREAD
+        if threads > 1:  # faiss's thread count asked only then: a call into faiss for one query
+            threads = min(faiss.omp_get_max_threads(), threads)
         if threads <= 1:
             parts = [scan(slice(0, n))]
         else:
