@@ -569,7 +569,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("topk_dot_packed", &topk_dot_packed_py, py::arg("queries"), py::arg("panels"),
           py::arg("n_packed"), py::arg("tail"), py::arg("k"), py::arg("num_threads") = 0,
           "topk_dot over the first n_packed keys of a buffer filled by pack_keys, then the rows "
-          "of tail (ids n_packed..); k beyond the keys pads with -inf / -1.");
+          "of tail (ids n_packed..); k at most their number.");
     m.def("pack_keys", &pack_keys_py, py::arg("panels"), py::arg("first"), py::arg("x"),
           "Packs the rows of x (a multiple of 64) into key slots first.. of a panel buffer.");
     m.def("unpack_keys", &unpack_keys_py, py::arg("panels"), py::arg("n"), py::arg("d"),

@@ -131,6 +131,20 @@ def test_keys_added_through_a_faiss_container_are_searched_here_too():
     np.testing.assert_array_equal(mapped, 1000 + I)
 
 
+def test_keys_replaced_through_a_faiss_container_by_as_many_are_found():
+    """A reset and an add of as many other keys from C++: the count is unchanged, the rows are
+    not, and the packed copy is made again."""
+    xb = _keys()
+    index = ap.ExactIndex(12)
+    with_ids = faiss.IndexIDMap(index)
+    with_ids.add_with_ids(xb[:200], np.arange(200))
+    index.search(xb[:3], 5)  # packed
+    with_ids.reset()
+    with_ids.add_with_ids(xb[200:400], np.arange(200))
+    D, I = index.search(xb[:3], 5)
+    assert_topk_matches(D, I, *reference_topk(xb[:3], xb[200:400], 5))
+
+
 def test_a_removal_and_an_add_through_a_faiss_container_are_found():
     xb = _keys()
     index = ap.ExactIndex(12)

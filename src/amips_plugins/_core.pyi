@@ -141,7 +141,7 @@ def topk_dot(queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], k
     ...
 def topk_dot_packed(queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], panels: numpy.ndarray, n_packed: typing.SupportsInt | typing.SupportsIndex, tail: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], k: typing.SupportsInt | typing.SupportsIndex, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]:
     """
-    topk_dot over the first n_packed keys of a buffer filled by pack_keys, then the rows of tail (ids n_packed..); k beyond the keys pads with -inf / -1.
+    topk_dot over the first n_packed keys of a buffer filled by pack_keys, then the rows of tail (ids n_packed..); k at most their number.
     """
 def topk_rows(scores: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], k: typing.SupportsInt | typing.SupportsIndex, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, labels: typing.Any = None) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]:
     """

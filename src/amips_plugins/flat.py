@@ -75,18 +75,24 @@ class ExactIndex(faiss.IndexFlatIP):
         self._mark()
 
     def _mark(self) -> None:
-        """Note faiss's rows at 64 positions spread over the index and its last 64, as bits."""
-        n = self.ntotal
+        """Note faiss's rows at 64 positions spread over the index and its last 64, as bits:
+        4 components of each, spread over the row (whole rows, read at every search, took 40%
+        of a one-query search over 343 keys of d = 384)."""
+        n, d = self.ntotal, self.d
         spread = np.linspace(0, n - 1, min(n, 64), dtype=np.int64)
-        self._mark_positions = np.union1d(spread, np.arange(max(n - 64, 0), n))
-        self._marks = _rows_of(self)[self._mark_positions].view(np.uint32)
+        rows = np.union1d(spread, np.arange(max(n - 64, 0), n))
+        columns = np.linspace(0, d - 1, min(d, 4), dtype=np.int64)
+        self._mark_positions = (rows[:, None] * d + columns[None, :]).ravel()
+        self._marks = self._noted()
+
+    def _noted(self) -> np.ndarray:
+        return _rows_of(self).reshape(-1)[self._mark_positions].view(np.uint32)
 
     def _in_step(self) -> bool:
         """Whether the packed keys are still faiss's rows (C++ may have changed them)."""
         if self._n_packed + len(self._tail) != self.ntotal:
             return False
-        rows = _rows_of(self)[self._mark_positions].view(np.uint32)
-        return np.array_equal(rows, self._marks)
+        return np.array_equal(self._noted(), self._marks)
 
     @property
     def keys(self) -> np.ndarray:
@@ -178,13 +184,14 @@ class ExactIndex(faiss.IndexFlatIP):
             panels, n_packed, tail = self._packed()
             n = n_packed + len(tail)
             k = as_k(k, n, len(q), pad=True)
-            scores = np.full((len(q), k), -np.inf, np.float32)
-            ids = np.full((len(q), k), -1, np.int64)
-            if n:  # k beyond the keys: faiss's padding
-                m = min(k, n)
-                scores[:, :m], ids[:, :m] = _core.topk_dot_packed(
-                    q, panels, n_packed, tail, m, threads
-                )
+            m = min(k, n)
+            if m:
+                scores, ids = _core.topk_dot_packed(q, panels, n_packed, tail, m, threads)
+            else:
+                scores, ids = np.empty((len(q), 0), np.float32), np.empty((len(q), 0), np.int64)
+            if m < k:  # k beyond the keys: faiss's padding
+                scores = np.pad(scores, ((0, 0), (0, k - m)), constant_values=-np.inf)
+                ids = np.pad(ids, ((0, 0), (0, k - m)), constant_values=-1)
         return into_out(D, scores, "D"), into_out(I, ids, "I")
 
     def reset(self) -> None:
