@@ -517,22 +517,53 @@ py::dict graph_arrays_py(const GraphSearch& g) {
     return out;
 }
 
+// Each query's ef: ef[i] per query, one ef for all, or with groups (G, columns of rank) the ef[g]
+// of the group whose direction has the largest inner product with its rank row (ties: lower g).
+std::vector<std::int32_t> efs_of(const ExactArray<std::int32_t>& ef, const Array<float>& rank,
+                                 const std::optional<Array<float>>& groups, std::int64_t k,
+                                 int num_threads) {
+    const std::size_t nq = rank.shape(0);
+    AMIPS_REQUIRE(ef.ndim() == 1 && ef.size() > 0, "ef must be 1-D and non-empty, got shape " + shape_of(ef));
+    for (py::ssize_t i = 0; i < ef.size(); ++i) {
+        AMIPS_REQUIRE(ef.data()[i] >= k, "every ef must be at least k = " + std::to_string(k) +
+                                             ", got " + std::to_string(ef.data()[i]));
+    }
+    if (!groups) {
+        if (ef.size() == 1) return std::vector<std::int32_t>(nq, ef.data()[0]);
+        require_vector(ef, nq, "ef");
+        return {ef.data(), ef.data() + nq};
+    }
+    AMIPS_REQUIRE(groups->ndim() == 2 && groups->shape(1) == rank.shape(1),
+                  "groups must have rank's " + std::to_string(rank.shape(1)) + " columns, got shape " +
+                      shape_of(*groups));
+    const std::size_t G = groups->shape(0);
+    require_vector(ef, G, "ef (one per group)");
+    std::vector<float> best(nq);
+    std::vector<std::int64_t> group(nq);
+    if (nq > 0) {
+        py::gil_scoped_release release;
+        topk_dot(rank.data(), nq, KeySet{nullptr, 0, groups->data(), G, std::size_t(rank.shape(1))}, 1,
+                 num_threads, best.data(), group.data());
+    }
+    std::vector<std::int32_t> out(nq);
+    for (std::size_t i = 0; i < nq; ++i) out[i] = ef.data()[group[i]];
+    return out;
+}
+
 std::tuple<py::array_t<float>, py::array_t<std::int64_t>, std::size_t> graph_search_py(
     const GraphSearch& g, const Array<float>& walk, const Array<float>& rank, std::int64_t k,
-    const ExactArray<std::int32_t>& ef, int num_threads, const std::optional<py::function>& filter) {
+    const ExactArray<std::int32_t>& ef, int num_threads, const std::optional<py::function>& filter,
+    const std::optional<Array<float>>& groups, const std::optional<ExactArray<std::int64_t>>& labels) {
     require_matrix(walk, "walk");
     AMIPS_REQUIRE(std::size_t(walk.shape(1)) == g.dim(),
                   "walk must have " + std::to_string(g.dim()) + " columns, got shape " + shape_of(walk));
     AMIPS_REQUIRE(rank.ndim() == 2 && rank.shape(0) == walk.shape(0) && rank.shape(1) == walk.shape(1),
                   "rank " + shape_of(rank) + " must have the shape of walk " + shape_of(walk));
     const std::size_t nq = walk.shape(0);
-    require_vector(ef, nq, "ef");
     require_k(k, g.size(), "number of elements");
     require_threads(num_threads);
-    for (py::ssize_t i = 0; i < ef.size(); ++i) {
-        AMIPS_REQUIRE(ef.data()[i] >= k, "every ef must be at least k = " + std::to_string(k) +
-                                             ", got " + std::to_string(ef.data()[i]));
-    }
+    if (labels) require_vector(*labels, g.size(), "labels");
+    const std::vector<std::int32_t> efs = efs_of(ef, rank, groups, k, num_threads);
     py::array_t<float> scores({nq, std::size_t(k)});
     py::array_t<std::int64_t> ids({nq, std::size_t(k)});
     // The filter is called with the interpreter's lock held, from the search's threads.
@@ -540,13 +571,19 @@ std::tuple<py::array_t<float>, py::array_t<std::int64_t>, std::size_t> graph_sea
         py::gil_scoped_acquire hold;
         return bool(py::bool_((*filter)(e)));
     };
-    std::size_t scored;
+    std::size_t computed;
     {
         py::gil_scoped_release release;
-        scored = g.search(walk.data(), rank.data(), nq, std::size_t(k), ef.data(), num_threads,
-                          scores.mutable_data(), ids.mutable_data(), filter ? &allowed : nullptr);
+        computed = g.search(walk.data(), rank.data(), nq, std::size_t(k), efs.data(), num_threads,
+                            scores.mutable_data(), ids.mutable_data(), filter ? &allowed : nullptr);
+        if (labels) {
+            std::int64_t* out = ids.mutable_data();
+            for (std::size_t i = 0; i < nq * std::size_t(k); ++i) {
+                if (out[i] >= 0) out[i] = labels->data()[out[i]];
+            }
+        }
     }
-    return {scores, ids, scored};
+    return {scores, ids, computed};
 }
 
 }  // namespace
@@ -700,10 +737,13 @@ PYBIND11_MODULE(_core, m) {
              "The constructor's arguments for the graph as it stands (copies).")
         .def("search", &graph_search_py, py::arg("walk"), py::arg("rank"), py::arg("k"),
              py::arg("ef"), py::arg("num_threads") = 0, py::arg("filter") = py::none(),
-             "(scores, elements, codes scored): the k best found by exact inner product with "
-             "rank after a walk by walk with a beam of ef[i] per query; -inf / -1 past what was "
-             "found. With filter (a callable on element numbers), only elements it accepts are "
-             "kept.")
+             py::arg("groups") = py::none(), py::arg("labels") = py::none(),
+             "(scores, elements, inner products computed: codes and exact): the k best found by "
+             "exact inner product with rank after a walk by walk with a beam of ef[i] per query "
+             "(one ef: every query's); -inf / -1 past what was found. With groups (G, columns), "
+             "ef has G entries and a query takes that of the group of largest inner product with "
+             "its rank row. With filter (a callable on element numbers), only elements it accepts "
+             "are kept. With labels (one per element), elements are returned as their labels.")
         .def_property_readonly("size", &GraphSearch::size)
         .def_property_readonly("dim", &GraphSearch::dim)
         .def_property_readonly("max_m", &GraphSearch::max_m)

@@ -404,6 +404,7 @@ private:
         }
         std::sort(elements_.begin(), elements_.end());
         exact_.resize(elements_.size());
+        scored_ += elements_.size();
         if (g_->keep_keys_) {
             rescore(rank, 1, g_->keys_.data(), g_->d_, elements_.data(), elements_.size(), 1, exact_.data());
         } else {  // the inner products with the values the codes stand for

@@ -109,7 +109,7 @@ public:
     // (nq, k) best first, ties by lower element; -inf and -1 where fewer than k live elements
     // were found. With `allowed`, only elements it accepts are kept (the others are walked
     // through, as deleted ones); it is called from the search's threads. Returns the number of
-    // code scores computed.
+    // inner products computed: code scores, then the exact ones of the ranking.
     using Filter = std::function<bool(std::uint32_t)>;
     std::size_t search(const float* walk, const float* rank, std::size_t nq, std::size_t k,
                        const std::int32_t* ef, int num_threads, float* scores,

@@ -135,6 +135,40 @@ def test_a_filter_keeps_what_it_accepts_and_its_errors_propagate(data):
         graph.search(queries, queries, 10, efs, 2, filter=broken)
 
 
+def test_groups_choose_each_querys_ef_and_labels_name_what_is_found(data):
+    keys, queries, _ = data
+    graph = _core.GraphSearch(D, 12)
+    graph.add(keys, 100, 7, 1)
+    rng = np.random.default_rng(5)
+    groups = rng.standard_normal((5, D)).astype(np.float32)
+    group_ef = np.array([10, 20, 40, 80, 160], np.int32)
+    labels = rng.permutation(10 * N)[:N].astype(np.int64)
+    scores, found, computed = graph.search(
+        queries, queries, 10, group_ef, 2, groups=groups, labels=labels
+    )
+    per_query = group_ef[np.argmax(queries @ groups.T, axis=1)]
+    expected = graph.search(queries, queries, 10, per_query, 2)
+    np.testing.assert_array_equal(found, labels[expected[1]])
+    np.testing.assert_array_equal(scores, expected[0])
+    assert computed == expected[2]
+    # the count takes in the codes a walk scored and the exact scores of what it ranked: one
+    # element is scored by its code at the entry, then exactly
+    single = _core.GraphSearch(D, 4)
+    single.add(keys[:1])
+    assert single.search(queries[:3], queries[:3], 1, np.ones(1, np.int32))[2] == 3 * 2
+    # one ef serves every query
+    same = graph.search(queries, queries, 10, np.array([40], np.int32), 2)
+    np.testing.assert_array_equal(same[1], walk(graph, queries, 40)[1])
+    with pytest.raises(ValueError, match="one per group"):
+        graph.search(queries, queries, 10, group_ef[:4], 2, groups=groups)
+    with pytest.raises(ValueError, match="columns"):
+        graph.search(queries, queries, 10, group_ef, 2, groups=groups[:, :5])
+    with pytest.raises(ValueError, match="at least k"):
+        graph.search(queries, queries, 20, group_ef, 2, groups=groups)
+    with pytest.raises(ValueError, match="labels"):
+        graph.search(queries, queries, 10, group_ef, 2, labels=labels[:-1])
+
+
 def test_elements_inserted_side_by_side_keep_their_in_links():
     # Near duplicates on more threads than cores: an element another insertion reached before
     # its own links were written used to end with no in-link (8 of 10,000 here).

@@ -63,9 +63,9 @@ class GraphSearch:
         """
         Room for capacity elements: adds up to it never move or over-allocate the arrays.
         """
-    def search(self, walk: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], rank: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], k: typing.SupportsInt | typing.SupportsIndex, ef: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], num_threads: typing.SupportsInt | typing.SupportsIndex = 0, filter: collections.abc.Callable | None = None) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64], int]:
+    def search(self, walk: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], rank: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], k: typing.SupportsInt | typing.SupportsIndex, ef: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], num_threads: typing.SupportsInt | typing.SupportsIndex = 0, filter: collections.abc.Callable | None = None, groups: typing.Annotated[numpy.typing.ArrayLike, numpy.float32] | None = None, labels: typing.Annotated[numpy.typing.ArrayLike, numpy.int64] | None = None) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64], int]:
         """
-        (scores, elements, codes scored): the k best found by exact inner product with rank after a walk by walk with a beam of ef[i] per query; -inf / -1 past what was found. With filter (a callable on element numbers), only elements it accepts are kept.
+        (scores, elements, inner products computed: codes and exact): the k best found by exact inner product with rank after a walk by walk with a beam of ef[i] per query (one ef: every query's); -inf / -1 past what was found. With groups (G, columns), ef has G entries and a query takes that of the group of largest inner product with its rank row. With filter (a callable on element numbers), only elements it accepts are kept. With labels (one per element), elements are returned as their labels.
         """
     def unmark_deleted(self, elements: typing.Annotated[numpy.typing.ArrayLike, numpy.int64]) -> None:
         """

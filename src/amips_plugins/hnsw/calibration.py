@@ -9,7 +9,7 @@ import numpy as np
 from .. import _core
 from .._freshness import check_measurable, kept_calibration_queries
 from .._held_out import MAX_SHARED, require_held_out, shared
-from .._validation import as_positive_int
+from .._validation import as_positive_int, as_target_recall
 from ..effort import EffortTable, effort_grid
 from ..exact import topk_dot
 from .state import HNSWError, HNSWState, rows
@@ -66,19 +66,19 @@ class Calibration(HNSWState):
         del keys
 
         def search(queries: np.ndarray, ef: int) -> np.ndarray:
-            efs = np.full(len(queries), ef, np.int32)
+            efs = np.array([ef], np.int32)
             return self._walk(queries, k, efs, num_threads, None)[0].astype(np.int64)
 
         table = EffortTable.measure(q, truth, search, effort_grid(k, max(k, max_ef)))
         _core.release_free_memory()  # what measuring freed: the exact top-k's copies of the keys
         return table
 
-    def _ef_per_query(
-        self, q: np.ndarray, k: int, target_recall, num_threads: int
-    ) -> tuple[np.ndarray, str]:
-        """The ef of every query's calibration group for ``target_recall`` at this k, measured
-        again on the kept queries when the keys changed since (under the graph lock); and
-        which of the two."""
+    def _efforts(
+        self, k: int, target_recall, num_threads: int
+    ) -> tuple[np.ndarray, np.ndarray, str]:
+        """The ef of every calibration group for ``target_recall`` at this k (G,) and the groups'
+        directions as the walk's queries (G, stored dim), measured again on the kept queries
+        when the keys changed since (under the graph lock); and which of the two."""
         table, state = self._effort, "current"
         if table is None:
             raise HNSWError(
@@ -93,9 +93,17 @@ class Calibration(HNSWState):
                     table = self._measured_again(table, num_threads)
                     self._effort, self._effort_version = table, self._keys_version
         try:
-            return table.efforts_for(target_recall)[table.group_of(q)], state
+            target = as_target_recall(target_recall)
+            plan = self._walk_plans.get(target)
+            if plan is None or plan[0] is not table:  # kept per target: a search is short
+                if plan is not None:
+                    self._walk_plans.clear()
+                groups = self._as_stored(table.groups.centroids)
+                plan = table, table.efforts_for(target).astype(np.int32), groups
+                self._walk_plans[target] = plan
         except ValueError as e:
             raise HNSWError(str(e)) from None
+        return plan[1], plan[2], state
 
     def _measured_again(self, table: EffortTable, num_threads: int) -> EffortTable:
         """The calibration measured again on the kept queries, after the keys changed."""
@@ -107,24 +115,27 @@ class Calibration(HNSWState):
         assert queries is not None  # checked above
         return self._measure(queries, table.k, self._calibration_max_ef, num_threads)
 
-    def _walk(self, q: np.ndarray, k: int, ef_per_query: np.ndarray, num_threads: int, filter):
-        """Search every query at its own ef by the C++ core's walk of the graph (under the
-        graph lock), walking by the predicted key under a query transform; only labels
-        ``filter`` accepts are kept, when one is given."""
+    def _walk(
+        self, q: np.ndarray, k: int, ef: np.ndarray, num_threads: int, filter, groups=None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Search every query by the C++ core's walk of the graph (under the graph lock), walking
+        by the predicted key under a query transform; only labels ``filter`` accepts are kept,
+        when one is given. ``ef`` (int32, each at least k): one per query, one for all, or, with
+        ``groups`` (G, stored dim), one per group: each query takes its group's."""
         graph, labels = self._require_ready(), self._labels.all
-        walk = q if self._query_transform is None else self._predictor.keys(q)
-        ef = np.maximum(ef_per_query, k, dtype=np.int32)
+        rank = self._as_stored(q)
+        walk = rank if self._query_transform is None else self._as_stored(self._predictor.keys(q))
         allowed = None if filter is None else (lambda e: filter(int(labels[e])))
-        scores, elements, scored = graph.search(
-            self._as_stored(walk), self._as_stored(q), k, ef, self._threads(num_threads), allowed
+        scores, found, computed = graph.search(
+            walk, rank, k, ef, self._threads(num_threads), allowed, groups, labels
         )
-        # Distances: the walk's code scores, and the exact scores of the ef it found.
-        self.last_search_stats = {"distances": (scored + int(ef.sum())) / len(q)}
-        if elements[:, -1].min() < 0:  # rows short of k end in -1
+        # Distances: the walk's code scores, then the exact scores of what it found.
+        self.last_search_stats = {"distances": computed / len(q)}
+        if found[:, -1].min() < 0:  # rows short of k end in -1
             raise HNSWError(
                 f"the walk found fewer than k = {k} live elements"
                 + ("" if filter is None else " the filter accepts")
                 + "; search with a larger ef (set_ef, or calibrate with a larger max_ef)"
             )
         # labels are non-negative: as uint64 (hnswlib's type) without a copy; scores float32
-        return labels[elements].view(np.uint64), np.subtract(np.float32(1), scores)
+        return found.view(np.uint64), np.subtract(np.float32(1), scores)

@@ -63,7 +63,11 @@ class AmortizedHNSW(
     by side, whatever changes the graph waits for them.
     """
 
-    _TRANSIENT = {"_graph_lock": ReadWriteLock, "_recalibrating": threading.Lock}
+    _TRANSIENT = {
+        "_graph_lock": ReadWriteLock,
+        "_recalibrating": threading.Lock,
+        "_walk_plans": dict,
+    }
 
     def __init__(
         self,
@@ -94,6 +98,7 @@ class AmortizedHNSW(
         self._allow_replace_deleted = False
         self._graph_lock = ReadWriteLock()
         self._recalibrating = threading.Lock()
+        self._walk_plans = {}
         self.last_search_stats = {}
         self._keys_version = self._effort_version = 0
         self._stale = set()
@@ -255,20 +260,20 @@ class AmortizedHNSW(
             raise HNSWError(f"filter must be a callable on labels, got {filter!r}")
         with self._graph_lock.reading():
             stale = set(self._stale)
-            state = None
+            state = groups = None
             if target_recall is not None:  # checked before anything else, as other errors are
-                ef_per_query, state = self._ef_per_query(q, k, target_recall, num_threads)
+                ef, groups, state = self._efforts(k, target_recall, num_threads)
             count = self._live_count()
             if k > count:
                 raise HNSWError(f"k = {k} exceeds the {count} elements in the index")
             if target_recall is None:
-                ef = max(self._ef, self.candidates if self._query_transform is not None else 0)
-                ef_per_query = np.full(len(q), ef, np.int32)
+                least = self.candidates if self._query_transform is not None else 0
+                ef = np.array([max(self._ef, least, k)], np.int32)
             if len(q) == 0:
                 result = np.empty((0, k), np.uint64), np.empty((0, k), np.float32)
                 self.last_search_stats = {}
             else:
-                result = self._walk(q, k, ef_per_query, num_threads, filter)
+                result = self._walk(q, k, ef, num_threads, filter, groups)
             if state is not None:
                 self.last_search_stats["calibration"] = state
             self.last_search_stats["stale"] = sorted(stale)

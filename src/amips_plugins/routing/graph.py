@@ -190,10 +190,10 @@ class PieceGraphRouter:
         with pieces.lock.reading():
             graph, element_lists = pieces.graph, pieces.element_lists
             ef = min(self.ef, graph.size)  # a beam wider than the pieces finds them all
-            beam = np.full(n, ef, np.int32)
+            beam = np.array([ef], np.int32)
             _, elements, scored = graph.search(queries, queries, ef, beam, threads)
-        # pieces scored per query: the walk's codes, then the ef found ranked again
-        self._last.pieces = (scored + ef * n) / max(n, 1)
+        # pieces scored per query: the walk's codes, then those it found ranked again
+        self._last.pieces = scored / max(n, 1)
         count = min(nprobe, self.num_outputs)
         return _core.take_in_turn(
             elements, np.empty((n, 0), np.int64), count, a_labels=element_lists
