@@ -21,6 +21,7 @@
 #include "kernels.h"
 #include "ledger.h"
 #include "parallel.h"
+#include "require.h"
 #include "search.h"
 #include "xbox.h"
 
@@ -38,12 +39,6 @@ using ExactArray = py::array_t<T, py::array::c_style>;
 // (scores float32, ids int64): a std::tuple so that the generated stub names both array types.
 using ScoresIds = std::tuple<py::array_t<float>, py::array_t<std::int64_t>>;
 
-// The message is built only when the check fails: a one-query search makes a dozen checks, and
-// building their messages every time cost about a microsecond.
-#define AMIPS_REQUIRE(ok, message)                                        \
-    do {                                                                  \
-        if (!(ok)) throw std::invalid_argument(message);                  \
-    } while (false)
 
 std::string shape_of(const py::array& a) {
     std::string s = "(";

@@ -9,24 +9,29 @@
 
 #include "kernels.h"
 #include "parallel.h"
+#include "require.h"
 #include "search.h"
 
 namespace amips {
 namespace {
 
-void require(bool ok, const std::string& message) {
-    if (!ok) throw std::invalid_argument(message);
+// "element i", or "element i on level l" above level 0: where a check of the graph failed.
+std::string element_at(std::size_t element, std::int32_t level) {
+    return "element " + std::to_string(element) +
+           (level > 0 ? " on level " + std::to_string(level) : std::string());
 }
 
-// A link list: count (low 16 bits of the first word; hnswlib keeps flags above) then links.
-void require_links(const std::uint32_t* list, std::size_t width, std::size_t n,
-                   const std::string& where) {
+// A link list of an element on a level: count (low 16 bits of the first word; hnswlib keeps flags
+// above) then links.
+void require_links(const std::uint32_t* list, std::size_t width, std::size_t n, std::size_t element,
+                   std::int32_t level) {
     const std::uint32_t count = list[0] & 0xFFFF;
-    require(count <= width, where + " has " + std::to_string(count) + " links, more than " +
-                                std::to_string(width));
+    AMIPS_REQUIRE(count <= width, element_at(element, level) + " has " + std::to_string(count) +
+                                      " links, more than " + std::to_string(width));
     for (std::uint32_t j = 1; j <= count; ++j) {
-        require(list[j] < n, where + " links to element " + std::to_string(list[j]) +
-                                 ", outside the " + std::to_string(n) + " elements");
+        AMIPS_REQUIRE(list[j] < n, element_at(element, level) + " links to element " +
+                                       std::to_string(list[j]) + ", outside the " +
+                                       std::to_string(n) + " elements");
     }
 }
 
@@ -54,32 +59,32 @@ GraphSearch::GraphSearch(const float* keys, std::size_t n, std::size_t d,
       max_m_(max_m),
       entry_(entry),
       keep_keys_(keys != nullptr) {
-    require(n > 0 && d > 0 && max_m0 > 0 && max_m > 0, "the graph is empty or has no links");
-    require(n <= std::numeric_limits<std::uint32_t>::max(), "the graph has too many elements");
-    require(entry < n, "the entry point " + std::to_string(entry) + " is outside the graph");
+    AMIPS_REQUIRE(n > 0 && d > 0 && max_m0 > 0 && max_m > 0, "the graph is empty or has no links");
+    AMIPS_REQUIRE(n <= std::numeric_limits<std::uint32_t>::max(), "the graph has too many elements");
+    AMIPS_REQUIRE(entry < n, "the entry point " + std::to_string(entry) + " is outside the graph");
     for (std::size_t i = 0; i < n; ++i) {
-        require_links(links0 + i * (max_m0 + 1), max_m0, n, "element " + std::to_string(i));
+        require_links(links0 + i * (max_m0 + 1), max_m0, n, i, 0);
     }
     // A link on level l must lead to an element that has level l, or the walk reads past it.
     const std::size_t block = max_m + 1;
     for (std::size_t i = 0; i < n; ++i) {
-        require(levels[i] >= 0, "element " + std::to_string(i) + " has a negative level");
+        AMIPS_REQUIRE(levels[i] >= 0, "element " + std::to_string(i) + " has a negative level");
         if (levels[i] == 0) continue;
         const std::int64_t first = upper_offsets[i];
-        require(first >= 0 && std::size_t(first) + std::size_t(levels[i]) * block <= upper_words,
+        AMIPS_REQUIRE(first >= 0 && std::size_t(first) + std::size_t(levels[i]) * block <= upper_words,
                 "element " + std::to_string(i) + "'s upper levels lie outside their array");
         for (std::int32_t l = 1; l <= levels[i]; ++l) {
             const std::uint32_t* list = upper + first + (l - 1) * block;
-            const std::string where = "element " + std::to_string(i) + " on level " + std::to_string(l);
-            require_links(list, max_m, n, where);
+            require_links(list, max_m, n, i, l);
             for (std::uint32_t j = 1; j <= (list[0] & 0xFFFF); ++j) {
-                require(levels[list[j]] >= l, where + " links to an element below that level");
+                AMIPS_REQUIRE(levels[list[j]] >= l,
+                              element_at(i, l) + " links to an element below that level");
             }
         }
     }
     max_level_ = levels[entry];
     for (std::size_t i = 0; i < n; ++i) {
-        require(levels[i] <= max_level_, "the entry point is not on the graph's top level");
+        AMIPS_REQUIRE(levels[i] <= max_level_, "the entry point is not on the graph's top level");
     }
     links0_.assign(links0, links0 + n * (max_m0 + 1));
     upper_.assign(upper, upper + upper_words);
@@ -87,10 +92,10 @@ GraphSearch::GraphSearch(const float* keys, std::size_t n, std::size_t d,
     levels_.assign(levels, levels + n);
     deleted_.assign(deleted, deleted + n);
     any_deleted_ = std::any_of(deleted, deleted + n, [](std::uint8_t d) { return d != 0; });
-    require(keys || (codes && code_scale), "a graph needs its keys, or its codes and their ranges");
+    AMIPS_REQUIRE(keys || (codes && code_scale), "a graph needs its keys, or its codes and their ranges");
     if (code_scale) {
         for (std::size_t t = 0; t < d; ++t) {
-            require(std::isfinite(code_low[t]) && std::isfinite(code_scale[t]) && code_scale[t] > 0,
+            AMIPS_REQUIRE(std::isfinite(code_low[t]) && std::isfinite(code_scale[t]) && code_scale[t] > 0,
                     "the codes' ranges must be finite, their steps positive");
         }
     }
@@ -116,7 +121,7 @@ GraphSearch::GraphSearch(std::size_t d, std::size_t max_m, bool keep_keys)
       max_level_(-1),
       keep_keys_(keep_keys),
       any_deleted_(false) {
-    require(d > 0 && max_m >= 2 && max_m <= 0x7FFF, "a graph needs d > 0 and 2 <= max_m < 32768");
+    AMIPS_REQUIRE(d > 0 && max_m >= 2 && max_m <= 0x7FFF, "a graph needs d > 0 and 2 <= max_m < 32768");
 }
 
 void GraphSearch::set_code_ranges(const float* rows, std::size_t count, const float* low,
@@ -209,9 +214,9 @@ void GraphSearch::reserve(std::size_t capacity) {
 }
 
 void GraphSearch::copy_keys(const std::uint32_t* elements, std::size_t count, float* out) const {
-    require(keep_keys_, "a graph of codes only has no keys");
+    AMIPS_REQUIRE(keep_keys_, "a graph of codes only has no keys");
     for (std::size_t i = 0; i < count; ++i) {
-        require(elements[i] < n_, "no element " + std::to_string(elements[i]));
+        AMIPS_REQUIRE(elements[i] < n_, "no element " + std::to_string(elements[i]));
         std::copy(keys_.data() + std::size_t(elements[i]) * d_,
                   keys_.data() + std::size_t(elements[i] + 1) * d_, out + i * d_);
     }
