@@ -518,7 +518,7 @@ std::vector<std::int32_t> efs_of(const ExactArray<std::int32_t>& ef, const Array
                                  const std::optional<Array<float>>& groups, std::int64_t k,
                                  int num_threads) {
     const std::size_t nq = rank.shape(0);
-    AMIPS_REQUIRE(ef.ndim() == 1 && ef.size() > 0, "ef must be 1-D and non-empty, got shape " + shape_of(ef));
+    AMIPS_REQUIRE(ef.ndim() == 1, "ef must be 1-D, got shape " + shape_of(ef));
     for (py::ssize_t i = 0; i < ef.size(); ++i) {
         AMIPS_REQUIRE(ef.data()[i] >= k, "every ef must be at least k = " + std::to_string(k) +
                                              ", got " + std::to_string(ef.data()[i]));
@@ -528,9 +528,9 @@ std::vector<std::int32_t> efs_of(const ExactArray<std::int32_t>& ef, const Array
         require_vector(ef, nq, "ef");
         return {ef.data(), ef.data() + nq};
     }
-    AMIPS_REQUIRE(groups->ndim() == 2 && groups->shape(1) == rank.shape(1),
-                  "groups must have rank's " + std::to_string(rank.shape(1)) + " columns, got shape " +
-                      shape_of(*groups));
+    AMIPS_REQUIRE(groups->ndim() == 2 && groups->shape(0) > 0 && groups->shape(1) == rank.shape(1),
+                  "groups must be rows with rank's " + std::to_string(rank.shape(1)) +
+                      " columns, got shape " + shape_of(*groups));
     const std::size_t G = groups->shape(0);
     require_vector(ef, G, "ef (one per group)");
     std::vector<float> best(nq);
@@ -541,7 +541,12 @@ std::vector<std::int32_t> efs_of(const ExactArray<std::int32_t>& ef, const Array
                  num_threads, best.data(), group.data());
     }
     std::vector<std::int32_t> out(nq);
-    for (std::size_t i = 0; i < nq; ++i) out[i] = ef.data()[group[i]];
+    for (std::size_t i = 0; i < nq; ++i) {
+        // NaN scores rank below every group: such a row is left without one
+        AMIPS_REQUIRE(group[i] >= 0 && std::size_t(group[i]) < G,
+                      "rank row " + std::to_string(i) + " has no finite inner product with the groups");
+        out[i] = ef.data()[group[i]];
+    }
     return out;
 }
 

@@ -72,7 +72,7 @@ GraphSearch::GraphSearch(const float* keys, std::size_t n, std::size_t d,
         if (levels[i] == 0) continue;
         const std::int64_t first = upper_offsets[i];
         AMIPS_REQUIRE(first >= 0 && std::size_t(first) + std::size_t(levels[i]) * block <= upper_words,
-                "element " + std::to_string(i) + "'s upper levels lie outside their array");
+                      "element " + std::to_string(i) + "'s upper levels lie outside their array");
         for (std::int32_t l = 1; l <= levels[i]; ++l) {
             const std::uint32_t* list = upper + first + (l - 1) * block;
             require_links(list, max_m, n, i, l);
@@ -96,7 +96,7 @@ GraphSearch::GraphSearch(const float* keys, std::size_t n, std::size_t d,
     if (code_scale) {
         for (std::size_t t = 0; t < d; ++t) {
             AMIPS_REQUIRE(std::isfinite(code_low[t]) && std::isfinite(code_scale[t]) && code_scale[t] > 0,
-                    "the codes' ranges must be finite, their steps positive");
+                          "the codes' ranges must be finite, their steps positive");
         }
     }
     set_code_ranges(keys, n, code_low, code_scale);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stdexcept>
+#include <string>  // for the messages callers build
 
 // The message is built only when the check fails: a one-query search makes a dozen checks, and
 // a graph's load one per link, and building their messages every time cost a microsecond a

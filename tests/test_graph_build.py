@@ -167,6 +167,17 @@ def test_groups_choose_each_querys_ef_and_labels_name_what_is_found(data):
         graph.search(queries, queries, 20, group_ef, 2, groups=groups)
     with pytest.raises(ValueError, match="labels"):
         graph.search(queries, queries, 10, group_ef, 2, labels=labels[:-1])
+    with pytest.raises(ValueError, match="no finite inner product"):
+        nan = queries[:2].copy()
+        nan[1, 0] = np.nan
+        graph.search(nan, nan, 10, group_ef, 2, groups=groups)
+    none = np.empty((0, D), np.float32)
+    assert graph.search(none, none, 10, np.empty(0, np.int32))[1].shape == (0, 10)
+    assert graph.search(none, none, 10, group_ef, groups=groups)[1].shape == (0, 10)
+    # rows short of k keep -1, not a label
+    few = graph.search(queries, queries, 10, group_ef, 2, lambda e: e < 3, groups, labels)[1]
+    np.testing.assert_array_equal(few[:, 3:], -1)
+    assert np.isin(few, np.append(labels[:3], -1)).all() and (few[:, 0] >= 0).all()
 
 
 def test_elements_inserted_side_by_side_keep_their_in_links():

@@ -713,6 +713,28 @@ def test_the_calibration_is_saved_with_the_index(data, calibrated, tmp_path):
         meta["calibration"]["recall"][0][0] = 2.0
         return json.dumps(meta).encode()
 
+    def score_bins(blob):  # IVF's kind of groups: by a score, which a walk does not have
+        meta = json.loads(blob)
+        groups = len(meta["calibration"].pop("centroids"))
+        meta["calibration"]["edges"] = list(range(groups - 1))
+        return json.dumps(meta).encode()
+
+    index.save_index(tmp_path / "bins.zip")
+    rewrite_member(tmp_path / "bins.zip", "meta.json", score_bins)
+    with pytest.raises(HNSWError, match="group queries by direction"):
+        AmortizedHNSW(space="ip", dim=D).load_index(tmp_path / "bins.zip")
     rewrite_member(tmp_path / "index.zip", "meta.json", bad_calibration)
     with pytest.raises(HNSWError, match="inconsistent effort calibration"):
         AmortizedHNSW(space="ip", dim=D).load_index(tmp_path / "index.zip")
+
+
+def test_target_recall_on_an_xbox_graph_is_met_with_exact_distances(data):
+    keys, train, test = data
+    index = build(keys, construction="xbox")
+    index.calibrate(train, 10, max_ef=200, num_threads=1)
+    _, true = ap.topk_dot(test, keys, 10)
+    labels, distances = index.knn_query(test, 10, target_recall=0.9)
+    found = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(labels.tolist(), true.tolist())])
+    assert abs(found - 0.9) < 0.04
+    exact = 1 - np.einsum("ij,ikj->ik", test, keys[labels.astype(np.int64)])
+    np.testing.assert_allclose(distances, exact, atol=1e-5)

@@ -86,24 +86,28 @@ class Calibration(HNSWState):
             )
         if k != table.k:
             raise HNSWError(f"the index was calibrated for k = {table.k}, not {k}")
+        try:
+            target = as_target_recall(target_recall)
+        except ValueError as e:
+            raise HNSWError(str(e)) from None
         if self._effort_version != self._keys_version:
             with self._recalibrating:  # one search measures, the others wait for its table
                 table, state = self._effort or table, "measured again"
                 if self._effort_version != self._keys_version:
                     table = self._measured_again(table, num_threads)
                     self._effort, self._effort_version = table, self._keys_version
-        try:
-            target = as_target_recall(target_recall)
-            plan = self._walk_plans.get(target)
-            if plan is None or plan[0] is not table:  # kept per target: a search is short
-                if plan is not None:
-                    self._walk_plans.clear()
-                groups = self._as_stored(table.groups.centroids)
-                plan = table, table.efforts_for(target).astype(np.int32), groups
-                self._walk_plans[target] = plan
-        except ValueError as e:
-            raise HNSWError(str(e)) from None
-        return plan[1], plan[2], state
+        # kept for the current table: a one-query search is short
+        plan = self._walk_plan
+        if plan is None or plan[0] is not table:
+            plan = self._walk_plan = table, self._as_stored(table.groups.centroids), {}
+        efs = plan[2].get(target)
+        if efs is None:
+            try:
+                efs = np.maximum(table.efforts_for(target), k).astype(np.int32)
+            except ValueError as e:
+                raise HNSWError(str(e)) from None
+            plan[2][target] = efs
+        return efs, plan[1], state
 
     def _measured_again(self, table: EffortTable, num_threads: int) -> EffortTable:
         """The calibration measured again on the kept queries, after the keys changed."""

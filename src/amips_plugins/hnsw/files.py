@@ -27,7 +27,7 @@ from .._io import (
     write_archive,
 )
 from .._validation import as_int64, as_matrix, as_positive_int
-from ..effort import EffortTable
+from ..effort import DirectionGroups, EffortTable
 from ..xbox import XboxTransform
 from .state import CONSTRUCTIONS, HNSWError, HNSWState
 
@@ -151,6 +151,8 @@ class Files(HNSWState):
                     if calibration is None
                     else EffortTable.from_state_dict(calibration, self.dim)
                 )
+                if effort is not None and not isinstance(effort.groups, DirectionGroups):
+                    raise ValueError("the calibration must group queries by direction")
                 state = meta["xbox"]
                 xbox = None if state is None else XboxTransform.from_state_dict(state)
                 if xbox is not None and xbox.dim != self.dim:

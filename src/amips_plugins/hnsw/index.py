@@ -66,7 +66,7 @@ class AmortizedHNSW(
     _TRANSIENT = {
         "_graph_lock": ReadWriteLock,
         "_recalibrating": threading.Lock,
-        "_walk_plans": dict,
+        "_walk_plan": lambda: None,
     }
 
     def __init__(
@@ -98,7 +98,7 @@ class AmortizedHNSW(
         self._allow_replace_deleted = False
         self._graph_lock = ReadWriteLock()
         self._recalibrating = threading.Lock()
-        self._walk_plans = {}
+        self._walk_plan = None
         self.last_search_stats = {}
         self._keys_version = self._effort_version = 0
         self._stale = set()

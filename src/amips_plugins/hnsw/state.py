@@ -75,8 +75,8 @@ class HNSWState:
     _edge_queries: np.ndarray | None = None
     auto_recalibrate: bool  # after a change of keys: measure again (True) or raise (False)
     _recalibrating: threading.Lock  # one search measures again, the others wait for it
-    # target_recall -> (the calibration, its efs per group, its groups' directions as stored)
-    _walk_plans: dict
+    # (the calibration, its groups' directions as stored, {target_recall: efs per group})
+    _walk_plan: tuple | None
 
     def _keys_changed(self) -> None:
         """Note a change of keys: the calibration is measured again at the next target_recall
