@@ -39,7 +39,6 @@ using ExactArray = py::array_t<T, py::array::c_style>;
 // (scores float32, ids int64): a std::tuple so that the generated stub names both array types.
 using ScoresIds = std::tuple<py::array_t<float>, py::array_t<std::int64_t>>;
 
-
 std::string shape_of(const py::array& a) {
     std::string s = "(";
     for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));

@@ -68,11 +68,11 @@ GraphSearch::GraphSearch(const float* keys, std::size_t n, std::size_t d,
     // A link on level l must lead to an element that has level l, or the walk reads past it.
     const std::size_t block = max_m + 1;
     for (std::size_t i = 0; i < n; ++i) {
-        AMIPS_REQUIRE(levels[i] >= 0, "element " + std::to_string(i) + " has a negative level");
+        AMIPS_REQUIRE(levels[i] >= 0, element_at(i, 0) + " has a negative level");
         if (levels[i] == 0) continue;
         const std::int64_t first = upper_offsets[i];
         AMIPS_REQUIRE(first >= 0 && std::size_t(first) + std::size_t(levels[i]) * block <= upper_words,
-                      "element " + std::to_string(i) + "'s upper levels lie outside their array");
+                      element_at(i, 0) + "'s upper levels lie outside their array");
         for (std::int32_t l = 1; l <= levels[i]; ++l) {
             const std::uint32_t* list = upper + first + (l - 1) * block;
             require_links(list, max_m, n, i, l);
