@@ -390,12 +390,24 @@ GraphSearch make_graph(const std::optional<Array<float>>& keys,
                        std::int64_t entry, const ExactArray<std::uint8_t>& deleted,
                        const std::optional<Array<float>>& code_low,
                        const std::optional<Array<float>>& code_scale,
-                       const std::optional<ExactArray<std::uint8_t>>& codes) {
+                       const std::optional<ExactArray<std::uint8_t>>& codes,
+                       const std::optional<Array<float>>& basis) {
     AMIPS_REQUIRE(keys.has_value() != codes.has_value(), "a graph takes its keys or its codes");
     const py::array& rows = keys ? py::array(*keys) : py::array(*codes);
     require_matrix(rows, keys ? "keys" : "codes");
     require_matrix(links0, "links0");
-    const std::size_t n = rows.shape(0), d = rows.shape(1);
+    const std::size_t n = rows.shape(0);
+    // the codes hold r components: the basis's rows, or d
+    std::size_t d = rows.shape(1), r = d;
+    if (basis) {
+        require_matrix(*basis, "basis");
+        r = basis->shape(0);
+        AMIPS_REQUIRE(keys ? std::size_t(basis->shape(1)) == d : std::size_t(basis->shape(0)) == d,
+                      "the basis must have a row per code component and a column per key "
+                      "dimension, got shape " + shape_of(*basis));
+        d = basis->shape(1);
+        AMIPS_REQUIRE(r > 0 && r <= d, "the basis must have 1 to " + std::to_string(d) + " rows");
+    }
     AMIPS_REQUIRE(std::size_t(links0.shape(0)) == n && links0.shape(1) >= 2,
                   "links0 must have one row per key and room for a link, got shape " + shape_of(links0));
     AMIPS_REQUIRE(upper.ndim() == 1, "upper must be 1-D, got shape " + shape_of(upper));
@@ -407,22 +419,32 @@ GraphSearch make_graph(const std::optional<Array<float>>& keys,
                   "code_low and code_scale go together");
     AMIPS_REQUIRE(code_low || !codes, "codes need their ranges, code_low and code_scale");
     if (code_low) {
-        require_vector(*code_low, d, "code_low");
-        require_vector(*code_scale, d, "code_scale");
+        require_vector(*code_low, r, "code_low");
+        require_vector(*code_scale, r, "code_scale");
     }
+    AMIPS_REQUIRE(!basis || all_finite_py(*basis), "the basis must be finite");
     py::gil_scoped_release release;
     return GraphSearch(keys ? keys->data() : nullptr, n, d, links0.data(), links0.shape(1) - 1,
                        upper.data(), upper.size(), upper_offsets.data(), levels.data(),
                        std::size_t(max_m), std::uint32_t(std::min<std::int64_t>(entry, n)),
                        deleted.data(), code_low ? code_low->data() : nullptr,
-                       code_scale ? code_scale->data() : nullptr, codes ? codes->data() : nullptr);
+                       code_scale ? code_scale->data() : nullptr, codes ? codes->data() : nullptr,
+                       basis ? basis->data() : nullptr, r);
 }
 
-GraphSearch make_empty_graph(std::int64_t dim, std::int64_t max_m, bool keep_keys) {
+GraphSearch make_empty_graph(std::int64_t dim, std::int64_t max_m, bool keep_keys,
+                             const std::optional<Array<float>>& basis) {
     AMIPS_REQUIRE(dim > 0 && max_m >= 2 && max_m < 32768,
                   "a graph needs dim > 0 and 2 <= max_m < 32768, got dim = " + std::to_string(dim) +
                       ", max_m = " + std::to_string(max_m));
-    return GraphSearch(std::size_t(dim), std::size_t(max_m), keep_keys);
+    if (!basis) return GraphSearch(std::size_t(dim), std::size_t(max_m), keep_keys);
+    require_matrix(*basis, "basis");
+    AMIPS_REQUIRE(basis->shape(1) == dim && basis->shape(0) > 0 && basis->shape(0) <= dim,
+                  "the basis must be (r, dim = " + std::to_string(dim) + ") with 0 < r <= dim, got shape " +
+                      shape_of(*basis));
+    AMIPS_REQUIRE(all_finite_py(*basis), "the basis must be finite");
+    return GraphSearch(std::size_t(dim), std::size_t(max_m), keep_keys, basis->data(),
+                       std::size_t(basis->shape(0)));
 }
 
 // Keys to link into graph g: finite rows of its dimension, with a positive ef_construction.
@@ -487,18 +509,19 @@ py::array_t<T> copy_of(const T* data, std::vector<py::ssize_t> shape) {
 // The constructor's arguments for the graph as it stands (copies).
 py::dict graph_arrays_py(const GraphSearch& g) {
     AMIPS_REQUIRE(g.size() > 0, "the graph is empty");
-    const py::ssize_t n = g.size(), d = g.dim(), width = g.max_m0() + 1;
+    const py::ssize_t n = g.size(), d = g.dim(), r = g.code_values(), width = g.max_m0() + 1;
     py::dict out;
     if (g.keeps_keys()) {
         out["keys"] = copy_of(g.keys(), {n, d});
     } else {
-        py::array_t<std::uint8_t> codes({n, d});
+        py::array_t<std::uint8_t> codes({n, r});
         for (py::ssize_t i = 0; i < n; ++i) {
-            std::copy(g.codes() + i * g.code_dim(), g.codes() + i * g.code_dim() + d,
-                      codes.mutable_data() + i * d);
+            std::copy(g.codes() + i * g.code_dim(), g.codes() + i * g.code_dim() + r,
+                      codes.mutable_data() + i * r);
         }
         out["codes"] = codes;
     }
+    if (!g.basis().empty()) out["basis"] = copy_of(g.basis().basis(), {r, d});
     out["links0"] = copy_of(g.links0(), {n, width});
     out["upper"] = copy_of(g.upper(), {py::ssize_t(g.upper_words())});
     out["upper_offsets"] = copy_of(g.upper_offsets(), {n});
@@ -506,8 +529,8 @@ py::dict graph_arrays_py(const GraphSearch& g) {
     out["max_m"] = g.max_m();
     out["entry"] = g.entry();
     out["deleted"] = copy_of(g.deleted(), {n});
-    out["code_low"] = copy_of(g.code_low(), {d});
-    out["code_scale"] = copy_of(g.code_scale(), {d});
+    out["code_low"] = copy_of(g.code_low(), {r});
+    out["code_scale"] = copy_of(g.code_scale(), {r});
     return out;
 }
 
@@ -678,14 +701,16 @@ PYBIND11_MODULE(_core, m) {
              py::arg("links0"), py::arg("upper"), py::arg("upper_offsets"), py::arg("levels"),
              py::arg("max_m"), py::arg("entry"), py::arg("deleted"),
              py::arg("code_low") = py::none(), py::arg("code_scale") = py::none(),
-             py::arg("codes") = py::none(),
-             "A graph of keys (or of codes (n, dim) uint8 with their ranges): links0 (n, max_m0 "
+             py::arg("codes") = py::none(), py::arg("basis") = py::none(),
+             "A graph of keys (or of codes (n, r) uint8 with their ranges): links0 (n, max_m0 "
              "+ 1) with each element's count of links first, the upper levels' blocks of "
-             "max_m + 1 words from upper_offsets[i], levels, entry point, deleted marks.")
+             "max_m + 1 words from upper_offsets[i], levels, entry point, deleted marks. With "
+             "basis (r, dim), the codes are of the keys' components along its rows.")
         .def(py::init(&make_empty_graph), py::arg("dim"), py::arg("max_m") = 16,
-             py::arg("keep_keys") = true,
+             py::arg("keep_keys") = true, py::arg("basis") = py::none(),
              "An empty graph to add keys to: max_m links per element (2 max_m on level 0); "
-             "without keep_keys, codes only, and what a walk finds ranked by their values.")
+             "without keep_keys, codes only, and what a walk finds ranked by their values. With "
+             "basis (r, dim), codes of the keys' r components along its rows, for the walk.")
         .def("add", &graph_add_py, py::arg("keys"), py::arg("ef_construction") = 200,
              py::arg("seed") = 100, py::arg("num_threads") = 0, py::arg("fill_lists") = false,
              "Insert keys (n, dim) as the next elements, as hnswlib inserts, scoring by codes; "
@@ -750,11 +775,21 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly(
             "code_ranges",
             [](const GraphSearch& g) {
-                py::array_t<float> out({py::ssize_t(2), py::ssize_t(g.dim())});
-                std::copy(g.code_low(), g.code_low() + g.dim(), out.mutable_data());
-                std::copy(g.code_scale(), g.code_scale() + g.dim(), out.mutable_data() + g.dim());
+                const py::ssize_t r = g.code_values();
+                py::array_t<float> out({py::ssize_t(2), r});
+                std::copy(g.code_low(), g.code_low() + r, out.mutable_data());
+                std::copy(g.code_scale(), g.code_scale() + r, out.mutable_data() + r);
                 return out;
             },
-            "(2, dim): code c of dimension t stands for code_ranges[0, t] + c * code_ranges[1, t].")
+            "(2, r): code c of component t stands for code_ranges[0, t] + c * code_ranges[1, t] "
+            "(r: the basis's rows, or dim).")
+        .def_property_readonly(
+            "basis",
+            [](const GraphSearch& g) -> std::optional<py::array_t<float>> {
+                if (g.basis().empty()) return std::nullopt;
+                return copy_of(g.basis().basis(), {py::ssize_t(g.code_values()), py::ssize_t(g.dim())});
+            },
+            "(r, dim): the directions the walk's codes hold the keys' components along; None: "
+            "every dimension.")
         .def_property_readonly("memory_bytes", &GraphSearch::memory_bytes);
 }

@@ -51,10 +51,11 @@ GraphSearch::GraphSearch(const float* keys, std::size_t n, std::size_t d,
                          const std::int64_t* upper_offsets, const std::int32_t* levels,
                          std::size_t max_m, std::uint32_t entry, const std::uint8_t* deleted,
                          const float* code_low, const float* code_scale,
-                         const std::uint8_t* codes)
+                         const std::uint8_t* codes, const float* basis, std::size_t basis_rows)
     : n_(n),
       d_(d),
-      code_dim_((d + kCodeQuantum - 1) / kCodeQuantum * kCodeQuantum),
+      r_(basis ? basis_rows : d),
+      code_dim_((r_ + kCodeQuantum - 1) / kCodeQuantum * kCodeQuantum),
       max_m0_(max_m0),
       max_m_(max_m),
       entry_(entry),
@@ -93,8 +94,10 @@ GraphSearch::GraphSearch(const float* keys, std::size_t n, std::size_t d,
     deleted_.assign(deleted, deleted + n);
     any_deleted_ = std::any_of(deleted, deleted + n, [](std::uint8_t d) { return d != 0; });
     AMIPS_REQUIRE(keys || (codes && code_scale), "a graph needs its keys, or its codes and their ranges");
+    AMIPS_REQUIRE(r_ > 0 && r_ <= d, "a basis needs 1 to d rows");
+    if (basis) basis_ = Projection(basis, r_, d);
     if (code_scale) {
-        for (std::size_t t = 0; t < d; ++t) {
+        for (std::size_t t = 0; t < r_; ++t) {
             AMIPS_REQUIRE(std::isfinite(code_low[t]) && std::isfinite(code_scale[t]) && code_scale[t] > 0,
                           "the codes' ranges must be finite, their steps positive");
         }
@@ -106,15 +109,17 @@ GraphSearch::GraphSearch(const float* keys, std::size_t n, std::size_t d,
     } else {
         codes_.assign(n * code_dim_, 0);
         for (std::size_t i = 0; i < n; ++i) {
-            std::copy(codes + i * d, codes + (i + 1) * d, codes_.begin() + i * code_dim_);
+            std::copy(codes + i * r_, codes + (i + 1) * r_, codes_.begin() + i * code_dim_);
         }
     }
 }
 
-GraphSearch::GraphSearch(std::size_t d, std::size_t max_m, bool keep_keys)
+GraphSearch::GraphSearch(std::size_t d, std::size_t max_m, bool keep_keys, const float* basis,
+                         std::size_t basis_rows)
     : n_(0),
       d_(d),
-      code_dim_((d + kCodeQuantum - 1) / kCodeQuantum * kCodeQuantum),
+      r_(basis ? basis_rows : d),
+      code_dim_((r_ + kCodeQuantum - 1) / kCodeQuantum * kCodeQuantum),
       max_m0_(2 * max_m),
       max_m_(max_m),
       entry_(0),
@@ -122,77 +127,93 @@ GraphSearch::GraphSearch(std::size_t d, std::size_t max_m, bool keep_keys)
       keep_keys_(keep_keys),
       any_deleted_(false) {
     AMIPS_REQUIRE(d > 0 && max_m >= 2 && max_m <= 0x7FFF, "a graph needs d > 0 and 2 <= max_m < 32768");
+    AMIPS_REQUIRE(r_ > 0 && r_ <= d, "a basis needs 1 to d rows");
+    if (basis) basis_ = Projection(basis, r_, d);
+}
+
+const float* GraphSearch::code_space(const float* rows, std::size_t count,
+                                     std::vector<float>& scratch) const {
+    if (basis_.empty()) return rows;
+    scratch.resize(count * r_);
+    basis_.apply(rows, count, scratch.data());
+    return scratch.data();
 }
 
 void GraphSearch::set_code_ranges(const float* rows, std::size_t count, const float* low,
                                   const float* scale) {
-    low_.assign(d_, 0.f);
-    scale_.assign(code_dim_, 0.f);  // zero past d: the padding's codes count for nothing
+    low_.assign(r_, 0.f);
+    scale_.assign(code_dim_, 0.f);  // zero past r: the padding's codes count for nothing
     if (scale) {
-        std::copy(low, low + d_, low_.begin());
-        std::copy(scale, scale + d_, scale_.begin());
+        std::copy(low, low + r_, low_.begin());
+        std::copy(scale, scale + r_, scale_.begin());
         return;
     }
     std::fill(low_.begin(), low_.end(), std::numeric_limits<float>::infinity());
-    std::vector<float> high(d_, -std::numeric_limits<float>::infinity());
-    span(rows, count, high);
+    std::vector<float> high(r_, -std::numeric_limits<float>::infinity()), scratch;
+    span(code_space(rows, count, scratch), count, high);
     set_scales(high);
 }
 
 bool GraphSearch::widen_code_ranges(const float* rows, std::size_t count) {
-    std::vector<float> high(d_), low = low_;
-    for (std::size_t t = 0; t < d_; ++t) high[t] = low_[t] + 255.f * scale_[t];
-    span(rows, count, high);
+    std::vector<float> high(r_), low = low_, scratch;
+    for (std::size_t t = 0; t < r_; ++t) high[t] = low_[t] + 255.f * scale_[t];
+    span(code_space(rows, count, scratch), count, high);
     bool wider = false;  // by more than the half step a code rounds off anyway
-    for (std::size_t t = 0; t < d_; ++t) {
+    for (std::size_t t = 0; t < r_; ++t) {
         wider |= low_[t] < low[t] - 0.5f * scale_[t] || high[t] > low[t] + 255.5f * scale_[t];
     }
     if (!wider) {
         low_ = low;
         return false;
     }
-    const std::vector<float> scale(scale_.begin(), scale_.begin() + d_);
+    const std::vector<float> scale(scale_.begin(), scale_.begin() + r_);
     set_scales(high);
     if (keep_keys_) {
         encode(0, n_, keys_.data());
         return true;
     }
     // Without the keys, each code is made again from the value it stood for.
-    std::vector<float> value(d_);
+    std::vector<float> value(r_);
     for (std::size_t i = 0; i < n_; ++i) {
         std::uint8_t* c = codes_.data() + i * code_dim_;
-        for (std::size_t t = 0; t < d_; ++t) value[t] = low[t] + float(c[t]) * scale[t];
-        encode_row(value.data(), c);
+        for (std::size_t t = 0; t < r_; ++t) value[t] = low[t] + float(c[t]) * scale[t];
+        quantize(value.data(), c);
     }
     return true;
 }
 
-void GraphSearch::span(const float* rows, std::size_t count, std::vector<float>& high) {
+void GraphSearch::span(const float* values, std::size_t count, std::vector<float>& high) {
     for (std::size_t i = 0; i < count; ++i) {
-        for (std::size_t t = 0; t < d_; ++t) {
-            low_[t] = std::min(low_[t], rows[i * d_ + t]);
-            high[t] = std::max(high[t], rows[i * d_ + t]);
+        for (std::size_t t = 0; t < r_; ++t) {
+            low_[t] = std::min(low_[t], values[i * r_ + t]);
+            high[t] = std::max(high[t], values[i * r_ + t]);
         }
     }
 }
 
 // Each dimension's range in 256 steps.
 void GraphSearch::set_scales(const std::vector<float>& high) {
-    for (std::size_t t = 0; t < d_; ++t) {
+    for (std::size_t t = 0; t < r_; ++t) {
         scale_[t] = high[t] > low_[t] ? (high[t] - low_[t]) / 255.f : 1.f;
     }
 }
 
 void GraphSearch::encode(std::size_t first, std::size_t count, const float* rows) {
     codes_.resize(std::max(codes_.size(), (first + count) * code_dim_), 0);
-    for (std::size_t i = 0; i < count; ++i) {
-        encode_row(rows + i * d_, codes_.data() + (first + i) * code_dim_);
+    constexpr std::size_t kBlock = 1024;  // rows projected at a time, so that scratch stays small
+    std::vector<float> scratch;
+    for (std::size_t i0 = 0; i0 < count; i0 += kBlock) {
+        const std::size_t m = std::min(kBlock, count - i0);
+        const float* values = code_space(rows + i0 * d_, m, scratch);
+        for (std::size_t i = 0; i < m; ++i) {
+            quantize(values + i * r_, codes_.data() + (first + i0 + i) * code_dim_);
+        }
     }
 }
 
-void GraphSearch::encode_row(const float* row, std::uint8_t* code) const {
-    for (std::size_t t = 0; t < d_; ++t) {
-        const float step = std::round((row[t] - low_[t]) / scale_[t]);
+void GraphSearch::quantize(const float* values, std::uint8_t* code) const {
+    for (std::size_t t = 0; t < r_; ++t) {
+        const float step = std::round((values[t] - low_[t]) / scale_[t]);
         code[t] = std::uint8_t(step >= 0.f ? std::min(step, 255.f) : 0.f);
     }
 }
@@ -200,7 +221,8 @@ void GraphSearch::encode_row(const float* row, std::uint8_t* code) const {
 std::size_t GraphSearch::memory_bytes() const {
     return (links0_.size() + upper_.size()) * sizeof(std::uint32_t) +
            upper_offsets_.size() * sizeof(std::int64_t) + levels_.size() * sizeof(std::int32_t) +
-           codes_.size() + deleted_.size() + (low_.size() + scale_.size() + keys_.size()) * sizeof(float);
+           codes_.size() + deleted_.size() + (low_.size() + scale_.size() + keys_.size()) * sizeof(float) +
+           basis_.bytes();
 }
 
 void GraphSearch::reserve(std::size_t capacity) {
@@ -244,7 +266,8 @@ public:
     // best `spare` of what falls out of the beam's ef are ranked too.
     void start(const float* walk, std::size_t ef, std::size_t spare) {
         // The codes' offsets add the same amount to every score of a query: only the scales count.
-        for (std::size_t t = 0; t < g_->d_; ++t) query_[t] = walk[t] * g_->scale_[t];
+        const float* along = g_->code_space(walk, 1, along_);
+        for (std::size_t t = 0; t < g_->r_; ++t) query_[t] = along[t] * g_->scale_[t];
         ef_ = ef, spare_ = spare;
         std::uint32_t current = g_->entry_;
         float best = score(current);
@@ -414,9 +437,10 @@ private:
             rescore(rank, 1, g_->keys_.data(), g_->d_, elements_.data(), elements_.size(), 1, exact_.data());
         } else {  // the inner products with the values the codes stand for
             float offset = 0.f;
-            for (std::size_t t = 0; t < g_->d_; ++t) {
-                ranked_[t] = rank[t] * g_->scale_[t];
-                offset += rank[t] * g_->low_[t];
+            const float* along = g_->code_space(rank, 1, along_);
+            for (std::size_t t = 0; t < g_->r_; ++t) {
+                ranked_[t] = along[t] * g_->scale_[t];
+                offset += along[t] * g_->low_[t];
             }
             for (std::size_t j = 0; j < elements_.size(); ++j) {
                 const std::uint8_t* code = g_->codes_.data() + elements_[j] * g_->code_dim_;
@@ -438,6 +462,7 @@ private:
     std::vector<std::uint32_t> fresh_;
     std::vector<float> fresh_scores_;
     std::vector<float> query_, ranked_, exact_;  // ranked_: a codes-only graph's rank query
+    std::vector<float> along_;  // a query along the basis
     // spilled_: what fell out of found_, of which the best `spare_` are ranked too (chosen at the
     // end: a second heap kept all along cost more). The beam's ef is by code scores; near its
     // edge the codes' rounding decides, and with ef close to k (hnswlib's tests search k = ef =

@@ -8,7 +8,9 @@
 // the codes of all keys stay in cache far longer; every neighbour of an expanded element is asked
 // for before the first is scored (four at a time), and with them the links of the next one to
 // expand; and the ef best by code are ranked again by their exact inner product, so the codes'
-// rounding changes which keys are visited, never the returned scores.
+// rounding changes which keys are visited, never the returned scores. With a basis (r, d), the
+// codes are those of the keys' r components along it (and the walk scores the query's): at d in
+// the hundreds, fewer bytes a key for the walk to read.
 #pragma once
 
 #include <cstddef>
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "huge_pages.h"
+#include "projection.h"
 
 namespace amips {
 
@@ -58,17 +61,20 @@ public:
     // i from upper_offsets[i] (words) for levels[i] levels; deleted (n): 1 where marked deleted.
     // Codes span each dimension's range over the keys, or code_low + code_scale * [0, 255] where
     // given (d each: a graph's own, so that a copy walks as it did). keys may be null where codes
-    // (n, d) and their ranges are given: a graph that holds codes only (see below).
-    // Throws std::invalid_argument when a link, block or the entry point lies outside the graph.
+    // (n, r) and their ranges are given: a graph that holds codes only (see below). basis (r, d)
+    // or none (r = d). Throws std::invalid_argument when a link, block or the entry point lies
+    // outside the graph.
     GraphSearch(const float* keys, std::size_t n, std::size_t d, const std::uint32_t* links0,
                 std::size_t max_m0, const std::uint32_t* upper, std::size_t upper_words,
                 const std::int64_t* upper_offsets, const std::int32_t* levels, std::size_t max_m,
                 std::uint32_t entry, const std::uint8_t* deleted, const float* code_low = nullptr,
-                const float* code_scale = nullptr, const std::uint8_t* codes = nullptr);
+                const float* code_scale = nullptr, const std::uint8_t* codes = nullptr,
+                const float* basis = nullptr, std::size_t basis_rows = 0);
     // An empty graph of dimension d: max_m links per element on the upper levels, 2 max_m on
     // level 0, as hnswlib's M. Without keep_keys it holds only codes (a quarter of the bytes) and
-    // ranks what a walk finds by the values the codes stand for.
-    GraphSearch(std::size_t d, std::size_t max_m, bool keep_keys = true);
+    // ranks what a walk finds by the values the codes stand for. basis (basis_rows, d) or none.
+    GraphSearch(std::size_t d, std::size_t max_m, bool keep_keys = true,
+                const float* basis = nullptr, std::size_t basis_rows = 0);
 
     // Inserts keys (count, d) as elements size() .. size() + count - 1, in that order, on up to
     // num_threads threads, the way hnswlib inserts (a level drawn with mult 1 / ln max_m, greedy
@@ -125,6 +131,9 @@ public:
     const float* keys() const { return keep_keys_ ? keys_.data() : nullptr; }
     const std::uint8_t* codes() const { return codes_.data(); }
     std::size_t code_dim() const { return code_dim_; }
+    // Components a code holds: the basis's rows, or d.
+    std::size_t code_values() const { return r_; }
+    const Projection& basis() const { return basis_; }
     const std::uint32_t* links0() const { return links0_.data(); }
     const std::uint32_t* upper() const { return upper_.data(); }
     std::size_t upper_words() const { return upper_.size(); }
@@ -133,25 +142,29 @@ public:
     const std::uint8_t* deleted() const { return deleted_.data(); }
     const float* code_low() const { return low_.data(); }
     const float* code_scale() const { return scale_.data(); }
-    // Bytes held: links, codes and keys.
+    // Bytes held: links, codes, keys and basis.
     std::size_t memory_bytes() const;
 
 private:
     class Walk;
     class Builder;
 
+    // rows (count, d) as the codes see them (count, r): along the basis into scratch, or rows.
+    const float* code_space(const float* rows, std::size_t count, std::vector<float>& scratch) const;
     // The codes' ranges: over rows (count, d), or as given.
     void set_code_ranges(const float* rows, std::size_t count, const float* low, const float* scale);
     // Widens the ranges to take in rows (count, d), making every code again; true when they
     // changed.
     bool widen_code_ranges(const float* rows, std::size_t count);
-    void span(const float* rows, std::size_t count, std::vector<float>& high);
+    // Ranges over values (count, r).
+    void span(const float* values, std::size_t count, std::vector<float>& high);
     void set_scales(const std::vector<float>& high);
     // Codes of elements [first, first + count) from their rows (count, d).
     void encode(std::size_t first, std::size_t count, const float* rows);
-    void encode_row(const float* row, std::uint8_t* code) const;
+    // The code of values (r), in code space.
+    void quantize(const float* values, std::uint8_t* code) const;
 
-    std::size_t n_, d_, code_dim_, max_m0_, max_m_;
+    std::size_t n_, d_, r_, code_dim_, max_m0_, max_m_;
     std::uint32_t entry_;
     int max_level_;  // -1 while empty
     bool keep_keys_;  // else keys_ stays empty
@@ -161,7 +174,8 @@ private:
     HugeVector<std::uint8_t> codes_;
     std::vector<std::uint8_t> deleted_;
     bool any_deleted_;
-    std::vector<float> low_, scale_;  // code c of dimension t stands for low_t + c * scale_t
+    Projection basis_;
+    std::vector<float> low_, scale_;  // code c of component t stands for low_t + c * scale_t
     HugeVector<float> keys_;
 };
 

@@ -64,9 +64,9 @@ public:
           visited_(g.n_),
           aim_(g.code_dim_, 0.f),
           probe_(g.code_dim_, 0.f),
-          offset_(g.d_),
-          step_(g.d_) {
-        for (std::size_t t = 0; t < g.d_; ++t) {
+          offset_(g.r_),
+          step_(g.r_) {
+        for (std::size_t t = 0; t < g.r_; ++t) {
             offset_[t] = g.low_[t] * g.scale_[t];
             step_[t] = g.scale_[t] * g.scale_[t];
         }
@@ -164,7 +164,8 @@ public:
 
 private:
     void aim_at(const float* key) {
-        for (std::size_t t = 0; t < g_.d_; ++t) aim_[t] = key[t] * g_.scale_[t];
+        const float* along = g_.code_space(key, 1, along_);
+        for (std::size_t t = 0; t < g_.r_; ++t) aim_[t] = along[t] * g_.scale_[t];
     }
 
     // Greedy descent by aim_ from `start` on `top` down to the level above `level`.
@@ -217,7 +218,7 @@ private:
     // the beam, its float row (four times the bytes, if kept at all) would be read from memory.
     void scale_code(std::uint32_t e, std::vector<float>& out) const {
         const std::uint8_t* c = code(e);
-        for (std::size_t t = 0; t < g_.d_; ++t) out[t] = offset_[t] + float(c[t]) * step_[t];
+        for (std::size_t t = 0; t < g_.r_; ++t) out[t] = offset_[t] + float(c[t]) * step_[t];
     }
 
     std::mutex& lock_of(std::uint32_t e) { return locks_[e % kLockStripes]; }
@@ -361,6 +362,7 @@ private:
     std::vector<float> scores_;  // the code scores of fresh_, or of rank_by's others
     std::vector<std::vector<std::uint32_t>> chosen_;  // by level
     std::vector<float> aim_, probe_, offset_, step_;  // offset_ + code * step_: scale_code
+    std::vector<float> along_;  // a key along the basis
     std::vector<Scored> candidates_, found_, pruned_;
 };
 
@@ -411,9 +413,11 @@ void GraphSearch::update(const std::uint32_t* elements, const float* keys, std::
     }
     if (count == 0) return;
     widen_code_ranges(keys, count);
+    std::vector<float> scratch;
+    const float* values = code_space(keys, count, scratch);
     for (std::size_t i = 0; i < count; ++i) {
         if (keep_keys_) std::copy(keys + i * d_, keys + (i + 1) * d_, keys_.data() + std::size_t(elements[i]) * d_);
-        encode_row(keys + i * d_, codes_.data() + std::size_t(elements[i]) * code_dim_);
+        quantize(values + i * r_, codes_.data() + std::size_t(elements[i]) * code_dim_);
     }
     std::vector<std::mutex> locks(kLockStripes);
     std::mutex top;

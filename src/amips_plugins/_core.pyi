@@ -30,14 +30,14 @@ class GraphSearch:
     Beam search over an HNSW graph (a copy of hnswlib's, or one grown by add): 8-bit codes for the walk, exact inner products (or, for a graph of codes only, those of the codes' values) for the returned ranking.
     """
     @typing.overload
-    def __init__(self, *, keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32] | None = None, links0: typing.Annotated[numpy.typing.ArrayLike, numpy.uint32], upper: typing.Annotated[numpy.typing.ArrayLike, numpy.uint32], upper_offsets: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], levels: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], max_m: typing.SupportsInt | typing.SupportsIndex, entry: typing.SupportsInt | typing.SupportsIndex, deleted: typing.Annotated[numpy.typing.ArrayLike, numpy.uint8], code_low: typing.Annotated[numpy.typing.ArrayLike, numpy.float32] | None = None, code_scale: typing.Annotated[numpy.typing.ArrayLike, numpy.float32] | None = None, codes: typing.Annotated[numpy.typing.ArrayLike, numpy.uint8] | None = None) -> None:
+    def __init__(self, *, keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32] | None = None, links0: typing.Annotated[numpy.typing.ArrayLike, numpy.uint32], upper: typing.Annotated[numpy.typing.ArrayLike, numpy.uint32], upper_offsets: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], levels: typing.Annotated[numpy.typing.ArrayLike, numpy.int32], max_m: typing.SupportsInt | typing.SupportsIndex, entry: typing.SupportsInt | typing.SupportsIndex, deleted: typing.Annotated[numpy.typing.ArrayLike, numpy.uint8], code_low: typing.Annotated[numpy.typing.ArrayLike, numpy.float32] | None = None, code_scale: typing.Annotated[numpy.typing.ArrayLike, numpy.float32] | None = None, codes: typing.Annotated[numpy.typing.ArrayLike, numpy.uint8] | None = None, basis: typing.Annotated[numpy.typing.ArrayLike, numpy.float32] | None = None) -> None:
         """
-        A graph of keys (or of codes (n, dim) uint8 with their ranges): links0 (n, max_m0 + 1) with each element's count of links first, the upper levels' blocks of max_m + 1 words from upper_offsets[i], levels, entry point, deleted marks.
+        A graph of keys (or of codes (n, r) uint8 with their ranges): links0 (n, max_m0 + 1) with each element's count of links first, the upper levels' blocks of max_m + 1 words from upper_offsets[i], levels, entry point, deleted marks. With basis (r, dim), the codes are of the keys' components along its rows.
         """
     @typing.overload
-    def __init__(self, dim: typing.SupportsInt | typing.SupportsIndex, max_m: typing.SupportsInt | typing.SupportsIndex = 16, keep_keys: bool = True) -> None:
+    def __init__(self, dim: typing.SupportsInt | typing.SupportsIndex, max_m: typing.SupportsInt | typing.SupportsIndex = 16, keep_keys: bool = True, basis: typing.Annotated[numpy.typing.ArrayLike, numpy.float32] | None = None) -> None:
         """
-        An empty graph to add keys to: max_m links per element (2 max_m on level 0); without keep_keys, codes only, and what a walk finds ranked by their values.
+        An empty graph to add keys to: max_m links per element (2 max_m on level 0); without keep_keys, codes only, and what a walk finds ranked by their values. With basis (r, dim), codes of the keys' r components along its rows, for the walk.
         """
     def add(self, keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], ef_construction: typing.SupportsInt | typing.SupportsIndex = 200, seed: typing.SupportsInt | typing.SupportsIndex = 100, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, fill_lists: bool = False) -> None:
         """
@@ -76,9 +76,14 @@ class GraphSearch:
         Give elements (m,) the keys (m, dim) in place, each linked again where its new key lies (hnswlib's updatePoint); fill_lists as for add.
         """
     @property
+    def basis(self) -> numpy.typing.NDArray[numpy.float32] | None:
+        """
+        (r, dim): the directions the walk's codes hold the keys' components along; None: every dimension.
+        """
+    @property
     def code_ranges(self) -> numpy.typing.NDArray[numpy.float32]:
         """
-        (2, dim): code c of dimension t stands for code_ranges[0, t] + c * code_ranges[1, t].
+        (2, r): code c of component t stands for code_ranges[0, t] + c * code_ranges[1, t] (r: the basis's rows, or dim).
         """
     @property
     def dim(self) -> int:
