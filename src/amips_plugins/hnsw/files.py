@@ -29,6 +29,7 @@ from .._io import (
 from .._validation import as_int64, as_matrix, as_positive_int
 from ..effort import DirectionGroups, EffortTable
 from ..xbox import XboxTransform
+from .basis import principal_directions, walk_dims_for
 from .state import CONSTRUCTIONS, HNSWError, HNSWState
 
 __all__ = ["Files"]
@@ -37,7 +38,8 @@ _FORMAT = "amips_plugins.AmortizedHNSW"  # read back by _io.read_archive
 _VERSION = 1
 
 
-_CODE_RANGES = "code_ranges.npy"  # (2, stored dim): the codes' lows and steps
+_CODE_RANGES = "code_ranges.npy"  # (2, r): the codes' lows and steps
+_WALK_BASIS = "walk_basis.npy"  # (r, stored dim): where walk_dims set one
 
 
 class Files(HNSWState):
@@ -91,6 +93,7 @@ class Files(HNSWState):
             "sort_batches": self.sort_batches,
             "fill_lists": self.fill_lists,
             "candidates": self.candidates,
+            "walk_dims": self.walk_dims,
             "ef": self._ef,
             "random_seed": self._random_seed,
             "allow_replace_deleted": bool(self._allow_replace_deleted),
@@ -108,6 +111,8 @@ class Files(HNSWState):
                     )
                 if graph.size:
                     members[_CODE_RANGES] = npy_bytes(graph.code_ranges)
+                    if graph.basis is not None:
+                        members[_WALK_BASIS] = npy_bytes(graph.basis)
                 meta["stale"] = sorted(self._stale)
                 # a calibration measured on other keys is measured again after loading
                 meta["calibration_stale"] = (
@@ -137,6 +142,7 @@ class Files(HNSWState):
                     (
                         "graph.bin",
                         _CODE_RANGES,
+                        _WALK_BASIS,
                         "query_transform.pt",
                         CALIBRATION_QUERIES,
                         FITTED_QUERIES,
@@ -144,6 +150,7 @@ class Files(HNSWState):
                 )
                 graph, transform = blobs["graph.bin"], blobs.get("query_transform.pt")
                 ranges = None if _CODE_RANGES not in blobs else read_npy(blobs[_CODE_RANGES])
+                basis = None if _WALK_BASIS not in blobs else read_npy(blobs[_WALK_BASIS])
                 config = self._check_meta(meta)
                 calibration = meta.get("calibration")
                 effort = (
@@ -168,12 +175,13 @@ class Files(HNSWState):
             else:  # hnswlib's own format: the graph alone
                 with open(path, "rb") as f:
                     graph, transform, xbox, effort = f.read(), None, None, None
-                calibration_queries = ranges = edge_queries = None
+                calibration_queries = ranges = basis = edge_queries = None
                 config = {
                     "construction": "ip",
                     "sort_batches": self.sort_batches,
                     "fill_lists": self.fill_lists,
                     "candidates": self.candidates,
+                    "walk_dims": self.walk_dims,
                     "allow_replace_deleted": False,
                     "ef": 10,
                     "random_seed": 100,
@@ -190,9 +198,20 @@ class Files(HNSWState):
                 max_elements = content.max_elements
             core = _core.GraphSearch(stored_dim, content.M)
             if content.arrays is not None:
+                walk_dims = config["walk_dims"]
+                if basis is None and walk_dims and not zipfile.is_zipfile(path):
+                    # hnswlib's file: the basis the first keys added would have set
+                    basis = principal_directions(content.arrays["keys"], walk_dims)
+                if basis is not None:
+                    basis = np.asarray(basis, np.float32)
+                    if basis.shape != (walk_dims, stored_dim):
+                        raise ValueError(f"the walk's basis has shape {basis.shape}")
+                    content.arrays["basis"] = basis
+                elif walk_dims:
+                    raise ValueError(f"walk_dims = {walk_dims} without the walk's basis")
                 if ranges is not None:
                     ranges = np.asarray(ranges, np.float32)
-                    if ranges.shape != (2, stored_dim):
+                    if ranges.shape != (2, walk_dims or stored_dim):
                         raise ValueError(f"the codes' ranges have shape {ranges.shape}")
                     content.arrays.update(code_low=ranges[0], code_scale=ranges[1])
                 core = _core.GraphSearch(**content.arrays)
@@ -215,7 +234,7 @@ class Files(HNSWState):
         with self._graph_lock.writing():
             self.xbox, self.construction = xbox, config["construction"]
             self.sort_batches, self.candidates = config["sort_batches"], config["candidates"]
-            self.fill_lists = config["fill_lists"]
+            self.fill_lists, self.walk_dims = config["fill_lists"], config["walk_dims"]
             self._max_elements, self._M = max_elements, content.M
             self._ef_construction, self._random_seed = (
                 content.ef_construction,
@@ -261,6 +280,10 @@ class Files(HNSWState):
             **flags,
             "construction": meta["construction"],
             "candidates": as_positive_int(meta["candidates"], "candidates"),
+            # files before walk_dims hold graphs with codes of every dimension
+            "walk_dims": walk_dims_for(
+                meta["dim"] + (meta["xbox"] is not None), meta.get("walk_dims", 0)
+            ),
             "ef": as_positive_int(meta["ef"], "ef"),
             "calibration_max_ef": as_positive_int(max_ef, "calibration_max_ef"),
             "stale": stale,

@@ -13,6 +13,7 @@ from .._hnsw_file import graph_arrays, insertion_order
 from .._sync import PicklesWithoutTransients, ReadWriteLock
 from .._validation import as_int64, as_positive_int
 from ..xbox import XboxTransform
+from .basis import principal_directions, walk_dims_for
 from .calibration import Calibration
 from .edges import LearnedEdges
 from .files import Files
@@ -47,6 +48,11 @@ class AmortizedHNSW(
         A one-output model predicting the best key.
     candidates : int
         Results gathered per query when searching with the predicted key (at least k).
+    walk_dims : int or None
+        Components of the walk's codes: the keys' leading principal directions (of their
+        second moment, fitted on the first batch added), so that a walk reads fewer bytes a
+        key; the returned scores stay exact. 0 (the default): every dimension. None: d / 2
+        where d >= 256, else every dimension (see ``amips_plugins.hnsw.basis``).
 
     Notes
     -----
@@ -79,6 +85,7 @@ class AmortizedHNSW(
         fill_lists: bool = True,
         query_transform=None,
         candidates: int = 100,
+        walk_dims: int | None = 0,
     ):
         if space != "ip":
             raise ValueError(
@@ -90,6 +97,7 @@ class AmortizedHNSW(
         self.construction, self.sort_batches = construction, bool(sort_batches)
         self.fill_lists = bool(fill_lists)
         self.candidates = as_positive_int(candidates, "candidates")
+        self.walk_dims = walk_dims_for(self.dim, walk_dims)
         self.xbox = XboxTransform(self.dim) if construction == "xbox" else None
         self._graph, self._labels = None, Labels()
         self._max_elements = self._M = self._ef_construction = self._random_seed = 0
@@ -126,6 +134,8 @@ class AmortizedHNSW(
         self._ef, self._num_threads = index.ef, max(index.num_threads, 0)
         if index.element_count:
             arrays, labels = graph_arrays(index)
+            if self.walk_dims:  # the basis the first keys added would have set
+                arrays["basis"] = principal_directions(arrays["keys"], self.walk_dims)
             self._install_graph(_core.GraphSearch(**arrays), labels, arrays["deleted"])
         if self.xbox is not None and index.element_count:
             stored = self._graph.keys(np.arange(index.element_count))  # type: ignore[union-attr]
@@ -221,6 +231,10 @@ class AmortizedHNSW(
                 graph.unmark_deleted(taken)
                 graph.update(taken, stored[reused], self._ef_construction, self.fill_lists)
             if len(appended):
+                if graph.size == 0 and self.walk_dims:  # the first keys set the walk's basis
+                    basis = principal_directions(stored[appended], self.walk_dims)
+                    graph = self._graph = _core.GraphSearch(self._stored_dim, self._M, basis=basis)
+                    graph.reserve(capacity)
                 graph.add(
                     stored[appended],
                     self._ef_construction,

@@ -44,6 +44,7 @@ class HNSWState:
     construction: str
     sort_batches: bool
     fill_lists: bool
+    walk_dims: int  # components of the walk's codes (0: every dimension)
     candidates: int
     xbox: XboxTransform | None
     # The graph: hnswlib's algorithm on the core (keys, their 8-bit codes, links); None before
