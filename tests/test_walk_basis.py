@@ -80,11 +80,11 @@ def test_an_xbox_graph_takes_a_basis_of_its_stored_keys(data):
     assert recall(index, queries, truth) > 0.9
 
 
-def test_walk_dims_none_take_half_of_a_large_dim_and_are_checked():
-    assert AmortizedHNSW("ip", 384).walk_dims == 0
-    assert AmortizedHNSW("ip", 384, walk_dims=None).walk_dims == 192
-    assert AmortizedHNSW("ip", 300, walk_dims=None).walk_dims == 160  # half, rounded up to 16
-    assert AmortizedHNSW("ip", 200, walk_dims=None).walk_dims == 0
+def test_walk_dims_default_to_half_of_a_large_dim_and_are_checked():
+    assert AmortizedHNSW("ip", 384).walk_dims == 192
+    assert AmortizedHNSW("ip", 300).walk_dims == 160  # half, rounded up to 16
+    assert AmortizedHNSW("ip", 200).walk_dims == 0
+    assert AmortizedHNSW("ip", 384, walk_dims=0).walk_dims == 0
     assert AmortizedHNSW("ip", 64, walk_dims=64).walk_dims == 0  # every dimension
     with pytest.raises(ValueError, match="walk_dims"):
         AmortizedHNSW("ip", 64, walk_dims=65)

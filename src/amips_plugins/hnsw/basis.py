@@ -2,12 +2,13 @@
 principal directions reads fewer bytes a key than one that scores every dimension, and the
 exact ranking of what it finds keeps the returned scores exact.
 
-Measured on WordNet + MiniLM (117k keys, d = 384, M 16, filled lists, one thread): a basis of
-192 directions (89% of the keys' second moment) reached recall@10 0.90 / 0.95 in 8-15% less
-time than the full codes (at ef 25 / 52 against 21 / 40), built in 30 s against 38 s, in 221
-against 243 MB; 256 directions gave about half that gain (``_core.GraphSearch`` alone, without
-learned edges; not yet measured against the peers in ``bench_effort``, so every dimension stays
-the default).
+Measured on WordNet + MiniLM (117k keys, d = 384, M 16, filled lists): with learned edges and
+``target_recall`` 0.90 / 0.95 / 0.99, a basis of 192 directions (89% of the keys' second
+moment) served 1.15x / 1.23x / 1.09x the queries/s of the full codes on two threads and one
+query in 0.94x / 0.90x / 0.91x the time, at the same recall, built in 24.5 s against 38.3 s
+(``fit_edges`` and ``calibrate``: 12.3 s against 16.1 s), the graph in 221 MB against 243 MB.
+On the core alone, 256 directions gave about half the gain of 192. Below d = 256 nothing was
+measured, and the codes are a few cache lines a key at most.
 """
 
 from __future__ import annotations

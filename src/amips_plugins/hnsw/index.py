@@ -51,8 +51,8 @@ class AmortizedHNSW(
     walk_dims : int or None
         Components of the walk's codes: the keys' leading principal directions (of their
         second moment, fitted on the first batch added), so that a walk reads fewer bytes a
-        key; the returned scores stay exact. 0 (the default): every dimension. None: d / 2
-        where d >= 256, else every dimension (see ``amips_plugins.hnsw.basis``).
+        key; the returned scores stay exact. None (the default): d / 2 where d >= 256, else
+        every dimension (see ``amips_plugins.hnsw.basis``); 0: every dimension.
 
     Notes
     -----
@@ -85,7 +85,7 @@ class AmortizedHNSW(
         fill_lists: bool = True,
         query_transform=None,
         candidates: int = 100,
-        walk_dims: int | None = 0,
+        walk_dims: int | None = None,
     ):
         if space != "ip":
             raise ValueError(
