@@ -396,17 +396,15 @@ GraphSearch make_graph(const std::optional<Array<float>>& keys,
     const py::array& rows = keys ? py::array(*keys) : py::array(*codes);
     require_matrix(rows, keys ? "keys" : "codes");
     require_matrix(links0, "links0");
-    const std::size_t n = rows.shape(0);
-    // the codes hold r components: the basis's rows, or d
-    std::size_t d = rows.shape(1), r = d;
+    const std::size_t n = rows.shape(0), d = rows.shape(1);
+    std::size_t r = d;  // the components a code holds: the basis's rows, or d
     if (basis) {
+        AMIPS_REQUIRE(keys.has_value(), "a graph of codes only takes no basis");
         require_matrix(*basis, "basis");
         r = basis->shape(0);
-        AMIPS_REQUIRE(keys ? std::size_t(basis->shape(1)) == d : std::size_t(basis->shape(0)) == d,
-                      "the basis must have a row per code component and a column per key "
-                      "dimension, got shape " + shape_of(*basis));
-        d = basis->shape(1);
-        AMIPS_REQUIRE(r > 0 && r <= d, "the basis must have 1 to " + std::to_string(d) + " rows");
+        AMIPS_REQUIRE(std::size_t(basis->shape(1)) == d && r > 0 && r <= d,
+                      "the basis must be (r, " + std::to_string(d) + ") with 0 < r <= " +
+                          std::to_string(d) + ", got shape " + shape_of(*basis));
     }
     AMIPS_REQUIRE(std::size_t(links0.shape(0)) == n && links0.shape(1) >= 2,
                   "links0 must have one row per key and room for a link, got shape " + shape_of(links0));
@@ -438,6 +436,7 @@ GraphSearch make_empty_graph(std::int64_t dim, std::int64_t max_m, bool keep_key
                   "a graph needs dim > 0 and 2 <= max_m < 32768, got dim = " + std::to_string(dim) +
                       ", max_m = " + std::to_string(max_m));
     if (!basis) return GraphSearch(std::size_t(dim), std::size_t(max_m), keep_keys);
+    AMIPS_REQUIRE(keep_keys, "a graph of codes only takes no basis");
     require_matrix(*basis, "basis");
     AMIPS_REQUIRE(basis->shape(1) == dim && basis->shape(0) > 0 && basis->shape(0) <= dim,
                   "the basis must be (r, dim = " + std::to_string(dim) + ") with 0 < r <= dim, got shape " +

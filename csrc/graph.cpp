@@ -95,6 +95,8 @@ GraphSearch::GraphSearch(const float* keys, std::size_t n, std::size_t d,
     any_deleted_ = std::any_of(deleted, deleted + n, [](std::uint8_t d) { return d != 0; });
     AMIPS_REQUIRE(keys || (codes && code_scale), "a graph needs its keys, or its codes and their ranges");
     AMIPS_REQUIRE(r_ > 0 && r_ <= d, "a basis needs 1 to d rows");
+    // what a walk finds is ranked by its key, or by its code's values where every dimension is there
+    AMIPS_REQUIRE(keys || !basis, "a graph of codes only takes no basis");
     if (basis) basis_ = Projection(basis, r_, d);
     if (code_scale) {
         for (std::size_t t = 0; t < r_; ++t) {
@@ -128,6 +130,7 @@ GraphSearch::GraphSearch(std::size_t d, std::size_t max_m, bool keep_keys, const
       any_deleted_(false) {
     AMIPS_REQUIRE(d > 0 && max_m >= 2 && max_m <= 0x7FFF, "a graph needs d > 0 and 2 <= max_m < 32768");
     AMIPS_REQUIRE(r_ > 0 && r_ <= d, "a basis needs 1 to d rows");
+    AMIPS_REQUIRE(keep_keys || !basis, "a graph of codes only takes no basis");
     if (basis) basis_ = Projection(basis, r_, d);
 }
 
@@ -149,15 +152,15 @@ void GraphSearch::set_code_ranges(const float* rows, std::size_t count, const fl
         return;
     }
     std::fill(low_.begin(), low_.end(), std::numeric_limits<float>::infinity());
-    std::vector<float> high(r_, -std::numeric_limits<float>::infinity()), scratch;
-    span(code_space(rows, count, scratch), count, high);
+    std::vector<float> high(r_, -std::numeric_limits<float>::infinity());
+    span(rows, count, high);
     set_scales(high);
 }
 
 bool GraphSearch::widen_code_ranges(const float* rows, std::size_t count) {
-    std::vector<float> high(r_), low = low_, scratch;
+    std::vector<float> high(r_), low = low_;
     for (std::size_t t = 0; t < r_; ++t) high[t] = low_[t] + 255.f * scale_[t];
-    span(code_space(rows, count, scratch), count, high);
+    span(rows, count, high);
     bool wider = false;  // by more than the half step a code rounds off anyway
     for (std::size_t t = 0; t < r_; ++t) {
         wider |= low_[t] < low[t] - 0.5f * scale_[t] || high[t] > low[t] + 255.5f * scale_[t];
@@ -182,11 +185,16 @@ bool GraphSearch::widen_code_ranges(const float* rows, std::size_t count) {
     return true;
 }
 
-void GraphSearch::span(const float* values, std::size_t count, std::vector<float>& high) {
-    for (std::size_t i = 0; i < count; ++i) {
-        for (std::size_t t = 0; t < r_; ++t) {
-            low_[t] = std::min(low_[t], values[i * r_ + t]);
-            high[t] = std::max(high[t], values[i * r_ + t]);
+void GraphSearch::span(const float* rows, std::size_t count, std::vector<float>& high) {
+    std::vector<float> scratch;
+    for (std::size_t i0 = 0; i0 < count; i0 += kRowsAlongBasis) {
+        const std::size_t m = std::min(kRowsAlongBasis, count - i0);
+        const float* values = code_space(rows + i0 * d_, m, scratch);
+        for (std::size_t i = 0; i < m; ++i) {
+            for (std::size_t t = 0; t < r_; ++t) {
+                low_[t] = std::min(low_[t], values[i * r_ + t]);
+                high[t] = std::max(high[t], values[i * r_ + t]);
+            }
         }
     }
 }
@@ -200,10 +208,9 @@ void GraphSearch::set_scales(const std::vector<float>& high) {
 
 void GraphSearch::encode(std::size_t first, std::size_t count, const float* rows) {
     codes_.resize(std::max(codes_.size(), (first + count) * code_dim_), 0);
-    constexpr std::size_t kBlock = 1024;  // rows projected at a time, so that scratch stays small
     std::vector<float> scratch;
-    for (std::size_t i0 = 0; i0 < count; i0 += kBlock) {
-        const std::size_t m = std::min(kBlock, count - i0);
+    for (std::size_t i0 = 0; i0 < count; i0 += kRowsAlongBasis) {
+        const std::size_t m = std::min(kRowsAlongBasis, count - i0);
         const float* values = code_space(rows + i0 * d_, m, scratch);
         for (std::size_t i = 0; i < m; ++i) {
             quantize(values + i * r_, codes_.data() + (first + i0 + i) * code_dim_);
@@ -436,11 +443,10 @@ private:
         if (g_->keep_keys_) {
             rescore(rank, 1, g_->keys_.data(), g_->d_, elements_.data(), elements_.size(), 1, exact_.data());
         } else {  // the inner products with the values the codes stand for
-            float offset = 0.f;
-            const float* along = g_->code_space(rank, 1, along_);
-            for (std::size_t t = 0; t < g_->r_; ++t) {
-                ranked_[t] = along[t] * g_->scale_[t];
-                offset += along[t] * g_->low_[t];
+            float offset = 0.f;  // (a graph of codes only has no basis)
+            for (std::size_t t = 0; t < g_->d_; ++t) {
+                ranked_[t] = rank[t] * g_->scale_[t];
+                offset += rank[t] * g_->low_[t];
             }
             for (std::size_t j = 0; j < elements_.size(); ++j) {
                 const std::uint8_t* code = g_->codes_.data() + elements_[j] * g_->code_dim_;

@@ -72,7 +72,8 @@ public:
                 const float* basis = nullptr, std::size_t basis_rows = 0);
     // An empty graph of dimension d: max_m links per element on the upper levels, 2 max_m on
     // level 0, as hnswlib's M. Without keep_keys it holds only codes (a quarter of the bytes) and
-    // ranks what a walk finds by the values the codes stand for. basis (basis_rows, d) or none.
+    // ranks what a walk finds by the values the codes stand for (so it takes no basis). basis
+    // (basis_rows, d) or none.
     GraphSearch(std::size_t d, std::size_t max_m, bool keep_keys = true,
                 const float* basis = nullptr, std::size_t basis_rows = 0);
 
@@ -150,14 +151,16 @@ private:
     class Builder;
 
     // rows (count, d) as the codes see them (count, r): along the basis into scratch, or rows.
+    // Many rows go through it kRowsAlongBasis at a time, so that scratch stays small.
+    static constexpr std::size_t kRowsAlongBasis = 1024;
     const float* code_space(const float* rows, std::size_t count, std::vector<float>& scratch) const;
     // The codes' ranges: over rows (count, d), or as given.
     void set_code_ranges(const float* rows, std::size_t count, const float* low, const float* scale);
     // Widens the ranges to take in rows (count, d), making every code again; true when they
     // changed.
     bool widen_code_ranges(const float* rows, std::size_t count);
-    // Ranges over values (count, r).
-    void span(const float* values, std::size_t count, std::vector<float>& high);
+    // Widens low_ and high to take in rows (count, d) along the basis.
+    void span(const float* rows, std::size_t count, std::vector<float>& high);
     void set_scales(const std::vector<float>& high);
     // Codes of elements [first, first + count) from their rows (count, d).
     void encode(std::size_t first, std::size_t count, const float* rows);

@@ -414,10 +414,9 @@ void GraphSearch::update(const std::uint32_t* elements, const float* keys, std::
     if (count == 0) return;
     widen_code_ranges(keys, count);
     std::vector<float> scratch;
-    const float* values = code_space(keys, count, scratch);
     for (std::size_t i = 0; i < count; ++i) {
         if (keep_keys_) std::copy(keys + i * d_, keys + (i + 1) * d_, keys_.data() + std::size_t(elements[i]) * d_);
-        quantize(values + i * r_, codes_.data() + std::size_t(elements[i]) * code_dim_);
+        quantize(code_space(keys + i * d_, 1, scratch), codes_.data() + std::size_t(elements[i]) * code_dim_);
     }
     std::vector<std::mutex> locks(kLockStripes);
     std::mutex top;

@@ -22,7 +22,8 @@ void Projection::apply(const float* rows, std::size_t count, float* out) const {
     // The kernels write whole vectors: past r, into a tile, unless r is a whole number of them.
     const bool direct = r_ % kPanelQuantum == 0;
     const std::size_t ld = (r_ + kPanelQuantum - 1) / kPanelQuantum * kPanelQuantum;
-    std::vector<float> tile(direct ? 0 : kTileQueries * ld);
+    thread_local std::vector<float> tile;  // a walk projects one query at a time: no allocation each
+    if (!direct) tile.resize(kTileQueries * ld);
     for (std::size_t i = 0; i < count; i += kTileQueries) {
         const std::size_t nq = std::min(kTileQueries, count - i);
         float* dest = direct ? out + i * r_ : tile.data();

@@ -73,6 +73,34 @@ def test_the_basis_is_kept_by_files_and_pickles_and_fitted_for_hnswlibs_graphs(d
     assert wrapped._graph.basis.shape == (R, D) and recall(wrapped, queries, truth) > 0.9
 
 
+def test_a_graph_grown_a_few_keys_at_a_time_gets_its_basis_once_it_has_enough(data, tmp_path):
+    keys, queries, truth = data
+    index = AmortizedHNSW("ip", D, walk_dims=20)  # not a whole number of vectors: 20 of 48
+    index.init_index(max_elements=len(keys), M=16, ef_construction=100, random_seed=1)
+    index.add_items(keys[:100], num_threads=1)
+    assert index._graph.basis is None  # 100 keys: too few to fit one on (4 per dimension)
+    index.add_items(keys[100:150], num_threads=1)
+    assert index._graph.basis is None
+    index.add_items(keys[150:], num_threads=1)
+    assert index._graph.basis.shape == (20, D)
+    index.set_ef(50)
+    assert recall(index, queries, truth) > 0.9
+    # a label added again is linked where its new key lies, its code along the basis
+    index.add_items(-keys[7:8], [7], num_threads=1)
+    labels = index.knn_query(-keys[7:8], k=1)[0]
+    assert labels[0, 0] == 7
+    # hnswlib's file of as few keys loads without one
+    small = AmortizedHNSW("ip", D, walk_dims=R)
+    small.init_index(max_elements=100, M=16)
+    small.add_items(keys[:100])
+    small.index.save_index(str(tmp_path / "small.bin"))
+    loaded = AmortizedHNSW("ip", D, walk_dims=R)
+    loaded.load_index(tmp_path / "small.bin")
+    assert loaded._graph.basis is None
+    for a, b in zip(loaded.knn_query(queries, k=5), small.knn_query(queries, k=5)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_an_xbox_graph_takes_a_basis_of_its_stored_keys(data):
     keys, queries, truth = data
     index = build(keys, construction="xbox", walk_dims=R)
@@ -109,5 +137,11 @@ def test_the_core_refuses_a_basis_that_does_not_fit(data):
     arrays = graph.arrays()
     with pytest.raises(ValueError, match="basis"):
         _core.GraphSearch(**{**arrays, "basis": np.eye(R, D + 1, dtype=np.float32)})
+    with pytest.raises(ValueError, match="codes only"):
+        _core.GraphSearch(D, 16, keep_keys=False, basis=np.eye(R, D, dtype=np.float32))
+    codes_only = _core.GraphSearch(D, 16, keep_keys=False)
+    codes_only.add(keys[:200], 50, 1, 1)
+    with pytest.raises(ValueError, match="codes only"):
+        _core.GraphSearch(**codes_only.arrays(), basis=np.eye(R, D, dtype=np.float32))
     with pytest.raises(ValueError, match="code_low"):
         _core.GraphSearch(**{**arrays, "basis": np.eye(R + 1, D, dtype=np.float32)})

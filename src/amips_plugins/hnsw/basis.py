@@ -19,9 +19,10 @@ import numpy as np
 
 from .._validation import as_positive_int
 
-__all__ = ["principal_directions", "walk_dims_for"]
+__all__ = ["KEYS_PER_DIM", "walk_basis", "walk_dims_for"]
 
 SMALLEST_PROJECTED_DIM = 256  # below it the codes are a few cache lines at most: kept whole
+KEYS_PER_DIM = 4  # a basis is fitted once the graph holds this many keys per dimension
 
 
 def walk_dims_for(dim: int, walk_dims: int | None) -> int:
@@ -37,9 +38,18 @@ def walk_dims_for(dim: int, walk_dims: int | None) -> int:
     return 0 if walk_dims == dim else walk_dims
 
 
-def principal_directions(keys: np.ndarray, count: int) -> np.ndarray:
-    """The ``count`` unit directions (count, d) float32 of largest second moment of ``keys``
-    (uncentred: inner products, not distances, are what the walk scores)."""
-    moment = (keys.T @ keys).astype(np.float64)
+def walk_basis(keys: np.ndarray, walk_dims: int) -> np.ndarray | None:
+    """The walk's basis (walk_dims, d) float32 for a graph of ``keys`` (n, d): their
+    ``walk_dims`` unit directions of largest second moment (uncentred: inner products, not
+    distances, are what the walk scores). None where ``walk_dims`` is 0, or where there are
+    fewer than ``KEYS_PER_DIM`` keys per dimension to fit it on (a graph grown a few keys at a
+    time gets one when it has them)."""
+    n, d = keys.shape
+    if walk_dims == 0 or n < KEYS_PER_DIM * d:
+        return None
+    moment = np.zeros((d, d))
+    for start in range(0, n, 65536):  # in float64, a block at a time
+        block = keys[start : start + 65536].astype(np.float64)
+        moment += block.T @ block
     _, vectors = np.linalg.eigh(moment)  # ascending
-    return np.ascontiguousarray(vectors[:, ::-1][:, :count].T, dtype=np.float32)
+    return np.ascontiguousarray(vectors[:, ::-1][:, :walk_dims].T, dtype=np.float32)

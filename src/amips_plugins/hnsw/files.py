@@ -29,7 +29,7 @@ from .._io import (
 from .._validation import as_int64, as_matrix, as_positive_int
 from ..effort import DirectionGroups, EffortTable
 from ..xbox import XboxTransform
-from .basis import principal_directions, walk_dims_for
+from .basis import walk_basis, walk_dims_for
 from .state import CONSTRUCTIONS, HNSWError, HNSWState
 
 __all__ = ["Files"]
@@ -69,6 +69,7 @@ class Files(HNSWState):
         return state
 
     def __setstate__(self, state: dict) -> None:
+        state = {"walk_dims": 0, **state}  # pickles before walk_dims walked every dimension
         saved = state["_graph"]
         if saved is not None:
             arrays = saved["arrays"]
@@ -134,7 +135,8 @@ class Files(HNSWState):
         saved AmortizedHNSW also keeps the setting it was built with)."""
         max_elements = int(as_int64(np.atleast_1d(max_elements), "max_elements", ndim=1)[0])
         try:
-            if zipfile.is_zipfile(path):
+            ours = zipfile.is_zipfile(path)
+            if ours:
                 meta, blobs = read_archive(
                     path,
                     "AmortizedHNSW",
@@ -198,20 +200,16 @@ class Files(HNSWState):
                 max_elements = content.max_elements
             core = _core.GraphSearch(stored_dim, content.M)
             if content.arrays is not None:
-                walk_dims = config["walk_dims"]
-                if basis is None and walk_dims and not zipfile.is_zipfile(path):
-                    # hnswlib's file: the basis the first keys added would have set
-                    basis = principal_directions(content.arrays["keys"], walk_dims)
+                if not ours:  # hnswlib's graph: a basis fitted on its keys, as adds would
+                    basis = walk_basis(content.arrays["keys"], config["walk_dims"])
                 if basis is not None:
                     basis = np.asarray(basis, np.float32)
-                    if basis.shape != (walk_dims, stored_dim):
+                    if basis.shape != (config["walk_dims"], stored_dim):
                         raise ValueError(f"the walk's basis has shape {basis.shape}")
                     content.arrays["basis"] = basis
-                elif walk_dims:
-                    raise ValueError(f"walk_dims = {walk_dims} without the walk's basis")
                 if ranges is not None:
                     ranges = np.asarray(ranges, np.float32)
-                    if ranges.shape != (2, walk_dims or stored_dim):
+                    if ranges.shape != (2, stored_dim if basis is None else len(basis)):
                         raise ValueError(f"the codes' ranges have shape {ranges.shape}")
                     content.arrays.update(code_low=ranges[0], code_scale=ranges[1])
                 core = _core.GraphSearch(**content.arrays)

@@ -13,7 +13,7 @@ from .._hnsw_file import graph_arrays, insertion_order
 from .._sync import PicklesWithoutTransients, ReadWriteLock
 from .._validation import as_int64, as_positive_int
 from ..xbox import XboxTransform
-from .basis import principal_directions, walk_dims_for
+from .basis import KEYS_PER_DIM, walk_basis, walk_dims_for
 from .calibration import Calibration
 from .edges import LearnedEdges
 from .files import Files
@@ -134,9 +134,8 @@ class AmortizedHNSW(
         self._ef, self._num_threads = index.ef, max(index.num_threads, 0)
         if index.element_count:
             arrays, labels = graph_arrays(index)
-            if self.walk_dims:  # the basis the first keys added would have set
-                arrays["basis"] = principal_directions(arrays["keys"], self.walk_dims)
-            self._install_graph(_core.GraphSearch(**arrays), labels, arrays["deleted"])
+            basis = walk_basis(arrays["keys"], self.walk_dims)
+            self._install_graph(_core.GraphSearch(**arrays, basis=basis), labels, arrays["deleted"])
         if self.xbox is not None and index.element_count:
             stored = self._graph.keys(np.arange(index.element_count))  # type: ignore[union-attr]
             self.xbox.load_state_dict(
@@ -178,10 +177,11 @@ class AmortizedHNSW(
         ``replace_deleted``, new labels take the slots of deleted elements while there are
         some."""
         x = rows(data, self.dim)
-        graph = self._require_ready()
+        self._require_ready()
         if len(x) == 0:
             return
         with self._graph_lock.writing():
+            graph = self._require_ready()  # as it stands once the lock is held
             count, capacity = graph.size, self._max_elements
             if ids is None:
                 labels = np.arange(count, count + len(x), dtype=np.int64)
@@ -231,10 +231,8 @@ class AmortizedHNSW(
                 graph.unmark_deleted(taken)
                 graph.update(taken, stored[reused], self._ef_construction, self.fill_lists)
             if len(appended):
-                if graph.size == 0 and self.walk_dims:  # the first keys set the walk's basis
-                    basis = principal_directions(stored[appended], self.walk_dims)
-                    graph = self._graph = _core.GraphSearch(self._stored_dim, self._M, basis=basis)
-                    graph.reserve(capacity)
+                if self.walk_dims and graph.basis is None:
+                    graph = self._with_walk_basis(graph, stored[appended])
                 graph.add(
                     stored[appended],
                     self._ef_construction,
@@ -245,6 +243,25 @@ class AmortizedHNSW(
                 self._labels.append(labels[appended])
             self._deleted.difference_update(labels.tolist())
             self._keys_changed()
+
+    def _with_walk_basis(self, graph: _core.GraphSearch, new_keys: np.ndarray):
+        """The graph, with the walk's basis fitted on its keys and ``new_keys`` (about to be
+        added) where there are enough of them (see ``basis.walk_basis``): a copy, installed."""
+        if graph.size + len(new_keys) < KEYS_PER_DIM * self._stored_dim:
+            return graph  # too few keys to fit it on (no copy of them made)
+        held = graph.arrays() if graph.size else None
+        keys = new_keys if held is None else np.concatenate([held["keys"], new_keys])
+        basis = walk_basis(keys, self.walk_dims)
+        if basis is None:
+            return graph
+        if held is None:
+            graph = _core.GraphSearch(self._stored_dim, self._M, basis=basis)
+        else:  # its codes made again, their ranges spanning the keys along the basis
+            del held["code_low"], held["code_scale"]
+            graph = _core.GraphSearch(**held, basis=basis)
+        graph.reserve(self._max_elements)
+        self._graph = graph
+        return graph
 
     def _deleted_elements(self) -> np.ndarray:
         return np.sort(self._labels.elements(self._deleted_labels()))
