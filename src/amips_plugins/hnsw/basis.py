@@ -7,8 +7,9 @@ Measured on WordNet + MiniLM (117k keys, d = 384, M 16, filled lists): with lear
 moment) served 1.15x / 1.23x / 1.09x the queries/s of the full codes on two threads and one
 query in 0.94x / 0.90x / 0.91x the time, at the same recall, built in 24.5 s against 38.3 s
 (``fit_edges`` and ``calibrate``: 12.3 s against 16.1 s), the graph in 221 MB against 243 MB.
-On the core alone, 256 directions gave about half the gain of 192. Below d = 256 nothing was
-measured, and the codes are a few cache lines a key at most.
+On the core alone, 256 directions gave about half the gain of 192. Below d = 256 the codes are
+a few cache lines a key at most: on GloVe (d = 50, one line either way), 32 directions (84% of
+the second moment) found recall@10 0.733 at ef 28, where every dimension found 0.899.
 """
 
 from __future__ import annotations
