@@ -382,6 +382,19 @@ take_better_answers_py(const py::array& queries, const Array<float>& query_norms
     return {new_scores, new_answers, changed};
 }
 
+// The components a graph's codes hold for keys of dimension d: the rows of basis, a finite
+// (r, d) with 0 < r <= d, or d without one.
+std::size_t require_basis(const std::optional<Array<float>>& basis, std::size_t d) {
+    if (!basis) return d;
+    require_matrix(*basis, "basis");
+    const std::size_t r = basis->shape(0);
+    AMIPS_REQUIRE(std::size_t(basis->shape(1)) == d && r > 0 && r <= d,
+                  "the basis must be (r, " + std::to_string(d) + ") with 0 < r <= " + std::to_string(d) +
+                      ", got shape " + shape_of(*basis));
+    AMIPS_REQUIRE(all_finite_py(*basis), "the basis must be finite");
+    return r;
+}
+
 GraphSearch make_graph(const std::optional<Array<float>>& keys,
                        const ExactArray<std::uint32_t>& links0,
                        const ExactArray<std::uint32_t>& upper,
@@ -396,16 +409,8 @@ GraphSearch make_graph(const std::optional<Array<float>>& keys,
     const py::array& rows = keys ? py::array(*keys) : py::array(*codes);
     require_matrix(rows, keys ? "keys" : "codes");
     require_matrix(links0, "links0");
-    const std::size_t n = rows.shape(0), d = rows.shape(1);
-    std::size_t r = d;  // the components a code holds: the basis's rows, or d
-    if (basis) {
-        AMIPS_REQUIRE(keys.has_value(), "a graph of codes only takes no basis");
-        require_matrix(*basis, "basis");
-        r = basis->shape(0);
-        AMIPS_REQUIRE(std::size_t(basis->shape(1)) == d && r > 0 && r <= d,
-                      "the basis must be (r, " + std::to_string(d) + ") with 0 < r <= " +
-                          std::to_string(d) + ", got shape " + shape_of(*basis));
-    }
+    AMIPS_REQUIRE(keys || !basis, "a graph of codes only takes no basis");
+    const std::size_t n = rows.shape(0), d = rows.shape(1), r = require_basis(basis, d);
     AMIPS_REQUIRE(std::size_t(links0.shape(0)) == n && links0.shape(1) >= 2,
                   "links0 must have one row per key and room for a link, got shape " + shape_of(links0));
     AMIPS_REQUIRE(upper.ndim() == 1, "upper must be 1-D, got shape " + shape_of(upper));
@@ -420,7 +425,6 @@ GraphSearch make_graph(const std::optional<Array<float>>& keys,
         require_vector(*code_low, r, "code_low");
         require_vector(*code_scale, r, "code_scale");
     }
-    AMIPS_REQUIRE(!basis || all_finite_py(*basis), "the basis must be finite");
     py::gil_scoped_release release;
     return GraphSearch(keys ? keys->data() : nullptr, n, d, links0.data(), links0.shape(1) - 1,
                        upper.data(), upper.size(), upper_offsets.data(), levels.data(),
@@ -435,15 +439,8 @@ GraphSearch make_empty_graph(std::int64_t dim, std::int64_t max_m, bool keep_key
     AMIPS_REQUIRE(dim > 0 && max_m >= 2 && max_m < 32768,
                   "a graph needs dim > 0 and 2 <= max_m < 32768, got dim = " + std::to_string(dim) +
                       ", max_m = " + std::to_string(max_m));
-    if (!basis) return GraphSearch(std::size_t(dim), std::size_t(max_m), keep_keys);
-    AMIPS_REQUIRE(keep_keys, "a graph of codes only takes no basis");
-    require_matrix(*basis, "basis");
-    AMIPS_REQUIRE(basis->shape(1) == dim && basis->shape(0) > 0 && basis->shape(0) <= dim,
-                  "the basis must be (r, dim = " + std::to_string(dim) + ") with 0 < r <= dim, got shape " +
-                      shape_of(*basis));
-    AMIPS_REQUIRE(all_finite_py(*basis), "the basis must be finite");
-    return GraphSearch(std::size_t(dim), std::size_t(max_m), keep_keys, basis->data(),
-                       std::size_t(basis->shape(0)));
+    const std::size_t r = require_basis(basis, std::size_t(dim));
+    return GraphSearch(std::size_t(dim), std::size_t(max_m), keep_keys, basis ? basis->data() : nullptr, r);
 }
 
 // Keys to link into graph g: finite rows of its dimension, with a positive ef_construction.

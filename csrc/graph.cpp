@@ -134,12 +134,24 @@ GraphSearch::GraphSearch(std::size_t d, std::size_t max_m, bool keep_keys, const
     if (basis) basis_ = Projection(basis, r_, d);
 }
 
-const float* GraphSearch::code_space(const float* rows, std::size_t count,
+const float* GraphSearch::code_space(const Kernels& kern, const float* rows, std::size_t count,
                                      std::vector<float>& scratch) const {
     if (basis_.empty()) return rows;
     scratch.resize(count * r_);
-    basis_.apply(rows, count, scratch.data());
+    basis_.apply(kern, rows, count, scratch.data());
     return scratch.data();
+}
+
+void GraphSearch::along_basis(
+    const float* rows, std::size_t count,
+    const std::function<void(const float*, std::size_t, std::size_t)>& each) const {
+    constexpr std::size_t kRows = 1024;
+    const Kernels kern = kernels_for(active_isa());
+    std::vector<float> scratch;
+    for (std::size_t first = 0; first < count; first += kRows) {
+        const std::size_t m = std::min(kRows, count - first);
+        each(code_space(kern, rows + first * d_, m, scratch), first, m);
+    }
 }
 
 void GraphSearch::set_code_ranges(const float* rows, std::size_t count, const float* low,
@@ -186,17 +198,14 @@ bool GraphSearch::widen_code_ranges(const float* rows, std::size_t count) {
 }
 
 void GraphSearch::span(const float* rows, std::size_t count, std::vector<float>& high) {
-    std::vector<float> scratch;
-    for (std::size_t i0 = 0; i0 < count; i0 += kRowsAlongBasis) {
-        const std::size_t m = std::min(kRowsAlongBasis, count - i0);
-        const float* values = code_space(rows + i0 * d_, m, scratch);
+    along_basis(rows, count, [&](const float* values, std::size_t, std::size_t m) {
         for (std::size_t i = 0; i < m; ++i) {
             for (std::size_t t = 0; t < r_; ++t) {
                 low_[t] = std::min(low_[t], values[i * r_ + t]);
                 high[t] = std::max(high[t], values[i * r_ + t]);
             }
         }
-    }
+    });
 }
 
 // Each dimension's range in 256 steps.
@@ -208,14 +217,11 @@ void GraphSearch::set_scales(const std::vector<float>& high) {
 
 void GraphSearch::encode(std::size_t first, std::size_t count, const float* rows) {
     codes_.resize(std::max(codes_.size(), (first + count) * code_dim_), 0);
-    std::vector<float> scratch;
-    for (std::size_t i0 = 0; i0 < count; i0 += kRowsAlongBasis) {
-        const std::size_t m = std::min(kRowsAlongBasis, count - i0);
-        const float* values = code_space(rows + i0 * d_, m, scratch);
+    along_basis(rows, count, [&](const float* values, std::size_t from, std::size_t m) {
         for (std::size_t i = 0; i < m; ++i) {
-            quantize(values + i * r_, codes_.data() + (first + i0 + i) * code_dim_);
+            quantize(values + i * r_, codes_.data() + (first + from + i) * code_dim_);
         }
-    }
+    });
 }
 
 void GraphSearch::quantize(const float* values, std::uint8_t* code) const {
@@ -273,7 +279,7 @@ public:
     // best `spare` of what falls out of the beam's ef are ranked too.
     void start(const float* walk, std::size_t ef, std::size_t spare) {
         // The codes' offsets add the same amount to every score of a query: only the scales count.
-        const float* along = g_->code_space(walk, 1, along_);
+        const float* along = g_->code_space(kernels_, walk, 1, along_);
         for (std::size_t t = 0; t < g_->r_; ++t) query_[t] = along[t] * g_->scale_[t];
         ef_ = ef, spare_ = spare;
         std::uint32_t current = g_->entry_;

@@ -151,9 +151,12 @@ private:
     class Builder;
 
     // rows (count, d) as the codes see them (count, r): along the basis into scratch, or rows.
-    // Many rows go through it kRowsAlongBasis at a time, so that scratch stays small.
-    static constexpr std::size_t kRowsAlongBasis = 1024;
-    const float* code_space(const float* rows, std::size_t count, std::vector<float>& scratch) const;
+    const float* code_space(const Kernels& kern, const float* rows, std::size_t count,
+                            std::vector<float>& scratch) const;
+    // each(values, first, m) for rows [first, first + m) of rows (count, d), 1,024 at a time (so
+    // that scratch stays small), values (m, r) as the codes see them.
+    void along_basis(const float* rows, std::size_t count,
+                     const std::function<void(const float*, std::size_t, std::size_t)>& each) const;
     // The codes' ranges: over rows (count, d), or as given.
     void set_code_ranges(const float* rows, std::size_t count, const float* low, const float* scale);
     // Widens the ranges to take in rows (count, d), making every code again; true when they

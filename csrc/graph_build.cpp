@@ -164,7 +164,7 @@ public:
 
 private:
     void aim_at(const float* key) {
-        const float* along = g_.code_space(key, 1, along_);
+        const float* along = g_.code_space(kernels_, key, 1, along_);
         for (std::size_t t = 0; t < g_.r_; ++t) aim_[t] = along[t] * g_.scale_[t];
     }
 
@@ -413,11 +413,14 @@ void GraphSearch::update(const std::uint32_t* elements, const float* keys, std::
     }
     if (count == 0) return;
     widen_code_ranges(keys, count);
-    std::vector<float> scratch;
     for (std::size_t i = 0; i < count; ++i) {
         if (keep_keys_) std::copy(keys + i * d_, keys + (i + 1) * d_, keys_.data() + std::size_t(elements[i]) * d_);
-        quantize(code_space(keys + i * d_, 1, scratch), codes_.data() + std::size_t(elements[i]) * code_dim_);
     }
+    along_basis(keys, count, [&](const float* values, std::size_t from, std::size_t m) {
+        for (std::size_t i = 0; i < m; ++i) {
+            quantize(values + i * r_, codes_.data() + std::size_t(elements[from + i]) * code_dim_);
+        }
+    });
     std::vector<std::mutex> locks(kLockStripes);
     std::mutex top;
     Builder builder(*this, locks, top, std::max<std::size_t>(ef_construction, 1), fill_lists);

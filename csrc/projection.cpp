@@ -17,8 +17,7 @@ Projection::Projection(const float* basis, std::size_t r, std::size_t d)
     }
 }
 
-void Projection::apply(const float* rows, std::size_t count, float* out) const {
-    const Kernels kern = kernels_for(active_isa());
+void Projection::apply(const Kernels& kern, const float* rows, std::size_t count, float* out) const {
     // The kernels write whole vectors: past r, into a tile, unless r is a whole number of them.
     const bool direct = r_ % kPanelQuantum == 0;
     const std::size_t ld = (r_ + kPanelQuantum - 1) / kPanelQuantum * kPanelQuantum;

@@ -7,6 +7,8 @@
 
 namespace amips {
 
+struct Kernels;
+
 class Projection {
 public:
     Projection() = default;  // none: rows stay as they are
@@ -18,8 +20,8 @@ public:
     const float* basis() const { return basis_.data(); }
     std::size_t bytes() const { return (basis_.size() + packed_.size()) * sizeof(float); }
 
-    // out (count, r) = rows (count, d) times the basis's transpose.
-    void apply(const float* rows, std::size_t count, float* out) const;
+    // out (count, r) = rows (count, d) times the basis's transpose, by kern's dot_panels.
+    void apply(const Kernels& kern, const float* rows, std::size_t count, float* out) const;
 
 private:
     std::size_t r_ = 0, d_ = 0;

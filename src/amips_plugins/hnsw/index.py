@@ -50,9 +50,9 @@ class AmortizedHNSW(
         Results gathered per query when searching with the predicted key (at least k).
     walk_dims : int or None
         Components of the walk's codes: the keys' leading principal directions (of their
-        second moment, fitted on the first batch added), so that a walk reads fewer bytes a
-        key; the returned scores stay exact. None (the default): d / 2 where d >= 256, else
-        every dimension (see ``amips_plugins.hnsw.basis``); 0: every dimension.
+        second moment, fitted once the graph holds 4 keys per dimension), so that a walk reads
+        fewer bytes a key; the returned scores stay exact. None (the default): d / 2 where
+        d >= 256, else every dimension (see ``amips_plugins.hnsw.basis``); 0: every dimension.
 
     Notes
     -----
@@ -252,8 +252,6 @@ class AmortizedHNSW(
         held = graph.arrays() if graph.size else None
         keys = new_keys if held is None else np.concatenate([held["keys"], new_keys])
         basis = walk_basis(keys, self.walk_dims)
-        if basis is None:
-            return graph
         if held is None:
             graph = _core.GraphSearch(self._stored_dim, self._M, basis=basis)
         else:  # its codes made again, their ranges spanning the keys along the basis
