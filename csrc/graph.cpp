@@ -9,6 +9,7 @@
 
 #include "kernels.h"
 #include "parallel.h"
+#include "prefetch.h"
 #include "require.h"
 #include "search.h"
 
@@ -36,12 +37,6 @@ void require_links(const std::uint32_t* list, std::size_t width, std::size_t n, 
 }
 
 using Scored = std::pair<float, std::uint32_t>;
-
-// Prefetches every cache line of `bytes` from `data`, so that they arrive while other work runs.
-void ask_for(const void* data, std::size_t bytes) {
-    const char* start = static_cast<const char*>(data);
-    for (std::size_t line = 0; line < bytes; line += 64) __builtin_prefetch(start + line);
-}
 
 }  // namespace
 
