@@ -230,6 +230,75 @@ py::array_t<float> rescore_py(const Array<float>& queries, const py::array& keys
     return scores;
 }
 
+// Views of inverted lists held by another library (faiss's): the arrays are kept alive here and
+// checked once, so that a scan needs no conversion per list.
+class ListViews {
+public:
+    ListViews(const std::vector<py::array>& rows, const std::vector<py::array>& ids, std::size_t d)
+        : rows_(rows), ids_(ids) {
+        AMIPS_REQUIRE(rows.size() == ids.size(), std::to_string(rows.size()) + " lists of rows and " +
+                                                     std::to_string(ids.size()) + " of ids");
+        AMIPS_REQUIRE(d > 0, "the lists' dimension must be positive");
+        for (std::size_t c = 0; c < rows.size(); ++c) {
+            const std::string name = "list " + std::to_string(c);
+            const py::array& r = rows[c];
+            const py::array& i = ids[c];
+            AMIPS_REQUIRE(r.dtype().is(py::dtype::of<float>()) && (r.flags() & py::array::c_style) &&
+                              r.ndim() == 2 && std::size_t(r.shape(1)) == d,
+                          name + "'s rows must be C-contiguous float32 (n, " + std::to_string(d) +
+                              "), got " + shape_of(r));
+            AMIPS_REQUIRE(i.dtype().is(py::dtype::of<std::int64_t>()) && (i.flags() & py::array::c_style) &&
+                              i.ndim() == 1 && i.shape(0) == r.shape(0),
+                          name + "'s ids must be C-contiguous int64 (" + std::to_string(r.shape(0)) +
+                              ",), got " + shape_of(i));
+            row_data_.push_back(static_cast<const float*>(r.data()));
+            id_data_.push_back(static_cast<const std::int64_t*>(i.data()));
+            sizes_.push_back(r.shape(0));
+        }
+        set_.rows = row_data_.data(), set_.ids = id_data_.data(), set_.sizes = sizes_.data();
+        set_.count = sizes_.size(), set_.d = d;
+    }
+
+    const ListSet& set() const { return set_; }
+
+private:
+    std::vector<py::array> rows_, ids_;
+    std::vector<const float*> row_data_;
+    std::vector<const std::int64_t*> id_data_;
+    std::vector<std::int64_t> sizes_;
+    ListSet set_;
+};
+
+std::tuple<py::array_t<float>, py::array_t<std::int64_t>, std::size_t> scan_lists_py(
+    const Array<float>& queries, const ExactArray<std::int64_t>& probes, const ListViews& lists,
+    std::int64_t k, int num_threads) {
+    const ListSet& set = lists.set();
+    require_matrix(queries, "queries");
+    require_matrix(probes, "probes");
+    require_threads(num_threads);
+    AMIPS_REQUIRE(std::size_t(queries.shape(1)) == set.d,
+                  "queries " + shape_of(queries) + " and the lists differ in dimension");
+    AMIPS_REQUIRE(probes.shape(0) == queries.shape(0),
+                  "probes " + shape_of(probes) + " must have one row per query " + shape_of(queries));
+    AMIPS_REQUIRE(k > 0, "k must be positive, got " + std::to_string(k));
+    const std::int64_t count = std::int64_t(set.count);
+    for (py::ssize_t i = 0; i < probes.size(); ++i) {
+        const std::int64_t c = probes.data()[i];
+        AMIPS_REQUIRE(c >= -1 && c < count, "probes must lie in [-1, " + std::to_string(count) +
+                                                "), found " + std::to_string(c));
+    }
+    const std::size_t nq = queries.shape(0);
+    py::array_t<float> scores({nq, std::size_t(k)});
+    py::array_t<std::int64_t> ids({nq, std::size_t(k)});
+    std::size_t scanned;
+    {
+        py::gil_scoped_release release;
+        scanned = scan_lists(queries.data(), nq, set, probes.data(), probes.shape(1), std::size_t(k),
+                             num_threads, scores.mutable_data(), ids.mutable_data());
+    }
+    return {scores, ids, scanned};
+}
+
 py::array_t<std::int64_t> take_in_turn_py(const ExactArray<std::int64_t>& a,
                                           const ExactArray<std::int64_t>& b, std::int64_t count,
                                           const py::object& a_labels_or_none) {
@@ -667,6 +736,18 @@ PYBIND11_MODULE(_core, m) {
           "Hands the C heap's free pages back to the system (glibc: malloc_trim). After a large "
           "block is freed glibc keeps up to 64 MB of later frees for reuse; a build's transients "
           "would stay in the process's memory.");
+
+    py::class_<ListViews>(m, "ListViews",
+                          "Inverted lists held elsewhere (faiss's): for each list its rows, float32 "
+                          "(n, dim), and their ids, int64 (n,); the arrays are kept alive and must "
+                          "not change while the views are used.")
+        .def(py::init<const std::vector<py::array>&, const std::vector<py::array>&, std::size_t>(),
+             py::arg("rows"), py::arg("ids"), py::arg("dim"));
+    m.def("scan_lists", &scan_lists_py, py::arg("queries"), py::arg("probes"), py::arg("lists"),
+          py::arg("k"), py::arg("num_threads") = 0,
+          "Top-k keys by inner product for each query among the lists it probes (probes (nq, "
+          "nprobe) int64, -1: none): (scores float32, ids int64, each (nq, k), best first, ties by "
+          "lower id, padded with -FLT_MAX / -1 as faiss pads; the inner products computed).");
 
     py::class_<XboxTransform>(m, "XboxTransform")
         .def(py::init<std::size_t>(), py::arg("dim"))

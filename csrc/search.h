@@ -39,6 +39,24 @@ void rescore(const float* queries, std::size_t nq, const float* keys, std::size_
 void rescore(const float* queries, std::size_t nq, const std::uint16_t* keys, std::size_t d,
              const std::int64_t* ids, std::size_t m, int num_threads, float* scores);
 
+// Inverted lists held by their owner (faiss's): list c holds sizes[c] keys, rows (sizes[c], d) at
+// rows[c] and their ids at ids[c].
+struct ListSet {
+    const float* const* rows = nullptr;
+    const std::int64_t* const* ids = nullptr;
+    const std::int64_t* sizes = nullptr;
+    std::size_t count = 0;
+    std::size_t d = 0;
+};
+
+// Top-k keys by inner product for each query among the lists it probes (probes (nq, nprobe), -1:
+// none), as faiss's IVF search returns them: scores and ids (nq, k) best first, ties by lower id,
+// padded with (-FLT_MAX, -1). The queries of a block that probe one list share its packing, and
+// the scores are rescore's, bit for bit. Returns the inner products computed.
+std::size_t scan_lists(const float* queries, std::size_t nq, const ListSet& lists,
+                       const std::int64_t* probes, std::size_t nprobe, std::size_t k,
+                       int num_threads, float* scores, std::int64_t* ids);
+
 // Packs n rows x (n, d), n a multiple of kPanel, into the whole panels at packed (kernels.h).
 void pack_keys(const float* x, std::size_t n, std::size_t d, float* packed);
 // Inverse of pack_keys: the first n keys of whole panels as rows x (n, d).

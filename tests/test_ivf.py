@@ -127,6 +127,39 @@ def test_search_lists_scans_the_lists_the_caller_chooses(data):
         index.search_lists(test, 5, one[:2])
 
 
+def test_the_core_scans_the_lists_faiss_scans_and_follows_their_changes(data):
+    """Where the lists are not faiss's own choice, the core scans them: the keys faiss's scan
+    finds, their scores within rounding; keys added, removed or the lists replaced are seen by
+    the next search; ids selected by ``params`` go to faiss's scan."""
+    keys, _, test = data
+    index = build(keys[:5000])
+    index.nprobe = 4  # faiss's search_preassigned takes nprobe lists
+    lists = index.probed_lists(test)
+
+    def faiss_scan():
+        zeros = np.zeros(lists.shape, np.float32)
+        return faiss.IndexIVF.search_preassigned(index, test, 10, lists, zeros)
+
+    D, I = index.search_lists(test, 10, lists)
+    D_faiss, I_faiss = faiss_scan()
+    np.testing.assert_array_equal(I, I_faiss)
+    np.testing.assert_allclose(D, D_faiss, rtol=1e-5)
+    index.add_with_ids(keys[5000:] * 3, np.arange(5000, 6000))  # long keys that win
+    index.remove_ids(np.arange(0, 5000, 2))
+    D, I = index.search_lists(test, 10, lists)
+    assert (I >= 5000).mean() > 0.5 and not np.isin(I, np.arange(0, 5000, 2)).any()
+    np.testing.assert_array_equal(I, faiss_scan()[1])
+    empty, fresh = (faiss.ArrayInvertedLists(NLIST, index.code_size) for _ in range(2))
+    index.replace_invlists(empty, False)  # the same ntotal, other lists
+    D, I = index.search_lists(test, 10, lists)
+    assert (I == -1).all() and (D == -np.finfo(np.float32).max).all()
+    index.replace_invlists(fresh, False)
+    index.add_with_ids(keys[:10], np.arange(10))
+    odd = faiss.SearchParametersIVF(nprobe=4, sel=faiss.IDSelectorBatch(np.arange(1, 10, 2)))
+    _, I = index.search_lists(test, 10, lists, params=odd)
+    assert set(I[I >= 0].tolist()) <= {1, 3, 5, 7, 9}
+
+
 def test_take_in_turn_merges_two_rankings_without_repeats():
     from amips_plugins.routing.in_turn import take_in_turn
 

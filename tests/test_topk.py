@@ -137,6 +137,61 @@ def test_rescore_matches_topk_bit_for_bit(simd, nq):
     np.testing.assert_array_equal(ap.rescore(queries, keys, ids), scores)
 
 
+def lists_of(keys, sizes, ids):
+    """keys (n, d) cut into lists of the given sizes, with their ids: the core's views."""
+    bounds = np.cumsum([0, *sizes])
+    rows = [keys[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    return _core.ListViews(rows, [ids[a:b] for a, b in zip(bounds[:-1], bounds[1:])], keys.shape[1])
+
+
+@pytest.mark.parametrize("nq", [1, 7, 1500])  # one query; a block of queries; blocks on threads
+@pytest.mark.parametrize("d", [5, 50, 1100])  # below a panel chunk of 1,024 dimensions, and past it
+def test_scan_lists_finds_the_top_k_of_the_probed_lists(simd, nq, d):
+    """Each query's top-k among the keys of its probed lists (-1: none, an empty list, lists
+    of less than a panel and of several), scored as rescore scores, padded as faiss pads."""
+    rng = np.random.default_rng(nq + d)
+    sizes = [0, 3, 130, 64, 1, 200]
+    keys = rng.standard_normal((sum(sizes), d)).astype(np.float32)
+    ids = rng.permutation(10 * len(keys))[: len(keys)].astype(np.int64)
+    queries = rng.standard_normal((nq, d)).astype(np.float32)
+    probes = np.stack([rng.permutation(len(sizes))[:3] for _ in range(nq)])
+    probes[::3, 2] = -1
+    if nq == 1:
+        probes[0] = [1, 4, -1]  # 4 keys found for k = 10
+    bounds = np.cumsum([0, *sizes])
+    scores, found, scanned = _core.scan_lists(queries, probes, lists_of(keys, sizes, ids), 10)
+    assert scores.dtype == np.float32 and found.dtype == np.int64 and scores.shape == (nq, 10)
+    assert scanned == sum(sizes[c] for c in probes.ravel() if c >= 0)
+    for q in range(nq):
+        rows = np.concatenate([np.arange(bounds[c], bounds[c + 1]) for c in probes[q] if c >= 0])
+        exact = _core.rescore(queries[q : q + 1], keys, rows[None], 1)[0]
+        order = np.lexsort((ids[rows], -exact))[:10]
+        want_ids = np.full(10, -1)
+        want_ids[: len(order)] = ids[rows[order]]
+        want = np.full(10, -np.finfo(np.float32).max, np.float32)
+        want[: len(order)] = exact[order]
+        np.testing.assert_array_equal(found[q], want_ids)
+        np.testing.assert_array_equal(scores[q], want)
+
+
+def test_scan_lists_refuses_what_it_cannot_scan():
+    keys = np.ones((6, 4), np.float32)
+    views = lists_of(keys, [2, 4], np.arange(6))
+    queries = np.ones((2, 4), np.float32)
+    with pytest.raises(ValueError, match=r"probes must lie in \[-1, 2\), found 2"):
+        _core.scan_lists(queries, np.array([[0], [2]]), views, 3)
+    with pytest.raises(ValueError, match="differ in dimension"):
+        _core.scan_lists(np.ones((2, 5), np.float32), np.zeros((2, 1), np.int64), views, 3)
+    with pytest.raises(ValueError, match="one row per query"):
+        _core.scan_lists(queries, np.zeros((3, 1), np.int64), views, 3)
+    with pytest.raises(ValueError, match="k must be positive"):
+        _core.scan_lists(queries, np.zeros((2, 1), np.int64), views, 0)
+    with pytest.raises(ValueError, match="list 1's rows must be C-contiguous float32"):
+        _core.ListViews([keys[:2], keys[2:].astype(np.float64)], [np.arange(2), np.arange(4)], 4)
+    with pytest.raises(ValueError, match="list 0's ids must be C-contiguous int64 \\(2,\\)"):
+        _core.ListViews([keys[:2], keys[2:]], [np.arange(3), np.arange(4)], 4)
+
+
 def test_rescore_of_halves_is_that_of_the_floats_they_stand_for(simd):
     """float16 keys (raw keys kept at half the memory) score as their float32 values, bit for
     bit: every finite half, zeros and subnormals among them; other key types are refused."""

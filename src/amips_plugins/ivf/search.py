@@ -1,5 +1,6 @@
-"""Searching an amortized IVF index: route (choose each query's lists), scan them with faiss's
-``search_preassigned``, record what it cost in ``last_search_stats``."""
+"""Searching an amortized IVF index: route (choose each query's lists), scan them (exact lists on
+the core, other codes with faiss's ``search_preassigned``), record what it cost in
+``last_search_stats``."""
 
 from __future__ import annotations
 
@@ -61,7 +62,10 @@ class Search(IVFState):
         lists, nprobe, network_flops, coarse_distances = self._route(q, params)
         routed = time.perf_counter()
         depth = self._depth(k)
-        D, I, distances = self._scan(q, depth, lists, scan_params(params, nprobe, self.max_codes))
+        # without a learned part, faiss's own results, bit for bit
+        plain = self._router_impl is None and self._transform_impl is None
+        per_call = scan_params(params, nprobe, self.max_codes)
+        D, I, distances = self._scan(q, depth, lists, per_call, as_faiss=plain)
         if self.refines:
             D, I = self._reranked(q, k, I)
         self._record_stats(
@@ -156,16 +160,29 @@ class Search(IVFState):
             union = isinstance(self._router, MaxAffineRouter)
         return InTurn(learned, centroids) if union else learned
 
-    def _scan(self, q: np.ndarray, k: int, lists: np.ndarray, params, centroid_scores=None):
-        """faiss's scan of the given lists (n, nprobe) for the queries ``q`` (with ``xbox``, their
+    def _scan(
+        self, q: np.ndarray, k: int, lists: np.ndarray, params, centroid_scores=None, as_faiss=False
+    ):
+        """The scan of the given lists (n, nprobe) for the queries ``q`` (with ``xbox``, their
         augmented form): (D, I, distances computed). ``centroid_scores``: the lists'
-        ``_centroid_scores`` when already computed.
+        ``_centroid_scores`` when already computed. Exact lists are scanned on the core (their
+        scores may differ from faiss's in the last bits: it sums in another order), unless
+        ``as_faiss``; other codes by faiss.
 
-        ``search_preassigned`` runs on one thread (faiss's own ``search`` parallelises above it),
-        so the queries are split over faiss's OpenMP thread count here; faiss releases the GIL.
-        Its counters are added to ``faiss.cvar.indexIVF_stats``, as faiss's search does.
+        faiss's ``search_preassigned`` runs on one thread (faiss's own ``search`` parallelises
+        above it), so the queries are split over faiss's OpenMP thread count here; faiss
+        releases the GIL. Either scan's counts are added to ``faiss.cvar.indexIVF_stats``, as
+        faiss's search does.
         """
         queries = self.xbox.transform_queries(q) if self.xbox is not None else q
+        views = None if as_faiss else self._list_views(params)
+        if views is not None:
+            D, I, distances = _core.scan_lists(queries, lists, views, k, as_num_threads(None))
+            stats = faiss.cvar.indexIVF_stats
+            stats.nq += len(q)
+            stats.nlist += int(np.count_nonzero(lists >= 0))
+            stats.ndis += distances
+            return D, I, distances
         n = len(lists)
         D = np.empty((n, k), np.float32)
         I = np.empty((n, k), np.int64)
@@ -205,6 +222,32 @@ class Search(IVFState):
         for stats in parts:
             faiss.cvar.indexIVF_stats.add(stats)
         return D, I, sum(stats.ndis for stats in parts)
+
+    def _list_views(self, params):
+        """The exact lists as the core scans them (``_core.ListViews`` over faiss's own memory,
+        no copy), or None where faiss scans: codes other than float32 rows, lists faiss does not
+        hold in memory, or ``params`` that select ids or cap the codes scanned. faiss scores one
+        key per call; the core packs each list once for all the queries of a batch that probe
+        it. Read again after each change of keys."""
+        if not isinstance(self, faiss.IndexIVFFlat) or params.sel is not None or params.max_codes:
+            return None
+        invlists = faiss.downcast_InvertedLists(self.invlists)
+        if not isinstance(invlists, faiss.ArrayInvertedLists):
+            return None
+        seen = (self._keys_version, self.ntotal, int(invlists.this))
+        if self._views is None or self._views[0] != seen:
+            rows, ids = [], []
+            for c in range(self.nlist):
+                size = invlists.list_size(c)
+                if size == 0:
+                    rows.append(np.empty((0, self.d), np.float32))
+                    ids.append(np.empty(0, np.int64))
+                    continue
+                codes = faiss.rev_swig_ptr(invlists.get_codes(c), size * self.code_size)
+                rows.append(codes.view(np.float32).reshape(size, self.d))
+                ids.append(faiss.rev_swig_ptr(invlists.get_ids(c), size))
+            self._views = (seen, _core.ListViews(rows, ids, self.d))
+        return self._views[1]
 
     def _list_sizes(self) -> np.ndarray:
         """Every list's size, then a 0 (nlist + 1,): indexed by lists, -1 (none) counts 0;
