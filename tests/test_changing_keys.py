@@ -168,6 +168,25 @@ def test_keys_added_from_cpp_leave_the_router_stale(data):
     assert index.last_search_stats["stale"] == ["router"]
 
 
+def test_vectors_updated_in_place_are_found_and_leave_the_router_stale(data):
+    """``update_vectors`` keeps ntotal: the next search still reads the lists as they are now
+    (the moved keys found where they went) and names the router stale."""
+    keys, _, _, test = data
+    index = half_built(data)
+    index.search(test[:5], 10)  # the lists read once as they were
+    index.make_direct_map()
+    moved = np.arange(50)
+    # each the direction of a test query, all of one large norm: that query's best key
+    directions = test[:50] / np.linalg.norm(test[:50], axis=1, keepdims=True)
+    index.update_vectors(moved, 100 * directions)
+    with pytest.warns(StaleWarning, match="router"):
+        _, ids = index.search(test[:50], 1, params=faiss.SearchParametersIVF(nprobe=NLIST))
+    np.testing.assert_array_equal(ids[:, 0], moved)
+    assert index.last_search_stats["stale"] == ["router"]
+    with pytest.raises(ValueError, match=r"x must have shape \(n, 16\)|dimension"):
+        index.update_vectors(moved, test[:50, :3])
+
+
 def test_target_recall_is_measured_again_after_the_keys_change(data):
     keys, _, calibration, test = data
     index = half_built(data)

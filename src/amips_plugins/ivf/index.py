@@ -164,6 +164,19 @@ class AmortizedIVFBase(Files, Calibration, Learned, Upkeep, Refine, Search):
                 self._keys_removed(np.setdiff1d(before, after))
             return count
 
+    def update_vectors(self, keys, x) -> None:
+        """faiss's ``update_vectors`` (after ``make_direct_map``): the keys with ids ``keys``
+        (n,) get the vectors ``x`` (n, d), ordered against searches (not with ``xbox``: the
+        vectors would need augmenting). A learned part does not follow it: it is marked stale."""
+        if self.xbox is not None:
+            raise ValueError("update_vectors is not supported with xbox")
+        self._refuse_removal("update_vectors")
+        x = as_matrix(x, "x", dim=self._d)
+        keys = as_key_ids(keys, len(x))
+        with self._lock.writing():
+            self.update_vectors_c(len(x), faiss.swig_ptr(keys), faiss.swig_ptr(x))
+            self._changed(followed=False)
+
     def merge_from(self, other, add_id: int = 0) -> None:
         """faiss's ``merge_from``, ordered against searches (not with ``xbox``: the other index's
         keys were augmented for another max norm)."""
