@@ -239,19 +239,23 @@ public:
         AMIPS_REQUIRE(rows.size() == ids.size(), std::to_string(rows.size()) + " lists of rows and " +
                                                      std::to_string(ids.size()) + " of ids");
         AMIPS_REQUIRE(d > 0, "the lists' dimension must be positive");
+        set_.halves = !rows.empty() && rows[0].dtype().kind() == 'f' && rows[0].dtype().itemsize() == 2;
+        const std::string type = set_.halves ? "float16" : "float32";
         for (std::size_t c = 0; c < rows.size(); ++c) {
             const std::string name = "list " + std::to_string(c);
             const py::array& r = rows[c];
             const py::array& i = ids[c];
-            AMIPS_REQUIRE(r.dtype().is(py::dtype::of<float>()) && (r.flags() & py::array::c_style) &&
-                              r.ndim() == 2 && std::size_t(r.shape(1)) == d,
-                          name + "'s rows must be C-contiguous float32 (n, " + std::to_string(d) +
-                              "), got " + shape_of(r));
+            const bool same = set_.halves ? r.dtype().kind() == 'f' && r.dtype().itemsize() == 2
+                                          : r.dtype().is(py::dtype::of<float>());
+            AMIPS_REQUIRE(same && (r.flags() & py::array::c_style) && r.ndim() == 2 &&
+                              std::size_t(r.shape(1)) == d,
+                          name + "'s rows must be C-contiguous " + type + " (n, " +
+                              std::to_string(d) + "), as list 0's, got " + shape_of(r));
             AMIPS_REQUIRE(i.dtype().is(py::dtype::of<std::int64_t>()) && (i.flags() & py::array::c_style) &&
                               i.ndim() == 1 && i.shape(0) == r.shape(0),
                           name + "'s ids must be C-contiguous int64 (" + std::to_string(r.shape(0)) +
                               ",), got " + shape_of(i));
-            row_data_.push_back(static_cast<const float*>(r.data()));
+            row_data_.push_back(r.data());
             id_data_.push_back(static_cast<const std::int64_t*>(i.data()));
             sizes_.push_back(r.shape(0));
         }
@@ -263,7 +267,7 @@ public:
 
 private:
     std::vector<py::array> rows_, ids_;
-    std::vector<const float*> row_data_;
+    std::vector<const void*> row_data_;
     std::vector<const std::int64_t*> id_data_;
     std::vector<std::int64_t> sizes_;
     ListSet set_;
@@ -271,7 +275,7 @@ private:
 
 std::tuple<py::array_t<float>, py::array_t<std::int64_t>, std::size_t> scan_lists_py(
     const Array<float>& queries, const ExactArray<std::int64_t>& probes, const ListViews& lists,
-    std::int64_t k, int num_threads) {
+    std::int64_t k, const py::object& offsets_or_none, int num_threads) {
     const ListSet& set = lists.set();
     require_matrix(queries, "queries");
     require_matrix(probes, "probes");
@@ -287,14 +291,22 @@ std::tuple<py::array_t<float>, py::array_t<std::int64_t>, std::size_t> scan_list
         AMIPS_REQUIRE(c >= -1 && c < count, "probes must lie in [-1, " + std::to_string(count) +
                                                 "), found " + std::to_string(c));
     }
+    Array<float> offsets;
+    if (!offsets_or_none.is_none()) {
+        offsets = offsets_or_none.cast<Array<float>>();
+        AMIPS_REQUIRE(offsets.ndim() == 2 && offsets.shape(0) == probes.shape(0) &&
+                          offsets.shape(1) == probes.shape(1),
+                      "offsets " + shape_of(offsets) + " must have the shape of probes " + shape_of(probes));
+    }
+    const float* offset_data = offsets_or_none.is_none() ? nullptr : offsets.data();
     const std::size_t nq = queries.shape(0);
     py::array_t<float> scores({nq, std::size_t(k)});
     py::array_t<std::int64_t> ids({nq, std::size_t(k)});
     std::size_t scanned;
     {
         py::gil_scoped_release release;
-        scanned = scan_lists(queries.data(), nq, set, probes.data(), probes.shape(1), std::size_t(k),
-                             num_threads, scores.mutable_data(), ids.mutable_data());
+        scanned = scan_lists(queries.data(), nq, set, probes.data(), offset_data, probes.shape(1),
+                             std::size_t(k), num_threads, scores.mutable_data(), ids.mutable_data());
     }
     return {scores, ids, scanned};
 }
@@ -739,15 +751,16 @@ PYBIND11_MODULE(_core, m) {
 
     py::class_<ListViews>(m, "ListViews",
                           "Inverted lists held elsewhere (faiss's): for each list its rows, float32 "
-                          "(n, dim), and their ids, int64 (n,); the arrays are kept alive and must "
-                          "not change while the views are used.")
+                          "or float16 (n, dim), every list alike, and their ids, int64 (n,); the "
+                          "arrays are kept alive and must not change while the views are used.")
         .def(py::init<const std::vector<py::array>&, const std::vector<py::array>&, std::size_t>(),
              py::arg("rows"), py::arg("ids"), py::arg("dim"));
     m.def("scan_lists", &scan_lists_py, py::arg("queries"), py::arg("probes"), py::arg("lists"),
-          py::arg("k"), py::arg("num_threads") = 0,
+          py::arg("k"), py::arg("offsets") = py::none(), py::arg("num_threads") = 0,
           "Top-k keys by inner product for each query among the lists it probes (probes (nq, "
-          "nprobe) int64, -1: none): (scores float32, ids int64, each (nq, k), best first, ties by "
-          "lower id, padded with -FLT_MAX / -1 as faiss pads; the inner products computed).");
+          "nprobe) int64, -1: none), each list's scores plus offsets (nq, nprobe) where given: "
+          "(scores float32, ids int64, each (nq, k), best first, ties by lower id, padded with "
+          "-FLT_MAX / -1 as faiss pads; the inner products computed).");
 
     py::class_<XboxTransform>(m, "XboxTransform")
         .def(py::init<std::size_t>(), py::arg("dim"))

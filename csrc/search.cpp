@@ -293,8 +293,8 @@ void rescore(const float* queries, std::size_t nq, const std::uint16_t* keys, st
 }
 
 std::size_t scan_lists(const float* queries, std::size_t nq, const ListSet& lists,
-                       const std::int64_t* probes, std::size_t nprobe, std::size_t k,
-                       int num_threads, float* scores, std::int64_t* ids) {
+                       const std::int64_t* probes, const float* offsets, std::size_t nprobe,
+                       std::size_t k, int num_threads, float* scores, std::int64_t* ids) {
     const Kernels kern = kernels_for(active_isa());
     const std::size_t d = lists.d;
     std::size_t scanned = 0;
@@ -310,31 +310,43 @@ std::size_t scan_lists(const float* queries, std::size_t nq, const ListSet& list
         std::clamp<std::size_t>((nq + threads - 1) / std::size_t(threads), 1, kMaxQueriesPerTask);
     parallel_for((nq + per_task - 1) / per_task, threads, [&](std::size_t task) {
         const std::size_t q0 = task * per_task, q1 = std::min(nq, q0 + per_task);
-        // The block's (list, query) pairs by list.
-        std::vector<std::pair<std::int64_t, std::uint32_t>> pairs;
+        // The block's (list, query, probe) by list.
+        struct Pair {
+            std::int64_t list;
+            std::uint32_t query;  // in the block
+            std::size_t probe;  // of all: q * nprobe + j
+            bool operator<(const Pair& o) const { return list < o.list || (list == o.list && query < o.query); }
+        };
+        std::vector<Pair> pairs;
         for (std::size_t q = q0; q < q1; ++q) {
             for (std::size_t j = 0; j < nprobe; ++j) {
                 const std::int64_t c = probes[q * nprobe + j];
-                if (c >= 0 && lists.sizes[c] > 0) pairs.emplace_back(c, std::uint32_t(q - q0));
+                if (c >= 0 && lists.sizes[c] > 0) pairs.push_back({c, std::uint32_t(q - q0), q * nprobe + j});
             }
         }
         std::sort(pairs.begin(), pairs.end());
         std::vector<Hit> heaps((q1 - q0) * k, kNoHit);
         std::vector<float> packed(kPanel * std::min(d, kChunk)), probing, out;
         for (std::size_t a = 0, b; a < pairs.size(); a = b) {
-            for (b = a; b < pairs.size() && pairs[b].first == pairs[a].first;) ++b;
-            const std::size_t c = std::size_t(pairs[a].first), size = std::size_t(lists.sizes[c]);
+            for (b = a; b < pairs.size() && pairs[b].list == pairs[a].list;) ++b;
+            const std::size_t c = std::size_t(pairs[a].list), size = std::size_t(lists.sizes[c]);
             const std::size_t m = b - a;  // the queries probing list c, gathered once
             probing.resize(m * d);
             for (std::size_t i = 0; i < m; ++i) {
-                std::copy_n(queries + (q0 + pairs[a + i].second) * d, d, probing.data() + i * d);
+                std::copy_n(queries + (q0 + pairs[a + i].query) * d, d, probing.data() + i * d);
             }
             out.resize(round_up(m, kTileQueries) * kPanel);
             for (std::size_t p = 0; p < size; p += kPanel) {
                 const std::size_t count = std::min(kPanel, size - p);
                 for (std::size_t t0 = 0; t0 < d; t0 += kChunk) {
                     const std::size_t dc = std::min(kChunk, d - t0);
-                    kern.pack(lists.rows[c] + p * d, d, nullptr, count, t0, dc, packed.data());
+                    if (lists.halves) {
+                        const auto* rows = static_cast<const std::uint16_t*>(lists.rows[c]);
+                        kern.pack_half(rows + p * d, d, nullptr, count, t0, dc, packed.data());
+                    } else {
+                        const auto* rows = static_cast<const float*>(lists.rows[c]);
+                        kern.pack(rows + p * d, d, nullptr, count, t0, dc, packed.data());
+                    }
                     for (std::size_t i = 0; i < m; i += kTileQueries) {
                         kern.dot_panels(probing.data() + i * d + t0, d, std::min(kTileQueries, m - i),
                                         packed.data(), kPanel * dc, count, dc,
@@ -343,7 +355,12 @@ std::size_t scan_lists(const float* queries, std::size_t nq, const ListSet& list
                 }
                 const std::int64_t* panel_ids = lists.ids[c] + p;
                 for (std::size_t i = 0; i < m; ++i) {
-                    offer(heaps.data() + pairs[a + i].second * k, k, out.data() + i * kPanel, count,
+                    float* row = out.data() + i * kPanel;
+                    if (offsets) {
+                        const float offset = offsets[pairs[a + i].probe];
+                        for (std::size_t j = 0; j < count; ++j) row[j] += offset;
+                    }
+                    offer(heaps.data() + pairs[a + i].query * k, k, row, count,
                           [panel_ids](std::size_t j) { return panel_ids[j]; });
                 }
             }

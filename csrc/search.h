@@ -40,9 +40,10 @@ void rescore(const float* queries, std::size_t nq, const std::uint16_t* keys, st
              const std::int64_t* ids, std::size_t m, int num_threads, float* scores);
 
 // Inverted lists held by their owner (faiss's): list c holds sizes[c] keys, rows (sizes[c], d) at
-// rows[c] and their ids at ids[c].
+// rows[c], float32 or, with halves, IEEE halves (their bits), and their ids at ids[c].
 struct ListSet {
-    const float* const* rows = nullptr;
+    const void* const* rows = nullptr;
+    bool halves = false;
     const std::int64_t* const* ids = nullptr;
     const std::int64_t* sizes = nullptr;
     std::size_t count = 0;
@@ -50,12 +51,14 @@ struct ListSet {
 };
 
 // Top-k keys by inner product for each query among the lists it probes (probes (nq, nprobe), -1:
-// none), as faiss's IVF search returns them: scores and ids (nq, k) best first, ties by lower id,
-// padded with (-FLT_MAX, -1). The queries of a block that probe one list share its packing, and
-// the scores are rescore's, bit for bit. Returns the inner products computed.
+// none), each list's scores plus offsets (nq, nprobe) where given (residual codes: the query's
+// score with the list's centroid), as faiss's IVF search returns them: scores and ids (nq, k)
+// best first, ties by lower id, padded with (-FLT_MAX, -1). The queries of a block that probe one
+// list share its packing, and without offsets the scores are rescore's, bit for bit. Returns the
+// inner products computed.
 std::size_t scan_lists(const float* queries, std::size_t nq, const ListSet& lists,
-                       const std::int64_t* probes, std::size_t nprobe, std::size_t k,
-                       int num_threads, float* scores, std::int64_t* ids);
+                       const std::int64_t* probes, const float* offsets, std::size_t nprobe,
+                       std::size_t k, int num_threads, float* scores, std::int64_t* ids);
 
 // Packs n rows x (n, d), n a multiple of kPanel, into the whole panels at packed (kernels.h).
 void pack_keys(const float* x, std::size_t n, std::size_t d, float* packed);

@@ -160,6 +160,25 @@ def test_the_core_scans_the_lists_faiss_scans_and_follows_their_changes(data):
     assert set(I[I >= 0].tolist()) <= {1, 3, 5, 7, 9}
 
 
+@pytest.mark.parametrize("by_residual", [True, False])
+def test_the_core_scans_float16_lists_as_faiss_does(data, by_residual):
+    """``SQfp16`` lists (rows of halves, of the key or of its residual from the list's
+    centroid) scanned on the core: the keys faiss's scan finds, their scores within rounding."""
+    keys, _, test = data
+    index = AmortizedIVF.from_factory(D, f"IVF{NLIST},SQfp16")
+    index.by_residual = by_residual
+    index.train(keys)
+    index.add(keys)
+    index.nprobe = 4
+    lists = index.probed_lists(test)
+    zeros = np.zeros(lists.shape, np.float32)
+    centroid_scores = index._centroid_scores(test, lists) if by_residual else zeros
+    D_faiss, I_faiss = faiss.IndexIVF.search_preassigned(index, test, 10, lists, centroid_scores)
+    D_ours, I_ours = index.search_lists(test, 10, lists)
+    assert (I_ours == I_faiss).all(axis=1).mean() > 0.98  # a row may differ where scores tie
+    np.testing.assert_allclose(D_ours, D_faiss, rtol=1e-4, atol=1e-4)
+
+
 def test_take_in_turn_merges_two_rankings_without_repeats():
     from amips_plugins.routing.in_turn import take_in_turn
 

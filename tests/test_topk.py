@@ -146,12 +146,13 @@ def lists_of(keys, sizes, ids):
 
 @pytest.mark.parametrize("nq", [1, 7, 1500])  # one query; a block of queries; blocks on threads
 @pytest.mark.parametrize("d", [5, 50, 1100])  # below a panel chunk of 1,024 dimensions, and past it
-def test_scan_lists_finds_the_top_k_of_the_probed_lists(simd, nq, d):
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_scan_lists_finds_the_top_k_of_the_probed_lists(simd, nq, d, dtype):
     """Each query's top-k among the keys of its probed lists (-1: none, an empty list, lists
     of less than a panel and of several), scored as rescore scores, padded as faiss pads."""
     rng = np.random.default_rng(nq + d)
     sizes = [0, 3, 130, 64, 1, 200]
-    keys = rng.standard_normal((sum(sizes), d)).astype(np.float32)
+    keys = rng.standard_normal((sum(sizes), d)).astype(dtype)
     ids = rng.permutation(10 * len(keys))[: len(keys)].astype(np.int64)
     queries = rng.standard_normal((nq, d)).astype(np.float32)
     probes = np.stack([rng.permutation(len(sizes))[:3] for _ in range(nq)])
@@ -174,6 +175,22 @@ def test_scan_lists_finds_the_top_k_of_the_probed_lists(simd, nq, d):
         np.testing.assert_array_equal(scores[q], want)
 
 
+def test_scan_lists_adds_each_lists_offset_to_its_scores():
+    """Residual codes: the score of a key of a probed list is its row's plus that probe's
+    offset, and the ranking is that of those sums."""
+    rng = np.random.default_rng(3)
+    keys = rng.standard_normal((300, 8)).astype(np.float32)
+    views = lists_of(keys, [100, 200], np.arange(300))
+    queries = rng.standard_normal((5, 8)).astype(np.float32)
+    probes = np.array([[0, 1]] * 5)
+    offsets = np.array([[50.0, 0.0]] * 4 + [[0.0, 0.0]], np.float32)  # list 0 first for four
+    scores, ids, _ = _core.scan_lists(queries, probes, views, 3, offsets)
+    exact = queries @ keys.T + np.repeat(offsets, [100, 200], axis=1)
+    np.testing.assert_array_equal(ids, np.argsort(-exact, axis=1)[:, :3])
+    np.testing.assert_allclose(scores, np.sort(exact, axis=1)[:, ::-1][:, :3], rtol=1e-5)
+    assert (ids[:4] < 100).all()
+
+
 def test_scan_lists_refuses_what_it_cannot_scan():
     keys = np.ones((6, 4), np.float32)
     views = lists_of(keys, [2, 4], np.arange(6))
@@ -188,6 +205,10 @@ def test_scan_lists_refuses_what_it_cannot_scan():
         _core.scan_lists(queries, np.zeros((2, 1), np.int64), views, 0)
     with pytest.raises(ValueError, match="list 1's rows must be C-contiguous float32"):
         _core.ListViews([keys[:2], keys[2:].astype(np.float64)], [np.arange(2), np.arange(4)], 4)
+    with pytest.raises(ValueError, match="list 1's rows must be C-contiguous float16 .* list 0's"):
+        _core.ListViews([keys[:2].astype(np.float16), keys[2:]], [np.arange(2), np.arange(4)], 4)
+    with pytest.raises(ValueError, match="offsets .* must have the shape of probes"):
+        _core.scan_lists(queries, np.zeros((2, 1), np.int64), views, 3, np.zeros((2, 2)))
     with pytest.raises(ValueError, match="list 0's ids must be C-contiguous int64 \\(2,\\)"):
         _core.ListViews([keys[:2], keys[2:]], [np.arange(3), np.arange(4)], 4)
 

@@ -165,9 +165,9 @@ class Search(IVFState):
     ):
         """The scan of the given lists (n, nprobe) for the queries ``q`` (with ``xbox``, their
         augmented form): (D, I, distances computed). ``centroid_scores``: the lists'
-        ``_centroid_scores`` when already computed. Exact lists are scanned on the core (their
-        scores may differ from faiss's in the last bits: it sums in another order), unless
-        ``as_faiss``; other codes by faiss.
+        ``_centroid_scores`` when already computed. Lists of float32 or float16 rows are scanned on
+        the core (their scores may differ from faiss's in the last bits: it sums in another
+        order), unless ``as_faiss``; other codes by faiss.
 
         faiss's ``search_preassigned`` runs on one thread (faiss's own ``search`` parallelises
         above it), so the queries are split over faiss's OpenMP thread count here; faiss
@@ -177,7 +177,14 @@ class Search(IVFState):
         queries = self.xbox.transform_queries(q) if self.xbox is not None else q
         views = None if as_faiss else self._list_views(params)
         if views is not None:
-            D, I, distances = _core.scan_lists(queries, lists, views, k, as_num_threads(None))
+            offsets = None  # residual codes: the list's centroid score is part of each key's
+            if not isinstance(self, faiss.IndexIVFFlat) and self.by_residual:
+                offsets = centroid_scores
+                if offsets is None:
+                    offsets = self._centroid_scores(q, lists)
+            D, I, distances = _core.scan_lists(
+                queries, lists, views, k, offsets, num_threads=as_num_threads(None)
+            )
             stats = faiss.cvar.indexIVF_stats
             stats.nq += len(q)
             stats.nlist += int(np.count_nonzero(lists >= 0))
@@ -224,27 +231,34 @@ class Search(IVFState):
         return D, I, sum(stats.ndis for stats in parts)
 
     def _list_views(self, params):
-        """The exact lists as the core scans them (``_core.ListViews`` over faiss's own memory,
-        no copy), or None where faiss scans: codes other than float32 rows, lists faiss does not
-        hold in memory, or ``params`` that select ids or cap the codes scanned. faiss scores one
-        key per call; the core packs each list once for all the queries of a batch that probe
-        it. Read again after each change of keys."""
-        if not isinstance(self, faiss.IndexIVFFlat) or params.sel is not None or params.max_codes:
+        """The lists as the core scans them (``_core.ListViews`` over faiss's own memory, no
+        copy), or None where faiss scans: codes other than float32 rows (``IndexIVFFlat``) or
+        float16 ones (``SQfp16``), lists faiss does not hold in memory, or ``params`` that
+        select ids or cap the codes scanned. faiss scores one key per call; the core packs each
+        list once for all the queries of a batch that probe it. Read again after each change of
+        keys."""
+        halves = (
+            isinstance(self, faiss.IndexIVFScalarQuantizer)
+            and self.sq.qtype == faiss.ScalarQuantizer.QT_fp16
+        )
+        if not (halves or isinstance(self, faiss.IndexIVFFlat)):
+            return None
+        if params.sel is not None or params.max_codes:
             return None
         invlists = faiss.downcast_InvertedLists(self.invlists)
         if not isinstance(invlists, faiss.ArrayInvertedLists):
             return None
         seen = (self._keys_version, self.ntotal, int(invlists.this))
         if self._views is None or self._views[0] != seen:
-            rows, ids = [], []
+            rows, ids, dtype = [], [], np.float16 if halves else np.float32
             for c in range(self.nlist):
                 size = invlists.list_size(c)
                 if size == 0:
-                    rows.append(np.empty((0, self.d), np.float32))
+                    rows.append(np.empty((0, self.d), dtype))
                     ids.append(np.empty(0, np.int64))
                     continue
                 codes = faiss.rev_swig_ptr(invlists.get_codes(c), size * self.code_size)
-                rows.append(codes.view(np.float32).reshape(size, self.d))
+                rows.append(codes.view(dtype).reshape(size, self.d))
                 ids.append(faiss.rev_swig_ptr(invlists.get_ids(c), size))
             self._views = (seen, _core.ListViews(rows, ids, self.d))
         return self._views[1]
