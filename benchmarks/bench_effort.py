@@ -14,12 +14,14 @@ query (NaN where the library does not count them), and each index's build time a
 this process's resident memory over its build, each end measured with the C heap's free pages handed
 back; ours includes fitting and calibrating). IVF (nlist sqrt(N)): faiss IVF-IP, faiss IVF-PQ
 fast-scan + exact refine at k_factor 4 / 16 / 64 / 256, ScaNN (tree of 2 sqrt(N) leaves, anisotropic
-hashing, reorder 100 / 300 / 1000 / 2000), and ours twice: over exact lists (with one nprobe for
-every query beside the per-query one) and over the fast-scan peer's codes re-ranked from float16 raw
-keys (``"IVF{nlist},PQ{d/2}x4fs,Refine(SQfp16)"``: half the memory of float32 ones, at the same
-speed and within 0.0002 of their recall on WordNet + MiniLM; target_recall chooses nprobe and the
-re-ranking depth). HNSW: hnswlib, faiss HNSW, usearch and voyager (M 16, ef_construction 200, keys
-inserted by descending norm: the best order for every library, and voyager's transform needs it),
+hashing, reorder 100 / 300 / 1000 / 2000), and ours three times: over exact lists (with one nprobe
+for every query beside the per-query one), over lists of float16 keys (``"IVF{nlist},SQfp16"``,
+residuals from the lists' centroids, scanned on the core as the exact ones), and over the
+fast-scan peer's codes re-ranked from float16 raw keys (``"IVF{nlist},PQ{d/2}x4fs,Refine(SQfp16)"``:
+half the memory of float32 ones, at the same speed and within 0.0002 of their recall on WordNet +
+MiniLM; target_recall chooses nprobe and the re-ranking depth). HNSW: hnswlib, faiss HNSW,
+usearch and voyager (M 16, ef_construction 200, keys inserted by descending norm: the best order
+for every library, and voyager's transform needs it),
 SVS Vamana (degree 32, window 200), ScaNN, and with ``--ngt`` NGT (epsilon; its batch search runs on
 one thread holding the GIL, so finding its settings takes hours on GloVe); ours twice: the plain
 graph, and with edges learned from the 80k (``fit_edges``). A peer with two knobs is one contender
@@ -134,14 +136,21 @@ def ivf_contenders(ds, keys, fit_q, calibration_q, threads, with_ngt=False):
     compressed = ap.AmortizedIVF.from_factory(
         ds.d, f"IVF{nlist},{compressed_codes(ds.d)},Refine(SQfp16)"
     )
+    halves = ap.AmortizedIVF.from_factory(ds.d, f"IVF{nlist},SQfp16")
     ours, rivals = {}, []
-    for name, index in (("", exact), (f", {compressed_codes(ds.d)} + re-rank", compressed)):
+    variants = (
+        ("", exact),
+        (", SQfp16 lists", halves),
+        (f", {compressed_codes(ds.d)} + re-rank", compressed),
+    )
+    for name, index in variants:
 
         def build(index=index):
             index.train(keys)
             index.add(keys)
-            index.fit_router(fit_q)
-            index.calibrate(calibration_q, K)
+            # the raw keys given: float16 lists cannot give them back exactly
+            index.fit_router(fit_q, keys=keys)
+            index.calibrate(calibration_q, K, keys=keys)
 
         build_s, memory_mb = built(build)
         print(f"ours{name}: {index}", flush=True)
