@@ -173,7 +173,7 @@ def test_vectors_updated_in_place_are_found_and_leave_the_router_stale(data):
     (the moved keys found where they went) and names the router stale."""
     keys, _, _, test = data
     index = half_built(data)
-    index.search(test[:5], 10)  # the lists read once as they were
+    index.search(test[:50], 10)  # a batch the core scans: the lists read once as they were
     index.make_direct_map()
     moved = np.arange(50)
     # each the direction of a test query, all of one large norm: that query's best key

@@ -160,6 +160,18 @@ def test_the_core_scans_the_lists_faiss_scans_and_follows_their_changes(data):
     assert set(I[I >= 0].tolist()) <= {1, 3, 5, 7, 9}
 
 
+def test_a_query_finds_the_same_keys_alone_and_in_a_batch(data):
+    """A batch the core scans and queries faiss scans one at a time: the same keys."""
+    keys, train, test = data
+    index = build(keys)
+    index.fit_router(train, num_pieces=NLIST)
+    D, I = index.search(test[:40], 10)
+    for i in range(0, 40, 7):
+        D_one, I_one = index.search(test[i : i + 1], 10)
+        np.testing.assert_array_equal(I_one[0], I[i])
+        np.testing.assert_allclose(D_one[0], D[i], rtol=1e-5)
+
+
 @pytest.mark.parametrize("by_residual", [True, False])
 def test_the_core_scans_float16_lists_as_faiss_does(data, by_residual):
     """``SQfp16`` lists (rows of halves, of the key or of its residual from the list's
