@@ -26,10 +26,12 @@ _MIN_QUERIES_PER_THREAD = 16  # below this, starting a thread costs more than it
 # more queries/s over WordNet's fast-scan codes at a re-ranking depth) and the per-thread heaps
 # keep little of them once freed (113 MB less after calibrating on WordNet)
 _QUERIES_PER_CALL = 256
-# the core packs a list once for the queries of a batch that probe it: for fewer queries than
-# this, few share a list and faiss's scan, reading each key once in place, is faster (one query:
-# 0.46 against 0.81 ms on WordNet + MiniLM at target 0.90)
-_CORE_SCAN_MIN_QUERIES = 16
+# the core packs a list once for the queries of a batch that probe it; over exact lists faiss's
+# scan, reading each key once in place, is as fast or faster below about this many queries (scans
+# of nprobe 10-13, GloVe and WordNet + MiniLM: 68 against 55 us a query for 16, 52 against 82 for
+# 32 on GloVe). faiss's scan of float16 lists is slower at any batch (GloVe: 200-330 against
+# 17-53 us a query), so the core scans those always.
+_CORE_SCAN_MIN_QUERIES = 32
 
 
 class Search(IVFState):
@@ -170,9 +172,9 @@ class Search(IVFState):
         """The scan of the given lists (n, nprobe) for the queries ``q`` (with ``xbox``, their
         augmented form): (D, I, distances computed). ``centroid_scores``: the lists'
         ``_centroid_scores`` when already computed. Lists of float32 or float16 rows are scanned on
-        the core for batches of ``_CORE_SCAN_MIN_QUERIES`` and more, unless ``as_faiss`` (their
-        scores may differ from faiss's in the last bits: it sums in another order); other codes,
-        and smaller batches, by faiss.
+        the core (float32 ones in batches of ``_CORE_SCAN_MIN_QUERIES`` and more), unless
+        ``as_faiss`` (their scores may differ from faiss's in the last bits: it sums in another
+        order); other codes, and smaller batches of float32 rows, by faiss.
 
         faiss's ``search_preassigned`` runs on one thread (faiss's own ``search`` parallelises
         above it), so the queries are split over faiss's OpenMP thread count here; faiss
@@ -180,8 +182,7 @@ class Search(IVFState):
         faiss's search does.
         """
         queries = self.xbox.transform_queries(q) if self.xbox is not None else q
-        core = not as_faiss and len(q) >= _CORE_SCAN_MIN_QUERIES
-        views = self._list_views(params) if core else None
+        views = None if as_faiss else self._list_views(params, len(q))
         if views is not None:
             offsets = None  # residual codes: the list's centroid score is part of each key's
             if not isinstance(self, faiss.IndexIVFFlat) and self.by_residual:
@@ -236,7 +237,7 @@ class Search(IVFState):
             faiss.cvar.indexIVF_stats.add(stats)
         return D, I, sum(stats.ndis for stats in parts)
 
-    def _list_views(self, params):
+    def _list_views(self, params, num_queries: int):
         """The lists as the core scans them (``_core.ListViews`` over faiss's own memory, no
         copy), or None where faiss scans: codes other than float32 rows (``IndexIVFFlat``) or
         float16 ones (``SQfp16``), lists faiss does not hold in memory, or ``params`` that
@@ -247,7 +248,8 @@ class Search(IVFState):
             isinstance(self, faiss.IndexIVFScalarQuantizer)
             and self.sq.qtype == faiss.ScalarQuantizer.QT_fp16
         )
-        if not (halves or isinstance(self, faiss.IndexIVFFlat)):
+        exact = not halves and isinstance(self, faiss.IndexIVFFlat)
+        if not (halves or exact) or (exact and num_queries < _CORE_SCAN_MIN_QUERIES):
             return None
         if params.sel is not None or params.max_codes:
             return None
