@@ -1,6 +1,6 @@
-"""Searching an amortized IVF index: route (choose each query's lists), scan them (exact lists on
-the core, other codes with faiss's ``search_preassigned``), record what it cost in
-``last_search_stats``."""
+"""Searching an amortized IVF index: route (choose each query's lists), scan them (exact and
+float16 lists on the core, other codes with faiss's ``search_preassigned``), record what it cost
+in ``last_search_stats``."""
 
 from __future__ import annotations
 
