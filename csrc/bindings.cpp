@@ -49,10 +49,13 @@ void require_matrix(const py::array& a, const std::string& name) {
     AMIPS_REQUIRE(a.ndim() == 2, name + " must be 2-D, got shape " + shape_of(a));
 }
 
-// A C-contiguous float32 array, or numpy's float16 (IEEE halves, half the memory), taken as is,
-// never copied; returns whether it is float16.
+// numpy's float16: IEEE halves, taken as their bits.
+bool is_half(const py::array& a) { return a.dtype().kind() == 'f' && a.dtype().itemsize() == 2; }
+
+// A C-contiguous float32 array, or numpy's float16 (half the memory), taken as is, never copied;
+// returns whether it is float16.
 bool require_float_or_half(const py::array& a, const std::string& name) {
-    const bool half = a.dtype().kind() == 'f' && a.dtype().itemsize() == 2;
+    const bool half = is_half(a);
     AMIPS_REQUIRE(half || a.dtype().is(py::dtype::of<float>()), name + " must be float32 or float16");
     AMIPS_REQUIRE(a.flags() & py::array::c_style, name + " must be C-contiguous");
     return half;
@@ -239,14 +242,13 @@ public:
         AMIPS_REQUIRE(rows.size() == ids.size(), std::to_string(rows.size()) + " lists of rows and " +
                                                      std::to_string(ids.size()) + " of ids");
         AMIPS_REQUIRE(d > 0, "the lists' dimension must be positive");
-        set_.halves = !rows.empty() && rows[0].dtype().kind() == 'f' && rows[0].dtype().itemsize() == 2;
+        set_.halves = !rows.empty() && is_half(rows[0]);
         const std::string type = set_.halves ? "float16" : "float32";
         for (std::size_t c = 0; c < rows.size(); ++c) {
             const std::string name = "list " + std::to_string(c);
             const py::array& r = rows[c];
             const py::array& i = ids[c];
-            const bool same = set_.halves ? r.dtype().kind() == 'f' && r.dtype().itemsize() == 2
-                                          : r.dtype().is(py::dtype::of<float>());
+            const bool same = set_.halves ? is_half(r) : r.dtype().is(py::dtype::of<float>());
             AMIPS_REQUIRE(same && (r.flags() & py::array::c_style) && r.ndim() == 2 &&
                               std::size_t(r.shape(1)) == d,
                           name + "'s rows must be C-contiguous " + type + " (n, " +
