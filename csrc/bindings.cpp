@@ -275,9 +275,60 @@ private:
     ListSet set_;
 };
 
-std::tuple<py::array_t<float>, py::array_t<std::int64_t>, std::size_t> scan_lists_py(
-    const Array<float>& queries, const ExactArray<std::int64_t>& probes, const ListViews& lists,
-    std::int64_t k, const py::object& offsets_or_none, int num_threads) {
+// A calibrated search's rule for how far each query scans (see Deepening), its arrays owned and
+// checked once.
+class DeepeningRule {
+public:
+    DeepeningRule(std::int64_t first, std::int64_t kth, const Array<double>& edges,
+                  const ExactArray<std::int64_t>& nprobe)
+        : edges_(edges.data(), edges.data() + edges.size()),
+          nprobe_(nprobe.data(), nprobe.data() + nprobe.size()) {
+        AMIPS_REQUIRE(first > 0 && kth > 0, "first and kth must be positive, got " +
+                                                std::to_string(first) + " and " + std::to_string(kth));
+        AMIPS_REQUIRE(edges.ndim() == 1 && nprobe.ndim() == 1 && nprobe.size() == edges.size() + 1,
+                      "nprobe " + shape_of(nprobe) + " must have one entry per group of edges " +
+                          shape_of(edges));
+        for (std::size_t i = 0; i < edges_.size(); ++i) {
+            AMIPS_REQUIRE(std::isfinite(edges_[i]) && (i == 0 || edges_[i] > edges_[i - 1]),
+                          "edges must be finite and increasing");
+        }
+        for (const std::int64_t n : nprobe_) {
+            AMIPS_REQUIRE(n > 0, "nprobe must be positive, got " + std::to_string(n));
+        }
+        rule_.first = std::size_t(first), rule_.kth = std::size_t(kth);
+        rule_.edges = edges_.data(), rule_.num_edges = edges_.size(), rule_.nprobe = nprobe_.data();
+    }
+
+    const Deepening& rule() const { return rule_; }
+
+    py::array_t<std::int64_t> nprobe_for(const Array<float>& kth_scores, const Array<float>& queries) const {
+        require_matrix(queries, "queries");
+        AMIPS_REQUIRE(kth_scores.ndim() == 1 && kth_scores.shape(0) == queries.shape(0),
+                      "kth_scores " + shape_of(kth_scores) + " must have one entry per query " +
+                          shape_of(queries));
+        const std::size_t n = queries.shape(0), d = queries.shape(1);
+        py::array_t<std::int64_t> out(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            out.mutable_data()[i] = std::int64_t(rule_.nprobe_for(kth_scores.data()[i], queries.data() + i * d, d));
+        }
+        return out;
+    }
+
+private:
+    std::vector<double> edges_;
+    std::vector<std::int64_t> nprobe_;
+    Deepening rule_;
+};
+
+std::tuple<py::array_t<float>, py::array_t<std::int64_t>, std::size_t, py::array_t<std::int64_t>>
+scan_lists_py(const Array<float>& queries, const ExactArray<std::int64_t>& probes,
+              const ListViews& lists, std::int64_t k, const py::object& offsets_or_none,
+              int num_threads, const py::object& deepening_or_none) {
+    if (!deepening_or_none.is_none() && !py::isinstance<DeepeningRule>(deepening_or_none)) {
+        throw py::type_error("deepening must be a Deepening or None");
+    }
+    const DeepeningRule* deepening =
+        deepening_or_none.is_none() ? nullptr : &deepening_or_none.cast<const DeepeningRule&>();
     const ListSet& set = lists.set();
     require_matrix(queries, "queries");
     require_matrix(probes, "probes");
@@ -300,17 +351,26 @@ std::tuple<py::array_t<float>, py::array_t<std::int64_t>, std::size_t> scan_list
                           offsets.shape(1) == probes.shape(1),
                       "offsets " + shape_of(offsets) + " must have the shape of probes " + shape_of(probes));
     }
+    if (deepening) {
+        const Deepening& rule = deepening->rule();
+        AMIPS_REQUIRE(rule.kth <= std::size_t(k) && rule.first <= std::size_t(probes.shape(1)),
+                      "the deepening's kth " + std::to_string(rule.kth) + " and first " +
+                          std::to_string(rule.first) + " must be at most k and the probes' width " +
+                          shape_of(probes));
+    }
     const float* offset_data = offsets_or_none.is_none() ? nullptr : offsets.data();
     const std::size_t nq = queries.shape(0);
     py::array_t<float> scores({nq, std::size_t(k)});
     py::array_t<std::int64_t> ids({nq, std::size_t(k)});
+    py::array_t<std::int64_t> reached(nq);
     std::size_t scanned;
     {
         py::gil_scoped_release release;
         scanned = scan_lists(queries.data(), nq, set, probes.data(), offset_data, probes.shape(1),
-                             std::size_t(k), num_threads, scores.mutable_data(), ids.mutable_data());
+                             std::size_t(k), deepening ? &deepening->rule() : nullptr, num_threads,
+                             scores.mutable_data(), ids.mutable_data(), reached.mutable_data());
     }
-    return {scores, ids, scanned};
+    return {scores, ids, scanned, reached};
 }
 
 py::array_t<std::int64_t> take_in_turn_py(const ExactArray<std::int64_t>& a,
@@ -757,12 +817,39 @@ PYBIND11_MODULE(_core, m) {
                           "arrays are kept alive and must not change while the views are used.")
         .def(py::init<const std::vector<py::array>&, const std::vector<py::array>&, std::size_t>(),
              py::arg("rows"), py::arg("ids"), py::arg("dim"));
+    py::class_<DeepeningRule>(m, "Deepening",
+                              "How far a calibrated scan goes for each query: its first `first` "
+                              "probes, then nprobe[group] in all, the group the one of `edges` "
+                              "(ascending) its kth best score (1-based) over its norm reaches.")
+        .def(py::init<std::int64_t, std::int64_t, const Array<double>&, const ExactArray<std::int64_t>&>(),
+             py::arg("first"), py::arg("kth"), py::arg("edges"), py::arg("nprobe"))
+        .def_property_readonly("first", [](const DeepeningRule& d) { return d.rule().first; })
+        .def_property_readonly("kth", [](const DeepeningRule& d) { return d.rule().kth; })
+        .def("nprobe_for", &DeepeningRule::nprobe_for, py::arg("kth_scores"), py::arg("queries"),
+             "Each query's nprobe (n,) int64 from its kth best score found (n,) in the first probes.");
+    m.def("score_over_norm",
+          [](const Array<float>& scores, const Array<float>& queries) {
+              require_matrix(queries, "queries");
+              AMIPS_REQUIRE(scores.ndim() == 1 && scores.shape(0) == queries.shape(0),
+                            "scores " + shape_of(scores) + " must have one entry per query " +
+                                shape_of(queries));
+              const std::size_t n = queries.shape(0), d = queries.shape(1);
+              py::array_t<float> out(n);
+              for (std::size_t i = 0; i < n; ++i) {
+                  out.mutable_data()[i] = score_over_norm(scores.data()[i], queries.data() + i * d, d);
+              }
+              return out;
+          },
+          py::arg("scores"), py::arg("queries"),
+          "Every query's score (n,) over its norm (at least 1e-30): a calibrated search's feature.");
     m.def("scan_lists", &scan_lists_py, py::arg("queries"), py::arg("probes"), py::arg("lists"),
           py::arg("k"), py::arg("offsets") = py::none(), py::arg("num_threads") = 0,
+          py::arg("deepening") = py::none(),
           "Top-k keys by inner product for each query among the lists it probes (probes (nq, "
-          "nprobe) int64, -1: none), each list's scores plus offsets (nq, nprobe) where given: "
-          "(scores float32, ids int64, each (nq, k), best first, ties by lower id, padded with "
-          "-FLT_MAX / -1 as faiss pads; the inner products computed).");
+          "nprobe) int64, -1: none), each list's scores plus offsets (nq, nprobe) where given, "
+          "with a Deepening only the probes each query reaches: (scores float32, ids int64, each "
+          "(nq, k), best first, ties by lower id, padded with -FLT_MAX / -1 as faiss pads; the "
+          "inner products computed; each query's probes scanned (nq,) int64).");
 
     py::class_<XboxTransform>(m, "XboxTransform")
         .def(py::init<std::size_t>(), py::arg("dim"))

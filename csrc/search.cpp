@@ -292,23 +292,37 @@ void rescore(const float* queries, std::size_t nq, const std::uint16_t* keys, st
     rescore_rows(queries, nq, keys, d, ids, m, num_threads, scores);
 }
 
+float score_over_norm(float score, const float* query, std::size_t d) {
+    float squares = 0.f;
+    for (std::size_t t = 0; t < d; ++t) squares += query[t] * query[t];
+    return score / std::max(std::sqrt(squares), 1e-30f);
+}
+
+std::size_t Deepening::nprobe_for(float kth_score, const float* query, std::size_t d) const {
+    const double feature = score_over_norm(kth_score, query, d);
+    return std::size_t(nprobe[std::upper_bound(edges, edges + num_edges, feature) - edges]);
+}
+
 std::size_t scan_lists(const float* queries, std::size_t nq, const ListSet& lists,
                        const std::int64_t* probes, const float* offsets, std::size_t nprobe,
-                       std::size_t k, int num_threads, float* scores, std::int64_t* ids) {
+                       std::size_t k, const Deepening* deepening, int num_threads, float* scores,
+                       std::int64_t* ids, std::int64_t* reached) {
     const Kernels kern = kernels_for(active_isa());
     const std::size_t d = lists.d;
-    std::size_t scanned = 0;
+    double probed_keys = 0;  // at most: a deepening scan stops short of some
     for (std::size_t i = 0; i < nq * nprobe; ++i) {
-        if (probes[i] >= 0) scanned += std::size_t(lists.sizes[probes[i]]);
+        if (probes[i] >= 0) probed_keys += double(lists.sizes[probes[i]]);
     }
-    const int threads = threads_for(num_threads, double(scanned) * double(d));
+    const int threads = threads_for(num_threads, probed_keys * double(d));
     // Large blocks of queries, so that many of a block probe each list: packing a list's panel
     // costs about as much as scoring one query against it (blocks of 128 queries, about 3-6 a
     // list on GloVe at recall 0.90, spent a quarter of the scan packing).
     constexpr std::size_t kMaxQueriesPerTask = 1024;
     const std::size_t per_task =
         std::clamp<std::size_t>((nq + threads - 1) / std::size_t(threads), 1, kMaxQueriesPerTask);
-    parallel_for((nq + per_task - 1) / per_task, threads, [&](std::size_t task) {
+    const std::size_t tasks = (nq + per_task - 1) / per_task;
+    std::vector<std::size_t> scanned(tasks, 0);
+    parallel_for(tasks, threads, [&](std::size_t task) {
         const std::size_t q0 = task * per_task, q1 = std::min(nq, q0 + per_task);
         // The block's (list, query, probe) by list.
         struct Pair {
@@ -318,52 +332,73 @@ std::size_t scan_lists(const float* queries, std::size_t nq, const ListSet& list
             bool operator<(const Pair& o) const { return list < o.list || (list == o.list && query < o.query); }
         };
         std::vector<Pair> pairs;
-        for (std::size_t q = q0; q < q1; ++q) {
-            for (std::size_t j = 0; j < nprobe; ++j) {
-                const std::int64_t c = probes[q * nprobe + j];
-                if (c >= 0 && lists.sizes[c] > 0) pairs.push_back({c, std::uint32_t(q - q0), q * nprobe + j});
-            }
-        }
-        std::sort(pairs.begin(), pairs.end());
         std::vector<Hit> heaps((q1 - q0) * k, kNoHit);
         std::vector<float> packed(kPanel * std::min(d, kChunk)), probing, out;
-        for (std::size_t a = 0, b; a < pairs.size(); a = b) {
-            for (b = a; b < pairs.size() && pairs[b].list == pairs[a].list;) ++b;
-            const std::size_t c = std::size_t(pairs[a].list), size = std::size_t(lists.sizes[c]);
-            const std::size_t m = b - a;  // the queries probing list c, gathered once
-            probing.resize(m * d);
-            for (std::size_t i = 0; i < m; ++i) {
-                std::copy_n(queries + (q0 + pairs[a + i].query) * d, d, probing.data() + i * d);
-            }
-            out.resize(round_up(m, kTileQueries) * kPanel);
-            for (std::size_t p = 0; p < size; p += kPanel) {
-                const std::size_t count = std::min(kPanel, size - p);
-                for (std::size_t t0 = 0; t0 < d; t0 += kChunk) {
-                    const std::size_t dc = std::min(kChunk, d - t0);
-                    if (lists.halves) {
-                        const auto* rows = static_cast<const std::uint16_t*>(lists.rows[c]);
-                        kern.pack_half(rows + p * d, d, nullptr, count, t0, dc, packed.data());
-                    } else {
-                        const auto* rows = static_cast<const float*>(lists.rows[c]);
-                        kern.pack(rows + p * d, d, nullptr, count, t0, dc, packed.data());
-                    }
-                    for (std::size_t i = 0; i < m; i += kTileQueries) {
-                        kern.dot_panels(probing.data() + i * d + t0, d, std::min(kTileQueries, m - i),
-                                        packed.data(), kPanel * dc, count, dc,
-                                        out.data() + i * kPanel, kPanel, t0 > 0);
-                    }
+        // Scans probes [from[q], to[q]) of every query q of the block.
+        const auto scan_probes = [&](auto from, auto to) {
+            pairs.clear();
+            for (std::size_t q = q0; q < q1; ++q) {
+                for (std::size_t j = from(q); j < to(q); ++j) {
+                    const std::int64_t c = probes[q * nprobe + j];
+                    if (c >= 0 && lists.sizes[c] > 0) pairs.push_back({c, std::uint32_t(q - q0), q * nprobe + j});
                 }
-                const std::int64_t* panel_ids = lists.ids[c] + p;
+            }
+            std::sort(pairs.begin(), pairs.end());
+            for (std::size_t a = 0, b; a < pairs.size(); a = b) {
+                for (b = a; b < pairs.size() && pairs[b].list == pairs[a].list;) ++b;
+                const std::size_t c = std::size_t(pairs[a].list), size = std::size_t(lists.sizes[c]);
+                const std::size_t m = b - a;  // the queries probing list c, gathered once
+                scanned[task] += m * size;
+                probing.resize(m * d);
                 for (std::size_t i = 0; i < m; ++i) {
-                    float* row = out.data() + i * kPanel;
-                    if (offsets) {
-                        const float offset = offsets[pairs[a + i].probe];
-                        for (std::size_t j = 0; j < count; ++j) row[j] += offset;
+                    std::copy_n(queries + (q0 + pairs[a + i].query) * d, d, probing.data() + i * d);
+                }
+                out.resize(round_up(m, kTileQueries) * kPanel);
+                for (std::size_t p = 0; p < size; p += kPanel) {
+                    const std::size_t count = std::min(kPanel, size - p);
+                    for (std::size_t t0 = 0; t0 < d; t0 += kChunk) {
+                        const std::size_t dc = std::min(kChunk, d - t0);
+                        if (lists.halves) {
+                            const auto* rows = static_cast<const std::uint16_t*>(lists.rows[c]);
+                            kern.pack_half(rows + p * d, d, nullptr, count, t0, dc, packed.data());
+                        } else {
+                            const auto* rows = static_cast<const float*>(lists.rows[c]);
+                            kern.pack(rows + p * d, d, nullptr, count, t0, dc, packed.data());
+                        }
+                        for (std::size_t i = 0; i < m; i += kTileQueries) {
+                            kern.dot_panels(probing.data() + i * d + t0, d, std::min(kTileQueries, m - i),
+                                            packed.data(), kPanel * dc, count, dc,
+                                            out.data() + i * kPanel, kPanel, t0 > 0);
+                        }
                     }
-                    offer(heaps.data() + pairs[a + i].query * k, k, row, count,
-                          [panel_ids](std::size_t j) { return panel_ids[j]; });
+                    const std::int64_t* panel_ids = lists.ids[c] + p;
+                    for (std::size_t i = 0; i < m; ++i) {
+                        float* row = out.data() + i * kPanel;
+                        if (offsets) {
+                            const float offset = offsets[pairs[a + i].probe];
+                            for (std::size_t j = 0; j < count; ++j) row[j] += offset;
+                        }
+                        offer(heaps.data() + pairs[a + i].query * k, k, row, count,
+                              [panel_ids](std::size_t j) { return panel_ids[j]; });
+                    }
                 }
             }
+        };
+        const std::size_t first = deepening ? deepening->first : nprobe;
+        scan_probes([](std::size_t) { return std::size_t(0); }, [first](std::size_t) { return first; });
+        for (std::size_t q = q0; q < q1; ++q) reached[q] = std::int64_t(first);
+        if (deepening) {
+            std::vector<Hit> found(k);
+            for (std::size_t q = q0; q < q1; ++q) {
+                std::copy_n(heaps.data() + (q - q0) * k, k, found.begin());
+                const auto kth = found.begin() + std::ptrdiff_t(deepening->kth - 1);
+                std::nth_element(found.begin(), kth, found.end(), better);
+                const float score = kth->id == kNoHit.id ? -std::numeric_limits<float>::max() : kth->score;
+                const std::size_t deepest = deepening->nprobe_for(score, queries + q * d, d);
+                reached[q] = std::int64_t(std::clamp(deepest, first, nprobe));
+            }
+            scan_probes([first](std::size_t) { return first; },
+                        [reached](std::size_t q) { return std::size_t(reached[q]); });
         }
         for (std::size_t q = q0; q < q1; ++q) {
             Hit* heap = heaps.data() + (q - q0) * k;
@@ -375,7 +410,9 @@ std::size_t scan_lists(const float* queries, std::size_t nq, const ListSet& list
             }
         }
     });
-    return scanned;
+    std::size_t total = 0;
+    for (const std::size_t s : scanned) total += s;
+    return total;
 }
 
 void pack_keys(const float* x, std::size_t n, std::size_t d, float* packed) {

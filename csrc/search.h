@@ -50,15 +50,34 @@ struct ListSet {
     std::size_t d = 0;
 };
 
+// A query's score over its norm (norm at least 1e-30): the feature that groups the queries of a
+// calibrated search.
+float score_over_norm(float score, const float* query, std::size_t d);
+
+// How far a calibrated scan goes for each query: it scans its first `first` probes, then the kth
+// best score found (1-based; -FLT_MAX where fewer were found), over the query's norm, falls into
+// the group of edges (ascending) it reaches, and the query scans nprobe[group] probes in all.
+struct Deepening {
+    std::size_t first = 1;
+    std::size_t kth = 1;
+    const double* edges = nullptr;
+    std::size_t num_edges = 0;
+    const std::int64_t* nprobe = nullptr;  // (num_edges + 1)
+
+    std::size_t nprobe_for(float kth_score, const float* query, std::size_t d) const;
+};
+
 // Top-k keys by inner product for each query among the lists it probes (probes (nq, nprobe), -1:
 // none), each list's scores plus offsets (nq, nprobe) where given (residual codes: the query's
 // score with the list's centroid), as faiss's IVF search returns them: scores and ids (nq, k)
-// best first, ties by lower id, padded with (-FLT_MAX, -1). The queries of a block that probe one
-// list share its packing, and without offsets the scores are rescore's, bit for bit. Returns the
-// inner products computed.
+// best first, ties by lower id, padded with (-FLT_MAX, -1). With a deepening, each query scans
+// only the probes it reaches (kth <= k, first <= nprobe). reached (nq) gets each query's number
+// of probes scanned. The queries of a block that probe one list share its packing, and without
+// offsets the scores are rescore's, bit for bit. Returns the inner products computed.
 std::size_t scan_lists(const float* queries, std::size_t nq, const ListSet& lists,
                        const std::int64_t* probes, const float* offsets, std::size_t nprobe,
-                       std::size_t k, int num_threads, float* scores, std::int64_t* ids);
+                       std::size_t k, const Deepening* deepening, int num_threads, float* scores,
+                       std::int64_t* ids, std::int64_t* reached);
 
 // Packs n rows x (n, d), n a multiple of kPanel, into the whole panels at packed (kernels.h).
 void pack_keys(const float* x, std::size_t n, std::size_t d, float* packed);

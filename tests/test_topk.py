@@ -160,9 +160,12 @@ def test_scan_lists_finds_the_top_k_of_the_probed_lists(simd, nq, d, dtype):
     if nq == 1:
         probes[0] = [1, 4, -1]  # 4 keys found for k = 10
     bounds = np.cumsum([0, *sizes])
-    scores, found, scanned = _core.scan_lists(queries, probes, lists_of(keys, sizes, ids), 10)
+    scores, found, scanned, reached = _core.scan_lists(
+        queries, probes, lists_of(keys, sizes, ids), 10
+    )
     assert scores.dtype == np.float32 and found.dtype == np.int64 and scores.shape == (nq, 10)
     assert scanned == sum(sizes[c] for c in probes.ravel() if c >= 0)
+    np.testing.assert_array_equal(reached, np.full(nq, 3))
     for q in range(nq):
         rows = np.concatenate([np.arange(bounds[c], bounds[c + 1]) for c in probes[q] if c >= 0])
         exact = _core.rescore(queries[q : q + 1], keys, rows[None], 1)[0]
@@ -184,11 +187,40 @@ def test_scan_lists_adds_each_lists_offset_to_its_scores():
     queries = rng.standard_normal((5, 8)).astype(np.float32)
     probes = np.array([[0, 1]] * 5)
     offsets = np.array([[50.0, 0.0]] * 4 + [[0.0, 0.0]], np.float32)  # list 0 first for four
-    scores, ids, _ = _core.scan_lists(queries, probes, views, 3, offsets)
+    scores, ids, _, _ = _core.scan_lists(queries, probes, views, 3, offsets)
     exact = queries @ keys.T + np.repeat(offsets, [100, 200], axis=1)
     np.testing.assert_array_equal(ids, np.argsort(-exact, axis=1)[:, :3])
     np.testing.assert_allclose(scores, np.sort(exact, axis=1)[:, ::-1][:, :3], rtol=1e-5)
     assert (ids[:4] < 100).all()
+
+
+@pytest.mark.parametrize("nq", [3, 300])  # a block of three groups; blocks on threads
+def test_scan_lists_deepening_scans_the_probes_each_query_reaches(nq):
+    """A calibrated scan: every query's first probes, then as many as its kth best score found
+    there over its norm gives it: the scan of exactly those probes, in one call."""
+    rng = np.random.default_rng(nq)
+    sizes = rng.integers(0, 90, 12)
+    keys = rng.standard_normal((sizes.sum(), 16)).astype(np.float32)
+    views = lists_of(keys, sizes, np.arange(len(keys)))
+    queries = (rng.standard_normal((nq, 16)) * rng.uniform(0.5, 2, (nq, 1))).astype(np.float32)
+    probes = np.stack([rng.permutation(12)[:8] for _ in range(nq)])
+    probes[::5, 1] = -1
+    first = _core.scan_lists(queries, probes[:, :2], views, 6)
+    features = _core.score_over_norm(first[0][:, 3], queries)
+    edges = np.quantile(features, [0.3, 0.6])  # three groups
+    rule = _core.Deepening(2, 4, edges, np.array([7, 4, 2]))
+    want = np.array([7, 4, 2])[np.searchsorted(edges, features, side="right")]
+    np.testing.assert_array_equal(rule.nprobe_for(first[0][:, 3], queries), want)
+    assert len(set(want)) == 3  # the test sees every group
+    scores, ids, scanned, reached = _core.scan_lists(queries, probes, views, 6, deepening=rule)
+    np.testing.assert_array_equal(reached, want)
+    reaching = np.where(np.arange(8)[None, :] < want[:, None], probes, -1)
+    wanted = _core.scan_lists(queries, reaching, views, 6)
+    np.testing.assert_array_equal(ids, wanted[1])
+    np.testing.assert_array_equal(scores, wanted[0])
+    assert scanned == wanted[2]
+    norms = np.sqrt((queries.astype(np.float64) ** 2).sum(axis=1))
+    np.testing.assert_allclose(features, first[0][:, 3] / norms, rtol=1e-5)
 
 
 def test_scan_lists_refuses_what_it_cannot_scan():
@@ -211,6 +243,19 @@ def test_scan_lists_refuses_what_it_cannot_scan():
         _core.scan_lists(queries, np.zeros((2, 1), np.int64), views, 3, np.zeros((2, 2)))
     with pytest.raises(ValueError, match="list 0's ids must be C-contiguous int64 \\(2,\\)"):
         _core.ListViews([keys[:2], keys[2:]], [np.arange(3), np.arange(4)], 4)
+    rule = _core.Deepening(2, 3, np.array([0.5]), np.array([2, 3]))
+    with pytest.raises(TypeError, match="deepening must be a Deepening or None"):
+        _core.scan_lists(queries, np.zeros((2, 2), np.int64), views, 3, deepening=(2, 3))
+    with pytest.raises(ValueError, match="kth 3 and first 2 must be at most k"):
+        _core.scan_lists(queries, np.zeros((2, 2), np.int64), views, 2, deepening=rule)
+    with pytest.raises(ValueError, match="kth 3 and first 2 must be at most k"):
+        _core.scan_lists(queries, np.zeros((2, 1), np.int64), views, 3, deepening=rule)
+    with pytest.raises(ValueError, match="edges must be finite and increasing"):
+        _core.Deepening(2, 3, np.array([0.5, 0.5]), np.array([2, 3, 4]))
+    with pytest.raises(ValueError, match="one entry per group"):
+        _core.Deepening(2, 3, np.array([0.5]), np.array([2, 3, 4]))
+    with pytest.raises(ValueError, match="nprobe must be positive"):
+        _core.Deepening(2, 3, np.array([0.5]), np.array([0, 3]))
 
 
 def test_rescore_of_halves_is_that_of_the_floats_they_stand_for(simd):

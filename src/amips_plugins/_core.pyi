@@ -6,12 +6,28 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['GraphSearch', 'ListViews', 'XboxTransform', 'all_finite', 'default_num_threads', 'detected_simd_level', 'max_threads', 'pack_keys', 'release_free_memory', 'rescore', 'scan_lists', 'segment_max_dot', 'segment_max_dot_packed', 'simd_level', 'take_better_answers', 'take_in_turn', 'topk_dot', 'topk_dot_packed', 'topk_rows', 'unpack_keys']
+__all__: list[str] = ['Deepening', 'GraphSearch', 'ListViews', 'XboxTransform', 'all_finite', 'default_num_threads', 'detected_simd_level', 'max_threads', 'pack_keys', 'release_free_memory', 'rescore', 'scan_lists', 'score_over_norm', 'segment_max_dot', 'segment_max_dot_packed', 'simd_level', 'take_better_answers', 'take_in_turn', 'topk_dot', 'topk_dot_packed', 'topk_rows', 'unpack_keys']
 class ListViews:
     """
     Inverted lists held elsewhere (faiss's): for each list its rows, float32 or float16 (n, dim), every list alike, and their ids, int64 (n,); the arrays are kept alive and must not change while the views are used.
     """
     def __init__(self, rows: collections.abc.Sequence[numpy.ndarray], ids: collections.abc.Sequence[numpy.ndarray], dim: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+class Deepening:
+    """
+    How far a calibrated scan goes for each query: its first `first` probes, then nprobe[group] in all, the group the one of `edges` (ascending) its kth best score (1-based) over its norm reaches.
+    """
+    def __init__(self, first: typing.SupportsInt | typing.SupportsIndex, kth: typing.SupportsInt | typing.SupportsIndex, edges: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], nprobe: typing.Annotated[numpy.typing.ArrayLike, numpy.int64]) -> None:
+        ...
+    def nprobe_for(self, kth_scores: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32]) -> numpy.typing.NDArray[numpy.int64]:
+        """
+        Each query's nprobe (n,) int64 from its kth best score found (n,) in the first probes.
+        """
+    @property
+    def first(self) -> int:
+        ...
+    @property
+    def kth(self) -> int:
         ...
 class XboxTransform:
     def __init__(self, dim: typing.SupportsInt | typing.SupportsIndex) -> None:
@@ -130,9 +146,13 @@ def rescore(queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], ke
     """
     scores (nq, m): queries[i] . keys[candidate_ids[i, j]], -inf where the id is -1; keys float32, or float16 scored as the floats they stand for (neither copied).
     """
-def scan_lists(queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], probes: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], lists: ListViews, k: typing.SupportsInt | typing.SupportsIndex, offsets: typing.Any = None, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64], int]:
+def scan_lists(queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], probes: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], lists: ListViews, k: typing.SupportsInt | typing.SupportsIndex, offsets: typing.Any = None, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, deepening: typing.Any = None) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64], int, numpy.typing.NDArray[numpy.int64]]:
     """
-    Top-k keys by inner product for each query among the lists it probes (probes (nq, nprobe) int64, -1: none), each list's scores plus offsets (nq, nprobe) where given: (scores float32, ids int64, each (nq, k), best first, ties by lower id, padded with -FLT_MAX / -1 as faiss pads; the inner products computed).
+    Top-k keys by inner product for each query among the lists it probes (probes (nq, nprobe) int64, -1: none), each list's scores plus offsets (nq, nprobe) where given, with a Deepening only the probes each query reaches: (scores float32, ids int64, each (nq, k), best first, ties by lower id, padded with -FLT_MAX / -1 as faiss pads; the inner products computed; each query's probes scanned (nq,) int64).
+    """
+def score_over_norm(scores: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32]) -> numpy.typing.NDArray[numpy.float32]:
+    """
+    Every query's score (n,) over its norm (at least 1e-30): a calibrated search's feature.
     """
 def segment_max_dot(queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], keys: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], offsets: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]:
     ...

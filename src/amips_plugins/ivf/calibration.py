@@ -12,10 +12,10 @@ import numpy as np
 from .. import _core
 from .._freshness import check_measurable, kept_calibration_queries
 from .._held_out import require_held_out
-from .._validation import as_k, as_matrix, as_num_threads, as_positive_int, as_target_recall
+from .._validation import as_k, as_matrix, as_positive_int, as_target_recall
 from ..effort import EffortTable, ScoreBins, effort_grid
 from ..exact import topk_dot
-from .search import default_scan_params, scan_params
+from .search import default_scan_params, merge_top_k, probed_count, scan_params
 from .state import IVFState
 
 __all__ = ["FIRST_LISTS", "K_FACTORS", "Calibration", "calibration_state", "check_calibration"]
@@ -219,55 +219,48 @@ class Calibration(IVFState):
         check_measurable(self.auto_recalibrate, queries, obstacle)
         return self._measure(queries, k, self._calibration_depth, *self._grouped_keys(None))[0]
 
-    def _plan(self, tables: dict, target_recall) -> tuple[float, EffortTable, np.ndarray]:
-        """The re-ranking depth, its table and the nprobe per group that meet ``target_recall``
-        at the least cost, kept per target for these tables (a tenth of a one-query search)."""
+    def _plan(self, tables: dict, target_recall, k: int):
+        """The re-ranking depth, its table, the nprobe per group and the ``_core.Deepening`` that
+        meet ``target_recall`` at the least cost, kept per target for these tables (a tenth of a
+        one-query search)."""
         target = as_target_recall(target_recall)
         plans = self._plans
         if plans is None or plans[0] is not tables:
             plans = self._plans = (tables, {})
         if target not in plans[1]:
             k_factor, table = cheapest(tables, target)
-            plans[1][target] = (k_factor, table, table.efforts_for(target))
+            chosen = table.efforts_for(target)
+            first = int(table.efforts[0])
+            deepening = _core.Deepening(first, k, table.groups.edges, chosen)
+            plans[1][target] = (k_factor, chosen, deepening)
         return plans[1][target]
 
     def _search_to_target(self, q: np.ndarray, k: int, target_recall, params):
         """The calibrated search: each query's first lists, then its group's further ones; a
         re-ranking index at the depth that meets the target at the least cost."""
         tables, state = self._calibration(k)
-        k_factor, table, chosen = self._plan(tables, target_recall)
+        k_factor, chosen, deepening = self._plan(tables, target_recall, k)
         depth = self._depth(k, k_factor)
         start = time.perf_counter()
         deepest = int(chosen.max())
         lists, _, network_flops, coarse = self._route(q, scan_params(params, deepest, 0))
         routed = time.perf_counter()
-        first = int(table.efforts[0])
         centroid_scores = self._centroid_scores(q, lists)  # once for both scans
-        D, I, distances = self._scan(
+        D, I, distances, nprobe = self._scan_deepening(
             q,
             depth,
-            np.ascontiguousarray(lists[:, :first]),
-            scan_params(params, first, self.max_codes),
-            np.ascontiguousarray(centroid_scores[:, :first]),
+            lists,
+            scan_params(params, deepest, self.max_codes),
+            centroid_scores,
+            deepening,
         )
-        nprobe = chosen[table.group_of(kth_score_over_norm(D[:, :k], q))]
-        # each query its own lists; none scanned past the deepest these queries need
-        reach = int(nprobe.max()) if len(q) else first
-        lists = np.where(np.arange(reach)[None, :] < nprobe[:, None], lists[:, :reach], -1)
-        if reach > first:
-            D2, I2, distances2 = self._scan(
-                q,
-                depth,
-                np.ascontiguousarray(lists[:, first:]),
-                scan_params(params, reach - first, self.max_codes),
-                np.ascontiguousarray(centroid_scores[:, first:reach]),
-            )
-            D, I = merge_top_k(D, I, D2, I2)
-            distances += distances2
         if self.refines:
             D, I = self._reranked(q, k, I)
         mean_nprobe = nprobe.sum() / max(len(q), 1)  # numpy's mean: 4 us of a one-query search
-        self._record_stats(q, lists, mean_nprobe, distances, network_flops, coarse, (start, routed))
+        probed = probed_count(lists, nprobe)
+        self._record_stats(
+            q, probed, mean_nprobe, distances, network_flops, coarse, (start, routed)
+        )
         self._note_reranked(depth)
         self.last_search_stats["nprobe_per_query"] = nprobe
         self.last_search_stats["calibration"] = state
@@ -335,13 +328,6 @@ def _checked_table(calibration: dict, index) -> EffortTable:
 
 def kth_score_over_norm(scores: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Each query's k-th best inner product found (n,) over its norm: a query whose first lists
-    already hold high scores for its length has little left to find."""
-    norms = np.sqrt(np.einsum("ij,ij->i", q, q))  # np.linalg.norm's checks: 5 us a call
-    return scores[:, -1] / np.maximum(norms, 1e-30)
-
-
-def merge_top_k(D1, I1, D2, I2):
-    """The best k of two searches' (D, I) (n, k) each, best first, padded as faiss pads."""
-    D, I = np.concatenate([D1, D2], axis=1), np.concatenate([I1, I2], axis=1)
-    k = D1.shape[1]
-    return _core.topk_rows(D, k, as_num_threads(None), labels=I)  # ties: D1's first
+    already hold high scores for its length has little left to find (the core's rule, which a
+    search on the core applies)."""
+    return _core.score_over_norm(scores[:, -1], q)

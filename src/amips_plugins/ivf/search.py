@@ -19,7 +19,14 @@ from ..routing.centroids import centroids_for
 from ..routing.in_turn import take_in_turn
 from .state import IVFState
 
-__all__ = ["Search", "check_params", "default_scan_params", "scan_params"]
+__all__ = [
+    "Search",
+    "check_params",
+    "default_scan_params",
+    "merge_top_k",
+    "probed_count",
+    "scan_params",
+]
 
 _MIN_QUERIES_PER_THREAD = 16  # below this, starting a thread costs more than it saves
 # faiss's per-call buffers grow with queries x k: in calls of 256 queries they stay in cache (16-18%
@@ -74,21 +81,23 @@ class Search(IVFState):
         D, I, distances = self._scan(q, depth, lists, per_call, as_faiss=plain)
         if self.refines:
             D, I = self._reranked(q, k, I)
+        probed = int(np.count_nonzero(lists >= 0))
         self._record_stats(
-            q, lists, nprobe, distances, network_flops, coarse_distances, (start, routed)
+            q, probed, nprobe, distances, network_flops, coarse_distances, (start, routed)
         )
         self._note_reranked(depth)
         return D, I
 
-    def _record_stats(self, q, lists, nprobe, distances, network_flops, coarse_distances, times):
-        """``last_search_stats`` of a search: ``times`` (its start, the end of its routing)."""
+    def _record_stats(self, q, probed, nprobe, distances, network_flops, coarse_distances, times):
+        """``last_search_stats`` of a search: ``probed`` the lists it scanned, ``times`` (its
+        start, the end of its routing)."""
         start, routed = times
         end = time.perf_counter()
         n = max(len(q), 1)
         self.last_search_stats = {
             "queries": len(q),
             "nprobe": nprobe,
-            "lists_probed": int(np.count_nonzero(lists >= 0)) / n,
+            "lists_probed": probed / n,
             "distances": distances / n + coarse_distances,
             "flops": 2 * (distances / n + coarse_distances) * self.d + network_flops,
             "network_flops": network_flops,
@@ -174,29 +183,65 @@ class Search(IVFState):
         ``_centroid_scores`` when already computed. Lists of float32 or float16 rows are scanned on
         the core (float32 ones in batches of ``_CORE_SCAN_MIN_QUERIES`` and more), unless
         ``as_faiss`` (their scores may differ from faiss's in the last bits: it sums in another
-        order); other codes, and smaller batches of float32 rows, by faiss.
-
-        faiss's ``search_preassigned`` runs on one thread (faiss's own ``search`` parallelises
-        above it), so the queries are split over faiss's OpenMP thread count here; faiss
-        releases the GIL. Either scan's counts are added to ``faiss.cvar.indexIVF_stats``, as
-        faiss's search does.
+        order); other codes, and smaller batches of float32 rows, by faiss. Either scan's counts
+        are added to ``faiss.cvar.indexIVF_stats``, as faiss's search does.
         """
-        queries = self.xbox.transform_queries(q) if self.xbox is not None else q
         views = None if as_faiss else self._list_views(params, len(q))
         if views is not None:
-            offsets = None  # residual codes: the list's centroid score is part of each key's
-            if not isinstance(self, faiss.IndexIVFFlat) and self.by_residual:
-                offsets = centroid_scores
-                if offsets is None:
-                    offsets = self._centroid_scores(q, lists)
-            D, I, distances = _core.scan_lists(
-                queries, lists, views, k, offsets, num_threads=as_num_threads(None)
+            return self._scan_on_core(q, k, lists, views, centroid_scores)[:3]
+        return self._scan_by_faiss(q, k, lists, params, centroid_scores)
+
+    def _scan_deepening(self, q, k: int, lists, params, centroid_scores, deepening):
+        """A calibrated search's scan: each query's first ``deepening.first`` lists, then as
+        many of its lists (n, nprobe) as ``deepening`` gives it from the ``deepening.kth`` best
+        score found there. (D, I, distances computed, each query's lists scanned (n,))."""
+        views = self._list_views(params, len(q))
+        if views is not None:
+            return self._scan_on_core(q, k, lists, views, centroid_scores, deepening)
+        first = deepening.first
+        part = scan_params(params, first, self.max_codes)
+        D, I, distances = self._scan_by_faiss(
+            q, k, lists[:, :first], part, np.ascontiguousarray(centroid_scores[:, :first])
+        )
+        reached = np.minimum(deepening.nprobe_for(D[:, deepening.kth - 1], q), lists.shape[1])
+        reach = int(reached.max()) if len(q) else first
+        if reach > first:  # each query its own lists; none scanned past the deepest needed
+            rest = np.arange(first, reach)[None, :] < reached[:, None]
+            more = np.where(rest, lists[:, first:reach], -1)
+            D2, I2, distances2 = self._scan_by_faiss(
+                q,
+                k,
+                more,
+                scan_params(params, reach - first, self.max_codes),
+                np.ascontiguousarray(centroid_scores[:, first:reach]),
             )
-            stats = faiss.cvar.indexIVF_stats
-            stats.nq += len(q)
-            stats.nlist += int(np.count_nonzero(lists >= 0))
-            stats.ndis += distances
-            return D, I, distances
+            D, I = merge_top_k(D, I, D2, I2)
+            distances += distances2
+        return D, I, distances, np.maximum(reached, first)
+
+    def _scan_on_core(self, q, k, lists, views, centroid_scores, deepening=None):
+        """The core's scan of ``views``: (D, I, distances computed, each query's lists scanned)."""
+        queries = self.xbox.transform_queries(q) if self.xbox is not None else q
+        offsets = None  # residual codes: the list's centroid score is part of each key's
+        if not isinstance(self, faiss.IndexIVFFlat) and self.by_residual:
+            offsets = centroid_scores
+            if offsets is None:
+                offsets = self._centroid_scores(q, lists)
+        D, I, distances, reached = _core.scan_lists(
+            queries, lists, views, k, offsets, as_num_threads(None), deepening
+        )
+        stats = faiss.cvar.indexIVF_stats
+        stats.nq += len(q)
+        stats.nlist += probed_count(lists, reached)
+        stats.ndis += distances
+        return D, I, distances, reached
+
+    def _scan_by_faiss(self, q, k, lists, params, centroid_scores):
+        """faiss's ``search_preassigned`` of the lists (n, nprobe): (D, I, distances computed).
+        It runs on one thread (faiss's own ``search`` parallelises above it), so the queries are
+        split over faiss's OpenMP thread count here; faiss releases the GIL."""
+        queries = self.xbox.transform_queries(q) if self.xbox is not None else q
+        lists = np.ascontiguousarray(lists)
         n = len(lists)
         D = np.empty((n, k), np.float32)
         I = np.empty((n, k), np.int64)
@@ -293,6 +338,21 @@ class Search(IVFState):
             self._centroids = as_matrix(rows, "the quantizer's centroids", dim=self.d)
         # both already checked: the core's rescore without exact.rescore's second check
         return _core.rescore(queries, self._centroids, lists, as_num_threads(None))
+
+
+def probed_count(lists: np.ndarray, reached: np.ndarray) -> int:
+    """The lists (n, nprobe) scanned (not -1) among each query's first ``reached`` (n,)."""
+    width = lists.shape[1]
+    if len(reached) and reached.min() >= width:
+        return int(np.count_nonzero(lists >= 0))
+    return int(np.count_nonzero((lists >= 0) & (np.arange(width)[None, :] < reached[:, None])))
+
+
+def merge_top_k(D1, I1, D2, I2):
+    """The best k of two searches' (D, I) (n, k) each, best first, padded as faiss pads."""
+    D, I = np.concatenate([D1, D2], axis=1), np.concatenate([I1, I2], axis=1)
+    k = D1.shape[1]
+    return _core.topk_rows(D, k, as_num_threads(None), labels=I)  # ties: D1's first
 
 
 _IVF_PARAMS = [
