@@ -15,7 +15,7 @@ from .._held_out import require_held_out
 from .._validation import as_k, as_matrix, as_positive_int, as_target_recall
 from ..effort import EffortTable, ScoreBins, effort_grid
 from ..exact import topk_dot
-from .search import default_scan_params, merge_top_k, probed_count, scan_params
+from .search import default_scan_params, merge_top_k, scan_params
 from .state import IVFState
 
 __all__ = ["FIRST_LISTS", "K_FACTORS", "Calibration", "calibration_state", "check_calibration"]
@@ -246,7 +246,7 @@ class Calibration(IVFState):
         lists, _, network_flops, coarse = self._route(q, scan_params(params, deepest, 0))
         routed = time.perf_counter()
         centroid_scores = self._centroid_scores(q, lists)  # once for both scans
-        D, I, distances, nprobe = self._scan_deepening(
+        D, I, distances, nprobe, probed = self._scan_deepening(
             q,
             depth,
             lists,
@@ -257,7 +257,6 @@ class Calibration(IVFState):
         if self.refines:
             D, I = self._reranked(q, k, I)
         mean_nprobe = nprobe.sum() / max(len(q), 1)  # numpy's mean: 4 us of a one-query search
-        probed = probed_count(lists, nprobe)
         self._record_stats(
             q, probed, mean_nprobe, distances, network_flops, coarse, (start, routed)
         )

@@ -19,14 +19,7 @@ from ..routing.centroids import centroids_for
 from ..routing.in_turn import take_in_turn
 from .state import IVFState
 
-__all__ = [
-    "Search",
-    "check_params",
-    "default_scan_params",
-    "merge_top_k",
-    "probed_count",
-    "scan_params",
-]
+__all__ = ["Search", "check_params", "default_scan_params", "merge_top_k", "scan_params"]
 
 _MIN_QUERIES_PER_THREAD = 16  # below this, starting a thread costs more than it saves
 # faiss's per-call buffers grow with queries x k: in calls of 256 queries they stay in cache (16-18%
@@ -194,7 +187,8 @@ class Search(IVFState):
     def _scan_deepening(self, q, k: int, lists, params, centroid_scores, deepening):
         """A calibrated search's scan: each query's first ``deepening.first`` lists, then as
         many of its lists (n, nprobe) as ``deepening`` gives it from the ``deepening.kth`` best
-        score found there. (D, I, distances computed, each query's lists scanned (n,))."""
+        score found there. (D, I, distances computed, each query's lists scanned (n,), the lists
+        scanned in all)."""
         views = self._list_views(params, len(q))
         if views is not None:
             return self._scan_on_core(q, k, lists, views, centroid_scores, deepening)
@@ -217,10 +211,12 @@ class Search(IVFState):
             )
             D, I = merge_top_k(D, I, D2, I2)
             distances += distances2
-        return D, I, distances, np.maximum(reached, first)
+        reached = np.maximum(reached, first)
+        return D, I, distances, reached, probed_count(lists, reached)
 
     def _scan_on_core(self, q, k, lists, views, centroid_scores, deepening=None):
-        """The core's scan of ``views``: (D, I, distances computed, each query's lists scanned)."""
+        """The core's scan of ``views``: (D, I, distances computed, each query's lists scanned,
+        the lists scanned in all)."""
         queries = self.xbox.transform_queries(q) if self.xbox is not None else q
         offsets = None  # residual codes: the list's centroid score is part of each key's
         if not isinstance(self, faiss.IndexIVFFlat) and self.by_residual:
@@ -230,11 +226,12 @@ class Search(IVFState):
         D, I, distances, reached = _core.scan_lists(
             queries, lists, views, k, offsets, as_num_threads(None), deepening
         )
+        probed = probed_count(lists, reached)
         stats = faiss.cvar.indexIVF_stats
         stats.nq += len(q)
-        stats.nlist += probed_count(lists, reached)
+        stats.nlist += probed
         stats.ndis += distances
-        return D, I, distances, reached
+        return D, I, distances, reached, probed
 
     def _scan_by_faiss(self, q, k, lists, params, centroid_scores):
         """faiss's ``search_preassigned`` of the lists (n, nprobe): (D, I, distances computed).
@@ -285,36 +282,43 @@ class Search(IVFState):
     def _list_views(self, params, num_queries: int):
         """The lists as the core scans them (``_core.ListViews`` over faiss's own memory, no
         copy), or None where faiss scans: codes other than float32 rows (``IndexIVFFlat``) or
-        float16 ones (``SQfp16``), lists faiss does not hold in memory, or ``params`` that
-        select ids or cap the codes scanned. faiss scores one key per call; the core packs each
-        list once for all the queries of a batch that probe it. Read again after each change of
-        keys."""
+        float16 ones (``SQfp16``), lists faiss does not hold in memory, ``params`` that select
+        ids or cap the codes scanned, or float32 rows in calls of fewer than
+        ``_CORE_SCAN_MIN_QUERIES``. faiss scores one key per call; the core packs each list
+        once for all the queries of a batch that probe it. Read again after each change of
+        keys or of the lists object (checked by address: 5 us of a one-query search less than
+        faiss's downcast)."""
+        if params.sel is not None or params.max_codes:
+            return None
+        seen = (self._keys_version, self.ntotal, int(self.invlists.this))
+        if self._views is None or self._views[0] != seen:
+            self._views = (seen, *self._new_list_views())
+        _, views, halves = self._views
+        if views is None or (not halves and num_queries < _CORE_SCAN_MIN_QUERIES):
+            return None
+        return views
+
+    def _new_list_views(self):
+        """(``_core.ListViews`` of the lists or None, whether they hold float16 rows)."""
         halves = (
             isinstance(self, faiss.IndexIVFScalarQuantizer)
             and self.sq.qtype == faiss.ScalarQuantizer.QT_fp16
         )
-        exact = not halves and isinstance(self, faiss.IndexIVFFlat)
-        if not (halves or exact) or (exact and num_queries < _CORE_SCAN_MIN_QUERIES):
-            return None
-        if params.sel is not None or params.max_codes:
-            return None
         invlists = faiss.downcast_InvertedLists(self.invlists)
-        if not isinstance(invlists, faiss.ArrayInvertedLists):
-            return None
-        seen = (self._keys_version, self.ntotal, int(invlists.this))
-        if self._views is None or self._views[0] != seen:
-            rows, ids, dtype = [], [], np.float16 if halves else np.float32
-            for c in range(self.nlist):
-                size = invlists.list_size(c)
-                if size == 0:
-                    rows.append(np.empty((0, self.d), dtype))
-                    ids.append(np.empty(0, np.int64))
-                    continue
-                codes = faiss.rev_swig_ptr(invlists.get_codes(c), size * self.code_size)
-                rows.append(codes.view(dtype).reshape(size, self.d))
-                ids.append(faiss.rev_swig_ptr(invlists.get_ids(c), size))
-            self._views = (seen, _core.ListViews(rows, ids, self.d))
-        return self._views[1]
+        usable = halves or isinstance(self, faiss.IndexIVFFlat)
+        if not usable or not isinstance(invlists, faiss.ArrayInvertedLists):
+            return None, halves
+        rows, ids, dtype = [], [], np.float16 if halves else np.float32
+        for c in range(self.nlist):
+            size = invlists.list_size(c)
+            if size == 0:
+                rows.append(np.empty((0, self.d), dtype))
+                ids.append(np.empty(0, np.int64))
+                continue
+            codes = faiss.rev_swig_ptr(invlists.get_codes(c), size * self.code_size)
+            rows.append(codes.view(dtype).reshape(size, self.d))
+            ids.append(faiss.rev_swig_ptr(invlists.get_ids(c), size))
+        return _core.ListViews(rows, ids, self.d), halves
 
     def _list_sizes(self) -> np.ndarray:
         """Every list's size, then a 0 (nlist + 1,): indexed by lists, -1 (none) counts 0;
