@@ -172,6 +172,23 @@ def test_a_query_finds_the_same_keys_alone_and_in_a_batch(data):
         np.testing.assert_allclose(D_one[0], D[i], rtol=1e-5)
 
 
+def test_a_calibrated_query_scans_the_same_lists_alone_and_in_a_batch(data):
+    """target_recall: a batch deepens on the core in one call, a query alone through faiss's
+    scan in two; each query gets the same nprobe and finds the same keys."""
+    keys, train, test = data
+    index = build(keys)
+    index.fit_router(train[:1500], num_pieces=NLIST)
+    index.calibrate(train[1500:], 10)
+    D, I = index.search(test[:40], 10, target_recall=0.95)
+    nprobe = index.last_search_stats["nprobe_per_query"]
+    assert len(set(nprobe.tolist())) > 1  # queries of different groups
+    for i in range(0, 40, 3):
+        D_one, I_one = index.search(test[i : i + 1], 10, target_recall=0.95)
+        assert index.last_search_stats["nprobe_per_query"].tolist() == [nprobe[i]]
+        np.testing.assert_array_equal(I_one[0], I[i])
+        np.testing.assert_allclose(D_one[0], D[i], rtol=1e-5)
+
+
 @pytest.mark.parametrize("by_residual", [True, False])
 def test_the_core_scans_float16_lists_as_faiss_does(data, by_residual):
     """``SQfp16`` lists (rows of halves, of the key or of its residual from the list's
