@@ -89,19 +89,21 @@ const char* isa_name(Isa isa) {
 Kernels kernels_for(Isa isa) {
 #if defined(__x86_64__)
     if (isa == Isa::avx512) {
-        return {isa, pack_avx512, pack_half_avx512, dot_panels_avx512, dot_codes_avx512,
-                dot_code_rows_avx512};
+        return {isa, pack_avx512, pack_half_avx512, dot_panels_avx512, dot_rows_avx512,
+                dot_rows_half_avx512, dot_codes_avx512, dot_code_rows_avx512};
     }
     if (isa == Isa::avx2) {
-        return {isa, pack_avx2, pack_half_avx2, dot_panels_avx2, dot_codes_avx2, dot_code_rows_avx2};
+        return {isa, pack_avx2, pack_half_avx2, dot_panels_avx2, dot_rows_avx2, dot_rows_half_avx2,
+                dot_codes_avx2, dot_code_rows_avx2};
     }
 #elif defined(__aarch64__)
     if (isa == Isa::neon) {
-        return {isa, pack_neon, pack_half_neon, dot_panels_neon, dot_codes_neon, dot_code_rows_neon};
+        return {isa, pack_neon, pack_half_neon, dot_panels_neon, dot_rows_neon, dot_rows_half_neon,
+                dot_codes_neon, dot_code_rows_neon};
     }
 #endif
-    return {Isa::scalar, pack_scalar, pack_half_scalar, dot_panels_scalar, dot_codes_scalar,
-            dot_code_rows_scalar};
+    return {Isa::scalar, pack_scalar, pack_half_scalar, dot_panels_scalar, dot_rows_scalar,
+            dot_rows_half_scalar, dot_codes_scalar, dot_code_rows_scalar};
 }
 
 }  // namespace amips

@@ -55,6 +55,15 @@ using DotPanelsFn = void (*)(const float* q, std::size_t ldq, std::size_t nq, co
                              std::size_t stride, std::size_t ncols, std::size_t dc, float* out,
                              std::size_t ldo, bool accumulate);
 
+// out[i] = the inner product of q (d floats) with row i of x (count rows of d floats, or of d IEEE
+// halves' bits), for i < count, read in place: each row's products a vector of dimensions at a
+// time (the last vector ending at d), its lanes summed at the end. The sums run in another order
+// than dot_panels' chains, and differ between ISAs in the last bits: for rows that one query or a
+// few score, where packing them would cost more than scoring them.
+using DotRowsFn = void (*)(const float* q, const float* x, std::size_t d, std::size_t count, float* out);
+using DotRowsHalfFn = void (*)(const float* q, const std::uint16_t* x, std::size_t d,
+                               std::size_t count, float* out);
+
 // Codes of a graph walk: one byte per dimension, rows padded with zeros to a multiple of this.
 constexpr std::size_t kCodeQuantum = 16;
 // sum over t < dp of q[t] * codes[t], dp a multiple of kCodeQuantum, in the ISA's own order: an
@@ -70,6 +79,8 @@ struct Kernels {
     PackFn pack;
     PackHalfFn pack_half;
     DotPanelsFn dot_panels;
+    DotRowsFn dot_rows;
+    DotRowsHalfFn dot_rows_half;
     DotCodesFn dot_codes;
     DotCodeRowsFn dot_code_rows;
 };
@@ -89,6 +100,8 @@ Kernels kernels_for(Isa isa);
                          std::size_t, std::size_t, float*);                                       \
     void dot_panels_##isa(const float*, std::size_t, std::size_t, const float*, std::size_t,      \
                           std::size_t, std::size_t, float*, std::size_t, bool);                 \
+    void dot_rows_##isa(const float*, const float*, std::size_t, std::size_t, float*);           \
+    void dot_rows_half_##isa(const float*, const std::uint16_t*, std::size_t, std::size_t, float*); \
     float dot_codes_##isa(const float*, const std::uint8_t*, std::size_t);                       \
     void dot_code_rows_##isa(const float*, const std::uint8_t*, std::size_t, const std::uint32_t*, \
                              std::size_t, float*);

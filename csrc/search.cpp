@@ -318,6 +318,9 @@ std::size_t scan_lists(const float* queries, std::size_t nq, const ListSet& list
     // costs about as much as scoring one query against it (blocks of 128 queries, about 3-6 a
     // list on GloVe at recall 0.90, spent a quarter of the scan packing).
     constexpr std::size_t kMaxQueriesPerTask = 1024;
+    // Lists that at most this many queries of a block probe are scored row by row, unpacked
+    // (packing costs about as much as scoring two queries; 2, 4 and 8 measured alike).
+    constexpr std::size_t kRowQueries = 2;
     const std::size_t per_task =
         std::clamp<std::size_t>((nq + threads - 1) / std::size_t(threads), 1, kMaxQueriesPerTask);
     const std::size_t tasks = (nq + per_task - 1) / per_task;
@@ -347,9 +350,28 @@ std::size_t scan_lists(const float* queries, std::size_t nq, const ListSet& list
             for (std::size_t a = 0, b; a < pairs.size(); a = b) {
                 for (b = a; b < pairs.size() && pairs[b].list == pairs[a].list;) ++b;
                 const std::size_t c = std::size_t(pairs[a].list), size = std::size_t(lists.sizes[c]);
-                const std::size_t m = b - a;  // the queries probing list c, gathered once
+                const std::size_t m = b - a;  // the queries probing list c
                 scanned[task] += m * size;
-                probing.resize(m * d);
+                if (m <= kRowQueries) {  // each scores the rows in place
+                    out.resize(size);
+                    for (std::size_t i = 0; i < m; ++i) {
+                        const float* query = queries + (q0 + pairs[a + i].query) * d;
+                        if (lists.halves) {
+                            kern.dot_rows_half(query, static_cast<const std::uint16_t*>(lists.rows[c]), d,
+                                               size, out.data());
+                        } else {
+                            kern.dot_rows(query, static_cast<const float*>(lists.rows[c]), d, size, out.data());
+                        }
+                        if (offsets) {
+                            const float offset = offsets[pairs[a + i].probe];
+                            for (std::size_t j = 0; j < size; ++j) out[j] += offset;
+                        }
+                        offer(heaps.data() + pairs[a + i].query * k, k, out.data(), size,
+                              [ids = lists.ids[c]](std::size_t j) { return ids[j]; });
+                    }
+                    continue;
+                }
+                probing.resize(m * d);  // gathered once, the list packed once for them all
                 for (std::size_t i = 0; i < m; ++i) {
                     std::copy_n(queries + (q0 + pairs[a + i].query) * d, d, probing.data() + i * d);
                 }

@@ -72,8 +72,9 @@ struct Deepening {
 // score with the list's centroid), as faiss's IVF search returns them: scores and ids (nq, k)
 // best first, ties by lower id, padded with (-FLT_MAX, -1). With a deepening, each query scans
 // only the probes it reaches (kth <= k, first <= nprobe). reached (nq) gets each query's number
-// of probes scanned. The queries of a block that probe one list share its packing, and without
-// offsets the scores are rescore's, bit for bit. Returns the inner products computed.
+// of probes scanned. A list that at most two queries of a block probe is scored row by row in
+// place (dot_rows); the queries of a block that probe a list more share its packing, and their
+// scores without offsets are rescore's, bit for bit. Returns the inner products computed.
 std::size_t scan_lists(const float* queries, std::size_t nq, const ListSet& lists,
                        const std::int64_t* probes, const float* offsets, std::size_t nprobe,
                        std::size_t k, const Deepening* deepening, int num_threads, float* scores,

@@ -148,6 +148,35 @@ AMIPS_TARGET inline void dot_panels_impl(const float* q, std::size_t ldq, std::s
     }
 }
 
+// See DotRowsFn in kernels.h: a row at a time, so that memory is read in order, as one stream
+// (rows side by side, 4 or 16 at a time, were read 1.3-2x slower from memory).
+template <class V, class T>
+AMIPS_TARGET inline void dot_rows_impl(const float* q, const T* x, std::size_t d, std::size_t count,
+                                       float* out) {
+    constexpr std::size_t L = V::kLanes;
+    if (d < L) {  // narrower than a vector
+        for (std::size_t i = 0; i < count; ++i) {
+            float sum = 0.f;
+            for (std::size_t t = 0; t < d; ++t) sum += q[t] * to_float(x[i * d + t]);
+            out[i] = sum;
+        }
+        return;
+    }
+    // The last d - whole dimensions: the row's vector ending at d, times q's there with zeros in
+    // the lanes the whole vectors already counted.
+    const std::size_t whole = d / L * L;
+    float q_end[L];
+    for (std::size_t j = 0; j < L; ++j) q_end[j] = d - L + j < whole ? 0.f : q[d - L + j];
+    const typename V::Vec q_last = V::load(q_end);
+    for (std::size_t i = 0; i < count; ++i) {
+        const T* row = x + i * d;
+        typename V::Vec acc = V::zero();
+        for (std::size_t t = 0; t < whole; t += L) acc = V::fma(V::load(q + t), V::load(row + t), acc);
+        if (whole < d) acc = V::fma(q_last, V::load(row + d - L), acc);
+        out[i] = V::sum(acc);
+    }
+}
+
 // See DotCodesFn in kernels.h.
 template <class V>
 AMIPS_TARGET inline float dot_codes_impl(const float* q, const std::uint8_t* codes, std::size_t dp) {
@@ -197,6 +226,14 @@ AMIPS_TARGET inline void dot_code_rows_impl(const float* q, const std::uint8_t* 
                           std::size_t stride, std::size_t ncols, std::size_t dc, float* out,      \
                           std::size_t ldo, bool accumulate) {                                     \
         dot_panels_impl<V>(q, ldq, nq, panels, stride, ncols, dc, out, ldo, accumulate);          \
+    }                                                                                             \
+    void dot_rows_##isa(const float* q, const float* x, std::size_t d, std::size_t count,         \
+                        float* out) {                                                             \
+        dot_rows_impl<V>(q, x, d, count, out);                                                    \
+    }                                                                                             \
+    void dot_rows_half_##isa(const float* q, const std::uint16_t* x, std::size_t d,               \
+                             std::size_t count, float* out) {                                     \
+        dot_rows_impl<V>(q, x, d, count, out);                                                    \
     }                                                                                             \
     float dot_codes_##isa(const float* q, const std::uint8_t* codes, std::size_t dp) {            \
         return dot_codes_impl<V>(q, codes, dp);                                                   \

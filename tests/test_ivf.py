@@ -161,7 +161,8 @@ def test_the_core_scans_the_lists_faiss_scans_and_follows_their_changes(data):
 
 
 def test_a_query_finds_the_same_keys_alone_and_in_a_batch(data):
-    """A batch the core scans and queries faiss scans one at a time: the same keys."""
+    """A batch, whose lists the core packs, and queries alone, whose lists it reads row by row:
+    the same keys."""
     keys, train, test = data
     index = build(keys)
     index.fit_router(train, num_pieces=NLIST)
@@ -174,7 +175,7 @@ def test_a_query_finds_the_same_keys_alone_and_in_a_batch(data):
 
 def test_a_calibrated_query_scans_the_same_lists_alone_and_in_a_batch(data):
     """target_recall: a batch deepens on the core in one call, a query alone through faiss's
-    scan in two; each query gets the same nprobe and finds the same keys."""
+    scan (ids selected) in two; each query gets the same nprobe and finds the same keys."""
     keys, train, test = data
     index = build(keys)
     index.fit_router(train[:1500], num_pieces=NLIST)
@@ -182,8 +183,9 @@ def test_a_calibrated_query_scans_the_same_lists_alone_and_in_a_batch(data):
     D, I = index.search(test[:40], 10, target_recall=0.95)
     nprobe = index.last_search_stats["nprobe_per_query"]
     assert len(set(nprobe.tolist())) > 1  # queries of different groups
+    every = faiss.SearchParametersIVF(sel=faiss.IDSelectorAll())  # faiss's scan
     for i in range(0, 40, 3):
-        D_one, I_one = index.search(test[i : i + 1], 10, target_recall=0.95)
+        D_one, I_one = index.search(test[i : i + 1], 10, target_recall=0.95, params=every)
         assert index.last_search_stats["nprobe_per_query"].tolist() == [nprobe[i]]
         np.testing.assert_array_equal(I_one[0], I[i])
         np.testing.assert_allclose(D_one[0], D[i], rtol=1e-5)

@@ -3,7 +3,8 @@
 // chain over the dimensions in order; fused (std::fma) on the SIMD levels, a product then a sum on
 // the scalar one. Then topk_dot on each level against a brute-force ranking of the same scores, and
 // the code scores of a graph walk (dot_codes, whose order is the ISA's own) against a sum in double,
-// dot_code_rows against dot_codes, and packs of halves against packs of the floats they stand for.
+// dot_code_rows against dot_codes, packs of halves against packs of the floats they stand for, and
+// dot_rows (rows scored in place, in the ISA's own order) against a sum in double.
 // Exit status 0 when every check held; failures are printed.
 #include <algorithm>
 #include <cmath>
@@ -196,6 +197,45 @@ void check_halves(Isa isa, std::mt19937& rng) {
     }
 }
 
+// dot_rows and dot_rows_half over widths around the vector's and counts of every remainder: within
+// float rounding of the sum in double; each row's score the same whatever the count.
+void check_rows(Isa isa, std::mt19937& rng) {
+    const Kernels kern = kernels_for(isa);
+    for (std::size_t d : {1, 3, 4, 8, 15, 16, 17, 50, 64, 100, 384}) {
+        const std::size_t n = 37;
+        const auto q = random_matrix(1, d, rng);
+        const auto x = random_matrix(n, d, rng);
+        std::vector<std::uint16_t> halves(n * d);
+        for (std::size_t i = 0; i < n * d; ++i) {
+            halves[i] = std::uint16_t(i * 2654435761u % 0x7800);  // finite, either sign
+            if (i % 3 == 0) halves[i] |= 0x8000;
+        }
+        std::vector<float> whole(n), whole_half(n), part(n);
+        kern.dot_rows(q.data(), x.data(), d, n, whole.data());
+        kern.dot_rows_half(q.data(), halves.data(), d, n, whole_half.data());
+        for (std::size_t i = 0; i < n; ++i) {
+            double exact = 0, magnitude = 0, exact_half = 0, magnitude_half = 0;
+            for (std::size_t t = 0; t < d; ++t) {
+                exact += double(q[t]) * x[i * d + t];
+                magnitude += std::fabs(double(q[t]) * x[i * d + t]);
+                const double h = half_to_float(halves[i * d + t]);
+                exact_half += q[t] * h;
+                magnitude_half += std::fabs(q[t] * h);
+            }
+            if (std::fabs(whole[i] - exact) > 1e-5 * magnitude) fail("dot_rows", isa_name(isa), n, d, i);
+            if (std::fabs(whole_half[i] - exact_half) > 1e-5 * magnitude_half) {
+                fail("dot_rows_half", isa_name(isa), n, d, i);
+            }
+        }
+        for (std::size_t count : {std::size_t(0), std::size_t(1), std::size_t(5), std::size_t(17)}) {
+            kern.dot_rows(q.data(), x.data() + 3 * d, d, count, part.data());
+            if (std::memcmp(part.data(), whole.data() + 3, count * sizeof(float)) != 0) {
+                fail("dot_rows count", isa_name(isa), count, d, 0);
+            }
+        }
+    }
+}
+
 }  // namespace
 
 int main() {
@@ -212,6 +252,7 @@ int main() {
         check_topk(isa, rng);
         check_codes(isa, rng);
         check_halves(isa, rng);
+        check_rows(isa, rng);
         std::printf("%s: %s\n", isa_name(isa), failures ? "failed" : "ok");
     }
     return failures ? 1 : 0;

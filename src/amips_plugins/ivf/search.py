@@ -26,12 +26,6 @@ _MIN_QUERIES_PER_THREAD = 16  # below this, starting a thread costs more than it
 # more queries/s over WordNet's fast-scan codes at a re-ranking depth) and the per-thread heaps
 # keep little of them once freed (113 MB less after calibrating on WordNet)
 _QUERIES_PER_CALL = 256
-# the core packs a list once for the queries of a batch that probe it; over exact lists faiss's
-# scan, reading each key once in place, is as fast or faster below about this many queries (scans
-# of nprobe 10-13, GloVe and WordNet + MiniLM: 68 against 55 us a query for 16, 52 against 82 for
-# 32 on GloVe). faiss's scan of float16 lists is slower at any batch (GloVe: 200-330 against
-# 17-53 us a query), so the core scans those always.
-_CORE_SCAN_MIN_QUERIES = 32
 
 
 class Search(IVFState):
@@ -174,12 +168,11 @@ class Search(IVFState):
         """The scan of the given lists (n, nprobe) for the queries ``q`` (with ``xbox``, their
         augmented form): (D, I, distances computed). ``centroid_scores``: the lists'
         ``_centroid_scores`` when already computed. Lists of float32 or float16 rows are scanned on
-        the core (float32 ones in batches of ``_CORE_SCAN_MIN_QUERIES`` and more), unless
-        ``as_faiss`` (their scores may differ from faiss's in the last bits: it sums in another
-        order); other codes, and smaller batches of float32 rows, by faiss. Either scan's counts
-        are added to ``faiss.cvar.indexIVF_stats``, as faiss's search does.
+        the core, unless ``as_faiss`` (their scores may differ from faiss's in the last bits: it
+        sums in another order); other codes by faiss. Either scan's counts are added to
+        ``faiss.cvar.indexIVF_stats``, as faiss's search does.
         """
-        views = None if as_faiss else self._list_views(params, len(q))
+        views = None if as_faiss else self._list_views(params)
         if views is not None:
             return self._scan_on_core(q, k, lists, views, centroid_scores)[:3]
         return self._scan_by_faiss(q, k, lists, params, centroid_scores)
@@ -189,7 +182,7 @@ class Search(IVFState):
         many of its lists (n, nprobe) as ``deepening`` gives it from the ``deepening.kth`` best
         score found there. (D, I, distances computed, each query's lists scanned (n,), the lists
         scanned in all)."""
-        views = self._list_views(params, len(q))
+        views = self._list_views(params)
         if views is not None:
             return self._scan_on_core(q, k, lists, views, centroid_scores, deepening)
         first = deepening.first
@@ -279,27 +272,24 @@ class Search(IVFState):
             faiss.cvar.indexIVF_stats.add(stats)
         return D, I, sum(stats.ndis for stats in parts)
 
-    def _list_views(self, params, num_queries: int):
+    def _list_views(self, params):
         """The lists as the core scans them (``_core.ListViews`` over faiss's own memory, no
         copy), or None where faiss scans: codes other than float32 rows (``IndexIVFFlat``) or
-        float16 ones (``SQfp16``), lists faiss does not hold in memory, ``params`` that select
-        ids or cap the codes scanned, or float32 rows in calls of fewer than
-        ``_CORE_SCAN_MIN_QUERIES``. faiss scores one key per call; the core packs each list
-        once for all the queries of a batch that probe it. Read again after each change of
-        keys or of the lists object (checked by address: 5 us of a one-query search less than
-        faiss's downcast)."""
+        float16 ones (``SQfp16``), lists faiss does not hold in memory, or ``params`` that select
+        ids or cap the codes scanned. faiss scores one key per call (float16 ones 5-9x slower
+        than the core on GloVe); the core reads a list that one or two queries of a call probe
+        in place, row by row, and packs one that more probe once for them all. Read again after
+        each change of keys or of the lists object (checked by address: 5 us of a one-query
+        search less than faiss's downcast)."""
         if params.sel is not None or params.max_codes:
             return None
         seen = (self._keys_version, self.ntotal, int(self.invlists.this))
         if self._views is None or self._views[0] != seen:
-            self._views = (seen, *self._new_list_views())
-        _, views, halves = self._views
-        if views is None or (not halves and num_queries < _CORE_SCAN_MIN_QUERIES):
-            return None
-        return views
+            self._views = (seen, self._new_list_views())
+        return self._views[1]
 
     def _new_list_views(self):
-        """(``_core.ListViews`` of the lists or None, whether they hold float16 rows)."""
+        """``_core.ListViews`` of the lists, or None where the core cannot scan them."""
         halves = (
             isinstance(self, faiss.IndexIVFScalarQuantizer)
             and self.sq.qtype == faiss.ScalarQuantizer.QT_fp16
@@ -307,7 +297,7 @@ class Search(IVFState):
         invlists = faiss.downcast_InvertedLists(self.invlists)
         usable = halves or isinstance(self, faiss.IndexIVFFlat)
         if not usable or not isinstance(invlists, faiss.ArrayInvertedLists):
-            return None, halves
+            return None
         rows, ids, dtype = [], [], np.float16 if halves else np.float32
         for c in range(self.nlist):
             size = invlists.list_size(c)
@@ -318,7 +308,7 @@ class Search(IVFState):
             codes = faiss.rev_swig_ptr(invlists.get_codes(c), size * self.code_size)
             rows.append(codes.view(dtype).reshape(size, self.d))
             ids.append(faiss.rev_swig_ptr(invlists.get_ids(c), size))
-        return _core.ListViews(rows, ids, self.d), halves
+        return _core.ListViews(rows, ids, self.d)
 
     def _list_sizes(self) -> np.ndarray:
         """Every list's size, then a 0 (nlist + 1,): indexed by lists, -1 (none) counts 0;

@@ -39,7 +39,7 @@ class IVFState(faiss.IndexIVF):
     _transform_impl: Any = None
     _centroids: Any = None  # the quantizer's centroids, read at the first search after training
     _sizes: Any = None  # ((keys version, ntotal), list sizes) for fast-scan's count of codes
-    _views: Any = None  # ((keys version, ntotal, lists' address), the core's views or None, halves)
+    _views: Any = None  # ((keys version, ntotal, lists' address), the core's views or None)
     # the keys the learned parts describe (see amips_plugins._freshness and .upkeep)
     _keys_version = 0  # counts the changes of keys made through this class
     _keys_seen = 0  # ntotal after the last of them: another ntotal means a change from C++
