@@ -250,7 +250,7 @@ class Calibration(IVFState):
             q,
             depth,
             lists,
-            scan_params(params, deepest, self.max_codes),
+            params,
             centroid_scores,
             deepening,
         )

@@ -180,9 +180,9 @@ class Search(IVFState):
     def _scan_deepening(self, q, k: int, lists, params, centroid_scores, deepening):
         """A calibrated search's scan: each query's first ``deepening.first`` lists, then as
         many of its lists (n, nprobe) as ``deepening`` gives it from the ``deepening.kth`` best
-        score found there. (D, I, distances computed, each query's lists scanned (n,), the lists
-        scanned in all)."""
-        views = self._list_views(params)
+        score found there (``params``: the caller's, or None; each scan's nprobe set here).
+        (D, I, distances computed, each query's lists scanned (n,), the lists scanned in all)."""
+        views = self._list_views(scan_params(params, lists.shape[1], self.max_codes))
         if views is not None:
             return self._scan_on_core(q, k, lists, views, centroid_scores, deepening)
         first = deepening.first
