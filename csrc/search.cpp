@@ -249,6 +249,82 @@ void segment_max_dot(const float* queries, std::size_t nq, const KeySet& keys,
 
 namespace {
 
+// A query of a block probing a list: the list, the query's place in the block, and the probe's
+// place among all (q * nprobe + j, for its offset).
+struct BlockProbe {
+    std::int64_t list;
+    std::uint32_t query;
+    std::size_t probe;
+    bool operator<(const BlockProbe& o) const { return list < o.list || (list == o.list && query < o.query); }
+};
+
+// Lists that at most this many queries of a block probe are scored row by row, unpacked
+// (packing costs about as much as scoring two queries; 2, 4 and 8 measured alike).
+constexpr std::size_t kRowQueries = 2;
+
+// A block of queries (queries, d floats each) scanning lists into their heaps (k a query).
+struct ListScan {
+    const Kernels& kern;
+    const ListSet& lists;
+    const float* queries;
+    const float* offsets;  // per probe of all, or null
+    std::size_t k;
+    std::vector<Hit> heaps;
+    std::vector<float> packed, probing, out;
+
+    // The m queries of probes[0..m), all of one list: each reads its rows in place, or, when
+    // more probe it, they gather and the list is packed once for them all.
+    void list(const BlockProbe* probes, std::size_t m) {
+        const std::size_t c = std::size_t(probes[0].list), size = std::size_t(lists.sizes[c]), d = lists.d;
+        if (m <= kRowQueries) {
+            out.resize(size);
+            for (std::size_t i = 0; i < m; ++i) {
+                const float* query = queries + probes[i].query * d;
+                if (lists.halves) {
+                    kern.dot_rows_half(query, static_cast<const std::uint16_t*>(lists.rows[c]), d, size, out.data());
+                } else {
+                    kern.dot_rows(query, static_cast<const float*>(lists.rows[c]), d, size, out.data());
+                }
+                take(probes[i], out.data(), c, 0, size);
+            }
+            return;
+        }
+        probing.resize(m * d);
+        for (std::size_t i = 0; i < m; ++i) std::copy_n(queries + probes[i].query * d, d, probing.data() + i * d);
+        packed.resize(kPanel * std::min(d, kChunk));
+        out.resize(round_up(m, kTileQueries) * kPanel);
+        for (std::size_t p = 0; p < size; p += kPanel) {
+            const std::size_t count = std::min(kPanel, size - p);
+            for (std::size_t t0 = 0; t0 < d; t0 += kChunk) {
+                const std::size_t dc = std::min(kChunk, d - t0);
+                if (lists.halves) {
+                    const auto* rows = static_cast<const std::uint16_t*>(lists.rows[c]);
+                    kern.pack_half(rows + p * d, d, nullptr, count, t0, dc, packed.data());
+                } else {
+                    const auto* rows = static_cast<const float*>(lists.rows[c]);
+                    kern.pack(rows + p * d, d, nullptr, count, t0, dc, packed.data());
+                }
+                for (std::size_t i = 0; i < m; i += kTileQueries) {
+                    kern.dot_panels(probing.data() + i * d + t0, d, std::min(kTileQueries, m - i),
+                                    packed.data(), kPanel * dc, count, dc, out.data() + i * kPanel, kPanel,
+                                    t0 > 0);
+                }
+            }
+            for (std::size_t i = 0; i < m; ++i) take(probes[i], out.data() + i * kPanel, c, p, count);
+        }
+    }
+
+    // Offers the scores of keys [first, first + count) of list c to the probing query's heap.
+    void take(const BlockProbe& probe, float* scores, std::size_t c, std::size_t first, std::size_t count) {
+        if (offsets) {
+            const float offset = offsets[probe.probe];
+            for (std::size_t j = 0; j < count; ++j) scores[j] += offset;
+        }
+        offer(heaps.data() + probe.query * k, k, scores, count,
+              [ids = lists.ids[c] + first](std::size_t j) { return ids[j]; });
+    }
+};
+
 template <class Key>
 void rescore_rows(const float* queries, std::size_t nq, const Key* keys, std::size_t d,
                   const std::int64_t* ids, std::size_t m, int num_threads, float* scores) {
@@ -318,26 +394,16 @@ std::size_t scan_lists(const float* queries, std::size_t nq, const ListSet& list
     // costs about as much as scoring one query against it (blocks of 128 queries, about 3-6 a
     // list on GloVe at recall 0.90, spent a quarter of the scan packing).
     constexpr std::size_t kMaxQueriesPerTask = 1024;
-    // Lists that at most this many queries of a block probe are scored row by row, unpacked
-    // (packing costs about as much as scoring two queries; 2, 4 and 8 measured alike).
-    constexpr std::size_t kRowQueries = 2;
     const std::size_t per_task =
         std::clamp<std::size_t>((nq + threads - 1) / std::size_t(threads), 1, kMaxQueriesPerTask);
     const std::size_t tasks = (nq + per_task - 1) / per_task;
     std::vector<std::size_t> scanned(tasks, 0);
     parallel_for(tasks, threads, [&](std::size_t task) {
         const std::size_t q0 = task * per_task, q1 = std::min(nq, q0 + per_task);
-        // The block's (list, query, probe) by list.
-        struct Pair {
-            std::int64_t list;
-            std::uint32_t query;  // in the block
-            std::size_t probe;  // of all: q * nprobe + j
-            bool operator<(const Pair& o) const { return list < o.list || (list == o.list && query < o.query); }
-        };
-        std::vector<Pair> pairs;
-        std::vector<Hit> heaps((q1 - q0) * k, kNoHit);
-        std::vector<float> packed(kPanel * std::min(d, kChunk)), probing, out;
-        // Scans probes [from[q], to[q]) of every query q of the block.
+        ListScan scan{kern, lists, queries + q0 * d, offsets, k,
+                      std::vector<Hit>((q1 - q0) * k, kNoHit)};
+        std::vector<BlockProbe> pairs;
+        // Scans probes [from(q), to(q)) of every query q of the block, list by list.
         const auto scan_probes = [&](auto from, auto to) {
             pairs.clear();
             for (std::size_t q = q0; q < q1; ++q) {
@@ -349,61 +415,8 @@ std::size_t scan_lists(const float* queries, std::size_t nq, const ListSet& list
             std::sort(pairs.begin(), pairs.end());
             for (std::size_t a = 0, b; a < pairs.size(); a = b) {
                 for (b = a; b < pairs.size() && pairs[b].list == pairs[a].list;) ++b;
-                const std::size_t c = std::size_t(pairs[a].list), size = std::size_t(lists.sizes[c]);
-                const std::size_t m = b - a;  // the queries probing list c
-                scanned[task] += m * size;
-                if (m <= kRowQueries) {  // each scores the rows in place
-                    out.resize(size);
-                    for (std::size_t i = 0; i < m; ++i) {
-                        const float* query = queries + (q0 + pairs[a + i].query) * d;
-                        if (lists.halves) {
-                            kern.dot_rows_half(query, static_cast<const std::uint16_t*>(lists.rows[c]), d,
-                                               size, out.data());
-                        } else {
-                            kern.dot_rows(query, static_cast<const float*>(lists.rows[c]), d, size, out.data());
-                        }
-                        if (offsets) {
-                            const float offset = offsets[pairs[a + i].probe];
-                            for (std::size_t j = 0; j < size; ++j) out[j] += offset;
-                        }
-                        offer(heaps.data() + pairs[a + i].query * k, k, out.data(), size,
-                              [ids = lists.ids[c]](std::size_t j) { return ids[j]; });
-                    }
-                    continue;
-                }
-                probing.resize(m * d);  // gathered once, the list packed once for them all
-                for (std::size_t i = 0; i < m; ++i) {
-                    std::copy_n(queries + (q0 + pairs[a + i].query) * d, d, probing.data() + i * d);
-                }
-                out.resize(round_up(m, kTileQueries) * kPanel);
-                for (std::size_t p = 0; p < size; p += kPanel) {
-                    const std::size_t count = std::min(kPanel, size - p);
-                    for (std::size_t t0 = 0; t0 < d; t0 += kChunk) {
-                        const std::size_t dc = std::min(kChunk, d - t0);
-                        if (lists.halves) {
-                            const auto* rows = static_cast<const std::uint16_t*>(lists.rows[c]);
-                            kern.pack_half(rows + p * d, d, nullptr, count, t0, dc, packed.data());
-                        } else {
-                            const auto* rows = static_cast<const float*>(lists.rows[c]);
-                            kern.pack(rows + p * d, d, nullptr, count, t0, dc, packed.data());
-                        }
-                        for (std::size_t i = 0; i < m; i += kTileQueries) {
-                            kern.dot_panels(probing.data() + i * d + t0, d, std::min(kTileQueries, m - i),
-                                            packed.data(), kPanel * dc, count, dc,
-                                            out.data() + i * kPanel, kPanel, t0 > 0);
-                        }
-                    }
-                    const std::int64_t* panel_ids = lists.ids[c] + p;
-                    for (std::size_t i = 0; i < m; ++i) {
-                        float* row = out.data() + i * kPanel;
-                        if (offsets) {
-                            const float offset = offsets[pairs[a + i].probe];
-                            for (std::size_t j = 0; j < count; ++j) row[j] += offset;
-                        }
-                        offer(heaps.data() + pairs[a + i].query * k, k, row, count,
-                              [panel_ids](std::size_t j) { return panel_ids[j]; });
-                    }
-                }
+                scanned[task] += (b - a) * std::size_t(lists.sizes[pairs[a].list]);
+                scan.list(pairs.data() + a, b - a);
             }
         };
         const std::size_t first = deepening ? deepening->first : nprobe;
@@ -412,7 +425,7 @@ std::size_t scan_lists(const float* queries, std::size_t nq, const ListSet& list
         if (deepening) {
             std::vector<Hit> found(k);
             for (std::size_t q = q0; q < q1; ++q) {
-                std::copy_n(heaps.data() + (q - q0) * k, k, found.begin());
+                std::copy_n(scan.heaps.data() + (q - q0) * k, k, found.begin());
                 const auto kth = found.begin() + std::ptrdiff_t(deepening->kth - 1);
                 std::nth_element(found.begin(), kth, found.end(), better);
                 const float score = kth->id == kNoHit.id ? -std::numeric_limits<float>::max() : kth->score;
@@ -423,7 +436,7 @@ std::size_t scan_lists(const float* queries, std::size_t nq, const ListSet& list
                         [reached](std::size_t q) { return std::size_t(reached[q]); });
         }
         for (std::size_t q = q0; q < q1; ++q) {
-            Hit* heap = heaps.data() + (q - q0) * k;
+            Hit* heap = scan.heaps.data() + (q - q0) * k;
             std::sort(heap, heap + k, better);
             for (std::size_t j = 0; j < k; ++j) {
                 const bool found = heap[j].id != kNoHit.id;
