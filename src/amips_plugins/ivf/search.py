@@ -294,9 +294,10 @@ class Search(IVFState):
             isinstance(self, faiss.IndexIVFScalarQuantizer)
             and self.sq.qtype == faiss.ScalarQuantizer.QT_fp16
         )
+        if not (halves or isinstance(self, faiss.IndexIVFFlat)):
+            return None
         invlists = faiss.downcast_InvertedLists(self.invlists)
-        usable = halves or isinstance(self, faiss.IndexIVFFlat)
-        if not usable or not isinstance(invlists, faiss.ArrayInvertedLists):
+        if not isinstance(invlists, faiss.ArrayInvertedLists):
             return None
         rows, ids, dtype = [], [], np.float16 if halves else np.float32
         for c in range(self.nlist):
@@ -336,10 +337,8 @@ class Search(IVFState):
 
 def probed_count(lists: np.ndarray, reached: np.ndarray) -> int:
     """The lists (n, nprobe) scanned (not -1) among each query's first ``reached`` (n,)."""
-    width = lists.shape[1]
-    if len(reached) and reached.min() >= width:
-        return int(np.count_nonzero(lists >= 0))
-    return int(np.count_nonzero((lists >= 0) & (np.arange(width)[None, :] < reached[:, None])))
+    within = np.arange(lists.shape[1])[None, :] < reached[:, None]
+    return int(np.count_nonzero((lists >= 0) & within))
 
 
 def merge_top_k(D1, I1, D2, I2):
