@@ -911,6 +911,56 @@ def test_calibrate_measures_recall_per_nprobe_and_target_recall_uses_it(data, tm
     index.calibrate(train[:300], 10)  # faiss's own choice learned nothing from them
 
 
+def test_a_graph_router_is_calibrated_at_two_beams_and_searched_at_the_chosen_one(data, tmp_path):
+    keys, train, test = data
+    index = build(keys)
+    index.fit_router(train[:1500], num_pieces=2 * NLIST)
+    index.router = PieceGraphRouter.build(index.router.pieces, index.router.offsets, ef=8)
+    index.calibrate(train[1500:], 10)
+    assert {beam for beam, _ in index._effort} == {8, 4}
+    truth = ap.topk_dot(test, keys, 10)[1]
+    tables = index._effort
+    for beam in (8, 4):
+        # the calibration at this beam alone: its searches walk the graph with it
+        index._effort = {s: t for s, t in tables.items() if s[0] == beam}
+        walked = pickle.loads(pickle.dumps(index))
+        walked.router = index.router.with_ef(beam)
+        for target in (0.8, 0.95):
+            D, ids = index.search(test, 10, target_recall=target)
+            stats = index.last_search_stats
+            assert stats["router_ef"] == beam
+            # every query's answer is the exact top-10 of its first nprobe lists at that beam
+            everywhere = walked.probed_lists(test, params=faiss.SearchParametersIVF(nprobe=NLIST))
+            own = np.where(np.arange(NLIST) < stats["nprobe_per_query"][:, None], everywhere, -1)
+            np.testing.assert_array_equal(ids, walked.search_lists(test, 10, own)[1])
+            assert recall_per_query(ids, truth).mean() >= target - 0.03
+    index._effort = tables
+    index.search(test, 10, target_recall=0.9)
+    chosen = index.last_search_stats["router_ef"]
+    index.save(tmp_path / "beams.amips")
+    loaded = AmortizedIVF.load(tmp_path / "beams.amips")
+    np.testing.assert_array_equal(
+        loaded.search(test, 10, target_recall=0.9)[1], index.search(test, 10, target_recall=0.9)[1]
+    )
+    assert loaded.last_search_stats["router_ef"] == chosen
+
+    def with_beams(beams):
+        def rewrite(blob):
+            meta = json.loads(blob)
+            meta["calibration"]["beams"] = beams
+            return json.dumps(meta).encode()
+
+        return rewrite
+
+    meta = json.loads(zipfile.ZipFile(tmp_path / "beams.amips").read("meta.json"))
+    assert meta["calibration"]["beams"] == [8, 4]
+    for bad, message in (([0, 4], "beam must be positive"), ([8], "one beam and one k_factor")):
+        index.save(tmp_path / "bad.amips")
+        rewrite_member(tmp_path / "bad.amips", "meta.json", with_beams(bad))
+        with pytest.raises(ValueError, match=message):
+            AmortizedIVF.load(tmp_path / "bad.amips")
+
+
 def test_a_file_with_one_recall_curve_for_all_queries_still_loads(data, tmp_path):
     keys, train, test = data
     index = build(keys)

@@ -77,7 +77,7 @@ def test_a_refine_index_of_faiss_s_is_adopted_with_its_keys_and_k_factor(data):
 
 def test_target_recall_meets_the_target_choosing_nprobe_and_depth(refined, data):
     keys, _, calibration, test = data
-    assert set(refined._effort) == set(K_FACTORS)
+    assert set(refined._effort) == {(None, f) for f in K_FACTORS}  # a router without a beam
     truth = ap.topk_dot(test, keys, 10)[1]
     reaching = {}  # target: the depths (k_factor) whose calibrated nprobes meet it
     for target in (0.9, 0.95, 0.99):
@@ -94,11 +94,11 @@ def test_target_recall_meets_the_target_choosing_nprobe_and_depth(refined, data)
         costs = {
             f: t.cost_for(target) for f, t in refined._effort.items() if t.max_recall >= target
         }
-        assert stats["reranked"] == refined._depth(10, min(costs, key=costs.get))
+        assert stats["reranked"] == refined._depth(10, min(costs, key=costs.get)[1])
         for table in refined._effort.values():  # seconds per query, never less for more lists
             assert (table.cost > 0).all() and (np.diff(table.cost, axis=-1) >= 0).all()
         assert stats["nprobe"] == stats["nprobe_per_query"].mean()
-        reaching[target] = set(costs)
+        reaching[target] = {f for _, f in costs}
     assert min(reaching[0.9]) < min(reaching[0.99])  # deeper targets need a deeper re-ranking
     # the re-ranked scores are exact
     D_found, ids = refined.search(test, 10, target_recall=0.95)

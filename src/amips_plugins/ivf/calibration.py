@@ -4,6 +4,7 @@ lists and as many more as its group needs (see ``amips_plugins.effort``)."""
 
 from __future__ import annotations
 
+import functools
 import time
 
 import faiss
@@ -50,7 +51,10 @@ class Calibration(IVFState):
         recall@k over queries like these is r at the least cost (never fewer than the first
         lists). An index that re-ranks is measured at each re-ranking depth of ``K_FACTORS``,
         and a target search takes the depth whose nprobes meet the target at the least measured
-        cost (keys scanned, and candidates re-ranked at their measured time).
+        cost (keys scanned, and candidates re-ranked at their measured time). A graph router
+        is measured at its own beam and half of it, each walk timed, and a target search takes
+        the cheaper (on GloVe ef 32 ran at 1.34x the queries/s of ef 64 at recall@10 0.90, and
+        ef 64 at 1.3x ef 32's at 0.99).
 
         Use held-out queries, not those the router was fitted on: the router finds its own
         training queries' answers more often, and the targets would be missed (ValueError
@@ -88,19 +92,61 @@ class Calibration(IVFState):
         return curve
 
     def _measure(self, q, k, depth, grouped, offsets, ids):
-        """The effort tables of queries ``q`` for this index's search, one per re-ranking depth
-        ({k_factor: EffortTable}), and the mean recall@k at nprobe 1 .. ``depth``; under the
-        lock, over the keys ``grouped`` by list as ``offsets``, with their ``ids``."""
+        """The effort tables of queries ``q`` for this index's search, one per router beam and
+        re-ranking depth ({(beam, k_factor): EffortTable}, see ``_beams``), and the mean
+        recall@k at nprobe 1 .. ``depth`` at the router's own beam; under the lock, over the
+        keys ``grouped`` by list as ``offsets``, with their ``ids``. Costs are seconds per
+        query: the walk timed at each beam, and the scan timed once (``_ScanTime``), so that
+        the beams differ by their walks and the keys they make the scan read, not by noise."""
         _, rows = topk_dot(q, grouped, k)
-        lists = self._route(q, faiss.SearchParametersIVF(nprobe=depth))[0]
         sizes = np.diff(offsets)
-        scanned = np.cumsum(np.where(lists >= 0, sizes[np.maximum(lists, 0)], 0), axis=1)
-        if isinstance(self, faiss.IndexIVFFlat) and not self.refines:
-            return self._measure_exact(q, k, depth, lists, offsets, rows, scanned)
-        return self._measure_scanned(q, k, depth, lists, ids[rows], scanned)
+        beams = self._beams()
+        routing = self._timed_routing(q[:_TIMED_QUERIES], beams)
+        tables, curve, scan_time = {}, None, None
+        for beam in beams:
+            lists = self._route(q, faiss.SearchParametersIVF(nprobe=depth), beam)[0]
+            scanned = np.cumsum(np.where(lists >= 0, sizes[np.maximum(lists, 0)], 0), axis=1)
+            if isinstance(self, faiss.IndexIVFFlat) and not self.refines:
+                measured = self._measure_exact(q, k, depth, lists, offsets, rows)
+            else:
+                measured = self._measure_scanned(q, k, depth, lists, ids[rows])
+            efforts, bins, group, recall, beam_curve = measured
+            first = int(efforts[0])
+            if scan_time is None:
+                sample = q[:_TIMED_QUERIES]
+                scan_time = _ScanTime.measure(self, sample, k, list(recall), lists, scanned, first)
+            for f, found in recall.items():
+                cost = routing[beam] + scan_time.seconds(f, scanned, first)
+                tables[(beam, f)] = EffortTable.from_queries(
+                    k, efforts, bins, group, found, cost[:, efforts - 1]
+                )
+            curve = beam_curve if curve is None else curve
+        return tables, curve
 
-    def _measure_exact(self, q, k, depth, lists, offsets, rows, scanned):
-        """Exact lists: a true key is found once its list is probed."""
+    def _beams(self) -> tuple:
+        """The router beams a calibration measures: a graph router's own and half of it (the
+        walk is a fixed cost per query, which a wide scan outweighs at a low target and needs
+        less of at a high one); (None,) for a router without a beam."""
+        router = self._router_impl
+        if not hasattr(router, "with_ef"):
+            return (None,)
+        return tuple(dict.fromkeys((router.ef, max(1, router.ef // 2))))
+
+    def _timed_routing(self, sample, beams) -> dict:
+        """Seconds per query of the routing of ``sample`` at each beam ({beam: s}): the best of
+        three, the beams taken in turn (a walk timed alone after other work ran up to 1.3x
+        slower, and chose the other beam)."""
+        params = default_scan_params(min(self.nlist, _TIMED_WIDE_LISTS), 0)
+        best = dict.fromkeys(beams, np.inf)
+        for _ in range(3):
+            for beam in beams:
+                route = functools.partial(self._route, sample, params, beam)
+                best[beam] = min(best[beam], _seconds(route))
+        return {beam: seconds / len(sample) for beam, seconds in best.items()}
+
+    def _measure_exact(self, q, k, depth, lists, offsets, rows):
+        """Exact lists: a true key is found once its list is probed. (efforts, groups, each
+        query's group, {1.0: recall@k per query and effort}, mean recall@k per nprobe)."""
         true_lists = np.searchsorted(offsets, rows, side="right") - 1  # (n, k)
         found_at = np.empty(true_lists.shape, np.int64)  # the probe reaching each key; depth: none
         for a in range(0, len(q), 1024):  # (chunk, depth, k) comparisons at a time
@@ -113,18 +159,14 @@ class Calibration(IVFState):
             q, k, np.ascontiguousarray(lists[:, :first]), default_scan_params(first, 0)
         )[0]
         bins, group = ScoreBins.fit(kth_score_over_norm(scores, q))
-        # cost: keys scanned, plus one so that it is positive where the first lists are empty
-        table = EffortTable.from_queries(
-            k, efforts, bins, group, recall, 1 + scanned[:, efforts - 1]
-        )
         curve = np.bincount(found_at.ravel(), minlength=depth + 1)[:depth].cumsum()
-        return {1.0: table}, curve / found_at.size
+        return efforts, bins, group, {1.0: recall}, curve / found_at.size
 
-    def _measure_scanned(self, q, k, depth, lists, truth, scanned):
+    def _measure_scanned(self, q, k, depth, lists, truth):
         """Compressed lists: a true key (ids ``truth`` (n, k)) is found when it is among the
         scan's best candidates, at each re-ranking depth; the lists are scanned in steps of the
-        nprobe grid, each step's candidates merged into the best so far. Each depth's cost is
-        its search timed (``_timed_costs``)."""
+        nprobe grid, each step's candidates merged into the best so far. As ``_measure_exact``,
+        with each re-ranking depth's recall."""
         factors = K_FACTORS if self.refines else (1.0,)
         depth_max = self._depth(k, factors[-1])
         grid = effort_grid(1, depth, ratio=1.1)
@@ -143,49 +185,10 @@ class Calibration(IVFState):
                 recall[f][:, j] = (position < self._depth(k, f)).mean(axis=1)
             done = stop
         bins, group = ScoreBins.fit(feature)
-        efforts = grid[grid >= first]
-        costs = self._timed_costs(q, k, factors, lists, scanned, first)
-        tables = {
-            f: EffortTable.from_queries(
-                k, efforts, bins, group, recall[f][:, grid >= first], costs[f][:, efforts - 1]
-            )
-            for f in factors
-        }
         curve = np.full(depth, np.nan)
         curve[grid - 1] = recall[factors[-1]].mean(axis=0)
-        return tables, curve
-
-    def _timed_costs(self, q, k, factors, lists, scanned, first) -> dict:
-        """Seconds per query of a search at each re-ranking depth over each query's first
-        1 .. depth lists ({k_factor: (n, depth)}): the search of the first lists timed at each
-        depth (a deeper scan keeps more candidates in its heaps, and re-ranks more), plus each
-        further key scanned at the time per key of a wider scan. Modelled on keys scanned
-        alone, the scan's heaps went uncounted: at 0.90 on WordNet + MiniLM k_factor 8 and 4
-        cost the same, and 8 ran at 0.87x the queries/s of 4."""
-        sample = q[:_TIMED_QUERIES]
-        wide = min(lists.shape[1], _TIMED_WIDE_LISTS)
-
-        def seconds(f, nprobe):
-            chunk = np.ascontiguousarray(lists[: len(sample), :nprobe])
-            params = default_scan_params(nprobe, 0)
-            best = np.inf
-            for _ in range(3):  # the best of three: single runs are noisy
-                start = time.perf_counter()
-                candidates = self._scan(sample, self._depth(k, f), chunk, params)[1]
-                if self.refines:
-                    self._reranked(sample, k, candidates)
-                best = min(best, time.perf_counter() - start)
-            return best / len(sample)
-
-        at_first = {f: seconds(f, first) for f in factors}
-        keys_first, keys_wide = (scanned[: len(sample), n - 1].mean() for n in (first, wide))
-        per_key = 0.0
-        if keys_wide > keys_first:
-            per_key = (seconds(factors[0], wide) - at_first[factors[0]]) / (keys_wide - keys_first)
-        # never below a tenth of the first lists' time per key: a noisy slope stays positive
-        per_key = max(per_key, 0.1 * at_first[factors[0]] / max(keys_first, 1.0))
-        further = np.maximum(scanned - scanned[:, first - 1 : first], 0)
-        return {f: at_first[f] + per_key * further for f in factors}
+        kept = grid >= first
+        return grid[kept], bins, group, {f: r[:, kept] for f, r in recall.items()}, curve
 
     def _calibration(self, k: int) -> tuple[dict, str]:
         """The calibration for a ``target_recall`` search at this k, measured again on the kept
@@ -220,30 +223,30 @@ class Calibration(IVFState):
         return self._measure(queries, k, self._calibration_depth, *self._grouped_keys(None))[0]
 
     def _plan(self, tables: dict, target_recall, k: int):
-        """The re-ranking depth, its table, the nprobe per group and the ``_core.Deepening`` that
-        meet ``target_recall`` at the least cost, kept per target for these tables (a tenth of a
-        one-query search)."""
+        """The router beam and re-ranking depth, the nprobe per group and the ``_core.Deepening``
+        that meet ``target_recall`` at the least cost, kept per target for these tables (a
+        tenth of a one-query search)."""
         target = as_target_recall(target_recall)
         plans = self._plans
         if plans is None or plans[0] is not tables:
             plans = self._plans = (tables, {})
         if target not in plans[1]:
-            k_factor, table = cheapest(tables, target)
+            (beam, k_factor), table = cheapest(tables, target)
             chosen = table.efforts_for(target)
             first = int(table.efforts[0])
             deepening = _core.Deepening(first, k, table.groups.edges, chosen)
-            plans[1][target] = (k_factor, chosen, deepening)
+            plans[1][target] = (beam, k_factor, chosen, deepening)
         return plans[1][target]
 
     def _search_to_target(self, q: np.ndarray, k: int, target_recall, params):
-        """The calibrated search: each query's first lists, then its group's further ones; a
-        re-ranking index at the depth that meets the target at the least cost."""
+        """The calibrated search: each query's first lists, then its group's further ones; at
+        the router beam and re-ranking depth that meet the target at the least cost."""
         tables, state = self._calibration(k)
-        k_factor, chosen, deepening = self._plan(tables, target_recall, k)
+        beam, k_factor, chosen, deepening = self._plan(tables, target_recall, k)
         depth = self._depth(k, k_factor)
         start = time.perf_counter()
         deepest = int(chosen.max())
-        lists, _, network_flops, coarse = self._route(q, scan_params(params, deepest, 0))
+        lists, _, network_flops, coarse = self._route(q, scan_params(params, deepest, 0), beam)
         routed = time.perf_counter()
         centroid_scores = self._centroid_scores(q, lists)  # once for both scans
         D, I, distances, nprobe, probed = self._scan_deepening(
@@ -263,7 +266,58 @@ class Calibration(IVFState):
         self._note_reranked(depth)
         self.last_search_stats["nprobe_per_query"] = nprobe
         self.last_search_stats["calibration"] = state
+        if beam is not None:
+            self.last_search_stats["router_ef"] = beam
         return D, I
+
+
+class _ScanTime:
+    """The time per query of a scan and its re-ranking, by re-ranking depth (k_factor): the
+    search of the first lists timed at each depth (a deeper scan keeps more candidates in its
+    heaps, and re-ranks more), plus each further key scanned at the time per key of a wider
+    scan. Modelled on keys scanned alone, the scan's heaps went uncounted: at 0.90 on WordNet +
+    MiniLM k_factor 8 and 4 cost the same, and 8 ran at 0.87x the queries/s of 4."""
+
+    def __init__(self, at_first: dict, per_key: float):
+        self.at_first, self.per_key = at_first, per_key
+
+    @classmethod
+    def measure(cls, index, sample, k, factors, lists, scanned, first) -> _ScanTime:
+        """Timed on the queries ``sample`` over their ``lists`` (n >= len(sample), nprobe),
+        which hold ``scanned`` keys (cumulative, (n, nprobe))."""
+        wide = min(lists.shape[1], _TIMED_WIDE_LISTS)
+
+        def scan(f, nprobe):
+            chunk = np.ascontiguousarray(lists[: len(sample), :nprobe])
+            params = default_scan_params(nprobe, 0)
+
+            def search():
+                candidates = index._scan(sample, index._depth(k, f), chunk, params)[1]
+                if index.refines:
+                    index._reranked(sample, k, candidates)
+
+            return min(_seconds(search) for _ in range(3)) / len(sample)  # single runs: noisy
+
+        at_first = {f: scan(f, first) for f in factors}
+        keys_first, keys_wide = (scanned[: len(sample), n - 1].mean() for n in (first, wide))
+        per_key = 0.0
+        if keys_wide > keys_first:
+            per_key = (scan(factors[0], wide) - at_first[factors[0]]) / (keys_wide - keys_first)
+        # never below a tenth of the first lists' time per key: a noisy slope stays positive
+        per_key = max(per_key, 0.1 * at_first[factors[0]] / max(keys_first, 1.0))
+        return cls(at_first, per_key)
+
+    def seconds(self, k_factor: float, scanned: np.ndarray, first: int) -> np.ndarray:
+        """Per query (n, depth) over its first 1 .. depth lists, ``scanned`` the keys they
+        hold (cumulative)."""
+        further = np.maximum(scanned - scanned[:, first - 1 : first], 0)
+        return self.at_first[k_factor] + self.per_key * further
+
+
+def _seconds(run) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
 
 
 def _positions(candidates: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -277,38 +331,50 @@ def _positions(candidates: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return position
 
 
-def cheapest(tables: dict, target_recall) -> tuple[float, EffortTable]:
-    """The re-ranking depth (k_factor) and its table whose choice of nprobes meets
+def cheapest(tables: dict, target_recall) -> tuple[tuple, EffortTable]:
+    """The setting (router beam, re-ranking depth) and its table whose choice of nprobes meets
     ``target_recall`` at the least cost; beyond every table's reach, the deepest one's error."""
     target_recall = as_target_recall(target_recall)
-    reaching = {f: t for f, t in tables.items() if t.max_recall + 1e-12 >= target_recall}
+    reaching = {s: t for s, t in tables.items() if t.max_recall + 1e-12 >= target_recall}
     if not reaching:
-        deepest = max(tables, key=lambda f: tables[f].max_recall)
+        deepest = max(tables, key=lambda s: tables[s].max_recall)
         tables[deepest].efforts_for(target_recall)  # raises: above the calibrated maximum
     return min(reaching.items(), key=lambda item: item[1].cost_for(target_recall))
 
 
 def calibration_state(tables: dict) -> dict:
-    """The calibration as ``meta.json`` keeps it: one table (an index that does not re-rank)
-    as its state, several as their k_factors and states."""
-    if list(tables) == [1.0]:
-        return tables[1.0].state_dict()
-    return {"k_factors": list(tables), "tables": [t.state_dict() for t in tables.values()]}
+    """The calibration as ``meta.json`` keeps it: one table (an index that does not re-rank,
+    with a router without a beam) as its state, several as their beams, k_factors and states."""
+    if list(tables) == [(None, 1.0)]:
+        return tables[(None, 1.0)].state_dict()
+    return {
+        "beams": [beam for beam, _ in tables],
+        "k_factors": [f for _, f in tables],
+        "tables": [t.state_dict() for t in tables.values()],
+    }
 
 
 def check_calibration(calibration: dict, index) -> dict:
-    """The effort tables ({k_factor: EffortTable}) a file's ``calibration`` states, checked
-    against the faiss ``index``."""
+    """The effort tables ({(beam, k_factor): EffortTable}) a file's ``calibration`` states,
+    checked against the faiss ``index`` and its router."""
     if "tables" in calibration:
         factors = [float(f) for f in calibration["k_factors"]]
         states = calibration["tables"]
-        if not index.refines or len(factors) != len(states) or not all(f >= 1 for f in factors):
-            raise ValueError("re-ranking calibrations need an index that re-ranks, one per depth")
-        tables = {f: _checked_table(state, index) for f, state in zip(factors, states)}
-        if len({t.k for t in tables.values()}) != 1:
-            raise ValueError("the re-ranking calibrations are for different k")
+        beams = calibration.get("beams", [None] * len(states))  # before beams: the router's own
+        if not (len(factors) == len(states) == len(beams)):
+            raise ValueError("the calibration needs one beam and one k_factor per table")
+        if not all(f == 1 or (f > 1 and index.refines) for f in factors):
+            raise ValueError("re-ranking calibrations need an index that re-ranks, k_factor >= 1")
+        if any(b is not None for b in beams) and not hasattr(index._router_impl, "with_ef"):
+            raise ValueError("the calibration's beams need a router with a beam")
+        beams = [None if b is None else as_positive_int(b, "a calibration's beam") for b in beams]
+        tables = {
+            (b, f): _checked_table(state, index) for b, f, state in zip(beams, factors, states)
+        }
+        if len(tables) != len(states) or len({t.k for t in tables.values()}) != 1:
+            raise ValueError("the calibration's tables repeat a setting or are for different k")
         return tables
-    return {1.0: _checked_table(calibration, index)}
+    return {(None, 1.0): _checked_table(calibration, index)}
 
 
 def _checked_table(calibration: dict, index) -> EffortTable:

@@ -99,13 +99,14 @@ class Search(IVFState):
             self.last_search_stats["reranked"] = depth
             self.last_search_stats["flops"] += 2 * depth * self._d
 
-    def _route(self, q: np.ndarray, params):
-        """(lists (n, nprobe) int64, nprobe, network FLOPs and coarse distances per query)."""
+    def _route(self, q: np.ndarray, params, beam: int | None = None):
+        """(lists (n, nprobe) int64, nprobe, network FLOPs and coarse distances per query);
+        ``beam``: a graph router's walk width, None: its own."""
         self._require_trained()
         nprobe = min(self.nprobe if params is None else params.nprobe, self.nlist)
         if nprobe < 1:
             raise ValueError(f"nprobe must be positive, got {nprobe}")
-        router = self._search_router()
+        router = self._search_router(beam)
         lists = np.ascontiguousarray(router.rank(q, nprobe, self, params), dtype=np.int64)
         if lists.size and lists.min() < 0:  # faiss's ranking fills what a router leaves
             short = (lists < 0).any(axis=1)  # (nprobe = nlist: all of them)
@@ -150,13 +151,16 @@ class Search(IVFState):
         }
         return D, I
 
-    def _search_router(self):
-        """The router a search uses: the learned one (the router before the query transform),
-        taken in turn with faiss's ranking under ``probe_union``, else faiss's alone."""
+    def _search_router(self, beam: int | None = None):
+        """The router a search uses: the learned one (the router before the query transform;
+        a graph router walked with ``beam``), taken in turn with faiss's ranking under
+        ``probe_union``, else faiss's alone."""
         centroids = CentroidRouter(self._d, self.nlist)
         learned = self._router_impl or self._transform_impl
         if learned is None:
             return centroids
+        if beam is not None and beam != learned.ef:
+            learned = learned.with_ef(beam)
         union = self.probe_union
         if union is None:  # the default: measured best with the max-affine router only
             union = isinstance(self._router, MaxAffineRouter)

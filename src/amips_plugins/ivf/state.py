@@ -47,7 +47,8 @@ class IVFState(faiss.IndexIVF):
     _router_queries: Any = None  # fit_router's queries' fingerprints (amips_plugins._held_out)
     _stale: Any = None  # learned parts that could not follow a change of keys (set of names)
     # calibrate()'s, for target_recall; None: not calibrated
-    _effort: dict[float, EffortTable] | None = None  # per re-ranking depth (k_factor)
+    # per router beam (None: a router without one) and re-ranking depth (k_factor)
+    _effort: dict[tuple[int | None, float], EffortTable] | None = None
     _effort_version = 0  # _keys_version when it was measured
     _plans: Any = None  # (the tables above, {target: _plan's choice for it})
     _calibration_queries: Any = None  # kept to measure it again after the keys change
