@@ -266,8 +266,7 @@ class Calibration(IVFState):
         self._note_reranked(depth)
         self.last_search_stats["nprobe_per_query"] = nprobe
         self.last_search_stats["calibration"] = state
-        if beam is not None:
-            self.last_search_stats["router_ef"] = beam
+        self.last_search_stats["router_ef"] = beam
         return D, I
 
 

@@ -186,7 +186,7 @@ class Search(IVFState):
         many of its lists (n, nprobe) as ``deepening`` gives it from the ``deepening.kth`` best
         score found there (``params``: the caller's, or None; each scan's nprobe set here).
         (D, I, distances computed, each query's lists scanned (n,), the lists scanned in all)."""
-        views = self._list_views(scan_params(params, lists.shape[1], self.max_codes))
+        views = self._list_views(params)
         if views is not None:
             return self._scan_on_core(q, k, lists, views, centroid_scores, deepening)
         first = deepening.first
@@ -194,11 +194,13 @@ class Search(IVFState):
         D, I, distances = self._scan_by_faiss(
             q, k, lists[:, :first], part, np.ascontiguousarray(centroid_scores[:, :first])
         )
+        probed = int(np.count_nonzero(lists[:, :first] >= 0))
         reached = np.minimum(deepening.nprobe_for(D[:, deepening.kth - 1], q), lists.shape[1])
         reach = int(reached.max()) if len(q) else first
         if reach > first:  # each query its own lists; none scanned past the deepest needed
             rest = np.arange(first, reach)[None, :] < reached[:, None]
             more = np.where(rest, lists[:, first:reach], -1)
+            probed += int(np.count_nonzero(more >= 0))
             D2, I2, distances2 = self._scan_by_faiss(
                 q,
                 k,
@@ -208,8 +210,7 @@ class Search(IVFState):
             )
             D, I = merge_top_k(D, I, D2, I2)
             distances += distances2
-        reached = np.maximum(reached, first)
-        return D, I, distances, reached, probed_count(lists, reached)
+        return D, I, distances, np.maximum(reached, first), probed
 
     def _scan_on_core(self, q, k, lists, views, centroid_scores, deepening=None):
         """The core's scan of ``views``: (D, I, distances computed, each query's lists scanned,
@@ -279,12 +280,17 @@ class Search(IVFState):
     def _list_views(self, params):
         """The lists as the core scans them (``_core.ListViews`` over faiss's own memory, no
         copy), or None where faiss scans: codes other than float32 rows (``IndexIVFFlat``) or
-        float16 ones (``SQfp16``), lists faiss does not hold in memory, or ``params`` that select
-        ids or cap the codes scanned. faiss scores one key per call (float16 ones 5-9x slower
-        than the core on GloVe); the core reads a list that one or two queries of a call probe
-        in place, row by row, and packs one that more probe once for them all. Read again after
-        each change of keys or of the lists object (checked by address: 5 us of a one-query
-        search less than faiss's downcast)."""
+        float16 ones (``SQfp16``), lists faiss does not hold in memory, or ``params`` (the
+        caller's; None: the index's ``max_codes``) that select ids or cap the codes scanned.
+        faiss scores one key per call (float16 ones 5-9x slower than the core on GloVe); the
+        core reads a list that one or two queries of a call probe in place, row by row, and
+        packs one that more probe once for them all. Read again after each change of keys or
+        of the lists object (checked by address: 5 us of a one-query search less than faiss's
+        downcast)."""
+        if not isinstance(self, (faiss.IndexIVFFlat, faiss.IndexIVFScalarQuantizer)):
+            return None  # before reading params and the lists: other codes never reach the core
+        if params is None:
+            params = default_scan_params(1, self.max_codes)
         if params.sel is not None or params.max_codes:
             return None
         seen = (self._keys_version, self.ntotal, int(self.invlists.this))
