@@ -100,8 +100,8 @@ class Calibration(IVFState):
         the beams differ by their walks and the keys they make the scan read, not by noise."""
         _, rows = topk_dot(q, grouped, k)
         sizes = np.diff(offsets)
-        beams = self._beams()
-        routing = self._timed_routing(q[:_TIMED_QUERIES], beams)
+        beams, sample = self._beams(), q[:_TIMED_QUERIES]
+        routing = self._timed_routing(sample, beams)
         tables, curve, scan_time = {}, None, None
         for beam in beams:
             lists = self._route(q, faiss.SearchParametersIVF(nprobe=depth), beam)[0]
@@ -113,7 +113,6 @@ class Calibration(IVFState):
             efforts, bins, group, recall, beam_curve = measured
             first = int(efforts[0])
             if scan_time is None:
-                sample = q[:_TIMED_QUERIES]
                 scan_time = _ScanTime.measure(self, sample, k, list(recall), lists, scanned, first)
             for f, found in recall.items():
                 cost = routing[beam] + scan_time.seconds(f, scanned, first)
@@ -134,8 +133,8 @@ class Calibration(IVFState):
 
     def _timed_routing(self, sample, beams) -> dict:
         """Seconds per query of the routing of ``sample`` at each beam ({beam: s}): the best of
-        three, the beams taken in turn (a walk timed alone after other work ran up to 1.3x
-        slower, and chose the other beam)."""
+        three, the beams taken in turn (each timed in its own pass, with its own scan, two
+        calibrations of one GloVe index chose different beams at 0.95)."""
         params = default_scan_params(min(self.nlist, _TIMED_WIDE_LISTS), 0)
         best = dict.fromkeys(beams, np.inf)
         for _ in range(3):
@@ -223,9 +222,9 @@ class Calibration(IVFState):
         return self._measure(queries, k, self._calibration_depth, *self._grouped_keys(None))[0]
 
     def _plan(self, tables: dict, target_recall, k: int):
-        """The router beam and re-ranking depth, the nprobe per group and the ``_core.Deepening``
-        that meet ``target_recall`` at the least cost, kept per target for these tables (a
-        tenth of a one-query search)."""
+        """The router beam and re-ranking depth, the deepest nprobe of a group and the
+        ``_core.Deepening`` that meet ``target_recall`` at the least cost, kept per target for
+        these tables (a tenth of a one-query search)."""
         target = as_target_recall(target_recall)
         plans = self._plans
         if plans is None or plans[0] is not tables:
@@ -235,17 +234,16 @@ class Calibration(IVFState):
             chosen = table.efforts_for(target)
             first = int(table.efforts[0])
             deepening = _core.Deepening(first, k, table.groups.edges, chosen)
-            plans[1][target] = (beam, k_factor, chosen, deepening)
+            plans[1][target] = (beam, k_factor, int(chosen.max()), deepening)
         return plans[1][target]
 
     def _search_to_target(self, q: np.ndarray, k: int, target_recall, params):
         """The calibrated search: each query's first lists, then its group's further ones; at
         the router beam and re-ranking depth that meet the target at the least cost."""
         tables, state = self._calibration(k)
-        beam, k_factor, chosen, deepening = self._plan(tables, target_recall, k)
+        beam, k_factor, deepest, deepening = self._plan(tables, target_recall, k)
         depth = self._depth(k, k_factor)
         start = time.perf_counter()
-        deepest = int(chosen.max())
         lists, _, network_flops, coarse = self._route(q, scan_params(params, deepest, 0), beam)
         routed = time.perf_counter()
         centroid_scores = self._centroid_scores(q, lists)  # once for both scans
