@@ -21,6 +21,7 @@
 #include "kernels.h"
 #include "ledger.h"
 #include "parallel.h"
+#include "pq4.h"
 #include "require.h"
 #include "search.h"
 #include "xbox.h"
@@ -237,18 +238,18 @@ py::array_t<float> rescore_py(const Array<float>& queries, const py::array& keys
 // checked once, so that a scan needs no conversion per list.
 class ListViews {
 public:
-    ListViews(const std::vector<py::array>& rows, const std::vector<py::array>& ids, std::size_t d)
-        : rows_(rows), ids_(ids) {
+    ListViews(const std::vector<py::array>& rows, const std::vector<py::array>& ids, std::size_t d) {
         AMIPS_REQUIRE(rows.size() == ids.size(), std::to_string(rows.size()) + " lists of rows and " +
                                                      std::to_string(ids.size()) + " of ids");
         AMIPS_REQUIRE(d > 0, "the lists' dimension must be positive");
-        set_.halves = !rows.empty() && is_half(rows[0]);
-        const std::string type = set_.halves ? "float16" : "float32";
+        const bool halves = !rows.empty() && is_half(rows[0]);
+        set_.codes = halves ? ListCodes::halves : ListCodes::floats;
+        const std::string type = halves ? "float16" : "float32";
         for (std::size_t c = 0; c < rows.size(); ++c) {
             const std::string name = "list " + std::to_string(c);
             const py::array& r = rows[c];
             const py::array& i = ids[c];
-            const bool same = set_.halves ? is_half(r) : r.dtype().is(py::dtype::of<float>());
+            const bool same = halves ? is_half(r) : r.dtype().is(py::dtype::of<float>());
             AMIPS_REQUIRE(same && (r.flags() & py::array::c_style) && r.ndim() == 2 &&
                               std::size_t(r.shape(1)) == d,
                           name + "'s rows must be C-contiguous " + type + " (n, " +
@@ -257,18 +258,66 @@ public:
                               i.ndim() == 1 && i.shape(0) == r.shape(0),
                           name + "'s ids must be C-contiguous int64 (" + std::to_string(r.shape(0)) +
                               ",), got " + shape_of(i));
-            row_data_.push_back(r.data());
-            id_data_.push_back(static_cast<const std::int64_t*>(i.data()));
-            sizes_.push_back(r.shape(0));
+            add_list(r, i, r.shape(0));
         }
         set_.rows = row_data_.data(), set_.ids = id_data_.data(), set_.sizes = sizes_.data();
         set_.count = sizes_.size(), set_.d = d;
     }
 
+    // Lists of 4-bit codes in faiss's fast-scan blocks (pq4.h): each list's blocks, uint8 (at least
+    // a whole block per 32 keys), its ids, and the codebook (m, 16, dim / m) float32.
+    static ListViews pq4(const std::vector<py::array>& blocks, const std::vector<py::array>& ids,
+                         const Array<float>& codebook, std::size_t dim) {
+        AMIPS_REQUIRE(blocks.size() == ids.size(), std::to_string(blocks.size()) + " lists of blocks and " +
+                                                       std::to_string(ids.size()) + " of ids");
+        const std::size_t m = codebook.ndim() == 3 ? codebook.shape(0) : 0;
+        AMIPS_REQUIRE(m > 0 && codebook.shape(1) == 16 && std::size_t(codebook.shape(2)) * m == dim,
+                      "the codebook must be (m, 16, dim / m) for dim " + std::to_string(dim) + ", got " +
+                          shape_of(codebook));
+        ListViews views({}, {}, dim);
+        const std::size_t dsub = dim / m;  // (m, 16, dsub) to pq4_table's (m, dsub, 16)
+        views.codebook_.resize(m * 16 * dsub);
+        for (std::size_t s = 0; s < m; ++s) {
+            for (std::size_t c = 0; c < 16; ++c) {
+                for (std::size_t t = 0; t < dsub; ++t) {
+                    views.codebook_[(s * dsub + t) * 16 + c] = codebook.data()[(s * 16 + c) * dsub + t];
+                }
+            }
+        }
+        const std::size_t m2 = (m + 1) / 2 * 2;
+        for (std::size_t c = 0; c < blocks.size(); ++c) {
+            const std::string name = "list " + std::to_string(c);
+            const py::array& b = blocks[c];
+            const py::array& i = ids[c];
+            AMIPS_REQUIRE(i.dtype().is(py::dtype::of<std::int64_t>()) && (i.flags() & py::array::c_style) &&
+                              i.ndim() == 1,
+                          name + "'s ids must be C-contiguous int64 (n,), got " + shape_of(i));
+            const std::size_t need = (std::size_t(i.shape(0)) + kPq4Block - 1) / kPq4Block * m2 * 16;
+            AMIPS_REQUIRE(b.dtype().is(py::dtype::of<std::uint8_t>()) && (b.flags() & py::array::c_style) &&
+                              b.ndim() == 1 && std::size_t(b.shape(0)) >= need,
+                          name + "'s blocks must be C-contiguous uint8 of at least " + std::to_string(need) +
+                              " bytes, got " + shape_of(b));
+            views.add_list(b, i, i.shape(0));
+        }
+        ListSet& set = views.set_;
+        set.rows = views.row_data_.data(), set.ids = views.id_data_.data(), set.sizes = views.sizes_.data();
+        set.count = views.sizes_.size(), set.codes = ListCodes::pq4;
+        set.codebook = views.codebook_.data(), set.pq_m = m, set.pq_m2 = m2, set.pq_dsub = dsub;
+        return views;
+    }
+
     const ListSet& set() const { return set_; }
 
 private:
+    void add_list(const py::array& codes, const py::array& ids, std::int64_t size) {
+        rows_.push_back(codes), ids_.push_back(ids);
+        row_data_.push_back(codes.data());
+        id_data_.push_back(static_cast<const std::int64_t*>(ids.data()));
+        sizes_.push_back(size);
+    }
+
     std::vector<py::array> rows_, ids_;
+    std::vector<float> codebook_;
     std::vector<const void*> row_data_;
     std::vector<const std::int64_t*> id_data_;
     std::vector<std::int64_t> sizes_;
@@ -816,7 +865,14 @@ PYBIND11_MODULE(_core, m) {
                           "or float16 (n, dim), every list alike, and their ids, int64 (n,); the "
                           "arrays are kept alive and must not change while the views are used.")
         .def(py::init<const std::vector<py::array>&, const std::vector<py::array>&, std::size_t>(),
-             py::arg("rows"), py::arg("ids"), py::arg("dim"));
+             py::arg("rows"), py::arg("ids"), py::arg("dim"))
+        .def_static("pq4", &ListViews::pq4, py::arg("blocks"), py::arg("ids"), py::arg("codebook"),
+                    py::arg("dim"),
+                    "Lists of 4-bit product-quantization codes as faiss's fast-scan IVF keeps "
+                    "them: each list's blocks, uint8 (1-D, a block of m2 * 16 bytes per 32 keys, "
+                    "m2 = m rounded up to even), its ids int64 (n,), and the codebook (m, 16, "
+                    "dim / m) float32; scanned approximately, each query's table of "
+                    "subquantizer scores quantized to bytes.");
     py::class_<DeepeningRule>(m, "Deepening",
                               "How far a calibrated scan goes for each query: its first `first` "
                               "probes, then nprobe[group] in all, the group the one of `edges` "

@@ -13,6 +13,7 @@
 
 #include "kernels.h"
 #include "parallel.h"
+#include "pq4.h"
 
 namespace amips {
 namespace {
@@ -270,17 +271,28 @@ struct ListScan {
     const float* offsets;  // per probe of all, or null
     std::size_t k;
     std::vector<Hit> heaps;
+    std::vector<Pq4Table> tables;  // pq4 codes: the block's queries' tables
     std::vector<float> packed, probing, out;
 
     // The m queries of probes[0..m), all of one list: each reads its rows in place, or, when
     // more probe it, they gather and the list is packed once for them all.
     void list(const BlockProbe* probes, std::size_t m) {
         const std::size_t c = std::size_t(probes[0].list), size = std::size_t(lists.sizes[c]), d = lists.d;
+        if (lists.codes == ListCodes::pq4) {
+            out.resize(round_up(size, kPq4Block));
+            const auto* blocks = static_cast<const std::uint8_t*>(lists.rows[c]);
+            for (std::size_t i = 0; i < m; ++i) {
+                pq4_scores(tables[probes[i].query], blocks, size, lists.pq_m2, kern.isa, out.data());
+                take(probes[i], out.data(), c, 0, size);
+            }
+            return;
+        }
+        const bool halves = lists.codes == ListCodes::halves;
         if (m <= kRowQueries) {
             out.resize(size);
             for (std::size_t i = 0; i < m; ++i) {
                 const float* query = queries + probes[i].query * d;
-                if (lists.halves) {
+                if (halves) {
                     kern.dot_rows_half(query, static_cast<const std::uint16_t*>(lists.rows[c]), d, size, out.data());
                 } else {
                     kern.dot_rows(query, static_cast<const float*>(lists.rows[c]), d, size, out.data());
@@ -297,7 +309,7 @@ struct ListScan {
             const std::size_t count = std::min(kPanel, size - p);
             for (std::size_t t0 = 0; t0 < d; t0 += kChunk) {
                 const std::size_t dc = std::min(kChunk, d - t0);
-                if (lists.halves) {
+                if (halves) {
                     const auto* rows = static_cast<const std::uint16_t*>(lists.rows[c]);
                     kern.pack_half(rows + p * d, d, nullptr, count, t0, dc, packed.data());
                 } else {
@@ -402,6 +414,13 @@ std::size_t scan_lists(const float* queries, std::size_t nq, const ListSet& list
         const std::size_t q0 = task * per_task, q1 = std::min(nq, q0 + per_task);
         ListScan scan{kern, lists, queries + q0 * d, offsets, k,
                       std::vector<Hit>((q1 - q0) * k, kNoHit)};
+        if (lists.codes == ListCodes::pq4) {
+            scan.tables.resize(q1 - q0);
+            for (std::size_t q = q0; q < q1; ++q) {
+                pq4_table(queries + q * d, lists.codebook, lists.pq_m, lists.pq_m2, lists.pq_dsub,
+                          kern.isa, scan.tables[q - q0]);
+            }
+        }
         std::vector<BlockProbe> pairs;
         // Scans probes [from(q), to(q)) of every query q of the block, list by list.
         const auto scan_probes = [&](auto from, auto to) {

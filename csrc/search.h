@@ -39,15 +39,23 @@ void rescore(const float* queries, std::size_t nq, const float* keys, std::size_
 void rescore(const float* queries, std::size_t nq, const std::uint16_t* keys, std::size_t d,
              const std::int64_t* ids, std::size_t m, int num_threads, float* scores);
 
-// Inverted lists held by their owner (faiss's): list c holds sizes[c] keys, rows (sizes[c], d) at
-// rows[c], float32 or, with halves, IEEE halves (their bits), and their ids at ids[c].
+// How a list holds its keys: float32 rows (sizes[c], d), IEEE halves (their bits) or 4-bit
+// product-quantization codes in faiss's fast-scan blocks (pq4.h).
+enum class ListCodes { floats, halves, pq4 };
+
+// Inverted lists held by their owner (faiss's): list c holds sizes[c] keys, their codes at
+// rows[c] and their ids at ids[c]. Codes pq4 are scored approximately, from a query's table for
+// the codebook (pq_m, pq_dsub, 16) floats (pq4_table), pq_m2 subquantizers (pq_m rounded up to
+// even) a block.
 struct ListSet {
     const void* const* rows = nullptr;
-    bool halves = false;
+    ListCodes codes = ListCodes::floats;
     const std::int64_t* const* ids = nullptr;
     const std::int64_t* sizes = nullptr;
     std::size_t count = 0;
     std::size_t d = 0;
+    const float* codebook = nullptr;
+    std::size_t pq_m = 0, pq_m2 = 0, pq_dsub = 0;
 };
 
 // A query's score over its norm (norm at least 1e-30): the feature that groups the queries of a
@@ -74,7 +82,8 @@ struct Deepening {
 // only the probes it reaches (kth <= k, first <= nprobe). reached (nq) gets each query's number
 // of probes scanned. A list that at most two queries of a block probe is scored row by row in
 // place (dot_rows); the queries of a block that probe a list more share its packing, and their
-// scores without offsets are rescore's, bit for bit. Returns the inner products computed.
+// scores without offsets are rescore's, bit for bit (pq4 codes: each query scores a list's
+// blocks in place). Returns the keys scored.
 std::size_t scan_lists(const float* queries, std::size_t nq, const ListSet& lists,
                        const std::int64_t* probes, const float* offsets, std::size_t nprobe,
                        std::size_t k, const Deepening* deepening, int num_threads, float* scores,

@@ -3,6 +3,7 @@ import subprocess
 import sys
 import threading
 
+import faiss
 import numpy as np
 import pytest
 
@@ -223,6 +224,74 @@ def test_scan_lists_deepening_scans_the_probes_each_query_reaches(nq):
     assert scanned == wanted[2]
     norms = np.sqrt((queries.astype(np.float64) ** 2).sum(axis=1))
     np.testing.assert_allclose(features, first[0][:, 3] / norms, rtol=1e-5)
+
+
+def fast_scan_lists(m, nlist=3, n=700, by_residual=False, seed=0):
+    """A faiss fast-scan IVF index of 4-bit codes (d = 2m), its lists as the core's views (read
+    in place), its keys' decoded vectors by id, and queries."""
+    rng = np.random.default_rng(seed)
+    d = 2 * m
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFPQFastScan(quantizer, d, nlist, m, 4, faiss.METRIC_INNER_PRODUCT)
+    index.by_residual = by_residual
+    keys = rng.standard_normal((n, d)).astype(np.float32)
+    index.train(keys)
+    index.add(keys)
+    invlists = faiss.downcast_InvertedLists(index.invlists)
+    blocks, ids, decoded = [], [], np.empty((n, d), np.float32)
+    for c in range(nlist):
+        size = invlists.list_size(c)
+        length = -(-size // 32) * invlists.block_size
+        blocks.append(faiss.rev_swig_ptr(invlists.get_codes(c), length).copy())
+        ids.append(faiss.rev_swig_ptr(invlists.get_ids(c), size).copy())
+        for offset, key in enumerate(ids[-1]):
+            index.reconstruct_from_offset(c, offset, faiss.swig_ptr(decoded[key]))
+    pq = index.pq
+    codebook = faiss.vector_to_array(pq.centroids).reshape(m, 16, 2)
+    queries = rng.standard_normal((9, d)).astype(np.float32)
+    return index, _core.ListViews.pq4(blocks, ids, codebook, d), decoded, codebook, queries
+
+
+# odd m (a padding subquantizer); m = 300: byte sums that would pass 16 bits unscaled
+@pytest.mark.parametrize("m", [1, 7, 8, 300])
+def test_scan_lists_scores_fast_scan_codes_within_their_tables_rounding(simd, m):
+    """4-bit codes in faiss's fast-scan blocks, read in place: every key's score is its decoded
+    vector's within the rounding of the query's byte table (half a unit a subquantizer), the
+    top-k are the best by those scores, and every instruction set gives the same bits."""
+    _, views, decoded, codebook, queries = fast_scan_lists(m)
+    probes = np.array([[0, 1, 2]] * len(queries))
+    scores, ids, scanned, _ = _core.scan_lists(queries, probes, views, 700)
+    assert scanned == 700 * len(queries) and (np.sort(ids, axis=1) == np.arange(700)).all()
+    tables = np.einsum("nmt,mct->nmc", queries.reshape(len(queries), m, 2), codebook)
+    spans = tables.max(axis=2) - tables.min(axis=2)
+    unit = np.maximum(spans.max(axis=1) / 255, spans.sum(axis=1) / (65535 - (m + m % 2)))
+    exact = (queries @ decoded.T)[np.arange(len(queries))[:, None], ids]
+    error = np.abs(scores - exact)
+    assert (error <= (0.5 * m + 1e-3) * unit[:, None] + 1e-4).all()
+    assert error.max() > 0  # the scores are the table's, not exact ones
+    assert (np.diff(scores, axis=1) <= 0).all()
+    if simd != "scalar":
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("AMIPS_SIMD", "scalar")
+            scalar = _core.scan_lists(queries, probes, views, 700)
+        np.testing.assert_array_equal(scalar[0], scores)
+        np.testing.assert_array_equal(scalar[1], ids)
+
+
+@pytest.mark.parametrize("by_residual", [False, True])
+def test_scan_lists_of_fast_scan_codes_finds_what_faiss_finds(by_residual):
+    """The core's scan of fast-scan lists against faiss's own (``search_preassigned``): the
+    same keys, but where scores tie or sit within rounding of the k-th (faiss rounds the list's
+    offset into its table too: residual codes differ a little more)."""
+    index, views, decoded, _, queries = fast_scan_lists(8, nlist=4, n=2000, by_residual=by_residual)
+    probes = np.array([[0, 2], [1, 3], [3, 0]] * 3, np.int64)
+    centroids = index.quantizer.reconstruct_n(0, 4)
+    offsets = (queries @ centroids.T)[np.arange(9)[:, None], probes].astype(np.float32)
+    _, ids, _, _ = _core.scan_lists(queries, probes, views, 10, offsets if by_residual else None)
+    index.nprobe = probes.shape[1]
+    _, want = faiss.IndexIVF.search_preassigned(index, queries, 10, probes, offsets)
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, want)])
+    assert overlap >= 0.9
 
 
 def test_scan_lists_refuses_what_it_cannot_scan():

@@ -11,6 +11,11 @@ class ListViews:
     """
     Inverted lists held elsewhere (faiss's): for each list its rows, float32 or float16 (n, dim), every list alike, and their ids, int64 (n,); the arrays are kept alive and must not change while the views are used.
     """
+    @staticmethod
+    def pq4(blocks: collections.abc.Sequence[numpy.ndarray], ids: collections.abc.Sequence[numpy.ndarray], codebook: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], dim: typing.SupportsInt | typing.SupportsIndex) -> ListViews:
+        """
+        Lists of 4-bit product-quantization codes as faiss's fast-scan IVF keeps them: each list's blocks, uint8 (1-D, a block of m2 * 16 bytes per 32 keys, m2 = m rounded up to even), its ids int64 (n,), and the codebook (m, 16, dim / m) float32; scanned approximately, each query's table of subquantizer scores quantized to bytes.
+        """
     def __init__(self, rows: collections.abc.Sequence[numpy.ndarray], ids: collections.abc.Sequence[numpy.ndarray], dim: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
 class Deepening:

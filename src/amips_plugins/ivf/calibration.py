@@ -246,15 +246,7 @@ class Calibration(IVFState):
         start = time.perf_counter()
         lists, _, network_flops, coarse = self._route(q, scan_params(params, deepest, 0), beam)
         routed = time.perf_counter()
-        centroid_scores = self._centroid_scores(q, lists)  # once for both scans
-        D, I, distances, nprobe, probed = self._scan_deepening(
-            q,
-            depth,
-            lists,
-            params,
-            centroid_scores,
-            deepening,
-        )
+        D, I, distances, nprobe, probed = self._scan_deepening(q, depth, lists, params, deepening)
         if self.refines:
             D, I = self._reranked(q, k, I)
         mean_nprobe = nprobe.sum() / max(len(q), 1)  # numpy's mean: 4 us of a one-query search

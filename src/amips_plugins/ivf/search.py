@@ -1,6 +1,6 @@
-"""Searching an amortized IVF index: route (choose each query's lists), scan them (exact and
-float16 lists on the core, other codes with faiss's ``search_preassigned``), record what it cost
-in ``last_search_stats``."""
+"""Searching an amortized IVF index: route (choose each query's lists), scan them (exact,
+float16 and 4-bit fast-scan lists on the core, other codes with faiss's ``search_preassigned``),
+record what it cost in ``last_search_stats``."""
 
 from __future__ import annotations
 
@@ -171,24 +171,27 @@ class Search(IVFState):
     ):
         """The scan of the given lists (n, nprobe) for the queries ``q`` (with ``xbox``, their
         augmented form): (D, I, distances computed). ``centroid_scores``: the lists'
-        ``_centroid_scores`` when already computed. Lists of float32 or float16 rows are scanned on
-        the core, unless ``as_faiss`` (their scores may differ from faiss's in the last bits: it
-        sums in another order); other codes by faiss. Either scan's counts are added to
-        ``faiss.cvar.indexIVF_stats``, as faiss's search does.
+        ``_centroid_scores`` when already computed. Lists of float32 or float16 rows and 4-bit
+        fast-scan codes are scanned on the core, unless ``as_faiss`` (their scores may differ from
+        faiss's: float rows in the last bits, summed in another order; fast-scan codes within
+        their tables' rounding, which faiss also applies to residual codes' list offsets); other
+        codes by faiss. Either scan's counts are added to ``faiss.cvar.indexIVF_stats``, as
+        faiss's search does.
         """
         views = None if as_faiss else self._list_views(params)
         if views is not None:
             return self._scan_on_core(q, k, lists, views, centroid_scores)[:3]
         return self._scan_by_faiss(q, k, lists, params, centroid_scores)
 
-    def _scan_deepening(self, q, k: int, lists, params, centroid_scores, deepening):
+    def _scan_deepening(self, q, k: int, lists, params, deepening):
         """A calibrated search's scan: each query's first ``deepening.first`` lists, then as
         many of its lists (n, nprobe) as ``deepening`` gives it from the ``deepening.kth`` best
         score found there (``params``: the caller's, or None; each scan's nprobe set here).
         (D, I, distances computed, each query's lists scanned (n,), the lists scanned in all)."""
         views = self._list_views(params)
         if views is not None:
-            return self._scan_on_core(q, k, lists, views, centroid_scores, deepening)
+            return self._scan_on_core(q, k, lists, views, None, deepening)
+        centroid_scores = self._centroid_scores(q, lists)  # once for both scans
         first = deepening.first
         part = scan_params(params, first, self.max_codes)
         D, I, distances = self._scan_by_faiss(
@@ -279,15 +282,17 @@ class Search(IVFState):
 
     def _list_views(self, params):
         """The lists as the core scans them (``_core.ListViews`` over faiss's own memory, no
-        copy), or None where faiss scans: codes other than float32 rows (``IndexIVFFlat``) or
-        float16 ones (``SQfp16``), lists faiss does not hold in memory, or ``params`` (the
-        caller's; None: the index's ``max_codes``) that select ids or cap the codes scanned.
-        faiss scores one key per call (float16 ones 5-9x slower than the core on GloVe); the
-        core reads a list that one or two queries of a call probe in place, row by row, and
-        packs one that more probe once for them all. Read again after each change of keys or
+        copy), or None where faiss scans: codes other than float32 rows (``IndexIVFFlat``),
+        float16 ones (``SQfp16``) and 4-bit fast-scan codes (``PQ..x4fs``), lists faiss does not
+        hold in memory, or ``params`` (the caller's; None: the index's ``max_codes``) that select
+        ids or cap the codes scanned. faiss scores float16 rows one key per call (5-9x slower
+        than the core on GloVe); the core reads a list that one or two queries of a call probe
+        in place, row by row, and packs one that more probe once for them all. Fast-scan codes
+        it reads in faiss's blocks, in one call for a calibrated search's two scans where faiss
+        takes two. Read again after each change of keys or
         of the lists object (checked by address: 5 us of a one-query search less than faiss's
         downcast)."""
-        if not isinstance(self, (faiss.IndexIVFFlat, faiss.IndexIVFScalarQuantizer)):
+        if not isinstance(self, _CORE_SCANNED):
             return None  # before reading params and the lists: other codes never reach the core
         if params is None:
             params = default_scan_params(1, self.max_codes)
@@ -300,6 +305,8 @@ class Search(IVFState):
 
     def _new_list_views(self):
         """``_core.ListViews`` of the lists, or None where the core cannot scan them."""
+        if isinstance(self, faiss.IndexIVFPQFastScan):
+            return self._fast_scan_views()
         halves = (
             isinstance(self, faiss.IndexIVFScalarQuantizer)
             and self.sq.qtype == faiss.ScalarQuantizer.QT_fp16
@@ -320,6 +327,24 @@ class Search(IVFState):
             rows.append(codes.view(dtype).reshape(size, self.d))
             ids.append(faiss.rev_swig_ptr(invlists.get_ids(c), size))
         return _core.ListViews(rows, ids, self.d)
+
+    def _fast_scan_views(self):
+        """``_core.ListViews.pq4`` over faiss's fast-scan blocks, or None for a layout other
+        than faiss's blocks of 32 keys."""
+        invlists = faiss.downcast_InvertedLists(self.invlists)
+        if not isinstance(invlists, faiss.BlockInvertedLists) or invlists.n_per_block != 32:
+            return None
+        blocks, ids = [], []
+        for c in range(self.nlist):
+            size = invlists.list_size(c)
+            length = -(-size // 32) * invlists.block_size
+            blocks.append(
+                faiss.rev_swig_ptr(invlists.get_codes(c), length) if size else np.empty(0, np.uint8)
+            )
+            ids.append(faiss.rev_swig_ptr(invlists.get_ids(c), size) if size else _NO_IDS)
+        pq = self.pq
+        codebook = faiss.vector_to_array(pq.centroids).reshape(pq.M, pq.ksub, pq.dsub)
+        return _core.ListViews.pq4(blocks, ids, codebook, self.d)
 
     def _list_sizes(self) -> np.ndarray:
         """Every list's size, then a 0 (nlist + 1,): indexed by lists, -1 (none) counts 0;
@@ -347,6 +372,8 @@ class Search(IVFState):
 
 def probed_count(lists: np.ndarray, reached: np.ndarray) -> int:
     """The lists (n, nprobe) scanned (not -1) among each query's first ``reached`` (n,)."""
+    if lists.size and lists.min() >= 0:  # every query's first reached are lists (4 us less)
+        return int(reached.sum())
     within = np.arange(lists.shape[1])[None, :] < reached[:, None]
     return int(np.count_nonzero((lists >= 0) & within))
 
@@ -357,6 +384,10 @@ def merge_top_k(D1, I1, D2, I2):
     k = D1.shape[1]
     return _core.topk_rows(D, k, as_num_threads(None), labels=I)  # ties: D1's first
 
+
+# faiss IVF classes whose lists the core scans (a search without ``sel`` or ``max_codes``)
+_CORE_SCANNED = (faiss.IndexIVFFlat, faiss.IndexIVFScalarQuantizer, faiss.IndexIVFPQFastScan)
+_NO_IDS = np.empty(0, np.int64)
 
 _IVF_PARAMS = [
     name
