@@ -35,42 +35,51 @@ void pq4_scores_scalar(const Pq4Table& scaled, const std::uint8_t* blocks, std::
 }
 
 #if defined(__x86_64__)
-// The same scores, a pair of subquantizers a step: one shuffle looks up 32 codes (the even
-// subquantizer's table in the low 128-bit lane, the odd one's in the high), summed as 16-bit
-// words: a word holds an even byte (keys 0..7 of the block's order, kPq4Order's point) plus 256
-// times an odd one (keys 8..15), and the odd bytes are summed apart, so that the even ones'
-// sums come out by subtraction (modulo 2^16, exact: a key's sum is at most 65535).
-__attribute__((target("avx2"))) void pq4_scores_avx2(const Pq4Table& scaled,
+// The same scores for Q queries at once (their codes read and split once), a pair of
+// subquantizers a step: one shuffle looks up 32 codes (the even subquantizer's table in the low
+// 128-bit lane, the odd one's in the high), summed as 16-bit words: a word holds an even byte
+// (keys 0..7 of the block's order, kPq4Order's point) plus 256 times an odd one (keys 8..15), and
+// the odd bytes are summed apart, so that the even ones' sums come out by subtraction (modulo
+// 2^16, exact: a key's sum is at most 65535).
+template <std::size_t Q>
+__attribute__((target("avx2"))) void pq4_scores_avx2(const Pq4Table* const* scaled,
                                                      const std::uint8_t* blocks,
                                                      std::size_t num_blocks, std::size_t m2,
-                                                     float* out) {
-    const std::uint8_t* table = scaled.bytes.data();
+                                                     float* const* out) {
     const __m256i low = _mm256_set1_epi8(0x0f);
-    const __m256 bias = _mm256_set1_ps(scaled.bias), scale = _mm256_set1_ps(scaled.scale);
     for (std::size_t b = 0; b < num_blocks; ++b) {
         const std::uint8_t* block = blocks + b * m2 * 16;
-        // words and odd bytes of keys 0..15 (low nibbles), then of keys 16..31 (high nibbles)
-        __m256i words[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
-        __m256i odd[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+        // per query, words and odd bytes of keys 0..15 (low nibbles), then of keys 16..31
+        __m256i words[Q][2], odd[Q][2];
+        for (std::size_t q = 0; q < Q; ++q) {
+            for (std::size_t h = 0; h < 2; ++h) words[q][h] = odd[q][h] = _mm256_setzero_si256();
+        }
         for (std::size_t p = 0; p < m2 / 2; ++p) {
             const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + p * 32));
-            const __m256i lut = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(table + p * 32));
-            const __m256i first = _mm256_shuffle_epi8(lut, _mm256_and_si256(bytes, low));
-            const __m256i second = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low));
-            words[0] = _mm256_add_epi16(words[0], first);
-            odd[0] = _mm256_add_epi16(odd[0], _mm256_srli_epi16(first, 8));
-            words[1] = _mm256_add_epi16(words[1], second);
-            odd[1] = _mm256_add_epi16(odd[1], _mm256_srli_epi16(second, 8));
+            const __m256i codes[2] = {_mm256_and_si256(bytes, low), _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low)};
+            for (std::size_t q = 0; q < Q; ++q) {
+                const auto* table = reinterpret_cast<const __m256i*>(scaled[q]->bytes.data() + p * 32);
+                const __m256i lut = _mm256_loadu_si256(table);
+                for (std::size_t h = 0; h < 2; ++h) {
+                    const __m256i found = _mm256_shuffle_epi8(lut, codes[h]);
+                    words[q][h] = _mm256_add_epi16(words[q][h], found);
+                    odd[q][h] = _mm256_add_epi16(odd[q][h], _mm256_srli_epi16(found, 8));
+                }
+            }
         }
-        for (std::size_t h = 0; h < 2; ++h) {
-            const __m256i even = _mm256_sub_epi16(words[h], _mm256_slli_epi16(odd[h], 8));
-            // the two lanes (even and odd subquantizers) added: keys 16h .. 16h + 7, then + 8
-            const __m128i first = _mm_add_epi16(_mm256_castsi256_si128(even), _mm256_extracti128_si256(even, 1));
-            const __m128i second = _mm_add_epi16(_mm256_castsi256_si128(odd[h]), _mm256_extracti128_si256(odd[h], 1));
-            float* scores = out + b * kPq4Block + 16 * h;
-            for (const auto& [sums, at] : {std::pair{first, 0}, std::pair{second, 8}}) {
-                const __m256 total = _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(sums));
-                _mm256_storeu_ps(scores + at, _mm256_add_ps(bias, _mm256_mul_ps(scale, total)));
+        for (std::size_t q = 0; q < Q; ++q) {
+            const __m256 bias = _mm256_set1_ps(scaled[q]->bias), scale = _mm256_set1_ps(scaled[q]->scale);
+            for (std::size_t h = 0; h < 2; ++h) {
+                const __m256i even = _mm256_sub_epi16(words[q][h], _mm256_slli_epi16(odd[q][h], 8));
+                // the two lanes (even and odd subquantizers) added: keys 16h .. 16h + 7, then + 8
+                const __m128i sums[2] = {
+                    _mm_add_epi16(_mm256_castsi256_si128(even), _mm256_extracti128_si256(even, 1)),
+                    _mm_add_epi16(_mm256_castsi256_si128(odd[q][h]), _mm256_extracti128_si256(odd[q][h], 1))};
+                for (std::size_t e = 0; e < 2; ++e) {
+                    const __m256 total = _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(sums[e]));
+                    _mm256_storeu_ps(out[q] + b * kPq4Block + 16 * h + 8 * e,
+                                     _mm256_add_ps(bias, _mm256_mul_ps(scale, total)));
+                }
             }
         }
     }
@@ -171,14 +180,19 @@ void pq4_table(const float* query, const float* codebook, std::size_t m, std::si
     table.scale = per_unit > 0.f ? 1.f / per_unit : 0.f;
 }
 
-void pq4_scores(const Pq4Table& table, const std::uint8_t* blocks, std::size_t n, std::size_t m2,
-                Isa isa, float* out) {
+void pq4_scores(const Pq4Table* const* tables, std::size_t count, const std::uint8_t* blocks,
+                std::size_t n, std::size_t m2, Isa isa, float* const* out) {
     const std::size_t num_blocks = (n + kPq4Block - 1) / kPq4Block;
 #if defined(__x86_64__)
-    if (isa >= Isa::avx2) return pq4_scores_avx2(table, blocks, num_blocks, m2, out);
+    if (isa >= Isa::avx2) {
+        std::size_t q = 0;
+        for (; q + 2 <= count; q += 2) pq4_scores_avx2<2>(tables + q, blocks, num_blocks, m2, out + q);
+        if (q < count) pq4_scores_avx2<1>(tables + q, blocks, num_blocks, m2, out + q);
+        return;
+    }
 #endif
     (void)isa;
-    pq4_scores_scalar(table, blocks, num_blocks, m2, out);
+    for (std::size_t q = 0; q < count; ++q) pq4_scores_scalar(*tables[q], blocks, num_blocks, m2, out[q]);
 }
 
 }  // namespace amips

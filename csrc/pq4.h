@@ -32,9 +32,10 @@ struct Pq4Table {
 void pq4_table(const float* query, const float* codebook, std::size_t m, std::size_t m2,
                std::size_t dsub, Isa isa, Pq4Table& table);
 
-// out[i] = the table's score of key i of blocks, for i < round_up(n, kPq4Block) (the keys past n
-// score whatever the padding codes hold).
-void pq4_scores(const Pq4Table& table, const std::uint8_t* blocks, std::size_t n, std::size_t m2,
-                Isa isa, float* out);
+// out[q][i] = tables[q]'s score of key i of blocks, for q < count and i < round_up(n, kPq4Block)
+// (the keys past n score whatever the padding codes hold): queries two at a time read the codes
+// once for both.
+void pq4_scores(const Pq4Table* const* tables, std::size_t count, const std::uint8_t* blocks,
+                std::size_t n, std::size_t m2, Isa isa, float* const* out);
 
 }  // namespace amips

@@ -279,11 +279,15 @@ struct ListScan {
     void list(const BlockProbe* probes, std::size_t m) {
         const std::size_t c = std::size_t(probes[0].list), size = std::size_t(lists.sizes[c]), d = lists.d;
         if (lists.codes == ListCodes::pq4) {
-            out.resize(round_up(size, kPq4Block));
+            const std::size_t stride = round_up(size, kPq4Block);
+            out.resize(2 * stride);
             const auto* blocks = static_cast<const std::uint8_t*>(lists.rows[c]);
-            for (std::size_t i = 0; i < m; ++i) {
-                pq4_scores(tables[probes[i].query], blocks, size, lists.pq_m2, kern.isa, out.data());
-                take(probes[i], out.data(), c, 0, size);
+            for (std::size_t i = 0; i < m; i += 2) {  // two queries a pass over the codes
+                const std::size_t count = std::min<std::size_t>(2, m - i);
+                const Pq4Table* pair[2] = {&tables[probes[i].query], &tables[probes[i + count - 1].query]};
+                float* scores[2] = {out.data(), out.data() + stride};
+                pq4_scores(pair, count, blocks, size, lists.pq_m2, kern.isa, scores);
+                for (std::size_t j = 0; j < count; ++j) take(probes[i + j], scores[j], c, 0, size);
             }
             return;
         }
