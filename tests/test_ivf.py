@@ -313,6 +313,28 @@ def test_probe_union_scans_the_lists_of_both_rankings(data):
     assert (best[True] > np.maximum(best[False], plain)).any()
 
 
+def test_probe_union_ranks_the_centroids_on_the_core_as_faiss_does(data):
+    """Beside a learned ranking, faiss's ranking of the lists is computed by the core from the
+    centroids of a flat quantizer (the same lists); with quantizer_params, or a quantizer that
+    is not flat, it is faiss's own search."""
+    keys, train, test = data
+    index = build(keys)
+    index.fit_router(train)
+    index.probe_union = True
+    for nprobe in (1, 5, NLIST):
+        want = index.quantizer.search(test, nprobe)[1]
+        np.testing.assert_array_equal(index._ranked_centroids(test, nprobe, None), want)
+    with_params = faiss.SearchParametersIVF(quantizer_params=faiss.SearchParameters(), nprobe=6)
+    assert index._ranked_centroids(test, 6, with_params) is None
+    index.nprobe = 6
+    np.testing.assert_array_equal(
+        index.probed_lists(test), index.probed_lists(test, params=with_params)
+    )
+    hnsw = AmortizedIVF.from_factory(D, f"IVF{NLIST}_HNSW8,Flat")
+    hnsw.train(keys)
+    assert hnsw._ranked_centroids(test, 6, None) is None
+
+
 def test_probe_union_by_default_only_with_the_max_affine_router(data):
     keys, train, test = data
     index = build(keys)

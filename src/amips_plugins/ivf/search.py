@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import _core
 from .._freshness import warn_stale
+from .._packed import pack_rows
 from .._validation import as_int64, as_k, as_matrix, as_num_threads, into_out
 from ..routing import CentroidRouter, InTurn, MaxAffineRouter
 from ..routing.centroids import centroids_for
@@ -155,16 +156,17 @@ class Search(IVFState):
         """The router a search uses: the learned one (the router before the query transform;
         a graph router walked with ``beam``), taken in turn with faiss's ranking under
         ``probe_union``, else faiss's alone."""
-        centroids = CentroidRouter(self._d, self.nlist)
         learned = self._router_impl or self._transform_impl
         if learned is None:
-            return centroids
+            return CentroidRouter(self._d, self.nlist)
         if beam is not None and beam != learned.ef:
             learned = learned.with_ef(beam)
         union = self.probe_union
         if union is None:  # the default: measured best with the max-affine router only
             union = isinstance(self._router, MaxAffineRouter)
-        return InTurn(learned, centroids) if union else learned
+        return (
+            InTurn(learned, CentroidRouter(self._d, self.nlist, on_core=True)) if union else learned
+        )
 
     def _scan(
         self, q: np.ndarray, k: int, lists: np.ndarray, params, centroid_scores=None, as_faiss=False
@@ -363,11 +365,41 @@ class Search(IVFState):
         if isinstance(self, faiss.IndexIVFFlat):
             return np.zeros(lists.shape, np.float32)
         queries = self.xbox.transform_queries(q) if self.xbox is not None else q
-        if self._centroids is None:  # cleared by train
-            rows = self.quantizer.reconstruct_n(0, self.nlist)
-            self._centroids = as_matrix(rows, "the quantizer's centroids", dim=self.d)
         # both already checked: the core's rescore without exact.rescore's second check
-        return _core.rescore(queries, self._centroids, lists, as_num_threads(None))
+        return _core.rescore(queries, self._centroid_rows().rows, lists, as_num_threads(None))
+
+    def _centroid_rows(self) -> Centroids:
+        if self._centroids is None:  # cleared by train
+            self._centroids = Centroids(self)
+        return self._centroids
+
+    def _ranked_centroids(self, q: np.ndarray, nprobe: int, params) -> np.ndarray | None:
+        """faiss's ranking of the lists for ``q`` (n, nprobe), computed by the core from the
+        centroids, where the quantizer is a flat inner-product one and ``params`` set none of its
+        own: the same lists but where two centroids' scores tie within float rounding (faiss's
+        search of 343 centroids took 39 us of a one-query search on WordNet + MiniLM at 0.95,
+        the core about 20 less). None where only faiss's ranking is faiss's."""
+        centroids = self._centroid_rows()
+        if centroids.panels is None or (params is not None and params.quantizer_params):
+            return None
+        queries = self.xbox.transform_queries(q) if self.xbox is not None else q
+        panels, n_packed, tail = centroids.panels
+        return _core.topk_dot_packed(queries, panels, n_packed, tail, nprobe, as_num_threads(None))[
+            1
+        ]
+
+
+class Centroids:
+    """The quantizer's centroids (nlist, d), read once after training: their rows and, for a flat
+    inner-product quantizer, the same packed for the core's top-k (``_packed.pack_rows``)."""
+
+    def __init__(self, index):
+        rows = index.quantizer.reconstruct_n(0, index.nlist)
+        self.rows = as_matrix(rows, "the quantizer's centroids", dim=index.d)
+        quantizer = faiss.downcast_index(index.quantizer)
+        flat = type(quantizer) in (faiss.IndexFlatIP, faiss.IndexFlat)
+        inner_product = quantizer.metric_type == faiss.METRIC_INNER_PRODUCT
+        self.panels = pack_rows(self.rows) if flat and inner_product else None
 
 
 def probed_count(lists: np.ndarray, reached: np.ndarray) -> int:

@@ -37,7 +37,7 @@ class IVFState(faiss.IndexIVF):
     # the routing protocol's objects for router and query_transform (amips_plugins.routing)
     _router_impl: Any = None
     _transform_impl: Any = None
-    _centroids: Any = None  # the quantizer's centroids, read at the first search after training
+    _centroids: Any = None  # the quantizer's centroids (search.Centroids), read after training
     _sizes: Any = None  # ((keys version, ntotal), list sizes) for fast-scan's count of codes
     _views: Any = None  # ((keys version, ntotal, lists' address), the core's views or None)
     # the keys the learned parts describe (see amips_plugins._freshness and .upkeep)

@@ -9,14 +9,20 @@ __all__ = ["CentroidRouter"]
 
 class CentroidRouter:
     """The ``nprobe`` centroids the index's quantizer ranks first for q (with Xbox, for the
-    augmented query), as faiss's own search chooses them; ``params.quantizer_params`` apply."""
+    augmented query), as faiss's own search chooses them; ``params.quantizer_params`` apply.
+    ``on_core``: ranked by the index's ``_ranked_centroids`` where it can (beside a learned
+    ranking, whose search faiss's bit-for-bit results do not bind)."""
 
     member = None  # the index's quantizer is all it uses
 
-    def __init__(self, dim: int, num_outputs: int):
-        self.dim, self.num_outputs = dim, num_outputs
+    def __init__(self, dim: int, num_outputs: int, on_core: bool = False):
+        self.dim, self.num_outputs, self.on_core = dim, num_outputs, on_core
 
     def rank(self, queries: np.ndarray, nprobe: int, index, params) -> np.ndarray:
+        if self.on_core:
+            ranked = index._ranked_centroids(queries, nprobe, params)
+            if ranked is not None:
+                return ranked
         return centroids_for(queries, nprobe, index, params)
 
     def cost(self, index, nprobe: int) -> tuple[int, int]:
