@@ -5,6 +5,8 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
 #endif
 
 namespace amips {
@@ -86,6 +88,42 @@ __attribute__((target("avx2"))) void pq4_scores_avx2(const Pq4Table* const* scal
 }
 #endif
 
+
+#if defined(__aarch64__)
+// The same scores, a pair of subquantizers a step: a table lookup (TBL) per 16 codes, the even
+// and odd subquantizers' bytes widened and added into 16-bit sums (at most 65535: the table's
+// scale sees to it).
+void pq4_scores_neon(const Pq4Table& scaled, const std::uint8_t* blocks, std::size_t num_blocks,
+                     std::size_t m2, float* out) {
+    const std::uint8_t* table = scaled.bytes.data();
+    const uint8x16_t low = vdupq_n_u8(0x0f);
+    for (std::size_t b = 0; b < num_blocks; ++b) {
+        const std::uint8_t* block = blocks + b * m2 * 16;
+        // keys kPq4Order[0..8), kPq4Order[8..16), then the same + 16
+        uint16x8_t acc[4] = {vdupq_n_u16(0), vdupq_n_u16(0), vdupq_n_u16(0), vdupq_n_u16(0)};
+        for (std::size_t p = 0; p < m2 / 2; ++p) {
+            const uint8x16_t even = vld1q_u8(block + p * 32), odd = vld1q_u8(block + p * 32 + 16);
+            const uint8x16_t even_table = vld1q_u8(table + p * 32), odd_table = vld1q_u8(table + p * 32 + 16);
+            const uint8x16_t first_even = vqtbl1q_u8(even_table, vandq_u8(even, low));
+            const uint8x16_t first_odd = vqtbl1q_u8(odd_table, vandq_u8(odd, low));
+            const uint8x16_t second_even = vqtbl1q_u8(even_table, vshrq_n_u8(even, 4));
+            const uint8x16_t second_odd = vqtbl1q_u8(odd_table, vshrq_n_u8(odd, 4));
+            acc[0] = vaddq_u16(acc[0], vaddl_u8(vget_low_u8(first_even), vget_low_u8(first_odd)));
+            acc[1] = vaddq_u16(acc[1], vaddl_high_u8(first_even, first_odd));
+            acc[2] = vaddq_u16(acc[2], vaddl_u8(vget_low_u8(second_even), vget_low_u8(second_odd)));
+            acc[3] = vaddq_u16(acc[3], vaddl_high_u8(second_even, second_odd));
+        }
+        std::uint16_t part[8];
+        for (std::size_t a = 0; a < 4; ++a) {
+            vst1q_u16(part, acc[a]);
+            const std::uint8_t* keys = kPq4Order + (a % 2) * 8;
+            for (std::size_t j = 0; j < 8; ++j) {
+                out[b * kPq4Block + keys[j] + (a / 2) * 16] = scaled.bias + scaled.scale * float(part[j]);
+            }
+        }
+    }
+}
+#endif
 
 // A subquantizer's 16 code scores for its dsub components of a query (codes side by side, a
 // component at a time: a product, then a sum, as on every ISA), and their lowest and highest.
@@ -188,6 +226,12 @@ void pq4_scores(const Pq4Table* const* tables, std::size_t count, const std::uin
         std::size_t q = 0;
         for (; q + 2 <= count; q += 2) pq4_scores_avx2<2>(tables + q, blocks, num_blocks, m2, out + q);
         if (q < count) pq4_scores_avx2<1>(tables + q, blocks, num_blocks, m2, out + q);
+        return;
+    }
+#endif
+#if defined(__aarch64__)
+    if (isa == Isa::neon) {
+        for (std::size_t q = 0; q < count; ++q) pq4_scores_neon(*tables[q], blocks, num_blocks, m2, out[q]);
         return;
     }
 #endif

@@ -1,7 +1,8 @@
 // Approximate scores from 4-bit product-quantization codes laid out as faiss's fast-scan lists
 // (IndexIVFPQFastScan's), read in place: a query's table of subquantizer scores quantized to
-// bytes, looked up for 32 keys at a time (a byte shuffle per pair of subquantizers with AVX2), and
-// summed in 16 bits, as faiss's own fast scan does.
+// bytes, looked up for 32 keys at a time (a byte shuffle per pair of subquantizers with AVX2, a
+// table lookup per 16 codes with NEON), and summed in 16 bits, as faiss's own fast scan does.
+// Every instruction set gives the same bits.
 #pragma once
 
 #include <cstddef>

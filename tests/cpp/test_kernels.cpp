@@ -4,7 +4,8 @@
 // the scalar one. Then topk_dot on each level against a brute-force ranking of the same scores, and
 // the code scores of a graph walk (dot_codes, whose order is the ISA's own) against a sum in double,
 // dot_code_rows against dot_codes, packs of halves against packs of the floats they stand for, and
-// dot_rows (rows scored in place, in the ISA's own order) against a sum in double.
+// dot_rows (rows scored in place, in the ISA's own order) against a sum in double; and the scores
+// of 4-bit fast-scan codes (pq4) against a sum of table bytes read from faiss's block layout.
 // Exit status 0 when every check held; failures are printed.
 #include <algorithm>
 #include <cmath>
@@ -17,6 +18,7 @@
 
 #include "half.h"
 #include "kernels.h"
+#include "pq4.h"
 #include "search.h"
 
 using namespace amips;
@@ -238,6 +240,47 @@ void check_rows(Isa isa, std::mt19937& rng) {
 
 }  // namespace
 
+// 4-bit codes in faiss's fast-scan blocks: each level's tables are the scalar level's, and its
+// scores (one query, and two at a time) the table's bytes summed as the layout places them.
+void check_pq4(Isa isa, std::mt19937& rng) {
+    const std::size_t subquantizers[] = {1, 2, 7, 8, 33, 192, 300};
+    for (std::size_t m : subquantizers) {
+        const std::size_t m2 = (m + 1) / 2 * 2, dsub = 2, n = 70;
+        const std::vector<float> queries = random_matrix(2, m * dsub, rng);
+        const std::vector<float> codebook = random_matrix(m * 16, dsub, rng);
+        std::vector<std::uint8_t> blocks((n + kPq4Block - 1) / kPq4Block * m2 * 16);
+        for (std::uint8_t& byte : blocks) byte = std::uint8_t(rng());
+        Pq4Table tables[2], scalar;
+        for (std::size_t q = 0; q < 2; ++q) {
+            pq4_table(queries.data() + q * m * dsub, codebook.data(), m, m2, dsub, isa, tables[q]);
+            pq4_table(queries.data() + q * m * dsub, codebook.data(), m, m2, dsub, Isa::scalar, scalar);
+            if (tables[q].bytes != scalar.bytes || tables[q].bias != scalar.bias || tables[q].scale != scalar.scale) {
+                fail("pq4_table", isa_name(isa), n, m, q);
+            }
+        }
+        const std::size_t padded = blocks.size() / (m2 * 16) * kPq4Block;
+        std::vector<float> scores(2 * padded);
+        const Pq4Table* both[2] = {&tables[0], &tables[1]};
+        for (std::size_t count : {1, 2}) {
+            float* out[2] = {scores.data(), scores.data() + padded};
+            pq4_scores(both, count, blocks.data(), n, m2, isa, out);
+            for (std::size_t q = 0; q < count; ++q) {
+                for (std::size_t key = 0; key < n; ++key) {
+                    const std::size_t block = key / kPq4Block, slot = key % kPq4Block;
+                    const std::size_t j = std::find(kPq4Order, kPq4Order + 16, slot % 16) - kPq4Order;
+                    std::uint32_t sum = 0;
+                    for (std::size_t sq = 0; sq < m2; ++sq) {
+                        const std::uint8_t byte = blocks[block * m2 * 16 + sq / 2 * 32 + (sq % 2) * 16 + j];
+                        sum += tables[q].bytes[sq * 16 + (slot < 16 ? byte & 15 : byte >> 4)];
+                    }
+                    const float want = tables[q].bias + tables[q].scale * float(sum);
+                    if (out[q][key] != want) fail("pq4_scores", isa_name(isa), n, m, key);
+                }
+            }
+        }
+    }
+}
+
 int main() {
     std::mt19937 rng(7);
     const Isa best = detected_isa();
@@ -253,6 +296,7 @@ int main() {
         check_codes(isa, rng);
         check_halves(isa, rng);
         check_rows(isa, rng);
+        check_pq4(isa, rng);
         std::printf("%s: %s\n", isa_name(isa), failures ? "failed" : "ok");
     }
     return failures ? 1 : 0;

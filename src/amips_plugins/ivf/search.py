@@ -366,9 +366,9 @@ class Search(IVFState):
             return np.zeros(lists.shape, np.float32)
         queries = self.xbox.transform_queries(q) if self.xbox is not None else q
         # both already checked: the core's rescore without exact.rescore's second check
-        return _core.rescore(queries, self._centroid_rows().rows, lists, as_num_threads(None))
+        return _core.rescore(queries, self._read_centroids().rows, lists, as_num_threads(None))
 
-    def _centroid_rows(self) -> Centroids:
+    def _read_centroids(self) -> Centroids:
         if self._centroids is None:  # cleared by train
             self._centroids = Centroids(self)
         return self._centroids
@@ -379,14 +379,13 @@ class Search(IVFState):
         own: the same lists but where two centroids' scores tie within float rounding (faiss's
         search of 343 centroids took 39 us of a one-query search on WordNet + MiniLM at 0.95,
         the core about 20 less). None where only faiss's ranking is faiss's."""
-        centroids = self._centroid_rows()
+        centroids = self._read_centroids()
         if centroids.panels is None or (params is not None and params.quantizer_params):
             return None
         queries = self.xbox.transform_queries(q) if self.xbox is not None else q
         panels, n_packed, tail = centroids.panels
-        return _core.topk_dot_packed(queries, panels, n_packed, tail, nprobe, as_num_threads(None))[
-            1
-        ]
+        threads = as_num_threads(None)
+        return _core.topk_dot_packed(queries, panels, n_packed, tail, nprobe, threads)[1]
 
 
 class Centroids:
