@@ -260,8 +260,7 @@ public:
                               ",), got " + shape_of(i));
             add_list(r, i, r.shape(0));
         }
-        set_.rows = row_data_.data(), set_.ids = id_data_.data(), set_.sizes = sizes_.data();
-        set_.count = sizes_.size(), set_.d = d;
+        point_set_at_lists(d);
     }
 
     // Lists of 4-bit codes in faiss's fast-scan blocks (pq4.h): each list's blocks, uint8 (at least
@@ -299,9 +298,9 @@ public:
                               " bytes, got " + shape_of(b));
             views.add_list(b, i, i.shape(0));
         }
+        views.point_set_at_lists(dim);
         ListSet& set = views.set_;
-        set.rows = views.row_data_.data(), set.ids = views.id_data_.data(), set.sizes = views.sizes_.data();
-        set.count = views.sizes_.size(), set.codes = ListCodes::pq4;
+        set.codes = ListCodes::pq4;
         set.codebook = views.codebook_.data(), set.pq_m = m, set.pq_m2 = m2, set.pq_dsub = dsub;
         return views;
     }
@@ -309,6 +308,11 @@ public:
     const ListSet& set() const { return set_; }
 
 private:
+    void point_set_at_lists(std::size_t d) {
+        set_.rows = row_data_.data(), set_.ids = id_data_.data(), set_.sizes = sizes_.data();
+        set_.count = sizes_.size(), set_.d = d;
+    }
+
     void add_list(const py::array& codes, const py::array& ids, std::int64_t size) {
         rows_.push_back(codes), ids_.push_back(ids);
         row_data_.push_back(codes.data());
