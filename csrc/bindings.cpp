@@ -23,6 +23,7 @@
 #include "parallel.h"
 #include "pq4.h"
 #include "require.h"
+#include "routed.h"
 #include "search.h"
 #include "xbox.h"
 
@@ -800,6 +801,75 @@ std::tuple<py::array_t<float>, py::array_t<std::int64_t>, std::size_t> graph_sea
     return {scores, ids, computed};
 }
 
+// AmortizedIVF's calibrated search in one call (routed.h): (scores, ids, each query's lists
+// scanned, keys scanned, lists scanned, the walk's inner products, routing seconds).
+std::tuple<py::array_t<float>, py::array_t<std::int64_t>, py::array_t<std::int64_t>, std::size_t,
+           std::size_t, std::size_t, double>
+routed_search_py(const Array<float>& queries, const GraphSearch& graph,
+                 const ExactArray<std::int64_t>& element_lists, std::int64_t beam, std::int64_t nprobe,
+                 const py::array& panels, std::int64_t n_packed, const Array<float>& tail,
+                 bool in_turn, const std::optional<Array<float>>& centroid_rows,
+                 const ListViews& lists, const DeepeningRule& deepening, std::int64_t depth,
+                 const std::optional<py::array>& raw_keys, std::int64_t k, int num_threads) {
+    const ListSet& set = lists.set();
+    require_matrix(queries, "queries");
+    require_threads(num_threads);
+    const std::size_t d = set.d, count = set.count;
+    AMIPS_REQUIRE(std::size_t(queries.shape(1)) == d && graph.dim() == d,
+                  "queries " + shape_of(queries) + ", the graph (dim " + std::to_string(graph.dim()) +
+                      ") and the lists (dim " + std::to_string(d) + ") must agree in dimension");
+    require_vector(element_lists, graph.size(), "element_lists");
+    for (py::ssize_t e = 0; e < element_lists.size(); ++e) {
+        const std::int64_t c = element_lists.data()[e];
+        AMIPS_REQUIRE(c >= 0 && std::size_t(c) < count,
+                      "element_lists must lie in [0, " + std::to_string(count) + "), found " + std::to_string(c));
+    }
+    AMIPS_REQUIRE(beam > 0 && graph.size() > 0, "the walk needs a positive beam and a graph of pieces");
+    const KeySet centroids = packed_keys(queries, panels, n_packed, tail);
+    AMIPS_REQUIRE(centroids.size() == count, std::to_string(centroids.size()) + " centroids for " +
+                                                 std::to_string(count) + " lists");
+    AMIPS_REQUIRE(nprobe > 0 && std::size_t(nprobe) <= count,
+                  "nprobe must lie in [1, " + std::to_string(count) + "], got " + std::to_string(nprobe));
+    if (centroid_rows) {
+        AMIPS_REQUIRE(centroid_rows->ndim() == 2 && std::size_t(centroid_rows->shape(0)) == count &&
+                          std::size_t(centroid_rows->shape(1)) == d,
+                      "centroid_rows must be (" + std::to_string(count) + ", " + std::to_string(d) +
+                          "), got " + shape_of(*centroid_rows));
+    }
+    RawRows raw;
+    if (raw_keys) {
+        raw.half = require_float_or_half(*raw_keys, "raw_keys");
+        require_matrix(*raw_keys, "raw_keys");
+        AMIPS_REQUIRE(std::size_t(raw_keys->shape(1)) == d, "raw_keys " + shape_of(*raw_keys) +
+                                                                 " must have the lists' dimension");
+        raw.data = raw_keys->data(), raw.n = raw_keys->shape(0);
+    }
+    AMIPS_REQUIRE(k > 0 && (raw_keys ? depth >= k : depth == k),
+                  "depth must be at least k with raw keys, k without; got depth " + std::to_string(depth) +
+                      " and k " + std::to_string(k));
+    const Deepening& rule = deepening.rule();
+    AMIPS_REQUIRE(rule.kth <= std::size_t(depth) && rule.first <= std::size_t(nprobe),
+                  "the deepening's kth " + std::to_string(rule.kth) + " and first " +
+                      std::to_string(rule.first) + " must be at most depth and nprobe");
+    Routing routing;
+    routing.graph = &graph, routing.element_lists = element_lists.data();
+    routing.beam = std::size_t(beam), routing.centroids = centroids, routing.in_turn = in_turn;
+    routing.centroid_rows = centroid_rows ? centroid_rows->data() : nullptr;
+    const std::size_t nq = queries.shape(0);
+    py::array_t<float> scores({nq, std::size_t(k)});
+    py::array_t<std::int64_t> ids({nq, std::size_t(k)});
+    py::array_t<std::int64_t> reached(nq);
+    RoutedCounts counts;
+    {
+        py::gil_scoped_release release;
+        counts = routed_search(queries.data(), nq, routing, std::size_t(nprobe), set, rule,
+                               std::size_t(depth), raw, std::size_t(k), num_threads,
+                               scores.mutable_data(), ids.mutable_data(), reached.mutable_data());
+    }
+    return {scores, ids, reached, counts.distances, counts.probed, counts.pieces_scored,
+            counts.routing_seconds};
+}
+
 }  // namespace
 }  // namespace amips
 
@@ -1031,4 +1101,16 @@ PYBIND11_MODULE(_core, m) {
             "(r, dim): the directions the walk's codes hold the keys' components along; None: "
             "every dimension.")
         .def_property_readonly("memory_bytes", &GraphSearch::memory_bytes);
+    m.def("routed_search", &routed_search_py, py::arg("queries"), py::arg("graph"),
+          py::arg("element_lists"), py::arg("beam"), py::arg("nprobe"), py::arg("panels"),
+          py::arg("n_packed"), py::arg("tail"), py::arg("in_turn"), py::arg("centroid_rows"),
+          py::arg("lists"), py::arg("deepening"), py::arg("depth"), py::arg("raw_keys"), py::arg("k"),
+          py::arg("num_threads") = 0,
+          "A calibrated IVF search in one call: each query's nprobe lists ranked by a walk of the "
+          "graph of pieces (beam; element_lists: each element's list), the packed centroids' "
+          "ranking taken in turn (in_turn) and filling short rows; scanned with the deepening for "
+          "depth candidates (scores plus q . centroid_rows[list] where given), re-ranked from "
+          "raw_keys (float32 or float16) to k where given. (scores, ids (nq, k); each query's "
+          "lists scanned (nq,); keys scanned; lists scanned; the walk's inner products; the "
+          "seconds spent ranking lists).");
 }

@@ -9,6 +9,7 @@ import pytest
 import amips_plugins as ap
 from amips_plugins.effort import recall_per_query
 from amips_plugins.ivf import FIRST_LISTS, AmortizedIVF
+from amips_plugins.ivf import search as ivf_search
 from amips_plugins.routing import MaxAffineRouter, PieceGraphRouter
 from amips_plugins.routing.choice import default_budget
 from conftest import beside_writer, call_from_threads, rewrite_member
@@ -232,6 +233,79 @@ def test_the_core_scans_fast_scan_lists_as_faiss_does(data, by_residual):
     every = faiss.SearchParametersIVF(sel=faiss.IDSelectorAll(), nprobe=4)
     _, I_selected = index.search_lists(test, 10, lists, params=every)
     np.testing.assert_array_equal(I_selected, I_faiss)
+
+
+@pytest.mark.parametrize("codes", ["Flat", "SQfp16", f"PQ{D // 2}x4fs,Refine(SQfp16)"])
+@pytest.mark.parametrize("union", [False, True])
+def test_a_calibrated_search_in_one_call_gives_the_results_of_its_steps(
+    data, codes, union, monkeypatch
+):
+    """A graph router's calibrated search over lists the core scans takes its steps (the walk,
+    faiss's ranking in turn or filling the rows a narrow walk leaves short, the deepening scan,
+    the re-ranking) in one call into the core: the results and stats of the steps called one at
+    a time, for a batch and for one query."""
+    keys, train, test = data
+    index = AmortizedIVF.from_factory(D, f"IVF{NLIST},{codes}")
+    index.train(keys)
+    index.add(keys)
+    index.fit_router(train[:1500], num_pieces=2 * NLIST, keys=keys)
+    index.router = PieceGraphRouter.build(index.router.pieces, index.router.offsets, ef=6)
+    index.probe_union = union
+    index.calibrate(train[1500:], 10, keys=keys)
+    one_call = ivf_search._core.routed_search
+    calls = []
+    monkeypatch.setattr(
+        ivf_search._core, "routed_search", lambda *a: calls.append(1) or one_call(*a)
+    )
+    compared = ("nprobe_per_query", "lists_probed", "distances", "network_flops", "flops")
+    found = {}
+    for path in ("one call", "steps"):
+        if path == "steps":
+            monkeypatch.setattr(type(index), "_routed_on_core", lambda *a: None)
+        found[path] = []
+        for queries in (test, test[7:8]):
+            for target in (0.8, 0.95):
+                D_, I_ = index.search(queries, 10, target_recall=target)
+                stats = index.last_search_stats
+                found[path].append((D_, I_, *(stats[name] for name in compared)))
+                beam = stats["router_ef"] or index.router.ef
+    assert len(calls) == 4
+    walked = index.router.with_ef(beam).rank(test, NLIST, index, None)
+    # rows the walk left short (fewer lists than the scan reached) were filled
+    assert ((walked >= 0).sum(axis=1) < found["one call"][1][2]).any()
+    for one, steps in zip(found["one call"], found["steps"]):
+        for a, b in zip(one, steps):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_the_one_call_search_refuses_arguments_that_disagree(data):
+    """``_core.routed_search`` checks what its caller passes: pieces' lists, nprobe, depth, and
+    ids beyond the raw keys."""
+    keys, train, test = data
+    index = AmortizedIVF.from_factory(D, f"IVF{NLIST},Flat")
+    index.train(keys)
+    index.add(keys)
+    index.fit_router(train[:1500], num_pieces=2 * NLIST)
+    index.router = PieceGraphRouter.build(index.router.pieces, index.router.offsets, ef=6)
+    pieces, views = index.router.pieces, index._list_views(None)
+    panels, n_packed, tail = index._read_centroids().panels
+    rule = ap._core.Deepening(2, 10, np.array([0.5]), np.array([3, 5]))
+
+    def call(element_lists=pieces.element_lists, nprobe=5, depth=10, raw=None):
+        args = (pieces.graph, element_lists, 6, nprobe, panels, n_packed, tail, True, None, views)
+        return ap._core.routed_search(test[:3], *args, rule, depth, raw, 10)
+
+    assert call()[1].shape == (3, 10)
+    with pytest.raises(ValueError, match="element_lists"):
+        call(element_lists=pieces.element_lists[:-1])
+    with pytest.raises(ValueError, match="element_lists must lie"):
+        call(element_lists=np.full_like(pieces.element_lists, NLIST))
+    with pytest.raises(ValueError, match="nprobe"):
+        call(nprobe=NLIST + 1)
+    with pytest.raises(ValueError, match="depth"):
+        call(depth=12)
+    with pytest.raises(ValueError, match="beyond the 100 raw keys"):
+        call(depth=20, raw=keys[:100])
 
 
 def test_take_in_turn_merges_two_rankings_without_repeats():

@@ -6,7 +6,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['Deepening', 'GraphSearch', 'ListViews', 'XboxTransform', 'all_finite', 'default_num_threads', 'detected_simd_level', 'max_threads', 'pack_keys', 'release_free_memory', 'rescore', 'scan_lists', 'score_over_norm', 'segment_max_dot', 'segment_max_dot_packed', 'simd_level', 'take_better_answers', 'take_in_turn', 'topk_dot', 'topk_dot_packed', 'topk_rows', 'unpack_keys']
+__all__: list[str] = ['Deepening', 'GraphSearch', 'ListViews', 'XboxTransform', 'all_finite', 'default_num_threads', 'detected_simd_level', 'max_threads', 'pack_keys', 'release_free_memory', 'rescore', 'routed_search', 'scan_lists', 'score_over_norm', 'segment_max_dot', 'segment_max_dot_packed', 'simd_level', 'take_better_answers', 'take_in_turn', 'topk_dot', 'topk_dot_packed', 'topk_rows', 'unpack_keys']
 class ListViews:
     """
     Inverted lists held elsewhere (faiss's): for each list its rows, float32 or float16 (n, dim), every list alike, and their ids, int64 (n,); the arrays are kept alive and must not change while the views are used.
@@ -150,6 +150,10 @@ def release_free_memory() -> None:
 def rescore(queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], keys: numpy.ndarray, candidate_ids: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> numpy.typing.NDArray[numpy.float32]:
     """
     scores (nq, m): queries[i] . keys[candidate_ids[i, j]], -inf where the id is -1; keys float32, or float16 scored as the floats they stand for (neither copied).
+    """
+def routed_search(queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], graph: GraphSearch, element_lists: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], beam: typing.SupportsInt | typing.SupportsIndex, nprobe: typing.SupportsInt | typing.SupportsIndex, panels: numpy.ndarray, n_packed: typing.SupportsInt | typing.SupportsIndex, tail: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], in_turn: bool, centroid_rows: typing.Annotated[numpy.typing.ArrayLike, numpy.float32] | None, lists: ListViews, deepening: Deepening, depth: typing.SupportsInt | typing.SupportsIndex, raw_keys: numpy.ndarray | None, k: typing.SupportsInt | typing.SupportsIndex, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64], numpy.typing.NDArray[numpy.int64], int, int, int, float]:
+    """
+    A calibrated IVF search in one call: each query's nprobe lists ranked by a walk of the graph of pieces (beam; element_lists: each element's list), the packed centroids' ranking taken in turn (in_turn) and filling short rows; scanned with the deepening for depth candidates (scores plus q . centroid_rows[list] where given), re-ranked from raw_keys (float32 or float16) to k where given. (scores, ids (nq, k); each query's lists scanned (nq,); keys scanned; lists scanned; the walk's inner products; the seconds spent ranking lists).
     """
 def scan_lists(queries: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], probes: typing.Annotated[numpy.typing.ArrayLike, numpy.int64], lists: ListViews, k: typing.SupportsInt | typing.SupportsIndex, offsets: typing.Any = None, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, deepening: typing.Any = None) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64], int, numpy.typing.NDArray[numpy.int64]]:
     """

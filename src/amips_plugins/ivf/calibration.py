@@ -241,14 +241,22 @@ class Calibration(IVFState):
         """The calibrated search: each query's first lists, then its group's further ones; at
         the router beam and re-ranking depth that meet the target at the least cost."""
         tables, state = self._calibration(k)
-        beam, k_factor, deepest, deepening = self._plan(tables, target_recall, k)
+        plan = self._plan(tables, target_recall, k)
+        beam, k_factor, deepest, deepening = plan
         depth = self._depth(k, k_factor)
         start = time.perf_counter()
-        lists, _, network_flops, coarse = self._route(q, scan_params(params, deepest, 0), beam)
-        routed = time.perf_counter()
-        D, I, distances, nprobe, probed = self._scan_deepening(q, depth, lists, params, deepening)
-        if self.refines:
-            D, I = self._reranked(q, k, I)
+        on_core = self._routed_on_core(q, k, depth, plan, params)
+        if on_core is not None:
+            D, I, nprobe, distances, probed, network_flops, coarse, routing_s = on_core
+            routed = start + routing_s
+        else:
+            lists, _, network_flops, coarse = self._route(q, scan_params(params, deepest, 0), beam)
+            routed = time.perf_counter()
+            D, I, distances, nprobe, probed = self._scan_deepening(
+                q, depth, lists, params, deepening
+            )
+            if self.refines:
+                D, I = self._reranked(q, k, I)
         mean_nprobe = nprobe.sum() / max(len(q), 1)  # numpy's mean: 4 us of a one-query search
         self._record_stats(
             q, probed, mean_nprobe, distances, network_flops, coarse, (start, routed)

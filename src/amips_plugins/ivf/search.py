@@ -15,7 +15,7 @@ from .. import _core
 from .._freshness import warn_stale
 from .._packed import pack_rows
 from .._validation import as_int64, as_k, as_matrix, as_num_threads, into_out
-from ..routing import CentroidRouter, InTurn, MaxAffineRouter
+from ..routing import CentroidRouter, InTurn, MaxAffineRouter, PieceGraphRouter
 from ..routing.centroids import centroids_for
 from ..routing.in_turn import take_in_turn
 from .state import IVFState
@@ -161,12 +161,59 @@ class Search(IVFState):
             return CentroidRouter(self._d, self.nlist)
         if beam is not None and beam != learned.ef:
             learned = learned.with_ef(beam)
-        union = self.probe_union
-        if union is None:  # the default: measured best with the max-affine router only
-            union = isinstance(self._router, MaxAffineRouter)
-        return (
-            InTurn(learned, CentroidRouter(self._d, self.nlist, on_core=True)) if union else learned
-        )
+        if not self._takes_in_turn():
+            return learned
+        return InTurn(learned, CentroidRouter(self._d, self.nlist, on_core=True))
+
+    def _takes_in_turn(self) -> bool:
+        """Whether a learned ranking is taken in turn with faiss's (``probe_union``)."""
+        if self.probe_union is None:  # the default: measured best with the max-affine router only
+            return isinstance(self._router, MaxAffineRouter)
+        return self.probe_union
+
+    def _routed_on_core(self, q, k: int, depth: int, plan: tuple, params):
+        """A calibrated search's steps (the graph router's walk, taken in turn with faiss's
+        ranking under ``probe_union``; the scan of the lists with ``plan``'s deepening; the
+        re-ranking) in one call into the core, where every step runs there: no ``params``,
+        ``xbox`` or query transform, a flat inner-product quantizer and lists the core scans.
+        Between the steps' separate calls a one-query search spent 50-60 us in Python (WordNet +
+        MiniLM and GloVe, a quarter to a third of its time); the results are theirs. (D, I, each
+        query's lists scanned, distances computed, lists scanned in all, network FLOPs and
+        coarse distances per query, routing seconds), or None."""
+        router = self._router_impl
+        if params is not None or self.xbox is not None or self._transform_impl is not None:
+            return None
+        if not isinstance(router, PieceGraphRouter):
+            return None
+        views, centroids = self._list_views(None), self._read_centroids()
+        if views is None or centroids.panels is None:
+            return None
+        beam, _, deepest, deepening = plan
+        nprobe, in_turn = min(deepest, self.nlist), self._takes_in_turn()
+        residual = not isinstance(self, faiss.IndexIVFFlat) and self.by_residual
+        raw = self._raw_rows() if self.refines else None
+        pieces = router.pieces
+        with pieces.lock.reading():
+            D, I, reached, distances, probed, scored, routing_s = _core.routed_search(
+                q,
+                pieces.graph,
+                pieces.element_lists,
+                router.ef if beam is None else beam,
+                nprobe,
+                *centroids.panels,
+                in_turn,
+                centroids.rows if residual else None,
+                views,
+                deepening,
+                depth,
+                raw,
+                k,
+                as_num_threads(None),
+            )
+        _count_in_faiss_stats(len(q), probed, distances)
+        network_flops = round(2 * router.dim * scored / max(len(q), 1))
+        coarse = self.nlist if in_turn and nprobe > 1 else 0
+        return D, I, reached, distances, probed, network_flops, coarse, routing_s
 
     def _scan(
         self, q: np.ndarray, k: int, lists: np.ndarray, params, centroid_scores=None, as_faiss=False
@@ -230,10 +277,7 @@ class Search(IVFState):
             queries, lists, views, k, offsets, as_num_threads(None), deepening
         )
         probed = probed_count(lists, reached)
-        stats = faiss.cvar.indexIVF_stats
-        stats.nq += len(q)
-        stats.nlist += probed
-        stats.ndis += distances
+        _count_in_faiss_stats(len(q), probed, distances)
         return D, I, distances, reached, probed
 
     def _scan_by_faiss(self, q, k, lists, params, centroid_scores):
@@ -296,9 +340,10 @@ class Search(IVFState):
         downcast)."""
         if not isinstance(self, _CORE_SCANNED):
             return None  # before reading params and the lists: other codes never reach the core
-        if params is None:
-            params = default_scan_params(1, self.max_codes)
-        if params.sel is not None or params.max_codes:
+        if params is not None:
+            if params.sel is not None or params.max_codes:
+                return None
+        elif self.max_codes:  # what faiss reads without the caller's params
             return None
         seen = (self._keys_version, self.ntotal, int(self.invlists.this))
         if self._views is None or self._views[0] != seen:
@@ -407,6 +452,14 @@ def probed_count(lists: np.ndarray, reached: np.ndarray) -> int:
         return int(reached.sum())
     within = np.arange(lists.shape[1])[None, :] < reached[:, None]
     return int(np.count_nonzero((lists >= 0) & within))
+
+
+def _count_in_faiss_stats(queries: int, probed: int, distances: int) -> None:
+    """A scan on the core counted in ``faiss.cvar.indexIVF_stats``, as faiss's search counts."""
+    stats = faiss.cvar.indexIVF_stats
+    stats.nq += queries
+    stats.nlist += probed
+    stats.ndis += distances
 
 
 def merge_top_k(D1, I1, D2, I2):

@@ -182,6 +182,12 @@ class PieceGraphRouter:
     def num_pieces(self) -> int:
         return self._pieces.graph.size
 
+    @property
+    def pieces(self) -> _Pieces:
+        """The graph, each element's list and id, and the lock under which they stay unchanged
+        (for a walk taken elsewhere: a search's steps in one call into the core)."""
+        return self._pieces
+
     # --- the router protocol (amips_plugins.routing) ----------------------------------------
     def rank(self, queries: np.ndarray, nprobe: int, index, params) -> np.ndarray:
         threads = as_num_threads(None)
