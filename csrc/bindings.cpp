@@ -818,12 +818,9 @@ routed_search_py(const Array<float>& queries, const GraphSearch& graph,
     AMIPS_REQUIRE(std::size_t(queries.shape(1)) == d && graph.dim() == d,
                   "queries " + shape_of(queries) + ", the graph (dim " + std::to_string(graph.dim()) +
                       ") and the lists (dim " + std::to_string(d) + ") must agree in dimension");
+    // each element's list is checked where the walk finds it: reading every element's here took
+    // an eighth of a one-query search over 28k pieces
     require_vector(element_lists, graph.size(), "element_lists");
-    for (py::ssize_t e = 0; e < element_lists.size(); ++e) {
-        const std::int64_t c = element_lists.data()[e];
-        AMIPS_REQUIRE(c >= 0 && std::size_t(c) < count,
-                      "element_lists must lie in [0, " + std::to_string(count) + "), found " + std::to_string(c));
-    }
     AMIPS_REQUIRE(beam > 0 && graph.size() > 0, "the walk needs a positive beam and a graph of pieces");
     const KeySet centroids = packed_keys(queries, panels, n_packed, tail);
     AMIPS_REQUIRE(centroids.size() == count, std::to_string(centroids.size()) + " centroids for " +
@@ -852,7 +849,7 @@ routed_search_py(const Array<float>& queries, const GraphSearch& graph,
                   "the deepening's kth " + std::to_string(rule.kth) + " and first " +
                       std::to_string(rule.first) + " must be at most depth and nprobe");
     Routing routing;
-    routing.graph = &graph, routing.element_lists = element_lists.data();
+    routing.graph = &graph, routing.element_lists = element_lists.data(), routing.lists = count;
     routing.beam = std::size_t(beam), routing.centroids = centroids, routing.in_turn = in_turn;
     routing.centroid_rows = centroid_rows ? centroid_rows->data() : nullptr;
     const std::size_t nq = queries.shape(0);

@@ -21,7 +21,14 @@ std::vector<std::int64_t> ranked_lists(const float* queries, std::size_t nq, con
     const std::vector<std::int32_t> beams(nq, std::int32_t(found));
     pieces_scored = graph.search(queries, queries, nq, found, beams.data(), num_threads,
                                  piece_scores.data(), pieces.data());
-    for (std::int64_t& e : pieces) e = e < 0 ? -1 : routing.element_lists[e];
+    for (std::int64_t& e : pieces) {
+        if (e < 0) continue;
+        e = routing.element_lists[e];
+        if (e < 0 || std::size_t(e) >= routing.lists) {
+            throw std::invalid_argument("element_lists must lie in [0, " + std::to_string(routing.lists) +
+                                        "), found " + std::to_string(e));
+        }
+    }
     std::vector<std::int64_t> walked(nq * count);
     take_in_turn(pieces.data(), found, nullptr, 0, nq, count, walked.data());
 

@@ -18,7 +18,8 @@ namespace amips {
 // codes stored as residuals (their scores add q . centroid); null for codes that are not.
 struct Routing {
     const GraphSearch* graph = nullptr;
-    const std::int64_t* element_lists = nullptr;
+    const std::int64_t* element_lists = nullptr;  // each in [0, lists)
+    std::size_t lists = 0;
     std::size_t beam = 1;
     KeySet centroids;
     bool in_turn = false;
@@ -44,7 +45,8 @@ struct RoutedCounts {
 // candidates, and, with raw keys, their best k by exact inner product (else depth == k). scores
 // and ids (nq, k) best first, padded with (-FLT_MAX, -1) as faiss pads; reached (nq) the lists
 // each query scanned. The results of routing's, scan_lists' and rescore's steps taken one call at
-// a time. Throws std::invalid_argument where the lists hold an id beyond the raw keys.
+// a time. Throws std::invalid_argument where a piece found stands for no list, or the lists hold
+// an id beyond the raw keys.
 RoutedCounts routed_search(const float* queries, std::size_t nq, const Routing& routing,
                            std::size_t nprobe, const ListSet& lists, const Deepening& deepening,
                            std::size_t depth, const RawRows& raw, std::size_t k, int num_threads,
