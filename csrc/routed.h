@@ -1,6 +1,6 @@
 // AmortizedIVF's calibrated search over lists the core scans, its steps in one call: route, scan,
-// re-rank. A one-query search on WordNet + MiniLM spent about 60 us (a third of its time) in
-// Python between the calls of its steps. Callers validate arguments (see bindings.cpp).
+// re-rank (a one-query search in 0.80x the time of the steps' calls from Python, WordNet +
+// MiniLM at recall 0.90). Callers validate arguments (see bindings.cpp).
 #pragma once
 
 #include <cstddef>

@@ -243,7 +243,7 @@ def test_a_calibrated_search_in_one_call_gives_the_results_of_its_steps(
     """A graph router's calibrated search over lists the core scans takes its steps (the walk,
     faiss's ranking in turn or filling the rows a narrow walk leaves short, the deepening scan,
     the re-ranking) in one call into the core: the results and stats of the steps called one at
-    a time, for a batch and for one query."""
+    a time, for a batch, one query and none."""
     keys, train, test = data
     index = AmortizedIVF.from_factory(D, f"IVF{NLIST},{codes}")
     index.train(keys)
@@ -263,13 +263,14 @@ def test_a_calibrated_search_in_one_call_gives_the_results_of_its_steps(
         if path == "steps":
             monkeypatch.setattr(type(index), "_routed_on_core", lambda *a: None)
         found[path] = []
-        for queries in (test, test[7:8]):
+        for queries in (test, test[7:8], test[:0]):
             for target in (0.8, 0.95):
                 D_, I_ = index.search(queries, 10, target_recall=target)
                 stats = index.last_search_stats
                 found[path].append((D_, I_, *(stats[name] for name in compared)))
                 beam = stats["router_ef"] or index.router.ef
-    assert len(calls) == 4
+    assert len(calls) == 6
+    assert found["one call"][-1][1].shape == (0, 10)
     walked = index.router.with_ef(beam).rank(test, NLIST, index, None)
     # rows the walk left short (fewer lists than the scan reached) were filled
     assert ((walked >= 0).sum(axis=1) < found["one call"][1][2]).any()

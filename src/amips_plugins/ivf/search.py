@@ -176,8 +176,8 @@ class Search(IVFState):
         ranking under ``probe_union``; the scan of the lists with ``plan``'s deepening; the
         re-ranking) in one call into the core, where every step runs there: no ``params``,
         ``xbox`` or query transform, a flat inner-product quantizer and lists the core scans.
-        Between the steps' separate calls a one-query search spent 50-60 us in Python (WordNet +
-        MiniLM and GloVe, a quarter to a third of its time); the results are theirs. (D, I, each
+        The results are the steps' called one at a time, in 0.80x their time a WordNet + MiniLM
+        query at 0.90 and 0.84x at 0.95 (the two taking turns in one process). (D, I, each
         query's lists scanned, distances computed, lists scanned in all, network FLOPs and
         coarse distances per query, routing seconds), or None."""
         router = self._router_impl
