@@ -97,6 +97,27 @@ def test_the_ledger_finds_most_new_answers_and_every_one_it_records_is_exact(dat
     np.testing.assert_allclose(ledger.scores[right], scores[right, 0], rtol=1e-5, atol=1e-5)
 
 
+def test_a_graph_router_links_each_query_s_previous_answer_to_its_new_one(data):
+    keys, _, _, _ = data
+    index = half_built(data)
+    ledger, router = index._ledger, index.router
+    assert isinstance(router, PieceGraphRouter)
+    before = ledger.answers.copy()
+    index.add(keys[N // 2 :])
+    changed = (before >= 0) & (ledger.answers != before)
+    element = {int(i): e for e, i in enumerate(router.piece_ids.tolist()) if i >= 0}
+    pairs = {
+        (element[a], element[b])
+        for a, b in zip(before[changed].tolist(), ledger.answers[changed].tolist())
+        if a in element and b in element
+    }
+    assert len(pairs) > 50
+    links = router.pieces.graph.arrays()["links0"]
+    linked = [b in links[a, 1 : 1 + (links[a, 0] & 0xFFFF)] for a, b in pairs]
+    assert np.mean(linked) >= 0.9  # an insertion after may prune a link, as it prunes any
+    assert router.link_pieces(np.array([-1, 10**9]), np.array([next(iter(element)), 0])) == 0
+
+
 def test_removed_keys_leave_the_router_and_their_queries_get_new_answers(data):
     keys, _, _, test = data
     index = half_built(data)

@@ -59,14 +59,17 @@ class Upkeep(IVFState):
             self._changed(followed=router is not None)
             return
         ids = np.arange(first, first + n, dtype=np.int64) if ids is None else ids
-        won = self._ledger.winners(x, ids)
-        self._router_takes(router, x[won], lists[won], ids[won])
+        won, handovers = self._ledger.winners(x, ids)
+        self._router_takes(router, x[won], lists[won], ids[won], handovers)
         self._changed(followed=True)
 
-    def _router_takes(self, router, keys, lists, ids) -> None:
-        """Make the keys that answer some ledger query pieces, where they are not already."""
+    def _router_takes(self, router, keys, lists, ids, handovers=None) -> None:
+        """Make the keys that answer some ledger query pieces, where they are not already;
+        a graph router links each query's previous answer to its new one (``handovers``)."""
         new = ~np.isin(ids, router.piece_ids)
         router.add_pieces(keys[new], lists[new], ids[new])
+        if handovers is not None and hasattr(router, "link_pieces"):
+            router.link_pieces(*handovers)
 
     def _keys_removed(self, removed: np.ndarray) -> None:
         """After faiss removed the keys ``removed`` (ids): their pieces go, and the ledger
@@ -101,8 +104,8 @@ class Upkeep(IVFState):
         FAISS_IVF.merge_from(self, other, add_id)
         lists = np.repeat(np.arange(self.nlist), np.diff(offsets))
         ids = ids + add_id
-        won = self._ledger.winners(keys, ids)
-        self._router_takes(router, keys[won], lists[won], ids[won])
+        won, handovers = self._ledger.winners(keys, ids)
+        self._router_takes(router, keys[won], lists[won], ids[won], handovers)
         self._changed(followed=True)
 
     def _keys_cleared(self) -> None:

@@ -156,6 +156,26 @@ class PieceGraphRouter:
             pieces.element_lists = np.concatenate([pieces.element_lists, lists[order]])
             pieces.element_ids = np.concatenate([pieces.element_ids, ids[order]])
 
+    def link_pieces(self, sources: np.ndarray, targets: np.ndarray) -> int:
+        """Link, on level 0, the piece that is key ``sources[i]`` to the one that is key
+        ``targets[i]``, where both are pieces: a walk that reaches a query's previous answer
+        finds its new one next. Returns how many links were added."""
+        pieces = self._pieces
+        with pieces.lock.writing():
+            ids = pieces.element_ids
+            order = np.argsort(ids, kind="stable")
+            known = ids[order]
+
+            def elements(wanted):
+                at = np.minimum(np.searchsorted(known, wanted), len(known) - 1)
+                return np.where((known[at] == wanted) & (wanted >= 0), order[at], -1)
+
+            source, target = elements(sources), elements(targets)
+            both = (source >= 0) & (target >= 0) & (source != target)
+            if not both.any():
+                return 0
+            return pieces.graph.link(source[both], target[both], as_num_threads(None))
+
     def remove_pieces(self, ids: np.ndarray) -> int:
         """Mark the pieces that are the keys ``ids`` deleted (the walk passes through them but
         never ranks their lists); returns how many."""
