@@ -108,13 +108,17 @@ class AnswerLedger:
         alive = np.flatnonzero(norms > group_bound.min())
         if len(alive) == 0:
             return none
+        alive = alive[np.argsort(-norms[alive], kind="stable")]  # longest first
         # every key to the groups its direction scores highest, where its norm passes the bound
         width = min(GROUPS_CHECKED, len(self.groups))
         _, near = topk_dot(keys[alive], self.groups.centroids, width)
         group, key = near.ravel(), np.repeat(alive, width)
         passes = norms[key] > group_bound[group]
         group, key = group[passes], key[passes]
-        order = np.lexsort((-norms[key], group))  # by group, each group's keys longest first
+        # by group, each group's keys longest first (a stable sort keeps their order); as 16-bit
+        # numbers, numpy sorts them by radix: a lexsort by group and norm took a fifth of the check
+        small = group.astype(np.uint16) if len(self.groups) <= 1 << 16 else group
+        order = np.argsort(small, kind="stable")
         key_offsets = np.searchsorted(group[order], np.arange(len(self.groups) + 1))
         before = self.answers.copy()
         self.scores, self.answers, changed = _core.take_better_answers(
