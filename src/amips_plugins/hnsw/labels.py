@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._lookup import look_up
+
 __all__ = ["Labels"]
 
 
@@ -39,11 +41,11 @@ class Labels:
         if self.count - self._sorted_count > self._RECENT:
             order = np.argsort(self.all, kind="stable")
             self._sorted, self._sorted_count = (self.all[order], order), self.count
-        found = _look_up(*self._sorted, labels)
+        found = look_up(*self._sorted, labels)
         recent = self._by_element[self._sorted_count : self.count]
         if len(recent):
             order = np.argsort(recent, kind="stable")
-            in_recent = _look_up(recent[order], order + self._sorted_count, labels)
+            in_recent = look_up(recent[order], order + self._sorted_count, labels)
             found = np.where(in_recent >= 0, in_recent, found)
         return found
 
@@ -55,11 +57,3 @@ class Labels:
     def relabel(self, elements: np.ndarray, labels: np.ndarray) -> None:
         self._by_element[elements] = labels
         self._sorted, self._sorted_count = (np.empty(0, np.int64),) * 2, 0
-
-
-def _look_up(ordered: np.ndarray, elements: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """The element of each label in ``ordered`` (sorted, ``elements`` beside), -1 if absent."""
-    if len(ordered) == 0:
-        return np.full(labels.shape, -1, np.int64)
-    at = np.minimum(np.searchsorted(ordered, labels), len(ordered) - 1)
-    return np.where(ordered[at] == labels, elements[at], -1)

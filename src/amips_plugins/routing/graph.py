@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import _core
 from .._hnsw_file import insertion_order
+from .._lookup import look_up
 from .._sync import ReadWriteLock
 from .._validation import as_int64, as_matrix, as_num_threads, as_positive_int
 
@@ -163,14 +164,10 @@ class PieceGraphRouter:
         pieces = self._pieces
         with pieces.lock.writing():
             ids = pieces.element_ids
-            order = np.argsort(ids, kind="stable")
-            known = ids[order]
-
-            def elements(wanted):
-                at = np.minimum(np.searchsorted(known, wanted), len(known) - 1)
-                return np.where((known[at] == wanted) & (wanted >= 0), order[at], -1)
-
-            source, target = elements(sources), elements(targets)
+            keyed = np.flatnonzero(ids >= 0)  # pieces that are keys (-1: none)
+            order = keyed[np.argsort(ids[keyed], kind="stable")]
+            source = look_up(ids[order], order, np.asarray(sources, np.int64))
+            target = look_up(ids[order], order, np.asarray(targets, np.int64))
             both = (source >= 0) & (target >= 0) & (source != target)
             if not both.any():
                 return 0

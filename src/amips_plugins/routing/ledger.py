@@ -120,7 +120,7 @@ class AnswerLedger:
         small = group.astype(np.uint16) if len(self.groups) <= 1 << 16 else group
         order = np.argsort(small, kind="stable")
         key_offsets = np.searchsorted(group[order], np.arange(len(self.groups) + 1))
-        before = self.answers.copy()
+        before = self.answers  # the core returns new arrays
         self.scores, self.answers, changed = _core.take_better_answers(
             self.queries,
             self._norms,
@@ -135,8 +135,8 @@ class AnswerLedger:
             as_num_threads(None),
         )
         changed = changed.view(bool)
-        won = np.unique(self.answers[changed])
         pairs = np.stack([before[changed], self.answers[changed]])
+        won = np.unique(pairs[1])
         handovers = np.unique(pairs[:, pairs[0] >= 0], axis=1)
         return np.flatnonzero(np.isin(ids, won)), handovers
 
