@@ -23,6 +23,9 @@
 
 namespace amips {
 
+// Elements a graph may hold: a walk marks its own in their number's top bit.
+constexpr std::size_t kMaxElements = std::size_t(1) << 31;
+
 // The elements a walk has seen: one bit each, cleared by the list of those set.
 class VisitedSet {
 public:
@@ -42,6 +45,22 @@ public:
         word |= bit;
         touched_.push_back(e);
         return true;
+    }
+
+    // Marks elements (count), writing those not marked before into fresh in order; returns how
+    // many. Without a branch on the marks, which a walk cannot predict.
+    std::size_t first_visits(const std::uint32_t* elements, std::size_t count, std::uint32_t* fresh) {
+        std::size_t found = 0;
+        for (std::size_t j = 0; j < count; ++j) {
+            const std::uint32_t e = elements[j];
+            std::uint64_t& word = bits_[e >> 6];
+            const std::uint64_t bit = std::uint64_t(1) << (e & 63);
+            fresh[found] = e;
+            found += (word & bit) == 0;
+            word |= bit;
+        }
+        touched_.insert(touched_.end(), fresh, fresh + found);
+        return found;
     }
 
     void clear() {

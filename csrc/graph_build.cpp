@@ -382,7 +382,7 @@ private:
 void GraphSearch::add(const float* keys, std::size_t count, std::size_t ef_construction,
                       std::uint64_t seed, int num_threads, bool fill_lists) {
     if (count == 0) return;
-    if (n_ + count > std::numeric_limits<std::uint32_t>::max()) {
+    if (n_ + count >= kMaxElements) {
         throw std::invalid_argument("the graph would have too many elements");
     }
     const std::size_t first = n_;
