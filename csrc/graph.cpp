@@ -12,7 +12,6 @@
 #include "parallel.h"
 #include "prefetch.h"
 #include "require.h"
-#include "search.h"
 
 namespace amips {
 namespace {
@@ -434,43 +433,40 @@ private:
 
     // The k of the found elements with the largest exact inner products, best first.
     void rank_found(const float* rank, std::size_t k, float* scores, std::int64_t* ids) {
-        elements_.clear();
-        for (std::size_t j = 0; j < pool_size_; ++j) elements_.push_back(pool_ids_[j] & ~kExpanded);
-        if (spilled_.size() > spare_) {  // the best spare_ of them, ties to the lower element
-            std::nth_element(spilled_.begin(), spilled_.begin() + spare_, spilled_.end(),
-                             [](const Scored& a, const Scored& b) {
-                                 return a.first > b.first || (a.first == b.first && a.second < b.second);
-                             });
+        const auto better = [](const Scored& a, const Scored& b) {  // ties to the lower element
+            return a.first > b.first || (a.first == b.first && a.second < b.second);
+        };
+        if (spilled_.size() > spare_) {  // the best spare_ of them
+            std::nth_element(spilled_.begin(), spilled_.begin() + spare_, spilled_.end(), better);
             spilled_.resize(spare_);
         }
-        for (const Scored& f : spilled_) elements_.push_back(f.second);
-        // The rows, likely out of cache, arrive while the elements sort.
+        exact_.clear();
+        for (std::size_t j = 0; j < pool_size_; ++j) exact_.emplace_back(0.f, pool_ids_[j] & ~kExpanded);
+        for (const Scored& f : spilled_) exact_.emplace_back(0.f, f.second);
+        scored_ += exact_.size();
         if (g_->keep_keys_) {
-            for (const std::int64_t e : elements_) {
-                ask_for(g_->keys_.data() + std::size_t(e) * g_->d_, g_->d_ * sizeof(float));
+            // each row read in place: one query's few rows cost less so than packed for the tiles
+            const std::size_t d = g_->d_;
+            for (const Scored& f : exact_) ask_for(g_->keys_.data() + std::size_t(f.second) * d, d * sizeof(float));
+            for (Scored& f : exact_) {
+                kernels_.dot_rows(rank, g_->keys_.data() + std::size_t(f.second) * d, d, 1, &f.first);
             }
-        }
-        std::sort(elements_.begin(), elements_.end());
-        exact_.resize(elements_.size());
-        scored_ += elements_.size();
-        if (g_->keep_keys_) {
-            rescore(rank, 1, g_->keys_.data(), g_->d_, elements_.data(), elements_.size(), 1, exact_.data());
         } else {  // the inner products with the values the codes stand for
             float offset = 0.f;  // (a graph of codes only has no basis)
             for (std::size_t t = 0; t < g_->d_; ++t) {
                 ranked_[t] = rank[t] * g_->scale_[t];
                 offset += rank[t] * g_->low_[t];
             }
-            for (std::size_t j = 0; j < elements_.size(); ++j) {
-                const std::uint8_t* code = g_->codes_.data() + elements_[j] * g_->code_dim_;
-                exact_[j] = offset + kernels_.dot_codes(ranked_.data(), code, g_->code_dim_);
+            for (Scored& f : exact_) {
+                const std::uint8_t* code = g_->codes_.data() + std::size_t(f.second) * g_->code_dim_;
+                f.first = offset + kernels_.dot_codes(ranked_.data(), code, g_->code_dim_);
             }
         }
-        const std::size_t kept = std::min(k, elements_.size());
-        if (kept > 0) topk_rows(exact_.data(), 1, exact_.size(), kept, 1, scores, ids);  // ties: lower element
+        const std::size_t kept = std::min(k, exact_.size());
+        std::partial_sort(exact_.begin(), exact_.begin() + std::ptrdiff_t(kept), exact_.end(), better);
         for (std::size_t j = 0; j < k; ++j) {
-            if (j >= kept) scores[j] = -std::numeric_limits<float>::infinity();
-            ids[j] = j < kept ? elements_[ids[j]] : -1;
+            scores[j] = j < kept ? exact_[j].first : -std::numeric_limits<float>::infinity();
+            ids[j] = j < kept ? std::int64_t(exact_[j].second) : -1;
         }
     }
 
@@ -481,7 +477,7 @@ private:
     std::vector<std::uint32_t> fresh_;  // the unvisited neighbours of the last expansion: fresh_count_
     std::size_t fresh_count_ = 0;
     std::vector<float> fresh_scores_;
-    std::vector<float> query_, ranked_, exact_;  // ranked_: a codes-only graph's rank query
+    std::vector<float> query_, ranked_;  // ranked_: a codes-only graph's rank query
     std::vector<float> along_;  // a query along the basis
     // The pool (pool_scores_, pool_ids_; pool_size_): the beam, the live elements found, best
     // first, at most ef, the expanded ones marked; one sorted array in place of hnswlib's two
@@ -494,7 +490,7 @@ private:
     std::vector<float> pool_scores_;
     std::vector<std::uint32_t> pool_ids_;
     std::vector<Scored> through_, spilled_;
-    std::vector<std::int64_t> elements_;
+    std::vector<Scored> exact_;  // what is ranked: exact score, element
     std::size_t pool_size_ = 0, next_ = 0, ef_ = 0, spare_ = 0, scored_ = 0;
 };
 
