@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -36,7 +35,7 @@ void require_links(const std::uint32_t* list, std::size_t width, std::size_t n, 
     }
 }
 
-using Scored = std::pair<float, std::uint32_t>;
+using Scored = Beam::Scored;
 
 }  // namespace
 
@@ -276,9 +275,8 @@ public:
         // The codes' offsets add the same amount to every score of a query: only the scales count.
         const float* along = g_->code_space(kernels_, walk, 1, along_);
         for (std::size_t t = 0; t < g_->r_; ++t) query_[t] = along[t] * g_->scale_[t];
-        ef_ = ef, spare_ = spare;
-        pool_scores_.resize(ef + 1);
-        pool_ids_.resize(ef + 1);
+        spare_ = spare;
+        beam_.reset(ef);
         std::uint32_t current = g_->entry_;
         float best = score(current);
         for (int level = g_->max_level_; level > 0; --level) {
@@ -296,33 +294,15 @@ public:
                 }
             }
         }
-        pool_size_ = 0;
-        through_.clear();
-        spilled_.clear();
-        next_ = 0;
         visited_.first_visit(current);
-        offer(best, current);
+        beam_.offer(best, current, live(current));
     }
 
     // Takes the best element to expand and asks for the codes of its unvisited neighbours; false
     // when the beam is done (none left, or none better than the worst of ef found).
     bool expand() {
-        const bool unexpanded = first_unexpanded() < pool_size_;
         std::uint32_t next;
-        // one walked through is expanded first where it scores higher, or where no kept one is
-        // left and it is no worse than the beam's worst (hnswlib's order and stopping rule)
-        if (!through_.empty() &&
-            (unexpanded ? through_.front().first > pool_scores_[next_]
-                        : pool_size_ < ef_ || !(through_.front().first < pool_scores_[pool_size_ - 1]))) {
-            next = through_.front().second;
-            std::pop_heap(through_.begin(), through_.end(), best_first);
-            through_.pop_back();
-        } else if (unexpanded) {
-            next = pool_ids_[next_];
-            pool_ids_[next_] |= kExpanded;
-        } else {
-            return false;
-        }
+        if (!beam_.next(next)) return false;
         // The next expansion's links, likely out of cache, arrive while these neighbours score.
         ask_for_next_links();
         const std::uint32_t* list = links_of(next);
@@ -332,26 +312,11 @@ public:
         return true;
     }
 
-    // Scores what expand() asked for; those better than the beam's worst (or all, while it is
-    // short of ef) join it.
+    // Scores what expand() asked for and offers the beam those that beat its bar.
     void score_fresh() {
         score_codes(fresh_.data(), fresh_count_);
-        // Those better than the worst at the start, found without a branch on each score (the
-        // worst only rises as they join), then taken in turn.
-        const float worst = pool_size_ < ef_ ? -std::numeric_limits<float>::infinity()
-                                             : pool_scores_[pool_size_ - 1];
-        for (std::size_t first = 0; first < fresh_count_; first += 64) {
-            const std::size_t count = std::min<std::size_t>(64, fresh_count_ - first);
-            std::uint64_t better = 0;
-            for (std::size_t j = 0; j < count; ++j) {
-                better |= std::uint64_t(fresh_scores_[first + j] > worst) << j;
-            }
-            for (; better != 0; better &= better - 1) {
-                const std::size_t j = first + std::size_t(__builtin_ctzll(better));
-                const float s = fresh_scores_[j];
-                if (pool_size_ < ef_ || s > pool_scores_[pool_size_ - 1]) offer(s, fresh_[j]);
-            }
-        }
+        beam_.offer_all(fresh_scores_.data(), fresh_.data(), fresh_count_,
+                        [this](std::uint32_t e) { return live(e); });
         // A neighbour scored better than the element asked for in expand() is expanded next.
         ask_for_next_links();
     }
@@ -365,14 +330,6 @@ public:
     std::size_t scored() const { return scored_; }
 
 private:
-    // A function object, not a function: the heap inlines it (a function pointer is called).
-    struct BestFirst {
-        bool operator()(const Scored& a, const Scored& b) const { return a.first < b.first; }
-    };
-    static constexpr BestFirst best_first{};
-    // Marks a pool element expanded (above every element's number: kMaxElements).
-    static constexpr std::uint32_t kExpanded = std::uint32_t(kMaxElements);
-
     const std::uint32_t* links_of(std::uint32_t e) const {
         return g_->links0_.data() + std::size_t(e) * (g_->max_m0_ + 1);
     }
@@ -394,40 +351,15 @@ private:
         return kernels_.dot_codes(query_.data(), code_of(e), g_->code_dim_);
     }
 
-    // The beam's position of its best element not yet expanded (the pool's size where none is).
-    std::size_t first_unexpanded() {
-        while (next_ < pool_size_ && (pool_ids_[next_] & kExpanded)) ++next_;
-        return next_;
-    }
-
     void ask_for_next_links() {
-        if (first_unexpanded() < pool_size_) {
-            ask_for(links_of(pool_ids_[next_]), (g_->max_m0_ + 1) * sizeof(std::uint32_t));
-        }
+        std::uint32_t e;
+        if (beam_.upcoming(e)) ask_for(links_of(e), (g_->max_m0_ + 1) * sizeof(std::uint32_t));
     }
 
-    // Puts e in the beam: a live element into the pool, in order (after those of equal score),
-    // the worst falling out to the spilled past ef; one deleted or refused among those only
-    // walked through.
-    void offer(float s, std::uint32_t e) {
-        if ((g_->any_deleted_ && g_->deleted_[e]) || (allowed_ && !(*allowed_)(e))) {
-            through_.emplace_back(s, e);
-            std::push_heap(through_.begin(), through_.end(), best_first);
-            return;
-        }
-        // how many score at least s, counted without a branch on the scores
-        float* scores = pool_scores_.data();  // room for ef + 1 (start)
-        std::uint32_t* ids = pool_ids_.data();
-        std::size_t at = 0;
-        for (std::size_t j = 0; j < pool_size_; ++j) at += scores[j] >= s;
-        std::memmove(scores + at + 1, scores + at, (pool_size_ - at) * sizeof(float));
-        std::memmove(ids + at + 1, ids + at, (pool_size_ - at) * sizeof(std::uint32_t));
-        scores[at] = s, ids[at] = e;
-        if (++pool_size_ > ef_) {
-            --pool_size_;
-            spilled_.emplace_back(scores[pool_size_], ids[pool_size_] & ~kExpanded);
-        }
-        next_ = std::min(next_, at);
+    // Kept if found: not deleted, and accepted by the filter (asked only for elements that would
+    // join the beam).
+    bool live(std::uint32_t e) const {
+        return !(g_->any_deleted_ && g_->deleted_[e]) && !(allowed_ && !(*allowed_)(e));
     }
 
     // The k of the found elements with the largest exact inner products, best first.
@@ -435,13 +367,14 @@ private:
         const auto better = [](const Scored& a, const Scored& b) {  // ties to the lower element
             return a.first > b.first || (a.first == b.first && a.second < b.second);
         };
-        if (spilled_.size() > spare_) {  // the best spare_ of them
-            std::nth_element(spilled_.begin(), spilled_.begin() + spare_, spilled_.end(), better);
-            spilled_.resize(spare_);
+        std::vector<Scored>& spilled = beam_.spilled();
+        if (spilled.size() > spare_) {  // the best spare_ of them
+            std::nth_element(spilled.begin(), spilled.begin() + spare_, spilled.end(), better);
+            spilled.resize(spare_);
         }
         exact_.clear();
-        for (std::size_t j = 0; j < pool_size_; ++j) exact_.emplace_back(0.f, pool_ids_[j] & ~kExpanded);
-        for (const Scored& f : spilled_) exact_.emplace_back(0.f, f.second);
+        for (std::size_t j = 0; j < beam_.size(); ++j) exact_.emplace_back(0.f, beam_.element(j));
+        for (const Scored& f : spilled) exact_.emplace_back(0.f, f.second);
         scored_ += exact_.size();
         if (g_->keep_keys_) {
             // each row read in place: one query's few rows cost less so than packed for the tiles
@@ -478,19 +411,14 @@ private:
     std::vector<float> fresh_scores_;
     std::vector<float> query_, ranked_;  // ranked_: a codes-only graph's rank query
     std::vector<float> along_;  // a query along the basis
-    // The pool (pool_scores_, pool_ids_; pool_size_): the beam, the live elements found, best
-    // first, at most ef, the expanded ones marked; one sorted array in place of hnswlib's two
-    // heaps (1.2-1.3x the queries/s on GloVe). next_: no element before it is left to expand.
-    // through_: deleted or refused elements to expand (best on top), walked through and never
-    // kept. spilled_: what fell out of the pool, of which the best `spare_` are ranked too (chosen at the
-    // end: a second heap kept all along cost more). The beam's ef is by code scores; near its
-    // edge the codes' rounding decides, and with ef close to k (hnswlib's tests search k = ef =
-    // 100 among near duplicates) exact ranking of these too keeps recall@k as exact beams'.
-    std::vector<float> pool_scores_;
-    std::vector<std::uint32_t> pool_ids_;
-    std::vector<Scored> through_, spilled_;
+    // beam_: by code scores (1.2-1.3x the queries/s on GloVe with one array, not two heaps). Of
+    // what falls out of it, the best `spare_` are ranked too (chosen at the end: a second heap kept
+    // all along cost more): near the beam's edge the codes' rounding decides, and with ef close to
+    // k (hnswlib's tests search k = ef = 100 among near duplicates) exact ranking of these too
+    // keeps recall@k as exact beams'.
+    Beam beam_;
     std::vector<Scored> exact_;  // what is ranked: exact score, element
-    std::size_t pool_size_ = 0, next_ = 0, ef_ = 0, spare_ = 0, scored_ = 0;
+    std::size_t spare_ = 0, scored_ = 0;
 };
 
 std::size_t GraphSearch::search(const float* walk, const float* rank, std::size_t nq,

@@ -18,13 +18,11 @@
 #include <functional>
 #include <vector>
 
+#include "beam.h"
 #include "huge_pages.h"
 #include "projection.h"
 
 namespace amips {
-
-// Elements a graph may hold: a walk marks its own in their number's top bit.
-constexpr std::size_t kMaxElements = std::size_t(1) << 31;
 
 // The elements a walk has seen: one bit each, cleared by the list of those set.
 class VisitedSet {

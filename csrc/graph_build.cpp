@@ -24,17 +24,13 @@
 namespace amips {
 namespace {
 
-using Scored = std::pair<float, std::uint32_t>;
+using Scored = Beam::Scored;
 
-// Function objects, not functions: the heaps and sorts inline them.
+// A function object, not a function: the sorts inline it.
 struct Better {
     bool operator()(const Scored& a, const Scored& b) const { return a.first > b.first; }
 };
-struct Worse {
-    bool operator()(const Scored& a, const Scored& b) const { return a.first < b.first; }
-};
 constexpr Better better{};
-constexpr Worse worse{};
 
 // A uniform draw in (0, 1) from (seed, i): splitmix64's finaliser.
 double uniform(std::uint64_t seed, std::uint64_t i) {
@@ -51,7 +47,7 @@ constexpr std::size_t kLockStripes = 4096;
 
 }  // namespace
 
-// One thread's insertions: a visited set, heaps and two scaled keys.
+// One thread's insertions: a visited set, a beam and two scaled keys.
 class GraphSearch::Builder {
 public:
     Builder(GraphSearch& g, std::vector<std::mutex>& locks, std::mutex& top, std::size_t ef,
@@ -250,50 +246,28 @@ private:
     // found_ = the ef_ live elements of best code score with aim_ a beam search on `level` from
     // `start` finds, best first.
     void beam(std::uint32_t start, int level) {
-        candidates_.clear();
-        found_.clear();
+        beam_.reset(ef_);
         visited_.first_visit(start);
-        const Scored first{kernels_.dot_codes(aim_.data(), code(start), g_.code_dim_), start};
-        candidates_.push_back(first);
-        if (!g_.deleted_[start]) found_.push_back(first);
-        while (!candidates_.empty()) {
-            const Scored next = candidates_.front();
-            if (found_.size() >= ef_ && next.first < found_.front().first) break;
-            std::pop_heap(candidates_.begin(), candidates_.end(), worse);
-            candidates_.pop_back();
-            read_links(next.second, level);
+        const auto live = [this](std::uint32_t e) { return !g_.deleted_[e]; };
+        beam_.offer(kernels_.dot_codes(aim_.data(), code(start), g_.code_dim_), start, live(start));
+        for (std::uint32_t next; beam_.next(next);) {
+            read_links(next, level);
             // Every fresh neighbour's code asked for before the first is scored, so that their
             // misses overlap (as the walk's): one build thread took 13-20% less time on GloVe.
-            fresh_.clear();
-            for (const std::uint32_t n : links_) {
-                if (!visited_.first_visit(n)) continue;
-                fresh_.push_back(n);
-                ask_for(code(n), g_.code_dim_);
-            }
+            fresh_.resize(links_.size());
+            fresh_.resize(visited_.first_visits(links_.data(), links_.size(), fresh_.data()));
+            for (const std::uint32_t n : fresh_) ask_for(code(n), g_.code_dim_);
             scores_.resize(fresh_.size());
             kernels_.dot_code_rows(aim_.data(), g_.codes_.data(), g_.code_dim_, fresh_.data(),
                                    fresh_.size(), scores_.data());
-            for (std::size_t j = 0; j < fresh_.size(); ++j) {
-                const float s = scores_[j];
-                const std::uint32_t n = fresh_[j];
-                if (found_.size() >= ef_ && s <= found_.front().first) continue;
-                candidates_.emplace_back(s, n);
-                std::push_heap(candidates_.begin(), candidates_.end(), worse);
-                if (g_.deleted_[n]) continue;
-                found_.emplace_back(s, n);
-                std::push_heap(found_.begin(), found_.end(), better);
-                if (found_.size() > ef_) {
-                    std::pop_heap(found_.begin(), found_.end(), better);
-                    found_.pop_back();
-                }
-            }
+            beam_.offer_all(scores_.data(), fresh_.data(), fresh_.size(), live);
             // The next expansion's links, likely out of cache.
-            if (!candidates_.empty()) {
-                ask_for(list(candidates_.front().second, level), list_bytes(level));
-            }
+            std::uint32_t upcoming;
+            if (beam_.upcoming(upcoming)) ask_for(list(upcoming, level), list_bytes(level));
         }
         visited_.clear();
-        std::sort(found_.begin(), found_.end(), better);
+        found_.clear();
+        for (std::size_t j = 0; j < beam_.size(); ++j) found_.emplace_back(beam_.score(j), beam_.element(j));
     }
 
     // hnswlib's heuristic: of the candidates of `base` (best first), up to m, each kept only when
@@ -376,7 +350,8 @@ private:
     std::vector<std::vector<std::uint32_t>> chosen_;  // by level
     std::vector<float> aim_, probe_, offset_, step_;  // offset_ + code * step_: scale_code
     std::vector<float> along_;  // a key along the basis
-    std::vector<Scored> candidates_, found_, pruned_;
+    Beam beam_;
+    std::vector<Scored> found_, pruned_;  // found_: a beam's live elements, best first
 };
 
 void GraphSearch::add(const float* keys, std::size_t count, std::size_t ef_construction,
